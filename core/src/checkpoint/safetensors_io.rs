@@ -1,0 +1,136 @@
+//! Reading and writing safetensors files as host tensors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use super::error::CheckpointError;
+use super::host_tensor::{HostTensor, StoredDType};
+
+const FORMAT: &str = "safetensors";
+
+/// True when the bytes look like a safetensors header (little-endian length + '{').
+pub fn looks_like_safetensors(prefix: &[u8]) -> bool {
+    prefix.len() >= 9 && prefix[8] == b'{'
+}
+
+fn stored_dtype(dtype: Dtype) -> Option<StoredDType> {
+    Some(match dtype {
+        Dtype::F32 => StoredDType::F32,
+        Dtype::F64 => StoredDType::F64,
+        Dtype::F16 => StoredDType::F16,
+        Dtype::BF16 => StoredDType::BF16,
+        Dtype::I64 => StoredDType::I64,
+        Dtype::I32 => StoredDType::I32,
+        Dtype::I16 => StoredDType::I16,
+        Dtype::I8 => StoredDType::I8,
+        Dtype::U8 => StoredDType::U8,
+        Dtype::BOOL => StoredDType::Bool,
+        _ => return None,
+    })
+}
+
+/// Every tensor of a safetensors file as f32 (in name order), and its `__metadata__`.
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(Vec<(String, HostTensor)>, HashMap<String, String>), CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CheckpointError::malformed(path, FORMAT, e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| CheckpointError::malformed(path, FORMAT, e.to_string()))?;
+    let mut out = Vec::with_capacity(st.len());
+    let mut names = st.names();
+    names.sort();
+    for name in names {
+        let view = st
+            .tensor(name)
+            .map_err(|e| CheckpointError::malformed(path, FORMAT, e.to_string()))?;
+        let dtype = stored_dtype(view.dtype()).ok_or_else(|| CheckpointError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!(
+                "tensor `{name}` has dtype {:?}, which dinoadapt does not read; convert the \
+                 checkpoint to float32, float16 or bfloat16",
+                view.dtype()
+            ),
+        })?;
+        let data = view
+            .data()
+            .chunks_exact(dtype.size_of())
+            .map(|c| dtype.decode(c))
+            .collect();
+        out.push((name.to_string(), HostTensor::new(view.shape().to_vec(), data)));
+    }
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    Ok((out, metadata))
+}
+
+/// Write f32 tensors to a safetensors file atomically (temp file + rename).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, HostTensor)],
+    metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.clone(), b, t.shape.clone())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| CheckpointError::Write {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &data)
+}
+
+/// Write bytes to `path` through a temporary file in the same folder, then rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let werr = |e: std::io::Error| CheckpointError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    std::fs::write(&tmp, data).map_err(werr)?;
+    std::fs::rename(&tmp, path).map_err(werr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_tensors_and_metadata() {
+        let dir = std::env::temp_dir().join(format!("dinoadapt-st-{}", std::process::id()));
+        let path = dir.join("t.safetensors");
+        let t = vec![
+            ("a".to_string(), HostTensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect())),
+            ("b.c".to_string(), HostTensor::new(vec![1], vec![-1.5])),
+        ];
+        let meta = HashMap::from([("k".to_string(), "v".to_string())]);
+        write_safetensors(&path, &t, meta.clone()).unwrap();
+        let (back, m) = read_safetensors(&path).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(m, meta);
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        assert!(matches!(read_safetensors(&path), Err(CheckpointError::Malformed { .. })));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,190 @@
+//! The building blocks of a ViT block: DINOv2's attention (one packed qkv projection), the two
+//! feed-forward networks, LayerScale and stochastic depth.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, silu};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Distribution, Tensor};
+
+use super::config::{FfnConfig, VitConfig};
+
+/// Multi-head self-attention with one packed qkv projection (rows [q | k | v], each split by
+/// head), as the official DINOv2 and timm code store it.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub qkv: Linear<B>,
+    pub proj: Linear<B>,
+    #[module(skip)]
+    pub num_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn init(cfg: &VitConfig, device: &B::Device) -> Self {
+        let d = cfg.embed_dim;
+        Attention {
+            qkv: LinearConfig::new(d, 3 * d)
+                .with_bias(cfg.qkv_bias)
+                .init(device),
+            proj: LinearConfig::new(d, d).with_bias(cfg.proj_bias).init(device),
+            num_heads: cfg.num_heads,
+        }
+    }
+
+    /// x: [B, T, D] -> [B, T, D]
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let h = self.num_heads;
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, t, 3, h, d / h])
+            .permute([2, 0, 3, 1, 4]);
+        let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
+        let k = qkv.clone().narrow(0, 1, 1).squeeze_dim::<4>(0);
+        let v = qkv.narrow(0, 2, 1).squeeze_dim::<4>(0);
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        self.proj.forward(out.swap_dims(1, 2).reshape([b, t, d]))
+    }
+}
+
+/// The block's feed-forward network.
+#[derive(Module, Debug)]
+pub enum Ffn<B: Backend> {
+    /// fc1, exact GELU, fc2.
+    Mlp(Mlp<B>),
+    /// Packed SwiGLU.
+    SwiGlu(SwiGlu<B>),
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+/// `w12` gives [gate | value]; the output is `w3(silu(gate) * value)`.
+#[derive(Module, Debug)]
+pub struct SwiGlu<B: Backend> {
+    pub w12: Linear<B>,
+    pub w3: Linear<B>,
+    #[module(skip)]
+    pub hidden: usize,
+}
+
+impl<B: Backend> Ffn<B> {
+    pub fn init(cfg: &VitConfig, device: &B::Device) -> Self {
+        let d = cfg.embed_dim;
+        match cfg.ffn {
+            FfnConfig::Mlp { hidden } => Ffn::Mlp(Mlp {
+                fc1: LinearConfig::new(d, hidden)
+                    .with_bias(cfg.ffn_bias)
+                    .init(device),
+                fc2: LinearConfig::new(hidden, d)
+                    .with_bias(cfg.ffn_bias)
+                    .init(device),
+            }),
+            FfnConfig::SwiGlu { hidden } => Ffn::SwiGlu(SwiGlu {
+                w12: LinearConfig::new(d, 2 * hidden)
+                    .with_bias(cfg.ffn_bias)
+                    .init(device),
+                w3: LinearConfig::new(hidden, d)
+                    .with_bias(cfg.ffn_bias)
+                    .init(device),
+                hidden,
+            }),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self {
+            Ffn::Mlp(m) => m.fc2.forward(gelu(m.fc1.forward(x))),
+            Ffn::SwiGlu(s) => {
+                let x12 = s.w12.forward(x);
+                let gate = x12.clone().narrow(2, 0, s.hidden);
+                let value = x12.narrow(2, s.hidden, s.hidden);
+                s.w3.forward(silu(gate) * value)
+            }
+        }
+    }
+}
+
+/// Per-channel scaling of a residual branch.
+#[derive(Module, Debug)]
+pub struct LayerScale<B: Backend> {
+    pub gamma: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> LayerScale<B> {
+    pub fn init(dim: usize, value: f64, device: &B::Device) -> Self {
+        LayerScale {
+            gamma: Param::from_tensor(Tensor::full([dim], value, device)),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        x * self.gamma.val().unsqueeze::<3>()
+    }
+}
+
+/// Stochastic depth: drop a whole residual branch per sample while training (when the backend
+/// records gradients), rescaling the kept ones by 1/(1-p).
+pub fn drop_path<B: Backend>(x: Tensor<B, 3>, rate: f64) -> Tensor<B, 3> {
+    if rate <= 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let [b, _, _] = x.dims();
+    let keep = 1.0 - rate;
+    let mask = Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    x * mask.div_scalar(keep)
+}
+
+/// A pre-norm transformer block:
+/// `x + ls1 * attn(norm1(x))`, then `x + ls2 * ffn(norm2(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub norm1: LayerNorm<B>,
+    pub attn: Attention<B>,
+    pub ls1: Option<LayerScale<B>>,
+    pub norm2: LayerNorm<B>,
+    pub mlp: Ffn<B>,
+    pub ls2: Option<LayerScale<B>>,
+    #[module(skip)]
+    pub drop_path: f64,
+}
+
+impl<B: Backend> Block<B> {
+    pub fn init(cfg: &VitConfig, index: usize, device: &B::Device) -> Self {
+        let norm = || {
+            LayerNormConfig::new(cfg.embed_dim)
+                .with_epsilon(cfg.norm_eps)
+                .init(device)
+        };
+        let ls = || {
+            cfg.layer_scale
+                .then(|| LayerScale::init(cfg.embed_dim, cfg.layer_scale_init, device))
+        };
+        Block {
+            norm1: norm(),
+            attn: Attention::init(cfg, device),
+            ls1: ls(),
+            norm2: norm(),
+            mlp: Ffn::init(cfg, device),
+            ls2: ls(),
+            drop_path: cfg.drop_path_of_block(index),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let scale = |ls: &Option<LayerScale<B>>, y: Tensor<B, 3>| match ls {
+            Some(ls) => ls.forward(y),
+            None => y,
+        };
+        let a = scale(&self.ls1, self.attn.forward(self.norm1.forward(x.clone())));
+        let x = x + drop_path(a, self.drop_path);
+        let f = scale(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
+        x + drop_path(f, self.drop_path)
+    }
+}

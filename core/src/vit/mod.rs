@@ -1,0 +1,12 @@
+//! The ViT family: configuration, layers, the model and position-embedding resampling.
+
+pub mod config;
+pub mod layers;
+pub mod model;
+pub mod pos_embed;
+pub mod weights;
+
+pub use config::{FfnConfig, PosEmbedPrefix, VitConfig, PRESETS};
+pub use model::{patches_to_grid, VisionTransformer, VitFeatures};
+pub use pos_embed::{PosEmbedInterpolation, PosEmbedSkip};
+pub use weights::{check_state, expected_keys, StateDict, WeightError};

@@ -1,0 +1,271 @@
+//! One configurable Vision Transformer for the whole DINOv2 / UNI family.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Distribution, Tensor, TensorData};
+
+use super::config::{PosEmbedPrefix, VitConfig};
+use super::layers::Block;
+use super::pos_embed::axis_matrix;
+
+/// The Vision Transformer backbone. Token order is always `[CLS, REG_1..REG_R, patches]` with
+/// patches row-major over the (h, w) grid.
+#[derive(Module, Debug)]
+pub struct VisionTransformer<B: Backend> {
+    /// The patch-embedding convolution (kernel = stride = patch), held as a linear map over
+    /// flattened (channel, row, col) patches: it computes the same sums as the convolution.
+    pub patch_embed: Linear<B>,
+    /// [1, 1, D]
+    pub cls_token: Param<Tensor<B, 3>>,
+    /// [1, R, D]
+    pub register_tokens: Option<Param<Tensor<B, 3>>>,
+    /// [1, D]
+    pub mask_token: Option<Param<Tensor<B, 2>>>,
+    /// [1, prefix rows + M*M, D]
+    pub pos_embed: Param<Tensor<B, 3>>,
+    pub blocks: Vec<Block<B>>,
+    pub norm: LayerNorm<B>,
+    #[module(skip)]
+    pub config: VitConfig,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct VitFeatures<B: Backend> {
+    /// All tokens after the final norm: [B, 1 + R + h*w, D].
+    pub tokens: Tensor<B, 3>,
+    /// Outputs of the requested blocks, before the final norm, in the order asked.
+    pub layers: Vec<Tensor<B, 3>>,
+    /// The patch grid (h, w).
+    pub grid: (usize, usize),
+    /// Number of register tokens.
+    pub num_registers: usize,
+}
+
+impl<B: Backend> VitFeatures<B> {
+    /// Normalised class token [B, D].
+    pub fn cls(&self) -> Tensor<B, 2> {
+        cls_of(&self.tokens)
+    }
+
+    /// Normalised register tokens [B, R, D], if the model has registers.
+    pub fn registers(&self) -> Option<Tensor<B, 3>> {
+        registers_of(&self.tokens, self.num_registers)
+    }
+
+    /// Normalised patch tokens [B, h*w, D].
+    pub fn patches(&self) -> Tensor<B, 3> {
+        patches_of(&self.tokens, self.num_registers)
+    }
+}
+
+/// The class token of a token tensor [B, T, D].
+pub fn cls_of<B: Backend>(tokens: &Tensor<B, 3>) -> Tensor<B, 2> {
+    tokens.clone().narrow(1, 0, 1).squeeze_dim::<2>(1)
+}
+
+/// The register tokens of a token tensor, if `r > 0`.
+pub fn registers_of<B: Backend>(tokens: &Tensor<B, 3>, r: usize) -> Option<Tensor<B, 3>> {
+    (r > 0).then(|| tokens.clone().narrow(1, 1, r))
+}
+
+/// The patch tokens of a token tensor.
+pub fn patches_of<B: Backend>(tokens: &Tensor<B, 3>, r: usize) -> Tensor<B, 3> {
+    let t = tokens.dims()[1];
+    tokens.clone().narrow(1, 1 + r, t - 1 - r)
+}
+
+/// Patch tokens [B, h*w, D] as a feature map [B, D, h, w].
+pub fn patches_to_grid<B: Backend>(patches: Tensor<B, 3>, grid: (usize, usize)) -> Tensor<B, 4> {
+    let [b, _, d] = patches.dims();
+    patches.swap_dims(1, 2).reshape([b, d, grid.0, grid.1])
+}
+
+impl<B: Backend> VisionTransformer<B> {
+    /// A model with fresh random weights (truncated-normal-like init as the references use).
+    pub fn init(config: &VitConfig, device: &B::Device) -> Self {
+        let d = config.embed_dim;
+        let p = config.patch_size;
+        let normal = |shape: [usize; 3], std: f64| {
+            Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, std), device)
+        };
+        VisionTransformer {
+            patch_embed: LinearConfig::new(config.in_chans * p * p, d).init(device),
+            cls_token: Param::from_tensor(normal([1, 1, d], 1e-6)),
+            register_tokens: (config.num_register_tokens > 0)
+                .then(|| Param::from_tensor(normal([1, config.num_register_tokens, d], 1e-6))),
+            mask_token: config
+                .mask_token
+                .then(|| Param::from_tensor(Tensor::zeros([1, d], device))),
+            pos_embed: Param::from_tensor(normal([1, config.pos_embed_rows(), d], 0.02)),
+            blocks: (0..config.depth)
+                .map(|i| Block::init(config, i, device))
+                .collect(),
+            norm: LayerNormConfig::new(d)
+                .with_epsilon(config.norm_eps)
+                .init(device),
+            config: config.clone(),
+        }
+    }
+
+    pub fn device(&self) -> B::Device {
+        self.cls_token.val().device()
+    }
+
+    /// Patch grid for an image of `(height, width)` pixels (the remainder is cropped, as the
+    /// stride-p convolution of the references drops it).
+    pub fn grid_of(&self, height: usize, width: usize) -> (usize, usize) {
+        (height / self.config.patch_size, width / self.config.patch_size)
+    }
+
+    /// Flattened patches [B, h*w, C*p*p] in (channel, row, col) order.
+    fn patchify(&self, x: Tensor<B, 4>) -> (Tensor<B, 3>, (usize, usize)) {
+        let [b, c, hh, ww] = x.dims();
+        let p = self.config.patch_size;
+        let (h, w) = self.grid_of(hh, ww);
+        let x = if hh != h * p || ww != w * p {
+            x.narrow(2, 0, h * p).narrow(3, 0, w * p)
+        } else {
+            x
+        };
+        let patches = x
+            .reshape([b, c, h, p, w, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, h * w, c * p * p]);
+        (patches, (h, w))
+    }
+
+    /// The position embedding for a grid: (prefix rows [P, D] if any, grid rows [h*w, D]).
+    pub fn pos_embed_for(
+        &self,
+        grid: (usize, usize),
+        image: (usize, usize),
+    ) -> (Option<Tensor<B, 2>>, Tensor<B, 2>) {
+        let cfg = &self.config;
+        let m = cfg.pos_grid;
+        let d = cfg.embed_dim;
+        let prefix_rows = cfg.pos_embed_prefix.rows(cfg.num_register_tokens);
+        let pe = self.pos_embed.val().squeeze_dim::<2>(0);
+        let prefix = (prefix_rows > 0).then(|| pe.clone().narrow(0, 0, prefix_rows));
+        let table = pe.narrow(0, prefix_rows, m * m);
+        if cfg.interpolation_skip.keeps_table(m, grid, image) {
+            return (prefix, table);
+        }
+        let (h, w) = grid;
+        let device = self.device();
+        let matrix = |out: usize| {
+            Tensor::<B, 2>::from_data(
+                TensorData::new(axis_matrix(cfg.interpolation, m, out), [out, m]),
+                &device,
+            )
+        };
+        // Columns first: [M, w, M] x [M, M, D] -> [M, w, D]; then rows: [h, M] x [M, w*D].
+        let wide = matrix(w)
+            .unsqueeze_dim::<3>(0)
+            .expand([m, w, m])
+            .matmul(table.reshape([m, m, d]));
+        let out = matrix(h).matmul(wide.reshape([m, w * d]));
+        (prefix, out.reshape([h * w, d]))
+    }
+
+    /// Patch embedding, mask token, class/register tokens and position embedding.
+    /// `mask` [B, h*w] replaces the masked patch embeddings by the mask token (iBOT).
+    pub fn prepare_tokens(
+        &self,
+        x: Tensor<B, 4>,
+        mask: Option<Tensor<B, 2, Bool>>,
+    ) -> (Tensor<B, 3>, (usize, usize)) {
+        let [b, _, hh, ww] = x.dims();
+        let d = self.config.embed_dim;
+        let (patches, grid) = self.patchify(x);
+        let n = grid.0 * grid.1;
+        let mut patches = self.patch_embed.forward(patches);
+        if let Some(mask) = mask {
+            let token = self
+                .mask_token
+                .as_ref()
+                .map(|t| t.val())
+                .unwrap_or_else(|| Tensor::zeros([1, d], &patches.device()));
+            let token = token.unsqueeze_dim::<3>(0).expand([b, n, d]);
+            patches = patches.mask_where(mask.unsqueeze_dim::<3>(2).expand([b, n, d]), token);
+        }
+        let (pos_prefix, pos_grid) = self.pos_embed_for(grid, (hh, ww));
+        let patches = patches + pos_grid.unsqueeze_dim::<3>(0);
+        let cls = self.cls_token.val().expand([b, 1, d]);
+        let regs = self
+            .register_tokens
+            .as_ref()
+            .map(|r| r.val().expand([b, self.config.num_register_tokens, d]));
+        let tokens = match (self.config.pos_embed_prefix, pos_prefix) {
+            (PosEmbedPrefix::Cls, Some(pp)) => {
+                let cls = cls + pp.unsqueeze_dim::<3>(0);
+                cat_tokens(cls, regs, patches)
+            }
+            (PosEmbedPrefix::AllPrefix, Some(pp)) => {
+                let prefix = match regs {
+                    Some(r) => Tensor::cat(vec![cls, r], 1),
+                    None => cls,
+                };
+                Tensor::cat(vec![prefix + pp.unsqueeze_dim::<3>(0), patches], 1)
+            }
+            _ => cat_tokens(cls, regs, patches),
+        };
+        (tokens, grid)
+    }
+
+    /// Full forward pass: final-normed tokens plus the raw outputs of the blocks in `layers`
+    /// (indices 0..depth, in the order asked).
+    pub fn forward_features(
+        &self,
+        x: Tensor<B, 4>,
+        mask: Option<Tensor<B, 2, Bool>>,
+        layers: &[usize],
+    ) -> VitFeatures<B> {
+        let (mut tokens, grid) = self.prepare_tokens(x, mask);
+        let mut kept: Vec<(usize, Tensor<B, 3>)> = Vec::with_capacity(layers.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            tokens = block.forward(tokens);
+            if layers.contains(&i) {
+                kept.push((i, tokens.clone()));
+            }
+        }
+        let layers = layers
+            .iter()
+            .map(|i| {
+                kept.iter()
+                    .find(|(k, _)| k == i)
+                    .map(|(_, t)| t.clone())
+                    .expect("layer index checked against depth")
+            })
+            .collect();
+        VitFeatures {
+            tokens: self.norm.forward(tokens),
+            layers,
+            grid,
+            num_registers: self.config.num_register_tokens,
+        }
+    }
+
+    /// Indices of the last `n` blocks.
+    pub fn last_layers(&self, n: usize) -> Vec<usize> {
+        let depth = self.config.depth;
+        (depth.saturating_sub(n)..depth).collect()
+    }
+
+    /// Apply the final norm to an intermediate output (as `get_intermediate_layers(norm=True)`).
+    pub fn apply_norm(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.norm.forward(tokens)
+    }
+}
+
+fn cat_tokens<B: Backend>(
+    cls: Tensor<B, 3>,
+    regs: Option<Tensor<B, 3>>,
+    patches: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    match regs {
+        Some(r) => Tensor::cat(vec![cls, r, patches], 1),
+        None => Tensor::cat(vec![cls, patches], 1),
+    }
+}

@@ -1,0 +1,140 @@
+//! Image inputs: files, folders (recursively) and list files, decoded to RGB.
+
+use std::path::{Path, PathBuf};
+
+use image::DynamicImage;
+
+/// Extensions read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot decode the image: {reason}")]
+    Decode { path: PathBuf, reason: String },
+    #[error("{0}: no such file or folder")]
+    Missing(PathBuf),
+    #[error("no images found in {0:?} (looked for {IMAGE_EXTENSIONS:?})")]
+    Empty(Vec<PathBuf>),
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
+    let io = |source| ImageError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Expand inputs into image paths, in a stable order: an image file is itself, a folder is every
+/// image below it (sorted), any other file is a list with one path per line (relative paths are
+/// relative to the list; blank lines and `#` comments are skipped; a CSV's first column is used).
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            walk(input, &mut out)?;
+        } else if input.is_file() && is_image(input) {
+            out.push(input.clone());
+        } else if input.is_file() {
+            let text = std::fs::read_to_string(input).map_err(|source| ImageError::Io {
+                path: input.clone(),
+                source,
+            })?;
+            let base = input.parent().unwrap_or(Path::new("."));
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let first = line.split(',').next().unwrap_or(line).trim().trim_matches('"');
+                if first == "path" {
+                    continue; // CSV header
+                }
+                let p = base.join(first);
+                if !p.is_file() {
+                    return Err(ImageError::Missing(p));
+                }
+                out.push(p);
+            }
+        } else {
+            return Err(ImageError::Missing(input.clone()));
+        }
+    }
+    if out.is_empty() {
+        return Err(ImageError::Empty(inputs.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Decode an image file (PNG, JPEG, TIFF, ...).
+pub fn open_image(path: &Path) -> Result<DynamicImage, ImageError> {
+    let reader = image::ImageReader::open(path)
+        .map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    reader.decode().map_err(|e| ImageError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_files_folders_and_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let img = image::RgbImage::from_pixel(4, 3, image::Rgb([10, 20, 30]));
+        img.save(dir.path().join("b.png")).unwrap();
+        img.save(sub.join("a.jpg")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let found = collect_images(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(found, [dir.path().join("b.png"), sub.join("a.jpg")]);
+        let list = dir.path().join("list.csv");
+        std::fs::write(&list, "path,label\nsub/a.jpg,1\n# c\n\nb.png,0\n").unwrap();
+        let from_list = collect_images(&[list]).unwrap();
+        assert_eq!(from_list, [sub.join("a.jpg"), dir.path().join("b.png")]);
+        assert!(matches!(
+            collect_images(&[dir.path().join("nope")]),
+            Err(ImageError::Missing(_))
+        ));
+        let decoded = open_image(&sub.join("a.jpg")).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (4, 3));
+        std::fs::write(dir.path().join("bad.png"), b"not a png").unwrap();
+        assert!(matches!(open_image(&dir.path().join("bad.png")), Err(ImageError::Decode { .. })));
+    }
+}

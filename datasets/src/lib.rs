@@ -1,0 +1,11 @@
+//! dinoadapt-datasets: image inputs, model preprocessing, batching and the feature store.
+
+pub mod feature_store;
+pub mod images;
+pub mod manifest;
+pub mod transforms;
+
+pub use feature_store::{FeatureWriter, StoreError};
+pub use images::{collect_images, open_image, ImageError};
+pub use manifest::{embed_manifest, write_parquet, EmbedRecord, ManifestError};
+pub use transforms::{Preprocess, ResizeFilter};

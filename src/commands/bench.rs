@@ -1,0 +1,110 @@
+//! `dinoadapt bench embed`: backbone inference throughput with random weights.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use clap::{Args, Subcommand};
+use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_core::vit::{VisionTransformer, VitConfig};
+use serde_json::json;
+
+use crate::device::{on_device, peak_rss_mib, BackendJob};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Forward passes of a random-weight backbone: images/s and peak memory.
+    Embed(BenchEmbedArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchEmbedArgs {
+    /// Architecture preset (vits14, vitb14, vitl14, vitg14, *_reg, uni, uni2h).
+    #[arg(long, default_value = "vits14")]
+    pub arch: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Square input resolution in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub res: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Untimed batches first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed batches.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// CPU threads (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+struct Job(BenchEmbedArgs, VitConfig);
+
+impl BackendJob for Job {
+    type Output = serde_json::Value;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+        let Job(args, cfg) = self;
+        let model = VisionTransformer::<B>::init(&cfg, &device);
+        let x = Tensor::<B, 4>::random([args.batch, 3, args.res, args.res], Distribution::Normal(0.0, 1.0), &device);
+        let step = |x: Tensor<B, 4>| {
+            let f = model.forward_features(x, None, &[]);
+            // Reading the result back waits for the device.
+            let _ = f.tokens.into_data();
+        };
+        for _ in 0..args.warmup {
+            step(x.clone());
+        }
+        let t0 = Instant::now();
+        for _ in 0..args.iters {
+            step(x.clone());
+        }
+        let secs = t0.elapsed().as_secs_f64() / args.iters.max(1) as f64;
+        Ok(json!({
+            "impl": "dinoadapt",
+            "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?"),
+            "arch": args.arch,
+            "batch": args.batch,
+            "res": args.res,
+            "threads": rayon::current_num_threads(),
+            "device": args.device.to_string(),
+            "images_per_s": args.batch as f64 / secs,
+            "seconds_per_batch": secs,
+            "peak_rss_mb": peak_rss_mib(),
+        }))
+    }
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Embed(args) => {
+            if let Some(n) = args.threads {
+                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+            }
+            let cfg = VitConfig::preset(&args.arch)
+                .ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", args.arch))?;
+            eprintln!(
+                "bench embed: {} ({:.1} M params), batch {}, {}x{}, device {}, {} threads",
+                args.arch,
+                cfg.num_params() as f64 / 1e6,
+                args.batch,
+                args.res,
+                args.res,
+                args.device,
+                rayon::current_num_threads()
+            );
+            let out = on_device(args.device, Job(args.clone(), cfg))?;
+            eprintln!(
+                "{:.2} images/s ({:.3} s/batch), peak RSS {:.0} MiB",
+                out["images_per_s"].as_f64().unwrap_or(0.0),
+                out["seconds_per_batch"].as_f64().unwrap_or(0.0),
+                out["peak_rss_mb"].as_f64().unwrap_or(0.0)
+            );
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

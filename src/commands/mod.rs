@@ -1,0 +1,5 @@
+pub mod bench;
+pub mod embed;
+pub mod export;
+pub mod inspect;
+pub mod parity;

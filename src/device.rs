@@ -1,0 +1,34 @@
+//! Running a job on the backend that `--device` names.
+
+use burn::tensor::backend::Backend;
+use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
+
+/// A piece of work generic over the backend.
+pub trait BackendJob {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+}
+
+/// Run `job` on the device `spec` names.
+pub fn on_device<J: BackendJob>(spec: DeviceSpec, job: J) -> anyhow::Result<J::Output> {
+    match spec {
+        DeviceSpec::Cpu => job.run::<CpuBackend>(Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => job.run::<dinoadapt_core::backend::CudaBackend>(
+            burn::backend::cuda::CudaDevice::new(index),
+        ),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => anyhow::bail!(
+            "this dinoadapt was built without CUDA; rebuild with `cargo build --release \
+             --features cuda` or use --device cpu"
+        ),
+    }
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

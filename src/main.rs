@@ -1,0 +1,68 @@
+//! `dinoadapt`: adapt DINOv2 vision foundation models to medical and satellite imagery.
+//!
+//! A thin program: it parses the command line, picks the device and wires the library crates
+//! together. Each subcommand lives in `commands/`.
+
+mod commands;
+mod device;
+mod model_args;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "dinoadapt", version, about, long_about = None)]
+struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Images (or a preprocessed pixel tensor) -> backbone features in safetensors + a Parquet
+    /// manifest.
+    Embed(commands::embed::EmbedArgs),
+    /// Describe a checkpoint: format, layout, architecture, parameter count, interpolation.
+    Inspect(commands::inspect::InspectArgs),
+    /// Write a checkpoint as dinoadapt native safetensors or in the Hugging Face layout.
+    Export(commands::export::ExportArgs),
+    /// Compare the backbone against reference fixtures (../shared/fixtures layout).
+    Parity(commands::parity::ParityArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Embed(a) => commands::embed::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Export(a) => commands::export::run(a),
+        Command::Parity(a) => commands::parity::run(a),
+        Command::Bench(c) => commands::bench::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

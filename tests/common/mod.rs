@@ -1,0 +1,69 @@
+//! Helpers shared by the end-to-end tests of the `dinoadapt` program.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `../shared` beside the repository. Under `CI=true` its absence fails the test; elsewhere the
+/// test is skipped with a message.
+pub fn shared() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if dir.join("fixtures").is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("../shared is missing beside the repository; CI needs it");
+    }
+    eprintln!("skipping: ../shared is not beside the repository");
+    None
+}
+
+pub fn fixtures() -> Option<PathBuf> {
+    shared().map(|s| s.join("fixtures"))
+}
+
+pub fn dinoadapt(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoadapt"))
+        .args(args)
+        .output()
+        .expect("run dinoadapt");
+    eprintln!(
+        "$ dinoadapt {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = dinoadapt(args);
+    assert!(out.status.success(), "dinoadapt {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Tensors of a safetensors file: name -> (shape, f32 data).
+pub fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (k, (v.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
