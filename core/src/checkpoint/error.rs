@@ -21,14 +21,14 @@ pub enum CheckpointError {
     Unsupported { path: PathBuf, reason: String },
     #[error("{path}: cannot tell the architecture: {reason}")]
     Architecture { path: PathBuf, reason: String },
-    #[error("{path}: missing weights {keys:?} for a {layout} checkpoint; {hint}")]
+    #[error("{path}: missing weights {} for a {layout} checkpoint; {hint}", key_list(keys))]
     MissingKeys {
         path: PathBuf,
         layout: &'static str,
         keys: Vec<String>,
         hint: String,
     },
-    #[error("{path}: unexpected weights {keys:?} in a {layout} checkpoint; {hint}")]
+    #[error("{path}: unexpected weights {} in a {layout} checkpoint; {hint}", key_list(keys))]
     UnexpectedKeys {
         path: PathBuf,
         layout: &'static str,
@@ -45,6 +45,17 @@ pub enum CheckpointError {
     },
     #[error("{path}: cannot write: {reason}")]
     Write { path: PathBuf, reason: String },
+}
+
+/// A readable list of key names: the first few, then how many more.
+pub fn key_list(keys: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let head: Vec<&str> = keys.iter().take(SHOWN).map(String::as_str).collect();
+    if keys.len() > SHOWN {
+        format!("{head:?} (+{} more)", keys.len() - SHOWN)
+    } else {
+        format!("{head:?}")
+    }
 }
 
 impl CheckpointError {

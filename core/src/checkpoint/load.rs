@@ -85,6 +85,18 @@ fn weight_error(path: &Path, layout: Layout, cfg: &VitConfig, e: WeightError) ->
                  model --preset/--arch-file says"
             ),
         },
+        WeightError::Mismatch { missing, unexpected } => CheckpointError::MissingKeys {
+            path,
+            layout: layout.name(),
+            keys: missing,
+            hint: format!(
+                "the file has {} instead, which the architecture ({arch}) does not \
+                 use: the keys may be misnamed (rename them to the {} names) or the file is \
+                 not this model",
+                super::error::key_list(&unexpected),
+                layout.name()
+            ),
+        },
         WeightError::Unexpected(keys) => CheckpointError::UnexpectedKeys {
             path,
             layout: layout.name(),

@@ -24,6 +24,11 @@ pub type StateDict = BTreeMap<String, HostTensor>;
 pub enum WeightError {
     #[error("missing weights {0:?}")]
     Missing(Vec<String>),
+    #[error("missing weights {missing:?} and unexpected weights {unexpected:?}")]
+    Mismatch {
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+    },
     #[error("unexpected weights {0:?}")]
     Unexpected(Vec<String>),
     #[error("weight `{key}` has shape {found:?}, expected {expected:?}")]
@@ -92,16 +97,16 @@ pub fn check_state(cfg: &VitConfig, state: &StateDict) -> Result<(), WeightError
         .filter(|(k, _)| !state.contains_key(k))
         .map(|(k, _)| k.clone())
         .collect();
-    if !missing.is_empty() {
-        return Err(WeightError::Missing(missing));
-    }
     let unexpected: Vec<String> = state
         .keys()
         .filter(|k| !expected.iter().any(|(e, _)| e == *k))
         .cloned()
         .collect();
-    if !unexpected.is_empty() {
-        return Err(WeightError::Unexpected(unexpected));
+    match (missing.is_empty(), unexpected.is_empty()) {
+        (false, false) => return Err(WeightError::Mismatch { missing, unexpected }),
+        (false, true) => return Err(WeightError::Missing(missing)),
+        (true, false) => return Err(WeightError::Unexpected(unexpected)),
+        (true, true) => {}
     }
     for (k, shape) in &expected {
         let found = &state[k].shape;
