@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Images (or a preprocessed pixel tensor) -> backbone features in safetensors + a Parquet
     /// manifest.
-    Embed(commands::embed::EmbedArgs),
+    Embed(Box<commands::embed::EmbedArgs>),
     /// Describe a checkpoint: format, layout, architecture, parameter count, interpolation.
     Inspect(commands::inspect::InspectArgs),
     /// Write a checkpoint as dinoadapt native safetensors or in the Hugging Face layout.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Embed(a) => commands::embed::run(a),
+        Command::Embed(a) => commands::embed::run(*a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Parity(a) => commands::parity::run(a),

@@ -75,7 +75,9 @@ impl ModelArgs {
 
         let mut config: VitConfig = match (&overrides.arch, &overrides.preset) {
             (Some(a), _) => a.clone(),
-            (None, Some(p)) => VitConfig::preset(p).with_context(|| format!("unknown preset `{p}`"))?,
+            (None, Some(p)) => {
+                VitConfig::preset(p).with_context(|| format!("unknown preset `{p}`"))?
+            }
             (None, None) => anyhow::bail!("--random-init needs --preset or --arch-file"),
         };
         if let Some(h) = overrides.num_heads {

@@ -12,8 +12,20 @@ fn pixels_input_reproduces_the_reference_features() {
     let out = dir.path().join("f.safetensors");
     let fx = fixtures.join("hf_dinov2_reg");
     ok(&[
-        "embed", "--model", p(&fx), "--pixels", p(&fx.join("io.safetensors")), "--pixels-key",
-        "pixel_values", "--output", p(&out), "--layers", "0,1", "--batch-size", "1", "--quiet",
+        "embed",
+        "--model",
+        p(&fx),
+        "--pixels",
+        p(&fx.join("io.safetensors")),
+        "--pixels-key",
+        "pixel_values",
+        "--output",
+        p(&out),
+        "--layers",
+        "0,1",
+        "--batch-size",
+        "1",
+        "--quiet",
     ]);
     let got = read_tensors(&out);
     let want = read_tensors(&fx.join("io.safetensors"));
@@ -39,7 +51,14 @@ fn pixels_input_reproduces_the_reference_features() {
         .finish()
         .unwrap();
     assert_eq!(manifest.height(), b);
-    let sha = manifest.column("checkpoint_sha256").unwrap().str().unwrap().get(0).unwrap().to_string();
+    let sha = manifest
+        .column("checkpoint_sha256")
+        .unwrap()
+        .str()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_string();
     assert_eq!(sha.len(), 64);
 }
 
@@ -52,15 +71,35 @@ fn embeds_a_folder_of_real_images() {
     // Three real images and one file no decoder reads: it is reported and skipped.
     let list = dir.path().join("inputs.txt");
     let data = shared.join("data/pathology");
-    let listed: Vec<String> = ["he_tile_240.png", "unopenable.tiff", "ihc.png", "retina.jpg"]
-        .iter()
-        .map(|n| data.join(n).display().to_string())
-        .collect();
+    let listed: Vec<String> = [
+        "he_tile_240.png",
+        "unopenable.tiff",
+        "ihc.png",
+        "retina.jpg",
+    ]
+    .iter()
+    .map(|n| data.join(n).display().to_string())
+    .collect();
     std::fs::write(&list, listed.join("\n")).unwrap();
     ok(&[
-        "embed", "--model", p(&model), "--num-heads", "4", p(&list),
-        "--output", p(&out), "--crop-size", "56", "--resize", "64", "--layers", "last:1",
-        "--norm-layers", "--batch-size", "2", "--quiet",
+        "embed",
+        "--model",
+        p(&model),
+        "--num-heads",
+        "4",
+        p(&list),
+        "--output",
+        p(&out),
+        "--crop-size",
+        "56",
+        "--resize",
+        "64",
+        "--layers",
+        "last:1",
+        "--norm-layers",
+        "--batch-size",
+        "2",
+        "--quiet",
     ]);
     let got = read_tensors(&out);
     let images = ["he_tile_240.png", "ihc.png", "retina.jpg"];
@@ -78,7 +117,9 @@ fn embeds_a_folder_of_real_images() {
         .finish()
         .unwrap();
     let col = m.column("path").unwrap().str().unwrap().clone();
-    let paths: Vec<String> = (0..m.height()).map(|i| col.get(i).unwrap().to_string()).collect();
+    let paths: Vec<String> = (0..m.height())
+        .map(|i| col.get(i).unwrap().to_string())
+        .collect();
     assert_eq!(paths, listed);
     let col = m.column("status").unwrap().str().unwrap().clone();
     let status: Vec<&str> = (0..m.height()).map(|i| col.get(i).unwrap()).collect();
@@ -104,15 +145,40 @@ fn embeds_generated_images_without_shared_data() {
     )
     .unwrap();
     let model = dir.path().join("model");
-    ok(&["export", "--random-init", "--arch-file", p(&arch), "--to", "native", "--out", p(&model)]);
+    ok(&[
+        "export",
+        "--random-init",
+        "--arch-file",
+        p(&arch),
+        "--to",
+        "native",
+        "--out",
+        p(&model),
+    ]);
     let imgs = dir.path().join("imgs");
     std::fs::create_dir(&imgs).unwrap();
     for i in 0..5u8 {
-        let img = image::RgbImage::from_fn(40 + i as u32, 30, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, i * 40]));
+        let img = image::RgbImage::from_fn(40 + i as u32, 30, |x, y| {
+            image::Rgb([x as u8 * 5, y as u8 * 7, i * 40])
+        });
         img.save(imgs.join(format!("{i}.png"))).unwrap();
     }
     let out = dir.path().join("f.safetensors");
-    ok(&["embed", "--model", p(&model), p(&imgs), "--output", p(&out), "--crop-size", "24x32", "--resize", "30", "--batch-size", "2", "--quiet"]);
+    ok(&[
+        "embed",
+        "--model",
+        p(&model),
+        p(&imgs),
+        "--output",
+        p(&out),
+        "--crop-size",
+        "24x32",
+        "--resize",
+        "30",
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]);
     let got = read_tensors(&out);
     assert_eq!(got["cls"].0, [5, 32]);
     assert_eq!(got["patch"].0, [5, 12, 32]);
@@ -127,5 +193,8 @@ fn bad_inputs_are_clear_errors() {
     let out = dinoadapt(&["embed", "--model", p(&dir.path().join("missing")), "x.png"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing") && err.contains("no such file"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("no such file"),
+        "{err}"
+    );
 }

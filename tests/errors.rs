@@ -45,7 +45,16 @@ fn misnamed_weights_name_the_missing_and_unexpected_keys() {
     let renamed: Vec<(String, safetensors::tensor::TensorView)> = st
         .tensors()
         .into_iter()
-        .map(|(k, v)| (if k == "norm.weight" { "final_norm.weight".to_string() } else { k }, v))
+        .map(|(k, v)| {
+            (
+                if k == "norm.weight" {
+                    "final_norm.weight".to_string()
+                } else {
+                    k
+                },
+                v,
+            )
+        })
         .collect();
     let path = dir.path().join("renamed.safetensors");
     safetensors::serialize_to_file(renamed, None, &path).unwrap();
@@ -59,8 +68,20 @@ fn misnamed_weights_name_the_missing_and_unexpected_keys() {
 fn a_wrong_head_count_or_preset_is_a_clear_error() {
     let Some(fixtures) = fixtures() else { return };
     let model = fixtures.join("official_dinov2/model.pth");
-    fails_with(&["inspect", "--model", p(&model), "--num-heads", "5"], &["not divisible by num_heads 5"]);
-    fails_with(&["inspect", "--model", p(&model), "--preset", "vits14"], &["model.pth", "missing weights", "more)", "depth=12", "--preset"]);
+    fails_with(
+        &["inspect", "--model", p(&model), "--num-heads", "5"],
+        &["not divisible by num_heads 5"],
+    );
+    fails_with(
+        &["inspect", "--model", p(&model), "--preset", "vits14"],
+        &[
+            "model.pth",
+            "missing weights",
+            "more)",
+            "depth=12",
+            "--preset",
+        ],
+    );
 }
 
 #[test]
@@ -68,13 +89,22 @@ fn files_that_are_not_checkpoints_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.pth");
     std::fs::write(&junk, b"hello, this is not a checkpoint at all").unwrap();
-    fails_with(&["inspect", "--model", p(&junk)], &["junk.pth", "neither safetensors nor"]);
+    fails_with(
+        &["inspect", "--model", p(&junk)],
+        &["junk.pth", "neither safetensors nor"],
+    );
     let other = dir.path().join("resnet.safetensors");
     let w = vec![0u8; 16];
     let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &w).unwrap();
     safetensors::serialize_to_file(vec![("conv1.weight", v)], None, &other).unwrap();
-    fails_with(&["inspect", "--model", p(&other)], &["resnet.safetensors", "not a ViT checkpoint"]);
+    fails_with(
+        &["inspect", "--model", p(&other)],
+        &["resnet.safetensors", "not a ViT checkpoint"],
+    );
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    fails_with(&["inspect", "--model", p(&empty)], &["no checkpoint in this folder"]);
+    fails_with(
+        &["inspect", "--model", p(&empty)],
+        &["no checkpoint in this folder"],
+    );
 }

@@ -13,13 +13,29 @@ fn json(path: &Path) -> Value {
 }
 
 /// (file, expected layout, embed_dim, depth, heads, patch, registers, swiglu, interpolation)
-fn expectations(dir: &Path) -> Vec<(String, &'static str, u64, u64, u64, u64, u64, bool, &'static str)> {
+type Expectation = (
+    String,
+    &'static str,
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    bool,
+    &'static str,
+);
+
+fn expectations(dir: &Path) -> Vec<Expectation> {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
     let meta = json(&dir.join("meta.json"));
     if name.starts_with("hf_") {
         let c = json(&dir.join("config.json"));
         let reg = c["num_register_tokens"].as_u64().unwrap_or(0);
-        let interp = if c["model_type"] == "dinov2_with_registers" { "bicubic-antialias" } else { "bicubic" };
+        let interp = if c["model_type"] == "dinov2_with_registers" {
+            "bicubic-antialias"
+        } else {
+            "bicubic"
+        };
         vec![(
             "model.safetensors".into(),
             "huggingface",
@@ -33,7 +49,11 @@ fn expectations(dir: &Path) -> Vec<(String, &'static str, u64, u64, u64, u64, u6
         )]
     } else if name.starts_with("official_") {
         let k = &meta["constructor_kwargs"];
-        let interp = if k["interpolate_antialias"].as_bool().unwrap() { "bicubic-antialias" } else { "offset-bicubic" };
+        let interp = if k["interpolate_antialias"].as_bool().unwrap() {
+            "bicubic-antialias"
+        } else {
+            "offset-bicubic"
+        };
         ["model.pth", "model.safetensors"]
             .iter()
             .map(|f| {
@@ -78,7 +98,8 @@ fn inspect_reports_every_fixture_checkpoint() {
     for entry in std::fs::read_dir(&fixtures).unwrap() {
         let dir = entry.unwrap().path();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        if !(name.starts_with("hf_") || name.starts_with("official_") || name.starts_with("timm_")) {
+        if !(name.starts_with("hf_") || name.starts_with("official_") || name.starts_with("timm_"))
+        {
             continue;
         }
         let meta = json(&dir.join("meta.json"));
@@ -86,10 +107,21 @@ fn inspect_reports_every_fixture_checkpoint() {
             .as_object()
             .unwrap()
             .values()
-            .map(|s| s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+            .map(|s| {
+                s.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .product::<u64>()
+            })
             .sum();
         for (file, layout, d, depth, heads, patch, reg, swiglu, interp) in expectations(&dir) {
-            let mut args = vec!["inspect".to_string(), "--json".into(), "--model".into(), dir.join(&file).display().to_string()];
+            let mut args = vec![
+                "inspect".to_string(),
+                "--json".into(),
+                "--model".into(),
+                dir.join(&file).display().to_string(),
+            ];
             if layout == "official" {
                 // Official checkpoints cannot tell their head count.
                 args.extend(["--num-heads".into(), heads.to_string()]);
@@ -103,7 +135,12 @@ fn inspect_reports_every_fixture_checkpoint() {
             assert_eq!(a["num_heads"], heads, "{name}/{file}");
             assert_eq!(a["patch_size"], patch, "{name}/{file}");
             assert_eq!(a["num_register_tokens"], reg, "{name}/{file}");
-            assert_eq!(a["ffn"]["kind"] == "swi_glu", swiglu, "{name}/{file}: {}", a["ffn"]);
+            assert_eq!(
+                a["ffn"]["kind"] == "swi_glu",
+                swiglu,
+                "{name}/{file}: {}",
+                a["ffn"]
+            );
             assert_eq!(v["interpolation"], interp, "{name}/{file}");
             assert_eq!(v["num_params"], params, "{name}/{file}");
             checked += 1;
@@ -117,7 +154,10 @@ fn official_head_count_defaults_to_dim_over_64_and_says_so() {
     let Some(fixtures) = fixtures() else { return };
     // D=64 and no --num-heads: one head, reported as the default.
     let v: Value = serde_json::from_str(&ok(&[
-        "inspect", "--json", "--model", p(&fixtures.join("official_dinov2/model.pth")),
+        "inspect",
+        "--json",
+        "--model",
+        p(&fixtures.join("official_dinov2/model.pth")),
     ]))
     .unwrap();
     assert_eq!(v["architecture"]["num_heads"], 1);
@@ -128,7 +168,16 @@ fn official_head_count_defaults_to_dim_over_64_and_says_so() {
 fn presets_are_recognised() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");
-    ok(&["export", "--random-init", "--preset", "vits14_reg", "--to", "huggingface", "--out", p(&out)]);
+    ok(&[
+        "export",
+        "--random-init",
+        "--preset",
+        "vits14_reg",
+        "--to",
+        "huggingface",
+        "--out",
+        p(&out),
+    ]);
     let v: Value = serde_json::from_str(&ok(&["inspect", "--json", "--model", p(&out)])).unwrap();
     assert_eq!(v["preset"], "vits14_reg");
     assert_eq!(v["layout"], "huggingface");

@@ -12,7 +12,8 @@ fn every_backbone_fixture_matches_its_reference() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("parity.json");
     let out = dinoadapt(&["parity", "--fixtures", p(&fixtures), "--json", p(&report)]);
-    let reports: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let reports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let reports = reports.as_array().unwrap();
     // Each backbone fixture folder, in each of its weight formats.
     let dirs = std::fs::read_dir(&fixtures)

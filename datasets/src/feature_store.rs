@@ -82,17 +82,25 @@ impl FeatureWriter {
             );
             offset += bytes;
         }
-        let mut text = serde_json::to_string(&header).expect("header serialises").into_bytes();
-        while (8 + text.len()) % 8 != 0 {
+        let mut text = serde_json::to_string(&header)
+            .expect("header serialises")
+            .into_bytes();
+        while !(8 + text.len()).is_multiple_of(8) {
             text.push(b' ');
         }
         let data_start = 8 + text.len() as u64;
         for s in slots.values_mut() {
             s.start += data_start;
         }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.partial"));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -101,7 +109,8 @@ impl FeatureWriter {
             .truncate(true)
             .open(&tmp)
             .map_err(io)?;
-        file.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
+        file.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(io)?;
         file.write_all(&text).map_err(io)?;
         file.set_len(data_start + offset).map_err(io)?;
         Ok(FeatureWriter {
@@ -118,10 +127,14 @@ impl FeatureWriter {
             name: name.into(),
             reason: "not declared when the file was created".into(),
         })?;
-        if slot.row_elems == 0 || data.len() % slot.row_elems != 0 {
+        if slot.row_elems == 0 || !data.len().is_multiple_of(slot.row_elems) {
             return Err(StoreError::Layout {
                 name: name.into(),
-                reason: format!("{} values is not a whole number of rows of {}", data.len(), slot.row_elems),
+                reason: format!(
+                    "{} values is not a whole number of rows of {}",
+                    data.len(),
+                    slot.row_elems
+                ),
             });
         }
         let rows = data.len() / slot.row_elems;
@@ -186,10 +199,11 @@ impl FeatureWriter {
             })
             .collect();
         let bytes = std::fs::read(&self.tmp).map_err(io)?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| StoreError::Layout {
-            name: String::new(),
-            reason: e.to_string(),
-        })?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| StoreError::Layout {
+                name: String::new(),
+                reason: e.to_string(),
+            })?;
         let metadata = meta.metadata().clone().unwrap_or_default();
         let final_path = self.path.clone();
         let compact_tmp = self.tmp.with_extension("compact");
@@ -199,7 +213,10 @@ impl FeatureWriter {
             let mut buf = vec![0u8; n * 4];
             src.seek(SeekFrom::Start(s.start)).map_err(io)?;
             std::io::Read::read_exact(&mut src, &mut buf).map_err(io)?;
-            let data: Vec<f32> = buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> = buf
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             out.append(name, &data)?;
         }
         drop(src);
@@ -252,23 +269,39 @@ mod tests {
     fn compacts_when_inputs_were_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.safetensors");
-        let mut w = FeatureWriter::create(&path, &[("a".into(), vec![3, 2]), ("b".into(), vec![3, 1])], &HashMap::new()).unwrap();
+        let mut w = FeatureWriter::create(
+            &path,
+            &[("a".into(), vec![3, 2]), ("b".into(), vec![3, 1])],
+            &HashMap::new(),
+        )
+        .unwrap();
         w.append("a", &[1.0, 2.0, 3.0, 4.0]).unwrap();
         w.append("b", &[5.0, 6.0]).unwrap();
         w.finish_rows(2).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.tensor("a").unwrap().shape(), [2, 2]);
-        let b: Vec<f32> = st.tensor("b").unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let b: Vec<f32> = st
+            .tensor("b")
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(b, [5.0, 6.0]);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary files left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
     }
 
     #[test]
     fn refuses_to_finish_an_incomplete_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.safetensors");
-        let mut w = FeatureWriter::create(&path, &[("cls".into(), vec![2, 1])], &HashMap::new()).unwrap();
+        let mut w =
+            FeatureWriter::create(&path, &[("cls".into(), vec![2, 1])], &HashMap::new()).unwrap();
         w.append("cls", &[1.0]).unwrap();
         assert!(w.finish().is_err());
         assert!(!path.exists());

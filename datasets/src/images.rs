@@ -71,7 +71,12 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let first = line.split(',').next().unwrap_or(line).trim().trim_matches('"');
+                let first = line
+                    .split(',')
+                    .next()
+                    .unwrap_or(line)
+                    .trim()
+                    .trim_matches('"');
                 if first == "path" {
                     continue; // CSV header
                 }
@@ -135,6 +140,9 @@ mod tests {
         let decoded = open_image(&sub.join("a.jpg")).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (4, 3));
         std::fs::write(dir.path().join("bad.png"), b"not a png").unwrap();
-        assert!(matches!(open_image(&dir.path().join("bad.png")), Err(ImageError::Decode { .. })));
+        assert!(matches!(
+            open_image(&dir.path().join("bad.png")),
+            Err(ImageError::Decode { .. })
+        ));
     }
 }

@@ -42,21 +42,40 @@ where
 pub fn embed_manifest(records: &[EmbedRecord]) -> DataFrame {
     let c = |name: &str, v: Vec<u32>| col::<u32>(name, v);
     let columns = vec![
-        Series::new("index".into(), records.iter().map(|r| r.index).collect::<Vec<Option<u32>>>()).into_column(),
+        Series::new(
+            "index".into(),
+            records
+                .iter()
+                .map(|r| r.index)
+                .collect::<Vec<Option<u32>>>(),
+        )
+        .into_column(),
         col::<String>(
             "status",
-            records.iter().map(|r| if r.error.is_empty() { "ok" } else { "failed" }.to_string()).collect(),
+            records
+                .iter()
+                .map(|r| if r.error.is_empty() { "ok" } else { "failed" }.to_string())
+                .collect(),
         ),
         col::<String>("path", records.iter().map(|r| r.path.clone()).collect()),
         col::<String>("model", records.iter().map(|r| r.model.clone()).collect()),
         col::<String>(
             "checkpoint_sha256",
-            records.iter().map(|r| r.checkpoint_sha256.clone()).collect(),
+            records
+                .iter()
+                .map(|r| r.checkpoint_sha256.clone())
+                .collect(),
         ),
         c("width", records.iter().map(|r| r.width).collect()),
         c("height", records.iter().map(|r| r.height).collect()),
-        c("input_width", records.iter().map(|r| r.input_width).collect()),
-        c("input_height", records.iter().map(|r| r.input_height).collect()),
+        c(
+            "input_width",
+            records.iter().map(|r| r.input_width).collect(),
+        ),
+        c(
+            "input_height",
+            records.iter().map(|r| r.input_height).collect(),
+        ),
         col::<u64>("file_bytes", records.iter().map(|r| r.file_bytes).collect()),
         col::<f64>("seconds", records.iter().map(|r| r.seconds).collect()),
         col::<String>("error", records.iter().map(|r| r.error.clone()).collect()),
@@ -70,12 +89,20 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), ManifestErro
         path: path.to_path_buf(),
         reason,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.partial"));
     let file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-    ParquetWriter::new(file).finish(df).map_err(|e| err(e.to_string()))?;
+    ParquetWriter::new(file)
+        .finish(df)
+        .map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
@@ -101,13 +128,32 @@ mod tests {
             seconds: 0.5,
             error: String::new(),
         };
-        let bad = EmbedRecord { index: None, error: "cannot decode".into(), ..r.clone() };
-        let mut df = embed_manifest(&[r.clone(), EmbedRecord { index: Some(1), ..r }, bad]);
+        let bad = EmbedRecord {
+            index: None,
+            error: "cannot decode".into(),
+            ..r.clone()
+        };
+        let mut df = embed_manifest(&[
+            r.clone(),
+            EmbedRecord {
+                index: Some(1),
+                ..r
+            },
+            bad,
+        ]);
         write_parquet(&path, &mut df).unwrap();
-        let back = ParquetReader::new(std::fs::File::open(&path).unwrap()).finish().unwrap();
+        let back = ParquetReader::new(std::fs::File::open(&path).unwrap())
+            .finish()
+            .unwrap();
         assert_eq!(back.height(), 3);
-        assert_eq!(back.column("status").unwrap().str().unwrap().get(2), Some("failed"));
+        assert_eq!(
+            back.column("status").unwrap().str().unwrap().get(2),
+            Some("failed")
+        );
         assert_eq!(back.column("index").unwrap().u32().unwrap().get(2), None);
-        assert_eq!(back.column("path").unwrap().str().unwrap().get(1), Some("a.png"));
+        assert_eq!(
+            back.column("path").unwrap().str().unwrap().get(1),
+            Some("a.png")
+        );
     }
 }

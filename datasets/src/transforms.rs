@@ -66,7 +66,11 @@ fn triple(v: Option<&Value>) -> Option<[f32; 3]> {
     if a.len() != 3 {
         return None;
     }
-    Some([a[0].as_f64()? as f32, a[1].as_f64()? as f32, a[2].as_f64()? as f32])
+    Some([
+        a[0].as_f64()? as f32,
+        a[1].as_f64()? as f32,
+        a[2].as_f64()? as f32,
+    ])
 }
 
 impl Preprocess {
@@ -100,7 +104,10 @@ impl Preprocess {
     pub fn from_timm(cfg: &Value) -> Self {
         let mut p = Preprocess::default();
         if let Some(sz) = cfg.get("input_size").and_then(Value::as_array) {
-            if let (Some(h), Some(w)) = (sz.get(1).and_then(Value::as_u64), sz.get(2).and_then(Value::as_u64)) {
+            if let (Some(h), Some(w)) = (
+                sz.get(1).and_then(Value::as_u64),
+                sz.get(2).and_then(Value::as_u64),
+            ) {
                 p.crop = Some((h as u32, w as u32));
                 let crop_pct = cfg.get("crop_pct").and_then(Value::as_f64).unwrap_or(0.875);
                 p.resize_shortest = Some((h.min(w) as f64 / crop_pct).floor() as u32);
@@ -108,7 +115,11 @@ impl Preprocess {
         }
         p.mean = triple(cfg.get("mean")).unwrap_or(p.mean);
         p.std = triple(cfg.get("std")).unwrap_or(p.std);
-        if let Some(f) = cfg.get("interpolation").and_then(Value::as_str).and_then(ResizeFilter::parse) {
+        if let Some(f) = cfg
+            .get("interpolation")
+            .and_then(Value::as_str)
+            .and_then(ResizeFilter::parse)
+        {
             p.filter = f;
         }
         p
@@ -174,7 +185,11 @@ mod tests {
 
     #[test]
     fn resizes_crops_and_normalises() {
-        let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(300, 200, image::Rgb([255, 0, 128])));
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            300,
+            200,
+            image::Rgb([255, 0, 128]),
+        ));
         let p = Preprocess::default();
         let (x, (h, w)) = p.apply(&img);
         assert_eq!((h, w), (224, 224));

@@ -49,7 +49,11 @@ impl BackendJob for Job {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
         let Job(args, cfg) = self;
         let model = VisionTransformer::<B>::init(&cfg, &device);
-        let x = Tensor::<B, 4>::random([args.batch, 3, args.res, args.res], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 4>::random(
+            [args.batch, 3, args.res, args.res],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let step = |x: Tensor<B, 4>| {
             let f = model.forward_features(x, None, &[]);
             // Reading the result back waits for the device.
@@ -82,7 +86,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Embed(args) => {
             if let Some(n) = args.threads {
-                rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build_global()?;
             }
             let cfg = VitConfig::preset(&args.arch)
                 .ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", args.arch))?;

@@ -18,8 +18,8 @@ use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::{
-    collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, FeatureWriter, Preprocess,
-    ResizeFilter,
+    collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, FeatureWriter,
+    Preprocess, ResizeFilter,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -85,7 +85,8 @@ fn triple(s: &str, what: &str) -> anyhow::Result<[f32; 3]> {
         .map(|x| x.trim().parse::<f32>())
         .collect::<Result<_, _>>()
         .with_context(|| format!("--{what} `{s}`: expected three numbers like 0.5,0.5,0.5"))?;
-    v.try_into().map_err(|_| anyhow::anyhow!("--{what} `{s}`: expected three numbers"))
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("--{what} `{s}`: expected three numbers"))
 }
 
 /// The model's own preprocessing (HF preprocessor_config.json, timm pretrained_cfg), then flags.
@@ -96,7 +97,11 @@ fn preprocessing(args: &EmbedArgs, ck: &LoadedCheckpoint) -> anyhow::Result<Prep
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&hf)?)
             .with_context(|| format!("{}: not valid JSON", hf.display()))?;
         Preprocess::from_huggingface(&v)
-    } else if let Some(cfg) = ck.config_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+    } else if let Some(cfg) = ck
+        .config_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
         let v: Value = serde_json::from_str(&cfg).unwrap_or(Value::Null);
         match v.get("pretrained_cfg") {
             Some(t) => Preprocess::from_timm(t),
@@ -125,7 +130,8 @@ fn preprocessing(args: &EmbedArgs, ck: &LoadedCheckpoint) -> anyhow::Result<Prep
         p.std = triple(s, "std")?;
     }
     if let Some(f) = &args.filter {
-        p.filter = ResizeFilter::parse(f).ok_or_else(|| anyhow::anyhow!("--filter `{f}`: bicubic, bilinear or nearest"))?;
+        p.filter = ResizeFilter::parse(f)
+            .ok_or_else(|| anyhow::anyhow!("--filter `{f}`: bicubic, bilinear or nearest"))?;
     }
     Ok(p)
 }
@@ -140,11 +146,18 @@ pub fn parse_layers(spec: &str, depth: usize) -> anyhow::Result<Vec<usize>> {
         (depth - n..depth).collect()
     } else {
         spec.split(',')
-            .map(|s| s.trim().parse::<usize>().with_context(|| format!("--layers `{spec}`: not an index list")))
+            .map(|s| {
+                s.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("--layers `{spec}`: not an index list"))
+            })
             .collect::<Result<_, _>>()?
     };
     if let Some(bad) = layers.iter().find(|&&i| i >= depth) {
-        bail!("--layers: block {bad} does not exist (the model has blocks 0..{})", depth - 1);
+        bail!(
+            "--layers: block {bad} does not exist (the model has blocks 0..{})",
+            depth - 1
+        );
     }
     Ok(layers)
 }
@@ -159,7 +172,12 @@ struct Batch {
 
 type BatchResult = anyhow::Result<Batch>;
 
-fn image_batches(paths: Vec<PathBuf>, pre: Preprocess, batch: usize, size: (usize, usize)) -> Receiver<BatchResult> {
+fn image_batches(
+    paths: Vec<PathBuf>,
+    pre: Preprocess,
+    batch: usize,
+    size: (usize, usize),
+) -> Receiver<BatchResult> {
     let (tx, rx) = sync_channel::<BatchResult>(2);
     std::thread::spawn(move || {
         let mut index = 0u32;
@@ -194,9 +212,11 @@ fn image_batches(paths: Vec<PathBuf>, pre: Preprocess, batch: usize, size: (usiz
                     record.input_height = h;
                     if (h as usize, w as usize) != size {
                         record.error = format!(
-                            "preprocesses to {h}x{w}, the batch is {}x{}: give --crop-size so every \
+                            "{}: preprocesses to {h}x{w}, the batch is {}x{}: give --crop-size so every \
                              image has one size",
-                            size.0, size.1
+                            p.display(),
+                            size.0,
+                            size.1
                         );
                         return (record, None);
                     }
@@ -214,11 +234,19 @@ fn image_batches(paths: Vec<PathBuf>, pre: Preprocess, batch: usize, size: (usiz
                         n += 1;
                         pixels.extend_from_slice(&x);
                     }
-                    None => tracing::warn!("skipping {}: {}", rec.path, rec.error),
+                    None => tracing::warn!("skipping an input: {}", rec.error),
                 }
                 records.push(rec);
             }
-            if tx.send(Ok(Batch { pixels, n, size, records })).is_err() {
+            if tx
+                .send(Ok(Batch {
+                    pixels,
+                    n,
+                    size,
+                    records,
+                }))
+                .is_err()
+            {
                 return;
             }
         }
@@ -226,7 +254,11 @@ fn image_batches(paths: Vec<PathBuf>, pre: Preprocess, batch: usize, size: (usiz
     rx
 }
 
-fn pixel_batches(path: &Path, key: Option<&str>, batch: usize) -> anyhow::Result<(usize, (usize, usize), Receiver<BatchResult>)> {
+fn pixel_batches(
+    path: &Path,
+    key: Option<&str>,
+    batch: usize,
+) -> anyhow::Result<(usize, (usize, usize), Receiver<BatchResult>)> {
     let (tensors, _) = read_safetensors(path)?;
     let (name, t) = match key {
         Some(k) => tensors
@@ -242,7 +274,11 @@ fn pixel_batches(path: &Path, key: Option<&str>, batch: usize) -> anyhow::Result
         ),
     };
     if t.shape.len() != 4 || t.shape[1] != 3 {
-        bail!("{}: `{name}` has shape {:?}; expected (N, 3, H, W)", path.display(), t.shape);
+        bail!(
+            "{}: `{name}` has shape {:?}; expected (N, 3, H, W)",
+            path.display(),
+            t.shape
+        );
     }
     let (n, h, w) = (t.shape[0], t.shape[2], t.shape[3]);
     let (tx, rx) = sync_channel::<BatchResult>(2);
@@ -300,10 +336,18 @@ impl BackendJob for EmbedJob {
         let cfg = &model.config;
         let (h, w) = model.grid_of(self.size.0, self.size.1);
         if h == 0 || w == 0 {
-            bail!("inputs of {}x{} px are smaller than one {}-px patch", self.size.0, self.size.1, cfg.patch_size);
+            bail!(
+                "inputs of {}x{} px are smaller than one {}-px patch",
+                self.size.0,
+                self.size.1,
+                cfg.patch_size
+            );
         }
         let (n, d, r, np) = (self.total, cfg.embed_dim, cfg.num_register_tokens, h * w);
-        let mut specs = vec![("cls".to_string(), vec![n, d]), ("patch".to_string(), vec![n, np, d])];
+        let mut specs = vec![
+            ("cls".to_string(), vec![n, d]),
+            ("patch".to_string(), vec![n, np, d]),
+        ];
         if r > 0 {
             specs.push(("reg".to_string(), vec![n, r, d]));
         }
@@ -311,16 +355,25 @@ impl BackendJob for EmbedJob {
             specs.push((format!("layer.{i}"), vec![n, 1 + r + np, d]));
         }
         let mut writer = FeatureWriter::create(&self.output, &specs, &self.metadata)?;
-        let bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(n as u64) };
+        let bar = if self.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(n as u64)
+        };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} embed [{bar:40}] {pos}/{len} images {per_sec} eta {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} embed [{bar:40}] {pos}/{len} images {per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         let model_name = self.ck.path.display().to_string();
         let mut records = Vec::with_capacity(n);
         let host = |t: Tensor<B, 3>| -> anyhow::Result<Vec<f32>> {
-            t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("reading features: {e:?}"))
+            t.into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))
         };
         let mut embedded = 0usize;
         for batch in self.batches.iter() {
@@ -332,13 +385,29 @@ impl BackendJob for EmbedJob {
                     &device,
                 );
                 let f = model.forward_features(x, None, &self.layers);
-                writer.append("cls", &host(f.cls().unsqueeze_dim::<3>(1))?)?;
-                writer.append("patch", &host(f.patches())?)?;
-                if let Some(reg) = f.registers() {
-                    writer.append("reg", &host(reg)?)?;
+                // One transfer of all tokens, split into cls / reg / patch rows on the host.
+                let tokens = host(f.tokens)?;
+                let t = 1 + r + np;
+                let rows = |from: usize, len: usize| -> Vec<f32> {
+                    (0..batch.n)
+                        .flat_map(|i| {
+                            tokens[(i * t + from) * d..(i * t + from + len) * d]
+                                .iter()
+                                .copied()
+                        })
+                        .collect()
+                };
+                writer.append("cls", &rows(0, 1))?;
+                writer.append("patch", &rows(1 + r, np))?;
+                if r > 0 {
+                    writer.append("reg", &rows(1, r))?;
                 }
                 for (i, layer) in self.layers.iter().zip(f.layers) {
-                    let layer = if self.norm_layers { model.apply_norm(layer) } else { layer };
+                    let layer = if self.norm_layers {
+                        model.apply_norm(layer)
+                    } else {
+                        layer
+                    };
                     writer.append(&format!("layer.{i}"), &host(layer)?)?;
                 }
                 embedded += batch.n;
@@ -376,11 +445,17 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     let mut metadata = HashMap::from([
-        ("dinoadapt.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "dinoadapt.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
         ("model".to_string(), ck.path.display().to_string()),
         ("checkpoint_sha256".to_string(), ck.sha256.clone()),
         ("layout".to_string(), ck.layout.short().to_string()),
-        ("architecture".to_string(), serde_json::to_string(&ck.config)?),
+        (
+            "architecture".to_string(),
+            serde_json::to_string(&ck.config)?,
+        ),
         ("device".to_string(), args.device.to_string()),
         ("layers".to_string(), serde_json::to_string(&layers)?),
         ("layers_normed".to_string(), args.norm_layers.to_string()),
@@ -406,7 +481,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         let n = paths.len();
         (n, size, image_batches(paths, pre, args.batch_size, size))
     };
-    let manifest = args.manifest.clone().unwrap_or_else(|| args.output.with_extension("parquet"));
+    let manifest = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("parquet"));
     let job = EmbedJob {
         ck,
         batches,

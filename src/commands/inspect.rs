@@ -62,7 +62,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &ck.config_path {
         println!("config        {}", p.display());
     }
-    println!("format        {} ({})", ck.layout.name(), ck.file_format.name());
+    println!(
+        "format        {} ({})",
+        ck.layout.name(),
+        ck.file_format.name()
+    );
     println!(
         "architecture  ViT D={} depth={} heads={} ({}) patch={} registers={}",
         c.embed_dim,
@@ -86,7 +90,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         c.pos_embed_prefix,
         c.interpolation.name()
     );
-    println!("parameters    {} ({:.2} M)", ck.num_params(), ck.num_params() as f64 / 1e6);
+    println!(
+        "parameters    {} ({:.2} M)",
+        ck.num_params(),
+        ck.num_params() as f64 / 1e6
+    );
     if !ck.dropped.is_empty() {
         println!("left out      {} non-backbone weights", ck.dropped.len());
     }

@@ -77,10 +77,14 @@ fn family(name: &str) -> Option<Family> {
 fn meta_num_heads(dir: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(dir.join("meta.json")).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
-    ["/constructor_kwargs/num_heads", "/model_args/num_heads", "/config/num_attention_heads"]
-        .iter()
-        .find_map(|p| v.pointer(p).and_then(Value::as_u64))
-        .map(|h| h as usize)
+    [
+        "/constructor_kwargs/num_heads",
+        "/model_args/num_heads",
+        "/config/num_attention_heads",
+    ]
+    .iter()
+    .find_map(|p| v.pointer(p).and_then(Value::as_u64))
+    .map(|h| h as usize)
 }
 
 /// Weights files to check for a fixture: every format it ships.
@@ -90,7 +94,11 @@ fn weight_files(dir: &Path, fam: Family) -> Vec<PathBuf> {
         Family::Official => &["model.pth", "model.safetensors"],
         Family::Timm => &["pytorch_model.bin", "model.safetensors"],
     };
-    names.iter().map(|n| dir.join(n)).filter(|p| p.is_file()).collect()
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 fn is_input(name: &str) -> bool {
@@ -108,7 +116,9 @@ struct Io {
 
 impl Io {
     fn get(&self, k: &str) -> anyhow::Result<&HostTensor> {
-        self.tensors.get(k).with_context(|| format!("io.safetensors has no `{k}`"))
+        self.tensors
+            .get(k)
+            .with_context(|| format!("io.safetensors has no `{k}`"))
     }
 
     /// Interpolation cases: suffixes `interpJ` of inputs named `{prefix}_interpJ`.
@@ -138,7 +148,12 @@ impl<B: Backend> Checker<B> {
         Tensor::from_data(TensorData::new(v, s), &self.device)
     }
 
-    fn compare<const D: usize>(&mut self, io: &Io, name: &str, got: Tensor<B, D>) -> anyhow::Result<()> {
+    fn compare<const D: usize>(
+        &mut self,
+        io: &Io,
+        name: &str,
+        got: Tensor<B, D>,
+    ) -> anyhow::Result<()> {
         let Some(want) = io.tensors.get(name) else {
             return Ok(());
         };
@@ -147,28 +162,52 @@ impl<B: Backend> Checker<B> {
             tracing::error!("{name}: shape {shape:?}, expected {:?}", want.shape);
             f64::INFINITY
         } else {
-            let got = got.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let got = got
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             got.iter()
                 .zip(&want.data)
-                .map(|(a, b)| if a.is_nan() || b.is_nan() { f64::INFINITY } else { (a - b).abs() as f64 })
+                .map(|(a, b)| {
+                    if a.is_nan() || b.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        (a - b).abs() as f64
+                    }
+                })
                 .fold(0.0, f64::max)
         };
         self.errors.insert(name.to_string(), err);
         Ok(())
     }
 
-    fn pos_embed(&mut self, io: &Io, model: &VisionTransformer<B>, case: &str, input: &HostTensor) -> anyhow::Result<()> {
+    fn pos_embed(
+        &mut self,
+        io: &Io,
+        model: &VisionTransformer<B>,
+        case: &str,
+        input: &HostTensor,
+    ) -> anyhow::Result<()> {
         let (h, w) = (input.shape[2], input.shape[3]);
         let (prefix, grid) = model.pos_embed_for(model.grid_of(h, w), (h, w));
         let table = match prefix {
             Some(p) => Tensor::cat(vec![p, grid], 0),
             None => grid,
         };
-        self.compare(io, &format!("pos_embed_{case}"), table.unsqueeze_dim::<3>(0))
+        self.compare(
+            io,
+            &format!("pos_embed_{case}"),
+            table.unsqueeze_dim::<3>(0),
+        )
     }
 }
 
-fn check_hf<B: Backend>(c: &mut Checker<B>, io: &Io, m: &VisionTransformer<B>) -> anyhow::Result<()> {
+fn check_hf<B: Backend>(
+    c: &mut Checker<B>,
+    io: &Io,
+    m: &VisionTransformer<B>,
+) -> anyhow::Result<()> {
     let depth = m.config.depth;
     let all: Vec<usize> = (0..depth).collect();
     let x = io.get("pixel_values")?;
@@ -213,16 +252,29 @@ fn official_case<B: Backend>(
         let cls = dinoadapt_core::vit::model::cls_of(&normed);
         let patches = dinoadapt_core::vit::model::patches_of(&normed, m.config.num_register_tokens);
         c.compare(io, &format!("gil_{case}_{k}_cls"), cls)?;
-        c.compare(io, &format!("gil_{case}_{k}_patch"), patches_to_grid(patches, f.grid))?;
+        c.compare(
+            io,
+            &format!("gil_{case}_{k}_patch"),
+            patches_to_grid(patches, f.grid),
+        )?;
     }
     Ok(())
 }
 
-fn check_official<B: Backend>(c: &mut Checker<B>, io: &Io, m: &VisionTransformer<B>) -> anyhow::Result<()> {
+fn check_official<B: Backend>(
+    c: &mut Checker<B>,
+    io: &Io,
+    m: &VisionTransformer<B>,
+) -> anyhow::Result<()> {
     let n_gil = io
         .tensors
         .keys()
-        .filter_map(|k| k.strip_prefix("gil_native_")?.strip_suffix("_cls")?.parse::<usize>().ok())
+        .filter_map(|k| {
+            k.strip_prefix("gil_native_")?
+                .strip_suffix("_cls")?
+                .parse::<usize>()
+                .ok()
+        })
         .count();
     let gil = m.last_layers(n_gil);
     let depth = m.config.depth;
@@ -247,11 +299,19 @@ fn check_official<B: Backend>(c: &mut Checker<B>, io: &Io, m: &VisionTransformer
     Ok(())
 }
 
-fn check_timm<B: Backend>(c: &mut Checker<B>, io: &Io, m: &VisionTransformer<B>) -> anyhow::Result<()> {
+fn check_timm<B: Backend>(
+    c: &mut Checker<B>,
+    io: &Io,
+    m: &VisionTransformer<B>,
+) -> anyhow::Result<()> {
     let mut cases = vec!["native".to_string()];
     cases.extend(io.interp_cases("x"));
     for case in cases {
-        let input = if case == "native" { "x".to_string() } else { format!("x_{case}") };
+        let input = if case == "native" {
+            "x".to_string()
+        } else {
+            format!("x_{case}")
+        };
         let x = io.get(&input)?;
         let f = m.forward_features(c.input4(x), None, &[]);
         c.compare(io, &format!("forward_features_{case}"), f.tokens.clone())?;
@@ -270,7 +330,6 @@ struct ParityJob {
 
 fn check_file<B: Backend>(
     device: &B::Device,
-    fixture: &str,
     fam: Family,
     file: &Path,
     heads: Option<usize>,
@@ -282,7 +341,11 @@ fn check_file<B: Backend>(
             ..Default::default()
         },
     };
-    let target = if fam == Family::HuggingFace { dir } else { file };
+    let target = if fam == Family::HuggingFace {
+        dir
+    } else {
+        file
+    };
     let ck = load_checkpoint(target, &options)?;
     let model = ck.build::<B>(device)?;
     let (tensors, _) = read_safetensors(&dir.join("io.safetensors"))?;
@@ -304,7 +367,6 @@ fn check_file<B: Backend>(
         .filter(|k| !is_input(k) && !checker.errors.contains_key(*k))
         .cloned()
         .collect();
-    let _ = fixture;
     Ok((ck.layout.short().to_string(), checker.errors, unchecked))
 }
 
@@ -314,12 +376,17 @@ impl BackendJob for ParityJob {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
         let mut reports = Vec::new();
         for (fixture, fam, file, heads) in self.files {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let report = match check_file::<B>(&device, &fixture, fam, &file, heads) {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let report = match check_file::<B>(&device, fam, &file, heads) {
                 Ok((layout, errors, unchecked)) => {
                     let worst = errors.values().copied().fold(0.0, f64::max);
                     FileReport {
-                        passed: worst <= self.tolerance && unchecked.is_empty() && !errors.is_empty(),
+                        passed: worst <= self.tolerance
+                            && unchecked.is_empty()
+                            && !errors.is_empty(),
                         fixture,
                         file: name,
                         layout,
@@ -356,7 +423,11 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        if args.only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.contains(o.as_str()))
+        {
             continue;
         }
         let Some(fam) = family(&name) else { continue };
@@ -375,7 +446,10 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
             tolerance: args.tolerance,
         },
     )?;
-    println!("{:<26} {:<18} {:<12} {:>12}  result", "fixture", "file", "layout", "worst |err|");
+    println!(
+        "{:<26} {:<18} {:<12} {:>12}  result",
+        "fixture", "file", "layout", "worst |err|"
+    );
     for r in &reports {
         println!(
             "{:<26} {:<18} {:<12} {:>12.3e}  {}",
@@ -408,5 +482,9 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&reports)?)?;
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

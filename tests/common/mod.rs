@@ -61,7 +61,10 @@ pub fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usiz
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn p(path: &Path) -> &str {

@@ -21,14 +21,20 @@ pub enum CheckpointError {
     Unsupported { path: PathBuf, reason: String },
     #[error("{path}: cannot tell the architecture: {reason}")]
     Architecture { path: PathBuf, reason: String },
-    #[error("{path}: missing weights {} for a {layout} checkpoint; {hint}", key_list(keys))]
+    #[error(
+        "{path}: missing weights {} for a {layout} checkpoint; {hint}",
+        key_list(keys)
+    )]
     MissingKeys {
         path: PathBuf,
         layout: &'static str,
         keys: Vec<String>,
         hint: String,
     },
-    #[error("{path}: unexpected weights {} in a {layout} checkpoint; {hint}", key_list(keys))]
+    #[error(
+        "{path}: unexpected weights {} in a {layout} checkpoint; {hint}",
+        key_list(keys)
+    )]
     UnexpectedKeys {
         path: PathBuf,
         layout: &'static str,
@@ -66,7 +72,11 @@ impl CheckpointError {
         }
     }
 
-    pub fn malformed(path: impl Into<PathBuf>, format: &'static str, reason: impl Into<String>) -> Self {
+    pub fn malformed(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
         CheckpointError::Malformed {
             path: path.into(),
             format,

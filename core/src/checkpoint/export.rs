@@ -30,12 +30,16 @@ pub fn save_native(
     let mut meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         (NATIVE_ARCH_KEY.to_string(), arch),
-        ("dinoadapt.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "dinoadapt.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
     ]);
     for (k, v) in provenance {
         meta.insert(format!("dinoadapt.{k}"), v.clone());
     }
-    let tensors: Vec<(String, HostTensor)> = state.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+    let tensors: Vec<(String, HostTensor)> =
+        state.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
     write_safetensors(&dir.join("model.safetensors"), &tensors, meta)?;
     write_json(&dir.join("config.json"), &json!({ "dinoadapt": cfg }))
 }
@@ -61,13 +65,19 @@ fn hf_mlp_ratio(cfg: &VitConfig) -> Option<f64> {
 
 /// Write the Hugging Face layout to `dir`. Returns warnings about behaviour that transformers
 /// will not reproduce (e.g. another position-embedding interpolation at non-native sizes).
-pub fn save_huggingface(state: &StateDict, cfg: &VitConfig, dir: &Path) -> Result<Vec<String>, CheckpointError> {
+pub fn save_huggingface(
+    state: &StateDict,
+    cfg: &VitConfig,
+    dir: &Path,
+) -> Result<Vec<String>, CheckpointError> {
     let refuse = |reason: &str| CheckpointError::Write {
         path: dir.to_path_buf(),
         reason: format!("transformers' Dinov2 models cannot express this architecture: {reason}"),
     };
     if cfg.pos_embed_prefix != PosEmbedPrefix::Cls {
-        return Err(refuse("position embedding without a class-token row (timm no_embed_class)"));
+        return Err(refuse(
+            "position embedding without a class-token row (timm no_embed_class)",
+        ));
     }
     if !cfg.layer_scale {
         return Err(refuse("no LayerScale"));
@@ -75,12 +85,18 @@ pub fn save_huggingface(state: &StateDict, cfg: &VitConfig, dir: &Path) -> Resul
     if !cfg.proj_bias || !cfg.ffn_bias {
         return Err(refuse("projection or FFN without bias"));
     }
-    let mlp_ratio = hf_mlp_ratio(cfg).ok_or_else(|| refuse("FFN width not reachable from an mlp_ratio"))?;
+    let mlp_ratio =
+        hf_mlp_ratio(cfg).ok_or_else(|| refuse("FFN width not reachable from an mlp_ratio"))?;
     let mut warnings = Vec::new();
     let mut state = state.clone();
     if !cfg.mask_token {
-        state.insert("mask_token".into(), HostTensor::new(vec![1, cfg.embed_dim], vec![0.0; cfg.embed_dim]));
-        warnings.push("the model has no mask token; a zero one was written (unused at inference)".into());
+        state.insert(
+            "mask_token".into(),
+            HostTensor::new(vec![1, cfg.embed_dim], vec![0.0; cfg.embed_dim]),
+        );
+        warnings.push(
+            "the model has no mask token; a zero one was written (unused at inference)".into(),
+        );
     }
     let registers = cfg.num_register_tokens > 0;
     let hf_mode = if registers {
@@ -128,7 +144,11 @@ pub fn save_huggingface(state: &StateDict, cfg: &VitConfig, dir: &Path) -> Resul
         config["num_register_tokens"] = json!(cfg.num_register_tokens);
     }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&dir.join("model.safetensors"), &to_huggingface(&state), meta)?;
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &to_huggingface(&state),
+        meta,
+    )?;
     write_json(&dir.join("config.json"), &config)?;
     Ok(warnings)
 }

@@ -1,6 +1,9 @@
 //! A tensor held in host memory as it comes out of a checkpoint file, before it becomes a burn
 //! parameter: row-major, contiguous, converted to f32.
 
+/// Tensors by name, in file order.
+pub type NamedTensors = Vec<(String, HostTensor)>;
+
 /// A contiguous row-major f32 tensor read from a checkpoint file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
@@ -78,7 +81,12 @@ pub fn gather_strided(
     let es = dtype.size_of();
     // Bounds check: the largest element touched.
     if n > 0 {
-        let last = offset + shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>();
+        let last = offset
+            + shape
+                .iter()
+                .zip(strides)
+                .map(|(d, s)| (d - 1) * s)
+                .sum::<usize>();
         if (last + 1) * es > storage.len() {
             return None;
         }

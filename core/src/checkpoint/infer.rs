@@ -4,7 +4,9 @@
 use serde_json::Value;
 
 use super::layout::Layout;
-use crate::vit::{FfnConfig, PosEmbedInterpolation, PosEmbedPrefix, PosEmbedSkip, StateDict, VitConfig};
+use crate::vit::{
+    FfnConfig, PosEmbedInterpolation, PosEmbedPrefix, PosEmbedSkip, StateDict, VitConfig,
+};
 
 /// A config file found beside (or inside) the checkpoint.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +84,10 @@ pub fn infer_config(
     let explicit = match (&overrides.arch, &overrides.preset) {
         (Some(a), _) => Some(a.clone()),
         (None, Some(p)) => Some(VitConfig::preset(p).ok_or_else(|| {
-            format!("unknown preset `{p}`; known: {}", crate::vit::PRESETS.join(", "))
+            format!(
+                "unknown preset `{p}`; known: {}",
+                crate::vit::PRESETS.join(", ")
+            )
         })?),
         (None, None) => config.native.clone(),
     };
@@ -114,7 +119,10 @@ pub fn infer_config(
     if depth == 0 {
         return Err("no transformer blocks (`blocks.0.norm1.weight`) found".into());
     }
-    let num_register_tokens = state.get("register_tokens").map(|t| t.shape[1]).unwrap_or(0);
+    let num_register_tokens = state
+        .get("register_tokens")
+        .map(|t| t.shape[1])
+        .unwrap_or(0);
     let rows = shape(state, "pos_embed")?[1];
 
     let hf = config.huggingface.as_ref();
@@ -192,9 +200,10 @@ pub fn infer_config(
                 PosEmbedSkip::SameCountSquareImage,
             )
         }
-        Layout::Timm | Layout::Native => {
-            (PosEmbedInterpolation::BicubicAntialias, PosEmbedSkip::SameGrid)
-        }
+        Layout::Timm | Layout::Native => (
+            PosEmbedInterpolation::BicubicAntialias,
+            PosEmbedSkip::SameGrid,
+        ),
     };
     let norm_eps = hf
         .and_then(|c| c.get("layer_norm_eps"))

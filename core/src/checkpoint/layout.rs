@@ -50,14 +50,23 @@ pub struct Canonical {
 
 /// Keys that are classification / SSL heads around a backbone, never part of it.
 fn is_head_key(k: &str) -> bool {
-    ["head.", "fc_norm.", "classifier.", "dino_head.", "ibot_head.", "pooler."]
-        .iter()
-        .any(|p| k.starts_with(p))
+    [
+        "head.",
+        "fc_norm.",
+        "classifier.",
+        "dino_head.",
+        "ibot_head.",
+        "pooler.",
+    ]
+    .iter()
+    .any(|p| k.starts_with(p))
 }
 
 /// Strip wrapper prefixes (`teacher.`/`student.`, `module.`, `backbone.`, `model.`, `dinov2.`)
 /// and collapse chunked blocks (`blocks.<chunk>.<i>.` -> `blocks.<i>.`).
-pub fn strip_wrappers(tensors: Vec<(String, HostTensor)>) -> (Vec<(String, HostTensor)>, Vec<String>) {
+pub fn strip_wrappers(
+    tensors: Vec<(String, HostTensor)>,
+) -> (Vec<(String, HostTensor)>, Vec<String>) {
     let mut dropped = Vec::new();
     let mut tensors = tensors;
     // Training checkpoints carry both networks: the teacher is the one evaluated.
@@ -82,8 +91,9 @@ pub fn strip_wrappers(tensors: Vec<(String, HostTensor)>) -> (Vec<(String, HostT
                 continue;
             }
             if outside.iter().all(|(k, _)| is_head_key(k)) {
-                let (keep, drop): (Vec<_>, Vec<_>) =
-                    tensors.into_iter().partition(|(k, _)| k.starts_with(prefix));
+                let (keep, drop): (Vec<_>, Vec<_>) = tensors
+                    .into_iter()
+                    .partition(|(k, _)| k.starts_with(prefix));
                 dropped.extend(drop.into_iter().map(|(k, _)| k));
                 tensors = keep
                     .into_iter()
@@ -97,10 +107,7 @@ pub fn strip_wrappers(tensors: Vec<(String, HostTensor)>) -> (Vec<(String, HostT
             break;
         }
     }
-    let tensors = tensors
-        .into_iter()
-        .map(|(k, t)| (unchunk(&k), t))
-        .collect();
+    let tensors = tensors.into_iter().map(|(k, t)| (unchunk(&k), t)).collect();
     (tensors, dropped)
 }
 
@@ -269,7 +276,9 @@ fn hf_key(k: &str) -> HfKey {
         ("layer_scale1", "lambda1") => HfKey::Plain(format!("{pre}.ls1.gamma")),
         ("layer_scale2", "lambda1") => HfKey::Plain(format!("{pre}.ls2.gamma")),
         _ if part.is_empty() => HfKey::Unknown,
-        ("norm1" | "norm2" | "mlp.fc1" | "mlp.fc2", _) => HfKey::Plain(format!("{pre}.{module}.{part}")),
+        ("norm1" | "norm2" | "mlp.fc1" | "mlp.fc2", _) => {
+            HfKey::Plain(format!("{pre}.{module}.{part}"))
+        }
         ("attention.attention.query" | "attention.q_proj", _) => HfKey::Qkv(b, 0, part),
         ("attention.attention.key" | "attention.k_proj", _) => HfKey::Qkv(b, 1, part),
         ("attention.attention.value" | "attention.v_proj", _) => HfKey::Qkv(b, 2, part),
@@ -342,7 +351,10 @@ pub fn to_huggingface(state: &StateDict) -> Vec<(String, HostTensor)> {
             continue;
         }
         if let Some(p) = k.strip_prefix("patch_embed.proj.") {
-            out.push((format!("embeddings.patch_embeddings.projection.{p}"), t.clone()));
+            out.push((
+                format!("embeddings.patch_embeddings.projection.{p}"),
+                t.clone(),
+            ));
             continue;
         }
         if let Some(p) = k.strip_prefix("norm.") {
@@ -394,7 +406,10 @@ mod tests {
             strip_wrappers(keys.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
         let names: Vec<_> = out.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["blocks.3.norm1.weight", "cls_token"]);
-        assert_eq!(dropped, ["student.backbone.cls_token", "dino_head.mlp.0.weight"]);
+        assert_eq!(
+            dropped,
+            ["student.backbone.cls_token", "dino_head.mlp.0.weight"]
+        );
     }
 
     #[test]
@@ -411,7 +426,9 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let hf = to_huggingface(&canonical);
-        assert!(hf.iter().any(|(k, _)| k == "encoder.layer.0.attention.attention.value.bias"));
+        assert!(hf
+            .iter()
+            .any(|(k, _)| k == "encoder.layer.0.attention.attention.value.bias"));
         let keys: Vec<&str> = hf.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(detect_layout(&keys), Some(Layout::HuggingFace));
         let back = to_canonical(Layout::HuggingFace, hf);
@@ -420,9 +437,18 @@ mod tests {
 
     #[test]
     fn detects_each_layout() {
-        assert_eq!(detect_layout(&["cls_token", "mask_token"]), Some(Layout::Official));
-        assert_eq!(detect_layout(&["cls_token", "blocks.0.attn.qkv.weight"]), Some(Layout::Timm));
-        assert_eq!(detect_layout(&["reg_token", "cls_token"]), Some(Layout::Timm));
+        assert_eq!(
+            detect_layout(&["cls_token", "mask_token"]),
+            Some(Layout::Official)
+        );
+        assert_eq!(
+            detect_layout(&["cls_token", "blocks.0.attn.qkv.weight"]),
+            Some(Layout::Timm)
+        );
+        assert_eq!(
+            detect_layout(&["reg_token", "cls_token"]),
+            Some(Layout::Timm)
+        );
         assert_eq!(detect_layout(&["conv1.weight"]), None);
     }
 
@@ -438,6 +464,13 @@ mod tests {
         .collect();
         rename_packed_swiglu(&mut s);
         let keys: Vec<_> = s.keys().cloned().collect();
-        assert_eq!(keys, ["blocks.0.mlp.w12.bias", "blocks.0.mlp.w12.weight", "blocks.0.mlp.w3.weight"]);
+        assert_eq!(
+            keys,
+            [
+                "blocks.0.mlp.w12.bias",
+                "blocks.0.mlp.w12.weight",
+                "blocks.0.mlp.w3.weight"
+            ]
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::CheckpointError;
-use super::host_tensor::HostTensor;
+use super::host_tensor::{HostTensor, NamedTensors};
 use super::infer::{infer_config, ArchOverrides, ConfigFile, HeadsSource};
 use super::layout::{detect_layout, strip_wrappers, to_canonical, Layout};
 use super::safetensors_io::{looks_like_safetensors, read_safetensors};
@@ -59,7 +59,10 @@ pub struct LoadedCheckpoint {
 
 impl LoadedCheckpoint {
     /// Build the model on `device`.
-    pub fn build<B: Backend>(&self, device: &B::Device) -> Result<VisionTransformer<B>, CheckpointError> {
+    pub fn build<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<VisionTransformer<B>, CheckpointError> {
         VisionTransformer::from_state(&self.config, &self.state, device)
             .map_err(|e| weight_error(&self.path, self.layout, &self.config, e))
     }
@@ -85,7 +88,10 @@ fn weight_error(path: &Path, layout: Layout, cfg: &VitConfig, e: WeightError) ->
                  model --preset/--arch-file says"
             ),
         },
-        WeightError::Mismatch { missing, unexpected } => CheckpointError::MissingKeys {
+        WeightError::Mismatch {
+            missing,
+            unexpected,
+        } => CheckpointError::MissingKeys {
             path,
             layout: layout.name(),
             keys: missing,
@@ -133,7 +139,11 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, Option<PathBuf>), CheckpointErro
     }
     let (weights, dir) = if path.is_dir() {
         let mut found = None;
-        for name in ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"] {
+        for name in [
+            "model.safetensors",
+            "pytorch_model.bin",
+            "open_clip_pytorch_model.bin",
+        ] {
             if path.join(name).is_file() {
                 found = Some(path.join(name));
                 break;
@@ -175,10 +185,10 @@ pub fn read_config_file(path: &Path) -> Result<ConfigFile, CheckpointError> {
         .map_err(|e| CheckpointError::malformed(path, "JSON config", e.to_string()))?;
     let mut cfg = ConfigFile::default();
     if let Some(native) = v.get("dinoadapt") {
-        cfg.native = Some(
-            serde_json::from_value(native.clone())
-                .map_err(|e| CheckpointError::malformed(path, "dinoadapt config", e.to_string()))?,
-        );
+        cfg.native =
+            Some(serde_json::from_value(native.clone()).map_err(|e| {
+                CheckpointError::malformed(path, "dinoadapt config", e.to_string())
+            })?);
     } else if v.get("model_type").is_some() {
         cfg.huggingface = Some(v);
     } else if v.get("architecture").is_some() || v.get("model_args").is_some() {
@@ -193,7 +203,8 @@ pub fn read_arch_file(path: &Path) -> Result<VitConfig, CheckpointError> {
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| CheckpointError::malformed(path, "architecture file", e.to_string()))?;
     let v = v.get("dinoadapt").cloned().unwrap_or(v);
-    serde_json::from_value(v).map_err(|e| CheckpointError::malformed(path, "architecture file", e.to_string()))
+    serde_json::from_value(v)
+        .map_err(|e| CheckpointError::malformed(path, "architecture file", e.to_string()))
 }
 
 /// sha256 of a file, streamed.
@@ -214,14 +225,18 @@ pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
 /// Read the raw tensors of a weights file, detecting the container from its first bytes.
 pub fn read_weights_file(
     path: &Path,
-) -> Result<(FileFormat, Vec<(String, HostTensor)>, HashMap<String, String>), CheckpointError> {
+) -> Result<(FileFormat, NamedTensors, HashMap<String, String>), CheckpointError> {
     let mut prefix = [0u8; 16];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut prefix))
         .map_err(|e| CheckpointError::io(path, e))?;
     let prefix = &prefix[..n];
     if looks_like_torch_zip(prefix) {
-        Ok((FileFormat::TorchZip, read_torch_checkpoint(path)?, HashMap::new()))
+        Ok((
+            FileFormat::TorchZip,
+            read_torch_checkpoint(path)?,
+            HashMap::new(),
+        ))
     } else if looks_like_safetensors(prefix) {
         let (t, m) = read_safetensors(path)?;
         Ok((FileFormat::Safetensors, t, m))
@@ -244,7 +259,10 @@ pub fn read_weights_file(
 
 /// Open a checkpoint file or folder: read the weights, detect the layout, infer the
 /// architecture. Nothing is put on a device yet (see [`LoadedCheckpoint::build`]).
-pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<LoadedCheckpoint, CheckpointError> {
+pub fn load_checkpoint(
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedCheckpoint, CheckpointError> {
     let (weights, config_path) = resolve(path)?;
     let mut config = match &config_path {
         Some(c) => read_config_file(c)?,
@@ -252,11 +270,19 @@ pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<LoadedCheck
     };
     let (file_format, raw, metadata) = read_weights_file(&weights)?;
     if raw.is_empty() {
-        return Err(CheckpointError::malformed(&weights, file_format.name(), "it holds no tensors"));
+        return Err(CheckpointError::malformed(
+            &weights,
+            file_format.name(),
+            "it holds no tensors",
+        ));
     }
     if let Some(arch) = metadata.get(NATIVE_ARCH_KEY) {
         config.native = Some(serde_json::from_str(arch).map_err(|e| {
-            CheckpointError::malformed(&weights, "dinoadapt native", format!("bad `{NATIVE_ARCH_KEY}`: {e}"))
+            CheckpointError::malformed(
+                &weights,
+                "dinoadapt native",
+                format!("bad `{NATIVE_ARCH_KEY}`: {e}"),
+            )
         })?);
     }
     let (stripped, mut dropped) = strip_wrappers(raw);
@@ -282,9 +308,9 @@ pub fn load_checkpoint(path: &Path, options: &LoadOptions) -> Result<LoadedCheck
     dropped.extend(canonical.dropped);
     let (vit, heads_source) = infer_config(layout, &canonical.state, &config, &options.overrides)
         .map_err(|reason| CheckpointError::Architecture {
-            path: weights.clone(),
-            reason,
-        })?;
+        path: weights.clone(),
+        reason,
+    })?;
     if !dropped.is_empty() {
         tracing::warn!(
             "{}: left out {} weights that are not part of the backbone (heads or the other \

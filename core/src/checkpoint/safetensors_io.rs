@@ -7,7 +7,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use super::error::CheckpointError;
-use super::host_tensor::{HostTensor, StoredDType};
+use super::host_tensor::{HostTensor, NamedTensors, StoredDType};
 
 const FORMAT: &str = "safetensors";
 
@@ -35,7 +35,7 @@ fn stored_dtype(dtype: Dtype) -> Option<StoredDType> {
 /// Every tensor of a safetensors file as f32 (in name order), and its `__metadata__`.
 pub fn read_safetensors(
     path: &Path,
-) -> Result<(Vec<(String, HostTensor)>, HashMap<String, String>), CheckpointError> {
+) -> Result<(NamedTensors, HashMap<String, String>), CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| CheckpointError::malformed(path, FORMAT, e.to_string()))?;
@@ -61,7 +61,10 @@ pub fn read_safetensors(
             .chunks_exact(dtype.size_of())
             .map(|c| dtype.decode(c))
             .collect();
-        out.push((name.to_string(), HostTensor::new(view.shape().to_vec(), data)));
+        out.push((
+            name.to_string(),
+            HostTensor::new(view.shape().to_vec(), data),
+        ));
     }
     let metadata = meta.metadata().clone().unwrap_or_default();
     Ok((out, metadata))
@@ -91,17 +94,24 @@ pub fn write_safetensors(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let data = safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Write {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let data =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Write {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     write_atomic(path, &data)
 }
 
 /// Write bytes to `path` through a temporary file in the same folder, then rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let werr = |e: std::io::Error| CheckpointError::Write {
         path: path.to_path_buf(),
@@ -121,7 +131,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dinoadapt-st-{}", std::process::id()));
         let path = dir.join("t.safetensors");
         let t = vec![
-            ("a".to_string(), HostTensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect())),
+            (
+                "a".to_string(),
+                HostTensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect()),
+            ),
             ("b.c".to_string(), HostTensor::new(vec![1], vec![-1.5])),
         ];
         let meta = HashMap::from([("k".to_string(), "v".to_string())]);
@@ -130,7 +143,10 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(m, meta);
         std::fs::write(&path, b"not a safetensors file").unwrap();
-        assert!(matches!(read_safetensors(&path), Err(CheckpointError::Malformed { .. })));
+        assert!(matches!(
+            read_safetensors(&path),
+            Err(CheckpointError::Malformed { .. })
+        ));
         std::fs::remove_dir_all(dir).ok();
     }
 }

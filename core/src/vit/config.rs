@@ -140,8 +140,16 @@ pub struct VitConfig {
 
 /// Names of the built-in presets.
 pub const PRESETS: &[&str] = &[
-    "vits14", "vitb14", "vitl14", "vitg14", "vits14_reg", "vitb14_reg", "vitl14_reg",
-    "vitg14_reg", "uni", "uni2h",
+    "vits14",
+    "vitb14",
+    "vitl14",
+    "vitg14",
+    "vits14_reg",
+    "vitb14_reg",
+    "vitl14_reg",
+    "vitg14_reg",
+    "uni",
+    "uni2h",
 ];
 
 impl VitConfig {
@@ -172,7 +180,7 @@ impl VitConfig {
         if self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 || self.patch_size == 0 {
             return Err("embed_dim, depth, num_heads and patch_size must be positive".into());
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "embed_dim {} is not divisible by num_heads {}: give the right head count \
                  (--num-heads)",
@@ -317,7 +325,10 @@ mod tests {
         assert_eq!(FfnConfig::dinov2_swiglu(64, 4.0).hidden(), 176);
         assert_eq!(FfnConfig::dinov2_swiglu(1536, 4.0).hidden(), 4096);
         // UNI2-h: fc1 has int(1536 * 5.33334) = 8192 rows, fc2 takes 4096.
-        assert_eq!(FfnConfig::timm_swiglu_packed(1536, 2.66667 * 2.0).hidden(), 4096);
+        assert_eq!(
+            FfnConfig::timm_swiglu_packed(1536, 2.66667 * 2.0).hidden(),
+            4096
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ impl<B: Backend> Attention<B> {
             qkv: LinearConfig::new(d, 3 * d)
                 .with_bias(cfg.qkv_bias)
                 .init(device),
-            proj: LinearConfig::new(d, d).with_bias(cfg.proj_bias).init(device),
+            proj: LinearConfig::new(d, d)
+                .with_bias(cfg.proj_bias)
+                .init(device),
             num_heads: cfg.num_heads,
         }
     }

@@ -116,7 +116,10 @@ impl<B: Backend> VisionTransformer<B> {
     /// Patch grid for an image of `(height, width)` pixels (the remainder is cropped, as the
     /// stride-p convolution of the references drops it).
     pub fn grid_of(&self, height: usize, width: usize) -> (usize, usize) {
-        (height / self.config.patch_size, width / self.config.patch_size)
+        (
+            height / self.config.patch_size,
+            width / self.config.patch_size,
+        )
     }
 
     /// Flattened patches [B, h*w, C*p*p] in (channel, row, col) order.

@@ -55,12 +55,7 @@ pub enum PosEmbedSkip {
 }
 
 impl PosEmbedSkip {
-    pub fn keeps_table(
-        self,
-        stored: usize,
-        grid: (usize, usize),
-        image: (usize, usize),
-    ) -> bool {
+    pub fn keeps_table(self, stored: usize, grid: (usize, usize), image: (usize, usize)) -> bool {
         match self {
             PosEmbedSkip::SameCountSquareImage => {
                 grid.0 * grid.1 == stored * stored && image.0 == image.1
@@ -136,7 +131,13 @@ fn antialias_taps(input: usize, output: usize) -> Vec<Taps> {
             let total: f64 = raw.iter().sum();
             let weight = raw
                 .iter()
-                .map(|w| if total != 0.0 { (w / total) as f32 } else { 0.0 })
+                .map(|w| {
+                    if total != 0.0 {
+                        (w / total) as f32
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             Taps {
                 index: (x0..x1).collect(),
@@ -154,9 +155,7 @@ fn axis_taps(mode: PosEmbedInterpolation, input: usize, output: usize) -> Vec<Ta
             let sf = (output as f64 + offset) / input as f64;
             bicubic_taps(input, output, (1.0 / sf) as f32)
         }
-        PosEmbedInterpolation::Bicubic => {
-            bicubic_taps(input, output, input as f32 / output as f32)
-        }
+        PosEmbedInterpolation::Bicubic => bicubic_taps(input, output, input as f32 / output as f32),
         PosEmbedInterpolation::BicubicAntialias => antialias_taps(input, output),
     }
 }
@@ -236,17 +235,32 @@ mod tests {
 
     #[test]
     fn antialias_changes_values_even_when_upsampling_and_weights_sum_to_one() {
-        for taps in antialias_taps(4, 7).iter().chain(antialias_taps(9, 4).iter()) {
+        for taps in antialias_taps(4, 7)
+            .iter()
+            .chain(antialias_taps(9, 4).iter())
+        {
             let s: f32 = taps.weight.iter().sum();
             assert!((s - 1.0).abs() < 1e-6);
         }
         let m = 4;
         let table: Vec<f32> = (0..m * m).map(|v| ((v * 7) % 5) as f32).collect();
-        let aa = resample_grid(&table, m, 1, (7, 6), PosEmbedInterpolation::BicubicAntialias);
+        let aa = resample_grid(
+            &table,
+            m,
+            1,
+            (7, 6),
+            PosEmbedInterpolation::BicubicAntialias,
+        );
         let plain = resample_grid(&table, m, 1, (7, 6), PosEmbedInterpolation::Bicubic);
         assert!(aa.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-3));
         // At the same size the antialiased filter is the identity.
-        let same = resample_grid(&table, m, 1, (m, m), PosEmbedInterpolation::BicubicAntialias);
+        let same = resample_grid(
+            &table,
+            m,
+            1,
+            (m, m),
+            PosEmbedInterpolation::BicubicAntialias,
+        );
         assert!(same.iter().zip(&table).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
@@ -262,7 +276,10 @@ mod tests {
             for grid in [(3, 7), (8, 8), (5, 2)] {
                 let out = resample_grid(&table, m, 2, grid, mode);
                 assert_eq!(out.len(), grid.0 * grid.1 * 2);
-                assert!(out.iter().all(|v| (v - 1.5).abs() < 1e-5), "{mode:?} {grid:?}");
+                assert!(
+                    out.iter().all(|v| (v - 1.5).abs() < 1e-5),
+                    "{mode:?} {grid:?}"
+                );
             }
         }
     }

@@ -46,21 +46,28 @@ pub fn expected_keys(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
     let mut keys: Vec<(String, Vec<usize>)> = vec![
         ("cls_token".into(), vec![1, 1, d]),
         ("pos_embed".into(), vec![1, cfg.pos_embed_rows(), d]),
-        ("patch_embed.proj.weight".into(), vec![d, cfg.in_chans, p, p]),
+        (
+            "patch_embed.proj.weight".into(),
+            vec![d, cfg.in_chans, p, p],
+        ),
         ("patch_embed.proj.bias".into(), vec![d]),
     ];
     if cfg.num_register_tokens > 0 {
-        keys.push(("register_tokens".into(), vec![1, cfg.num_register_tokens, d]));
+        keys.push((
+            "register_tokens".into(),
+            vec![1, cfg.num_register_tokens, d],
+        ));
     }
     if cfg.mask_token {
         keys.push(("mask_token".into(), vec![1, d]));
     }
-    let linear = |keys: &mut Vec<(String, Vec<usize>)>, name: String, o: usize, i: usize, bias: bool| {
-        keys.push((format!("{name}.weight"), vec![o, i]));
-        if bias {
-            keys.push((format!("{name}.bias"), vec![o]));
-        }
-    };
+    let linear =
+        |keys: &mut Vec<(String, Vec<usize>)>, name: String, o: usize, i: usize, bias: bool| {
+            keys.push((format!("{name}.weight"), vec![o, i]));
+            if bias {
+                keys.push((format!("{name}.bias"), vec![o]));
+            }
+        };
     for b in 0..cfg.depth {
         let pre = format!("blocks.{b}");
         for n in ["norm1", "norm2"] {
@@ -79,7 +86,13 @@ pub fn expected_keys(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
                 linear(&mut keys, format!("{pre}.mlp.fc2"), d, hidden, cfg.ffn_bias);
             }
             FfnConfig::SwiGlu { hidden } => {
-                linear(&mut keys, format!("{pre}.mlp.w12"), 2 * hidden, d, cfg.ffn_bias);
+                linear(
+                    &mut keys,
+                    format!("{pre}.mlp.w12"),
+                    2 * hidden,
+                    d,
+                    cfg.ffn_bias,
+                );
                 linear(&mut keys, format!("{pre}.mlp.w3"), d, hidden, cfg.ffn_bias);
             }
         }
@@ -103,7 +116,12 @@ pub fn check_state(cfg: &VitConfig, state: &StateDict) -> Result<(), WeightError
         .cloned()
         .collect();
     match (missing.is_empty(), unexpected.is_empty()) {
-        (false, false) => return Err(WeightError::Mismatch { missing, unexpected }),
+        (false, false) => {
+            return Err(WeightError::Mismatch {
+                missing,
+                unexpected,
+            })
+        }
         (false, true) => return Err(WeightError::Missing(missing)),
         (true, false) => return Err(WeightError::Unexpected(unexpected)),
         (true, true) => {}
@@ -133,7 +151,11 @@ impl<B: Backend> Reader<'_, B> {
     }
 
     fn param<const D: usize>(&self, key: &str) -> Param<Tensor<B, D>> {
-        let shape: [usize; D] = self.state[key].shape.clone().try_into().expect("checked rank");
+        let shape: [usize; D] = self.state[key]
+            .shape
+            .clone()
+            .try_into()
+            .expect("checked rank");
         Param::from_tensor(self.tensor(key, shape))
     }
 
@@ -152,7 +174,10 @@ impl<B: Backend> Reader<'_, B> {
         let bias_key = format!("{name}.bias");
         Linear {
             weight: Param::from_tensor(weight),
-            bias: self.state.get(&bias_key).map(|_| self.param::<1>(&bias_key)),
+            bias: self
+                .state
+                .get(&bias_key)
+                .map(|_| self.param::<1>(&bias_key)),
         }
     }
 
@@ -226,7 +251,11 @@ impl<B: Backend> VisionTransformer<B> {
         let mut s = StateDict::new();
         let cfg = &self.config;
         fn host<B: Backend, const D: usize>(t: Tensor<B, D>, shape: Vec<usize>) -> HostTensor {
-            let data = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+            let data = t
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("f32 data");
             HostTensor::new(shape, data)
         }
         let put_linear = |s: &mut StateDict, name: &str, l: &Linear<B>, shape: Vec<usize>| {
@@ -245,21 +274,45 @@ impl<B: Backend> VisionTransformer<B> {
         };
         let d = cfg.embed_dim;
         let p = cfg.patch_size;
-        put_linear(&mut s, "patch_embed.proj", &self.patch_embed, vec![d, cfg.in_chans, p, p]);
-        s.insert("cls_token".into(), host(self.cls_token.val(), vec![1, 1, d]));
+        put_linear(
+            &mut s,
+            "patch_embed.proj",
+            &self.patch_embed,
+            vec![d, cfg.in_chans, p, p],
+        );
+        s.insert(
+            "cls_token".into(),
+            host(self.cls_token.val(), vec![1, 1, d]),
+        );
         if let Some(r) = &self.register_tokens {
-            s.insert("register_tokens".into(), host(r.val(), vec![1, cfg.num_register_tokens, d]));
+            s.insert(
+                "register_tokens".into(),
+                host(r.val(), vec![1, cfg.num_register_tokens, d]),
+            );
         }
         if let Some(m) = &self.mask_token {
             s.insert("mask_token".into(), host(m.val(), vec![1, d]));
         }
-        s.insert("pos_embed".into(), host(self.pos_embed.val(), vec![1, cfg.pos_embed_rows(), d]));
+        s.insert(
+            "pos_embed".into(),
+            host(self.pos_embed.val(), vec![1, cfg.pos_embed_rows(), d]),
+        );
         for (b, block) in self.blocks.iter().enumerate() {
             let pre = format!("blocks.{b}");
             norm(&mut s, &format!("{pre}.norm1"), &block.norm1);
             norm(&mut s, &format!("{pre}.norm2"), &block.norm2);
-            put_linear(&mut s, &format!("{pre}.attn.qkv"), &block.attn.qkv, vec![3 * d, d]);
-            put_linear(&mut s, &format!("{pre}.attn.proj"), &block.attn.proj, vec![d, d]);
+            put_linear(
+                &mut s,
+                &format!("{pre}.attn.qkv"),
+                &block.attn.qkv,
+                vec![3 * d, d],
+            );
+            put_linear(
+                &mut s,
+                &format!("{pre}.attn.proj"),
+                &block.attn.proj,
+                vec![d, d],
+            );
             for (n, ls) in [("ls1", &block.ls1), ("ls2", &block.ls2)] {
                 if let Some(ls) = ls {
                     s.insert(format!("{pre}.{n}.gamma"), host(ls.gamma.val(), vec![d]));
@@ -324,9 +377,13 @@ mod tests {
         );
         let mut s = state.clone();
         s.insert("head.weight".into(), HostTensor::new(vec![1], vec![0.0]));
-        assert!(matches!(check_state(&cfg, &s), Err(WeightError::Unexpected(k)) if k == ["head.weight"]));
+        assert!(
+            matches!(check_state(&cfg, &s), Err(WeightError::Unexpected(k)) if k == ["head.weight"])
+        );
         let mut s = state;
         s.insert("norm.bias".into(), HostTensor::new(vec![3], vec![0.0; 3]));
-        assert!(matches!(check_state(&cfg, &s), Err(WeightError::Shape { key, .. }) if key == "norm.bias"));
+        assert!(
+            matches!(check_state(&cfg, &s), Err(WeightError::Shape { key, .. }) if key == "norm.bias")
+        );
     }
 }
