@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Run on the GPU machine (after gpu/prepare.sh here): parity of every fixture on CUDA and CPU,
-# then inference throughput and peak GPU memory for ViT-S/14 and ViT-B/14, against PyTorch +
-# transformers on the same GPU when transformers is installed there. Results go to $OUT.
+# Run on the GPU machine (after gpu/prepare.sh here): parity of every fixture on CUDA (f32-accurate
+# split products, and raw TF32 for comparison) and CPU, then inference throughput and peak GPU
+# memory for ViT-S/14 and ViT-B/14 against PyTorch + transformers on the same GPU (when
+# transformers is installed there). Results go to $OUT. Each step has its own time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin=gpu/carry/dinoadapt
 out="${OUT:-gpu/out}"
 mkdir -p "$out"
-log() { echo "== $*" | tee -a "$out/summary.txt"; }
+work="$(mktemp -d)"
+tar -C "$work" -xzf gpu/carry/bundle.tar.gz
+bin="$work/dinoadapt"
+fixtures="$work/fixtures"
+start=$(date +%s)
+# cubecl autotunes every new matmul shape by compiling and timing its candidate kernels; on a
+# fresh machine that dominates short runs. Minimal tuning keeps the check inside its budget.
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+log() { echo "== [$(( $(date +%s) - start ))s] $*" | tee -a "$out/summary.txt"; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-
-log "parity on cuda:0"
-timeout 180 "$bin" parity --fixtures gpu/carry/fixtures --device cuda:0 --json "$out/parity_cuda.json" 2>&1 | tee -a "$out/summary.txt"
-log "parity on cpu"
-timeout 60 "$bin" parity --fixtures gpu/carry/fixtures --device cpu --json "$out/parity_cpu.json" 2>&1 | tail -1 | tee -a "$out/summary.txt"
 
 # Peak GPU memory of a command: poll nvidia-smi while it runs.
 peak_mem() {
@@ -24,22 +27,35 @@ peak_mem() {
   "$@"
   local rc=$?
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-  echo "peak_gpu_mib $(sort -n "$f" | tail -1)" | tee -a "$out/summary.txt"
+  echo "peak_gpu_mib $(sort -n "$f" | tail -1) rc $rc" | tee -a "$out/summary.txt"
   rm -f "$f"
-  return $rc
 }
 
+log "parity on cuda:0 (split f32 products)"
+timeout 150 "$bin" parity --fixtures "$fixtures" --device cuda:0 --json "$out/parity_cuda.json" > "$out/parity_cuda.txt" 2> >(tee "$out/parity_cuda.progress" >&2)
+grep -v "^    " "$out/parity_cuda.txt" | tee -a "$out/summary.txt"
+log "parity on cuda:0 --tf32"
+timeout 60 "$bin" parity --fixtures "$fixtures" --device cuda:0 --tf32 --json "$out/parity_cuda_tf32.json" 2>&1 | tail -1 | tee -a "$out/summary.txt"
 have_torch=0
 python3 -c "import torch, transformers" 2>/dev/null && have_torch=1
-for arch in vits14 vitb14; do
-  for batch in 8 64; do
-    log "dinoadapt bench embed --arch $arch --batch $batch --res 224 --device cuda:0"
-    peak_mem timeout 120 "$bin" bench embed --arch "$arch" --batch "$batch" --res 224 --device cuda:0 --warmup 3 --iters 20 2>&1 | tee -a "$out/summary.txt" "$out/bench.jsonl"
-    if [ "$have_torch" = 1 ]; then
-      log "pytorch $arch batch $batch"
-      peak_mem timeout 120 python3 gpu/carry/pytorch_embed.py --arch "$arch" --batch "$batch" --res 224 --device cuda --warmup 3 --iters 20 2>&1 | tee -a "$out/summary.txt" "$out/bench.jsonl"
-    fi
-  done
-done
-[ "$have_torch" = 1 ] || log "torch/transformers not importable here: no PyTorch baseline"
+bench() {
+  log "dinoadapt bench embed --arch $1 --batch $2 ${3:-}"
+  peak_mem timeout 90 "$bin" bench embed --arch "$1" --batch "$2" --res 224 --device cuda:0 --warmup 3 --iters 20 ${3:-} 2>&1 | tee -a "$out/summary.txt"
+}
+torch_bench() {
+  if [ "$have_torch" = 1 ]; then
+    log "pytorch $1 batch $2"
+    peak_mem timeout 60 python3 "$work/pytorch_embed.py" --arch "$1" --batch "$2" --res 224 --device cuda --warmup 3 --iters 20 2>&1 | tee -a "$out/summary.txt"
+  else
+    log "torch/transformers not importable here: no PyTorch baseline"
+  fi
+}
+bench vits14 64
+bench vits14 64 --tf32
+torch_bench vits14 64
+bench vitb14 64
+torch_bench vitb14 64
+bench vitb14 64 --tf32
+log "parity on cpu"
+timeout 40 "$bin" parity --fixtures "$fixtures" --device cpu --json "$out/parity_cpu.json" 2>&1 | tail -1 | tee -a "$out/summary.txt"
 log "done"

@@ -2,6 +2,16 @@
 
 use burn::tensor::backend::Backend;
 use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
+use dinoadapt_core::vit::MatmulPrecision;
+
+/// The matmul precision for a device: f32-accurate everywhere unless `tf32` allows CUDA's
+/// tensor-core TF32 products (faster, ~1e-3 from PyTorch's f32).
+pub fn matmul_precision(spec: DeviceSpec, tf32: bool) -> MatmulPrecision {
+    match spec {
+        DeviceSpec::Cuda(_) if !tf32 => MatmulPrecision::Split,
+        _ => MatmulPrecision::Backend,
+    }
+}
 
 /// A piece of work generic over the backend.
 pub trait BackendJob {

@@ -10,7 +10,7 @@ use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
 use serde_json::json;
 
-use crate::device::{on_device, peak_rss_mib, BackendJob};
+use crate::device::{matmul_precision, on_device, peak_rss_mib, BackendJob};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -36,6 +36,9 @@ pub struct BenchEmbedArgs {
     /// Timed batches.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// On CUDA, let matmuls run in TF32 instead of f32-accurate split products.
+    #[arg(long)]
+    pub tf32: bool,
     /// CPU threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -48,7 +51,8 @@ impl BackendJob for Job {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
         let Job(args, cfg) = self;
-        let model = VisionTransformer::<B>::init(&cfg, &device);
+        let precision = matmul_precision(args.device, args.tf32);
+        let model = VisionTransformer::<B>::init(&cfg, &device).with_precision(precision);
         let x = Tensor::<B, 4>::random(
             [args.batch, 3, args.res, args.res],
             Distribution::Normal(0.0, 1.0),
@@ -59,7 +63,12 @@ impl BackendJob for Job {
             // Reading the result back waits for the device.
             let _ = f.tokens.into_data();
         };
-        for _ in 0..args.warmup {
+        // The first batch includes kernel compilation and autotuning on GPU backends.
+        let t_first = Instant::now();
+        step(x.clone());
+        let first = t_first.elapsed().as_secs_f64();
+        eprintln!("first batch (compile + tune): {first:.2} s");
+        for _ in 1..args.warmup {
             step(x.clone());
         }
         let t0 = Instant::now();
@@ -75,8 +84,10 @@ impl BackendJob for Job {
             "res": args.res,
             "threads": rayon::current_num_threads(),
             "device": args.device.to_string(),
+            "matmul_precision": format!("{precision:?}"),
             "images_per_s": args.batch as f64 / secs,
             "seconds_per_batch": secs,
+            "first_batch_seconds": first,
             "peak_rss_mb": peak_rss_mib(),
         }))
     }

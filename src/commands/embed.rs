@@ -25,8 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::device::{on_device, BackendJob};
+use crate::device::{matmul_precision, on_device, BackendJob};
 use crate::model_args::ModelArgs;
+use dinoadapt_core::vit::MatmulPrecision;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
@@ -74,6 +75,9 @@ pub struct EmbedArgs {
     /// Resize filter: bicubic, bilinear, nearest.
     #[arg(long)]
     pub filter: Option<String>,
+    /// On CUDA, let matmuls run in TF32 instead of f32-accurate split products.
+    #[arg(long)]
+    pub tf32: bool,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -326,13 +330,14 @@ struct EmbedJob {
     output: PathBuf,
     metadata: HashMap<String, String>,
     quiet: bool,
+    precision: MatmulPrecision,
 }
 
 impl BackendJob for EmbedJob {
     type Output = Vec<EmbedRecord>;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
-        let model = self.ck.build::<B>(&device)?;
+        let model = self.ck.build::<B>(&device)?.with_precision(self.precision);
         let cfg = &model.config;
         let (h, w) = model.grid_of(self.size.0, self.size.1);
         if h == 0 || w == 0 {
@@ -444,7 +449,9 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         Some(s) => parse_layers(s, ck.config.depth)?,
         None => Vec::new(),
     };
+    let precision = matmul_precision(args.device, args.tf32);
     let mut metadata = HashMap::from([
+        ("matmul_precision".to_string(), format!("{precision:?}")),
         (
             "dinoadapt.version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
@@ -495,6 +502,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         output: args.output.clone(),
         metadata,
         quiet: args.quiet,
+        precision,
     };
     let t0 = Instant::now();
     let records = on_device(args.device, job)?;

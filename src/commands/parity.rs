@@ -19,7 +19,8 @@ use dinoadapt_core::vit::{patches_to_grid, VisionTransformer, VitFeatures};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::device::{on_device, BackendJob};
+use crate::device::{matmul_precision, on_device, BackendJob};
+use dinoadapt_core::vit::MatmulPrecision;
 
 #[derive(Args, Debug)]
 pub struct ParityArgs {
@@ -34,6 +35,9 @@ pub struct ParityArgs {
     /// Largest allowed absolute error.
     #[arg(long, default_value_t = 1e-4)]
     pub tolerance: f64,
+    /// On CUDA, let matmuls run in TF32 instead of f32-accurate split products.
+    #[arg(long)]
+    pub tf32: bool,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -326,6 +330,7 @@ fn check_timm<B: Backend>(
 struct ParityJob {
     files: Vec<(String, Family, PathBuf, Option<usize>)>,
     tolerance: f64,
+    precision: MatmulPrecision,
 }
 
 fn check_file<B: Backend>(
@@ -333,6 +338,7 @@ fn check_file<B: Backend>(
     fam: Family,
     file: &Path,
     heads: Option<usize>,
+    precision: MatmulPrecision,
 ) -> anyhow::Result<(String, BTreeMap<String, f64>, Vec<String>)> {
     let dir = file.parent().expect("fixture file has a folder");
     let options = LoadOptions {
@@ -347,7 +353,7 @@ fn check_file<B: Backend>(
         file
     };
     let ck = load_checkpoint(target, &options)?;
-    let model = ck.build::<B>(device)?;
+    let model = ck.build::<B>(device)?.with_precision(precision);
     let (tensors, _) = read_safetensors(&dir.join("io.safetensors"))?;
     let io = Io {
         tensors: tensors.into_iter().collect(),
@@ -380,7 +386,7 @@ impl BackendJob for ParityJob {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let report = match check_file::<B>(&device, fam, &file, heads) {
+            let report = match check_file::<B>(&device, fam, &file, heads, self.precision) {
                 Ok((layout, errors, unchecked)) => {
                     let worst = errors.values().copied().fold(0.0, f64::max);
                     FileReport {
@@ -407,6 +413,14 @@ impl BackendJob for ParityJob {
                     error: Some(format!("{e:#}")),
                 },
             };
+            // Progress as each file completes (the first CUDA runs compile and tune kernels).
+            eprintln!(
+                "parity: {} {} worst {:.3e} {}",
+                report.fixture,
+                report.file,
+                report.worst,
+                if report.passed { "ok" } else { "FAIL" }
+            );
             reports.push(report);
         }
         Ok(reports)
@@ -444,6 +458,7 @@ pub fn run(args: ParityArgs) -> anyhow::Result<ExitCode> {
         ParityJob {
             files,
             tolerance: args.tolerance,
+            precision: matmul_precision(args.device, args.tf32),
         },
     )?;
     println!(

@@ -5,11 +5,10 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Tensor};
 
 use super::config::{FfnConfig, VitConfig};
+use super::precision::{linear, scaled_dot_product, MatmulPrecision};
 
 /// Multi-head self-attention with one packed qkv projection (rows [q | k | v], each split by
 /// head), as the official DINOv2 and timm code store it.
@@ -36,19 +35,21 @@ impl<B: Backend> Attention<B> {
     }
 
     /// x: [B, T, D] -> [B, T, D]
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let h = self.num_heads;
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear(&self.qkv, x, precision)
             .reshape([b, t, 3, h, d / h])
             .permute([2, 0, 3, 1, 4]);
         let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
         let k = qkv.clone().narrow(0, 1, 1).squeeze_dim::<4>(0);
         let v = qkv.narrow(0, 2, 1).squeeze_dim::<4>(0);
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, t, d]))
+        let out = scaled_dot_product(q, k, v, precision);
+        linear(
+            &self.proj,
+            out.swap_dims(1, 2).reshape([b, t, d]),
+            precision,
+        )
     }
 }
 
@@ -100,14 +101,14 @@ impl<B: Backend> Ffn<B> {
         }
     }
 
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
         match self {
-            Ffn::Mlp(m) => m.fc2.forward(gelu(m.fc1.forward(x))),
+            Ffn::Mlp(m) => linear(&m.fc2, gelu(linear(&m.fc1, x, precision)), precision),
             Ffn::SwiGlu(s) => {
-                let x12 = s.w12.forward(x);
+                let x12 = linear(&s.w12, x, precision);
                 let gate = x12.clone().narrow(2, 0, s.hidden);
                 let value = x12.narrow(2, s.hidden, s.hidden);
-                s.w3.forward(silu(gate) * value)
+                linear(&s.w3, silu(gate) * value, precision)
             }
         }
     }
@@ -179,14 +180,20 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
         let scale = |ls: &Option<LayerScale<B>>, y: Tensor<B, 3>| match ls {
             Some(ls) => ls.forward(y),
             None => y,
         };
-        let a = scale(&self.ls1, self.attn.forward(self.norm1.forward(x.clone())));
+        let a = scale(
+            &self.ls1,
+            self.attn.forward(self.norm1.forward(x.clone()), precision),
+        );
         let x = x + drop_path(a, self.drop_path);
-        let f = scale(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
+        let f = scale(
+            &self.ls2,
+            self.mlp.forward(self.norm2.forward(x.clone()), precision),
+        );
         x + drop_path(f, self.drop_path)
     }
 }

@@ -8,6 +8,7 @@ use burn::tensor::{Bool, Distribution, Tensor, TensorData};
 use super::config::{PosEmbedPrefix, VitConfig};
 use super::layers::Block;
 use super::pos_embed::axis_matrix;
+use super::precision::{linear, matmul, MatmulPrecision};
 
 /// The Vision Transformer backbone. Token order is always `[CLS, REG_1..REG_R, patches]` with
 /// patches row-major over the (h, w) grid.
@@ -28,6 +29,9 @@ pub struct VisionTransformer<B: Backend> {
     pub norm: LayerNorm<B>,
     #[module(skip)]
     pub config: VitConfig,
+    /// How matrix products are computed (see [`MatmulPrecision`]); not part of the weights.
+    #[module(skip)]
+    pub precision: MatmulPrecision,
 }
 
 /// What a forward pass returns.
@@ -106,7 +110,14 @@ impl<B: Backend> VisionTransformer<B> {
                 .with_epsilon(config.norm_eps)
                 .init(device),
             config: config.clone(),
+            precision: MatmulPrecision::default(),
         }
+    }
+
+    /// The same model computing its products at `precision`.
+    pub fn with_precision(mut self, precision: MatmulPrecision) -> Self {
+        self.precision = precision;
+        self
     }
 
     pub fn device(&self) -> B::Device {
@@ -164,11 +175,12 @@ impl<B: Backend> VisionTransformer<B> {
             )
         };
         // Columns first: [M, w, M] x [M, M, D] -> [M, w, D]; then rows: [h, M] x [M, w*D].
-        let wide = matrix(w)
-            .unsqueeze_dim::<3>(0)
-            .expand([m, w, m])
-            .matmul(table.reshape([m, m, d]));
-        let out = matrix(h).matmul(wide.reshape([m, w * d]));
+        let wide = matmul(
+            matrix(w).unsqueeze_dim::<3>(0).expand([m, w, m]),
+            table.reshape([m, m, d]),
+            self.precision,
+        );
+        let out = matmul(matrix(h), wide.reshape([m, w * d]), self.precision);
         (prefix, out.reshape([h * w, d]))
     }
 
@@ -183,7 +195,7 @@ impl<B: Backend> VisionTransformer<B> {
         let d = self.config.embed_dim;
         let (patches, grid) = self.patchify(x);
         let n = grid.0 * grid.1;
-        let mut patches = self.patch_embed.forward(patches);
+        let mut patches = linear(&self.patch_embed, patches, self.precision);
         if let Some(mask) = mask {
             let token = self
                 .mask_token
@@ -228,7 +240,7 @@ impl<B: Backend> VisionTransformer<B> {
         let (mut tokens, grid) = self.prepare_tokens(x, mask);
         let mut kept: Vec<(usize, Tensor<B, 3>)> = Vec::with_capacity(layers.len());
         for (i, block) in self.blocks.iter().enumerate() {
-            tokens = block.forward(tokens);
+            tokens = block.forward(tokens, self.precision);
             if layers.contains(&i) {
                 kept.push((i, tokens.clone()));
             }

@@ -243,6 +243,7 @@ impl<B: Backend> VisionTransformer<B> {
             blocks,
             norm: r.norm("norm", eps),
             config: config.clone(),
+            precision: Default::default(),
         })
     }
 
