@@ -229,6 +229,42 @@ impl VitConfig {
         }
     }
 
+    /// timm `VisionTransformer` as the UNI models build it (init_values 1e-5, no mask token,
+    /// antialiased resampling when the grid changes).
+    #[allow(clippy::too_many_arguments)]
+    fn timm(
+        embed_dim: usize,
+        depth: usize,
+        num_heads: usize,
+        patch_size: usize,
+        pos_grid: usize,
+        num_register_tokens: usize,
+        pos_embed_prefix: PosEmbedPrefix,
+        ffn: FfnConfig,
+    ) -> Self {
+        VitConfig {
+            embed_dim,
+            depth,
+            num_heads,
+            patch_size,
+            in_chans: 3,
+            pos_grid,
+            num_register_tokens,
+            pos_embed_prefix,
+            ffn,
+            layer_scale: true,
+            layer_scale_init: 1e-5,
+            qkv_bias: true,
+            proj_bias: true,
+            ffn_bias: true,
+            mask_token: false,
+            norm_eps: 1e-6,
+            drop_path_rate: 0.0,
+            interpolation: PosEmbedInterpolation::BicubicAntialias,
+            interpolation_skip: PosEmbedSkip::SameGrid,
+        }
+    }
+
     /// A built-in architecture by name (see [`PRESETS`]).
     pub fn preset(name: &str) -> Option<Self> {
         let (base, reg) = match name.strip_suffix("_reg") {
@@ -241,49 +277,27 @@ impl VitConfig {
             "vitl14" => Self::dinov2(1024, 24, 16, false, reg),
             "vitg14" => Self::dinov2(1536, 40, 24, true, reg),
             // UNI: timm vit_large_patch16_224, init_values 1e-5, dynamic_img_size.
-            "uni" if !reg => VitConfig {
-                embed_dim: 1024,
-                depth: 24,
-                num_heads: 16,
-                patch_size: 16,
-                in_chans: 3,
-                pos_grid: 14,
-                num_register_tokens: 0,
-                pos_embed_prefix: PosEmbedPrefix::Cls,
-                ffn: FfnConfig::mlp(1024, 4.0),
-                layer_scale: true,
-                layer_scale_init: 1e-5,
-                qkv_bias: true,
-                proj_bias: true,
-                ffn_bias: true,
-                mask_token: false,
-                norm_eps: 1e-6,
-                drop_path_rate: 0.0,
-                interpolation: PosEmbedInterpolation::BicubicAntialias,
-                interpolation_skip: PosEmbedSkip::SameGrid,
-            },
+            "uni" if !reg => Self::timm(
+                1024,
+                24,
+                16,
+                16,
+                14,
+                0,
+                PosEmbedPrefix::Cls,
+                FfnConfig::mlp(1024, 4.0),
+            ),
             // UNI2-h: ViT-H/14-like, 8 registers, no_embed_class, packed SwiGLU (ratio 2.66667*2).
-            "uni2h" if !reg => VitConfig {
-                embed_dim: 1536,
-                depth: 24,
-                num_heads: 24,
-                patch_size: 14,
-                in_chans: 3,
-                pos_grid: 16,
-                num_register_tokens: 8,
-                pos_embed_prefix: PosEmbedPrefix::None,
-                ffn: FfnConfig::timm_swiglu_packed(1536, 2.66667 * 2.0),
-                layer_scale: true,
-                layer_scale_init: 1e-5,
-                qkv_bias: true,
-                proj_bias: true,
-                ffn_bias: true,
-                mask_token: false,
-                norm_eps: 1e-6,
-                drop_path_rate: 0.0,
-                interpolation: PosEmbedInterpolation::BicubicAntialias,
-                interpolation_skip: PosEmbedSkip::SameGrid,
-            },
+            "uni2h" if !reg => Self::timm(
+                1536,
+                24,
+                24,
+                14,
+                16,
+                8,
+                PosEmbedPrefix::None,
+                FfnConfig::timm_swiglu_packed(1536, 2.66667 * 2.0),
+            ),
             _ => return None,
         };
         Some(cfg)
