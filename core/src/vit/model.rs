@@ -7,7 +7,7 @@ use burn::tensor::{Bool, Distribution, Tensor, TensorData};
 
 use super::config::{PosEmbedPrefix, VitConfig};
 use super::layers::Block;
-use super::pos_embed::axis_matrix;
+use super::pos_embed::axis_matrix_cached;
 use super::precision::{linear, matmul, MatmulPrecision};
 
 /// The Vision Transformer backbone. Token order is always `[CLS, REG_1..REG_R, patches]` with
@@ -170,7 +170,10 @@ impl<B: Backend> VisionTransformer<B> {
         let device = self.device();
         let matrix = |out: usize| {
             Tensor::<B, 2>::from_data(
-                TensorData::new(axis_matrix(cfg.interpolation, m, out), [out, m]),
+                TensorData::new(
+                    axis_matrix_cached(cfg.interpolation, m, out).to_vec(),
+                    [out, m],
+                ),
                 &device,
             )
         };

@@ -5,6 +5,9 @@
 //! This runs on the host, once per grid size, on a (M*M, D) table: it is tiny next to a forward
 //! pass, and doing it here lets us mirror PyTorch's float32 arithmetic term by term.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde::{Deserialize, Serialize};
 
 /// How the position-embedding grid is resampled to a new grid size.
@@ -170,6 +173,26 @@ pub fn axis_matrix(mode: PosEmbedInterpolation, input: usize, output: usize) -> 
         }
     }
     m
+}
+
+/// [`axis_matrix`], computed once per (mode, input, output) for the life of the process.
+pub fn axis_matrix_cached(
+    mode: PosEmbedInterpolation,
+    input: usize,
+    output: usize,
+) -> Arc<Vec<f32>> {
+    type Key = (u8, u64, usize, usize);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Vec<f32>>>>> = OnceLock::new();
+    let key: Key = match mode {
+        PosEmbedInterpolation::OffsetBicubic { offset } => (0, offset.to_bits(), input, output),
+        PosEmbedInterpolation::Bicubic => (1, 0, input, output),
+        PosEmbedInterpolation::BicubicAntialias => (2, 0, input, output),
+    };
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(key)
+        .or_insert_with(|| Arc::new(axis_matrix(mode, input, output)))
+        .clone()
 }
 
 /// Resample the patch part of a position-embedding table on the host.
