@@ -35,6 +35,15 @@ pub fn on_device<J: BackendJob>(spec: DeviceSpec, job: J) -> anyhow::Result<J::O
     }
 }
 
+/// How many slices of a batch to run at once: one per CPU thread on the CPU (see
+/// `VisionTransformer::forward_features_chunked`), the whole batch on a GPU.
+pub fn batch_chunks(spec: DeviceSpec) -> usize {
+    match spec {
+        DeviceSpec::Cpu => rayon::current_num_threads(),
+        DeviceSpec::Cuda(_) => 1,
+    }
+}
+
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -10,7 +10,7 @@ use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
 use serde_json::json;
 
-use crate::device::{matmul_precision, on_device, peak_rss_mib, BackendJob};
+use crate::device::{batch_chunks, matmul_precision, on_device, peak_rss_mib, BackendJob};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -58,8 +58,9 @@ impl BackendJob for Job {
             Distribution::Normal(0.0, 1.0),
             &device,
         );
+        let chunks = batch_chunks(args.device);
         let step = |x: Tensor<B, 4>| {
-            let f = model.forward_features(x, None, &[]);
+            let f = model.forward_features_chunked(x, &[], chunks);
             // Reading the result back waits for the device.
             let _ = f.tokens.into_data();
         };

@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::device::{matmul_precision, on_device, BackendJob};
+use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::vit::MatmulPrecision;
 
@@ -331,6 +331,7 @@ struct EmbedJob {
     metadata: HashMap<String, String>,
     quiet: bool,
     precision: MatmulPrecision,
+    chunks: usize,
 }
 
 impl BackendJob for EmbedJob {
@@ -389,7 +390,7 @@ impl BackendJob for EmbedJob {
                     TensorData::new(batch.pixels, [batch.n, 3, batch.size.0, batch.size.1]),
                     &device,
                 );
-                let f = model.forward_features(x, None, &self.layers);
+                let f = model.forward_features_chunked(x, &self.layers, self.chunks);
                 // One transfer of all tokens, split into cls / reg / patch rows on the host.
                 let tokens = host(f.tokens)?;
                 let t = 1 + r + np;
@@ -503,6 +504,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         metadata,
         quiet: args.quiet,
         precision,
+        chunks: batch_chunks(args.device),
     };
     let t0 = Instant::now();
     let records = on_device(args.device, job)?;

@@ -265,6 +265,44 @@ impl<B: Backend> VisionTransformer<B> {
         }
     }
 
+    /// [`forward_features`](Self::forward_features) on `chunks` slices of the batch at once, one
+    /// per thread, concatenated in order: the same result. For CPU backends, whose element-wise
+    /// ops, copies and attention run on one thread each (burn-flex 0.21): splitting the batch
+    /// keeps every core busy through them, while the matmuls stay multi-threaded.
+    pub fn forward_features_chunked(
+        &self,
+        x: Tensor<B, 4>,
+        layers: &[usize],
+        chunks: usize,
+    ) -> VitFeatures<B>
+    where
+        Self: Sync,
+    {
+        use rayon::prelude::*;
+        let batch = x.dims()[0];
+        let chunks = chunks.clamp(1, batch.max(1));
+        if chunks == 1 {
+            return self.forward_features(x, None, layers);
+        }
+        let parts: Vec<VitFeatures<B>> = x
+            .chunk(chunks, 0)
+            .into_par_iter()
+            .map(|part| self.forward_features(part, None, layers))
+            .collect();
+        let grid = parts[0].grid;
+        let num_registers = parts[0].num_registers;
+        let tokens = Tensor::cat(parts.iter().map(|p| p.tokens.clone()).collect(), 0);
+        let layers = (0..layers.len())
+            .map(|i| Tensor::cat(parts.iter().map(|p| p.layers[i].clone()).collect(), 0))
+            .collect();
+        VitFeatures {
+            tokens,
+            layers,
+            grid,
+            num_registers,
+        }
+    }
+
     /// Indices of the last `n` blocks.
     pub fn last_layers(&self, n: usize) -> Vec<usize> {
         let depth = self.config.depth;

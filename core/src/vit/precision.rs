@@ -165,4 +165,26 @@ mod model_tests {
         let d = (a - b).abs().max().into_scalar();
         assert!(d < 1e-4, "{d}");
     }
+
+    #[test]
+    fn batch_chunks_run_concurrently_give_the_same_features() {
+        let mut cfg = VitConfig::preset("vits14").unwrap();
+        cfg.embed_dim = 32;
+        cfg.depth = 2;
+        cfg.num_heads = 2;
+        cfg.pos_grid = 2;
+        let device = Default::default();
+        let model = VisionTransformer::<Flex>::init(&cfg, &device);
+        let x = Tensor::<Flex, 4>::random([5, 3, 28, 42], Distribution::Normal(0.0, 1.0), &device);
+        let whole = model.forward_features(x.clone(), None, &[0, 1]);
+        let split = model.forward_features_chunked(x, &[0, 1], 3);
+        assert_eq!(split.tokens.dims(), whole.tokens.dims());
+        let d = (whole.tokens - split.tokens).abs().max().into_scalar();
+        assert!(d < 1e-5, "{d}");
+        let d = (whole.layers[1].clone() - split.layers[1].clone())
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(d < 1e-5, "{d}");
+    }
 }
