@@ -98,28 +98,19 @@ fn official_weights_round_trip_through_native_and_huggingface() {
         let io = fixtures.join(name).join("io.safetensors");
         let native = dir.path().join(format!("{name}-native"));
         let hf = dir.path().join(format!("{name}-hf"));
-        ok(&[
-            "export",
-            "--model",
-            p(&src),
-            "--num-heads",
-            "4",
-            "--to",
-            "native",
-            "--out",
-            p(&native),
-        ]);
-        ok(&[
-            "export",
-            "--model",
-            p(&src),
-            "--num-heads",
-            "4",
-            "--to",
-            "huggingface",
-            "--out",
-            p(&hf),
-        ]);
+        for (to, out) in [("native", &native), ("huggingface", &hf)] {
+            ok(&[
+                "export",
+                "--model",
+                p(&src),
+                "--num-heads",
+                "4",
+                "--to",
+                to,
+                "--out",
+                p(out),
+            ]);
+        }
         let v: Value =
             serde_json::from_str(&ok(&["inspect", "--json", "--model", p(&native)])).unwrap();
         assert_eq!(v["layout"], "native");

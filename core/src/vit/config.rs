@@ -303,6 +303,22 @@ impl VitConfig {
         Some(cfg)
     }
 
+    /// A small version of a preset for unit tests: `depth` 2, the given width, heads and grid,
+    /// the preset's FFN kind at ratio 4.
+    #[cfg(test)]
+    pub(crate) fn tiny(preset: &str, embed_dim: usize, num_heads: usize, pos_grid: usize) -> Self {
+        let mut c = Self::preset(preset).expect("known preset");
+        c.embed_dim = embed_dim;
+        c.depth = 2;
+        c.num_heads = num_heads;
+        c.pos_grid = pos_grid;
+        c.ffn = match c.ffn {
+            FfnConfig::Mlp { .. } => FfnConfig::mlp(embed_dim, 4.0),
+            FfnConfig::SwiGlu { .. } => FfnConfig::dinov2_swiglu(embed_dim, 4.0),
+        };
+        c
+    }
+
     /// Parameter count of this architecture.
     pub fn num_params(&self) -> usize {
         let d = self.embed_dim;

@@ -143,18 +143,13 @@ mod tests {
 #[cfg(test)]
 mod model_tests {
     use super::*;
-    use crate::vit::{FfnConfig, VisionTransformer, VitConfig};
+    use crate::vit::{VisionTransformer, VitConfig};
     use burn::backend::Flex;
     use burn::tensor::Distribution;
 
     #[test]
     fn a_vit_gives_the_same_features_with_split_products() {
-        let mut cfg = VitConfig::preset("vits14_reg").unwrap();
-        cfg.embed_dim = 48;
-        cfg.depth = 2;
-        cfg.num_heads = 3;
-        cfg.pos_grid = 3;
-        cfg.ffn = FfnConfig::dinov2_swiglu(48, 4.0);
+        let cfg = VitConfig::tiny("vitg14_reg", 48, 3, 3);
         let device = Default::default();
         let model = VisionTransformer::<Flex>::init(&cfg, &device);
         // Non-native size: the position-embedding resampling runs through split products too.
@@ -168,11 +163,7 @@ mod model_tests {
 
     #[test]
     fn batch_chunks_run_concurrently_give_the_same_features() {
-        let mut cfg = VitConfig::preset("vits14").unwrap();
-        cfg.embed_dim = 32;
-        cfg.depth = 2;
-        cfg.num_heads = 2;
-        cfg.pos_grid = 2;
+        let cfg = VitConfig::tiny("vits14", 32, 2, 2);
         let device = Default::default();
         let model = VisionTransformer::<Flex>::init(&cfg, &device);
         let x = Tensor::<Flex, 4>::random([5, 3, 28, 42], Distribution::Normal(0.0, 1.0), &device);

@@ -343,13 +343,7 @@ mod tests {
     use burn::backend::Flex;
 
     fn tiny() -> VitConfig {
-        let mut c = VitConfig::preset("vits14_reg").unwrap();
-        c.embed_dim = 32;
-        c.depth = 2;
-        c.num_heads = 2;
-        c.pos_grid = 3;
-        c.ffn = FfnConfig::dinov2_swiglu(32, 4.0);
-        c
+        VitConfig::tiny("vitg14_reg", 32, 2, 3)
     }
 
     #[test]
