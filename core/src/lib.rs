@@ -3,4 +3,5 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod objective;
 pub mod vit;
