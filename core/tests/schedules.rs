@@ -7,7 +7,10 @@ use dinoadapt_core::objective::{CosineSchedule, ScheduleConfig};
 use serde_json::Value;
 
 fn fixture() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/schedules"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/schedules"
+    ));
     if dir.is_dir() {
         return Some(dir);
     }
@@ -19,13 +22,17 @@ fn fixture() -> Option<PathBuf> {
 }
 
 fn close(name: &str, got: f64, want: f64) {
-    assert!((got - want).abs() <= 1e-15 * want.abs().max(1.0), "{name}: {got} vs {want}");
+    assert!(
+        (got - want).abs() <= 1e-15 * want.abs().max(1.0),
+        "{name}: {got} vs {want}"
+    );
 }
 
 #[test]
 fn schedules_equal_the_official_ones() {
     let Some(dir) = fixture() else { return };
-    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let rc = &meta["run_config"];
     let u = |k: &str| rc[k].as_u64().unwrap() as usize;
     let f = |k: &str| rc[k].as_f64().unwrap();
@@ -45,7 +52,11 @@ fn schedules_equal_the_official_ones() {
         warmup_teacher_temp: f("warmup_teacher_temp"),
         teacher_temp: f("teacher_temp"),
     };
-    close("lr_peak", cfg.scaled_lr(), meta["derived"]["lr_peak"].as_f64().unwrap());
+    close(
+        "lr_peak",
+        cfg.scaled_lr(),
+        meta["derived"]["lr_peak"].as_f64().unwrap(),
+    );
     let s = cfg.build();
     let exact = &meta["exact_values_f64"];
     for (name, sched) in [
@@ -72,7 +83,16 @@ fn schedules_equal_the_official_ones() {
         kf("start_warmup_value"),
         ku("freeze_iters"),
     );
-    for (it, w) in exact["example_freeze_iters"].as_array().unwrap().iter().enumerate() {
-        close(&format!("example_freeze_iters[{it}]"), ex.at(it), w.as_f64().unwrap());
+    for (it, w) in exact["example_freeze_iters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        close(
+            &format!("example_freeze_iters[{it}]"),
+            ex.at(it),
+            w.as_f64().unwrap(),
+        );
     }
 }

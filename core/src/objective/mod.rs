@@ -1,5 +1,7 @@
-//! The DINOv2 objective: schedules (and, as they land, the losses and heads).
+//! The DINOv2 objective: losses (DINO with Sinkhorn-Knopp or centering, iBOT, KoLeo) and the
+//! training schedules.
 
+pub mod losses;
 pub mod schedule;
 
 pub use schedule::{CosineSchedule, ScheduleConfig, TrainSchedules};

@@ -27,7 +27,8 @@ impl CosineSchedule {
             } else if i == warmup_iters - 1 {
                 base
             } else {
-                start_warmup_value + i as f64 * ((base - start_warmup_value) / (warmup_iters - 1) as f64)
+                start_warmup_value
+                    + i as f64 * ((base - start_warmup_value) / (warmup_iters - 1) as f64)
             };
             values.push(v);
         }
@@ -37,7 +38,10 @@ impl CosineSchedule {
             values.push(final_value + 0.5 * (base - final_value) * (1.0 + cos));
         }
         values.truncate(total_iters);
-        CosineSchedule { values, final_value }
+        CosineSchedule {
+            values,
+            final_value,
+        }
     }
 
     /// The value at iteration `it`.
@@ -95,13 +99,27 @@ impl ScheduleConfig {
     pub fn build(&self) -> TrainSchedules {
         let e = self.epoch_length;
         let total = self.epochs * e;
-        let lr = CosineSchedule::new(self.scaled_lr(), self.min_lr, total, self.warmup_epochs * e, 0.0, 0);
+        let lr = CosineSchedule::new(
+            self.scaled_lr(),
+            self.min_lr,
+            total,
+            self.warmup_epochs * e,
+            0.0,
+            0,
+        );
         let teacher_warmup = self.warmup_teacher_temp_epochs * e;
         TrainSchedules {
             last_layer_lr: lr.clone().freeze_first(self.freeze_last_layer_epochs * e),
             lr,
             wd: CosineSchedule::new(self.weight_decay, self.weight_decay_end, total, 0, 0.0, 0),
-            momentum: CosineSchedule::new(self.momentum_teacher, self.final_momentum_teacher, total, 0, 0.0, 0),
+            momentum: CosineSchedule::new(
+                self.momentum_teacher,
+                self.final_momentum_teacher,
+                total,
+                0,
+                0.0,
+                0,
+            ),
             teacher_temp: CosineSchedule::new(
                 self.teacher_temp,
                 self.teacher_temp,

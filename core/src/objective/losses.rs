@@ -1,0 +1,148 @@
+//! The DINOv2 losses, computed as the official code computes them (`dinov2/loss/*.py`, see
+//! `../shared/fixtures/README.md` §7): DINO class-token cross-entropy with Sinkhorn-Knopp or
+//! softmax centering of the teacher, the iBOT masked-patch loss, and KoLeo.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
+
+/// Sinkhorn-Knopp targets for teacher logits [N, K] (`sinkhorn_knopp_teacher`). `n_samples` is
+/// the B the columns are normalised to: N for DINO, the total number of masked patches for iBOT.
+/// As in the reference there is no max-subtraction before `exp`.
+pub fn sinkhorn_knopp<B: Backend>(
+    teacher: Tensor<B, 2>,
+    teacher_temp: f64,
+    n_iterations: usize,
+    n_samples: usize,
+) -> Tensor<B, 2> {
+    let q = teacher.div_scalar(teacher_temp).exp().transpose(); // [K, N]
+    let k = q.dims()[0] as f64;
+    let b = n_samples as f64;
+    let total = q.clone().sum().reshape([1, 1]);
+    let mut q = q / total;
+    for _ in 0..n_iterations {
+        let rows = q.clone().sum_dim(1); // [K, 1]
+        q = (q / rows).div_scalar(k);
+        let cols = q.clone().sum_dim(0); // [1, N]
+        q = (q / cols).div_scalar(b);
+    }
+    q.mul_scalar(b).transpose()
+}
+
+/// Softmax centering of the teacher with an EMA centre, updated lazily as the reference does:
+/// [`update`](Self::update) records the batch statistic, and the EMA is applied at the start of
+/// the next [`targets`](Self::targets) call.
+#[derive(Debug, Clone)]
+pub struct SoftmaxCenter<B: Backend> {
+    /// [1, K]
+    pub center: Tensor<B, 2>,
+    pub momentum: f64,
+    pending: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> SoftmaxCenter<B> {
+    pub fn new(center: Tensor<B, 2>, momentum: f64) -> Self {
+        SoftmaxCenter {
+            center,
+            momentum,
+            pending: None,
+        }
+    }
+
+    fn apply_pending(&mut self) {
+        if let Some(stat) = self.pending.take() {
+            self.center = self.center.clone().mul_scalar(self.momentum)
+                + stat.mul_scalar(1.0 - self.momentum);
+        }
+    }
+
+    /// softmax((teacher - center) / temp) over K, for teacher logits [N, K].
+    pub fn targets(&mut self, teacher: Tensor<B, 2>, teacher_temp: f64) -> Tensor<B, 2> {
+        self.apply_pending();
+        softmax((teacher - self.center.clone()).div_scalar(teacher_temp), 1)
+    }
+
+    /// Record the batch statistic: the mean teacher row (sum over rows / (rows x world size)).
+    pub fn update(&mut self, teacher: Tensor<B, 2>) {
+        let n = teacher.dims()[0] as f64;
+        self.pending = Some(teacher.sum_dim(0).div_scalar(n));
+    }
+
+    /// The centre with any pending update applied.
+    pub fn current(&mut self) -> Tensor<B, 2> {
+        self.apply_pending();
+        self.center.clone()
+    }
+}
+
+/// `DINOLoss.forward`: -Σ_students Σ_teachers mean_rows(Σ_k t · log_softmax(s / τ_s)).
+pub fn dino_cross_entropy<B: Backend>(
+    students: &[Tensor<B, 2>],
+    teachers: &[Tensor<B, 2>],
+    student_temp: f64,
+) -> Tensor<B, 1> {
+    let mut total: Option<Tensor<B, 1>> = None;
+    for s in students {
+        let lsm = log_softmax(s.clone().div_scalar(student_temp), 1);
+        for t in teachers {
+            let term = (t.clone() * lsm.clone()).sum_dim(1).mean().neg();
+            total = Some(match total {
+                Some(acc) => acc + term,
+                None => term,
+            });
+        }
+    }
+    total.expect("at least one student and one teacher")
+}
+
+/// `iBOTPatchLoss.forward_masked`: -Σ_i w_i Σ_k t_ik log_softmax(s_i/τ_s)_k / n_images, over the
+/// gathered masked patches [M, K] with their weights [M] (1 / masked patches of their image);
+/// `n_images` counts every global-crop image, masked or not.
+pub fn ibot_masked_loss<B: Backend>(
+    student: Tensor<B, 2>,
+    targets: Tensor<B, 2>,
+    weights: Tensor<B, 1>,
+    n_images: usize,
+    student_temp: f64,
+) -> Tensor<B, 1> {
+    let per_patch = (targets * log_softmax(student.div_scalar(student_temp), 1)).sum_dim(1); // [M, 1]
+    let weighted = per_patch.squeeze_dim::<1>(1) * weights;
+    weighted.sum().neg().div_scalar(n_images as f64)
+}
+
+/// The iBOT weights of each masked patch: 1 / max(1, masked patches of its image), for a flat
+/// [B, N] mask, in the order of the masked entries (row-major).
+pub fn ibot_mask_weights<B: Backend>(masks: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
+    let per_image = masks
+        .clone()
+        .int()
+        .sum_dim(1)
+        .float()
+        .clamp_min(1.0)
+        .recip(); // [B, 1]
+    let [b, n] = masks.dims();
+    per_image.expand([b, n])
+}
+
+/// KoLeo loss on rows [N, D] (`KoLeoLoss`): L2-normalise, find each row's nearest neighbour by
+/// dot product (the diagonal excluded), and return -mean(log(‖x - x_nn + 1e-8‖ + 1e-8)) with the
+/// neighbour indices.
+pub fn koleo<B: Backend>(x: Tensor<B, 2>) -> (Tensor<B, 1>, Tensor<B, 1, Int>) {
+    const EPS: f64 = 1e-8;
+    let [n, _] = x.dims();
+    let device = x.device();
+    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(EPS);
+    let x = x / norm;
+    let dots = x.clone().matmul(x.clone().transpose());
+    let eye = Tensor::<B, 2, Int>::eye(n, &device).equal_elem(1);
+    let dots = dots.mask_fill(eye, -1.0);
+    let nn = dots.argmax(1).squeeze_dim::<1>(1);
+    let neighbours = x.clone().select(0, nn.clone());
+    let dist = (x - neighbours)
+        .add_scalar(EPS)
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt();
+    let loss = dist.add_scalar(EPS).log().mean().neg();
+    (loss, nn)
+}
