@@ -11,6 +11,7 @@ use dinoadapt_core::checkpoint::HostTensor;
 use dinoadapt_core::objective::losses::{
     dino_cross_entropy, ibot_mask_weights, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
 };
+use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
 use serde_json::Value;
 
 type B = Flex;
@@ -208,4 +209,63 @@ fn losses_equal_the_official_ones() {
         tol,
     );
     io.check("koleo_loss_all_rows", koleo(cls).0, tol);
+}
+
+#[test]
+fn block_masks_equal_the_official_sample_bit_for_bit() {
+    let Some(dir) = fixture() else { return };
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let p = &meta["params"];
+    let io = Io(read_safetensors(&dir.join("io.safetensors"))
+        .unwrap()
+        .0
+        .into_iter()
+        .collect());
+    let masks = &io.0["masks"];
+    let (n_images, n_tokens) = (masks.shape[0], masks.shape[1]);
+    let g = &p["mask_generator"];
+    let grid = g["input_size"][0].as_u64().unwrap() as usize;
+    assert_eq!(grid * grid, n_tokens);
+    let generator = MaskingGenerator {
+        height: grid,
+        width: g["input_size"][1].as_u64().unwrap() as usize,
+        min_num_patches: g["min_num_patches"].as_f64().unwrap(),
+        max_num_patches: g["max_num_patches"].as_f64().unwrap(),
+        log_aspect_ratio: (
+            g["log_aspect_ratio"][0].as_f64().unwrap(),
+            g["log_aspect_ratio"][1].as_f64().unwrap(),
+        ),
+    };
+    let ratio = (
+        p["mask_ratio_min_max"][0].as_f64().unwrap() as f32,
+        p["mask_ratio_min_max"][1].as_f64().unwrap() as f32,
+    );
+    let mut rng = PyRandom::seed(p["python_random_seed_for_masks"].as_u64().unwrap());
+    let got = collate_masks(
+        &mut rng,
+        &generator,
+        n_images,
+        p["mask_sample_probability"].as_f64().unwrap(),
+        ratio,
+    );
+    let flat: Vec<f32> = got
+        .masks
+        .iter()
+        .flatten()
+        .map(|b| *b as u8 as f32)
+        .collect();
+    assert_eq!(flat, masks.data, "masks");
+    let idx: Vec<usize> = io.0["mask_indices_list"]
+        .data
+        .iter()
+        .map(|v| v.round() as usize)
+        .collect();
+    assert_eq!(got.indices, idx, "mask_indices_list");
+    assert_eq!(got.weights, io.0["masks_weight"].data, "masks_weight");
+    assert_eq!(
+        got.indices.len(),
+        io.0["n_masked_patches"].data[0].round() as usize
+    );
+    assert_eq!(got.upperbound as u64, p["upperbound"].as_u64().unwrap());
 }

@@ -2,6 +2,7 @@
 //! training schedules.
 
 pub mod losses;
+pub mod masking;
 pub mod schedule;
 
 pub use schedule::{CosineSchedule, ScheduleConfig, TrainSchedules};
