@@ -96,3 +96,48 @@ fn schedules_equal_the_official_ones() {
         );
     }
 }
+
+#[test]
+fn parameter_groups_equal_the_official_table() {
+    use dinoadapt_core::objective::param_groups::param_group;
+    let Some(dir) = fixture() else { return };
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let optim = &meta["ssl_default_config_values"]["optim"];
+    let decay = optim["layerwise_decay"].as_f64().unwrap();
+    let patch_mult = optim["patch_embed_lr_mult"].as_f64().unwrap();
+    let table = meta["param_groups"]["table"].as_object().unwrap();
+    let depth = table
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("backbone:blocks.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .unwrap()
+        + 1;
+    assert!(table.len() > 20);
+    for (key, want) in table {
+        let (module, name) = key.split_once(':').unwrap();
+        let module_depth = if module == "backbone" { depth } else { 0 };
+        let got = param_group(name, module_depth, decay, patch_mult);
+        assert_eq!(
+            got.lr_multiplier,
+            want["lr_multiplier"].as_f64().unwrap(),
+            "{key} lr"
+        );
+        assert_eq!(
+            got.wd_multiplier,
+            want["wd_multiplier"].as_f64().unwrap(),
+            "{key} wd"
+        );
+        assert_eq!(
+            got.is_last_layer,
+            want["is_last_layer"].as_bool().unwrap(),
+            "{key} last layer"
+        );
+    }
+}

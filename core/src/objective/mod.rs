@@ -3,6 +3,7 @@
 
 pub mod losses;
 pub mod masking;
+pub mod param_groups;
 pub mod schedule;
 
 pub use schedule::{CosineSchedule, ScheduleConfig, TrainSchedules};
