@@ -1,6 +1,9 @@
-//! The DINOv2 objective: losses (DINO with Sinkhorn-Knopp or centering, iBOT, KoLeo) and the
-//! training schedules.
+//! The DINOv2 objective, piece by piece, each checked against the official code's outputs:
+//! the DINO/iBOT heads, the losses (DINO with Sinkhorn-Knopp or centering, iBOT, KoLeo), iBOT
+//! block masking, the EMA teacher update, the schedules and the per-parameter multipliers.
+//! The training engine that drives them (`dinoadapt pretrain`) is still to come.
 
+pub mod ema;
 pub mod head;
 pub mod losses;
 pub mod masking;
