@@ -1,8 +1,10 @@
-//! dinoadapt-datasets: image inputs, model preprocessing, batching and the feature store.
+//! dinoadapt-datasets: image inputs, model preprocessing, DINOv2 multi-crop augmentation,
+//! batching and the feature store.
 
 pub mod feature_store;
 pub mod images;
 pub mod manifest;
+pub mod multicrop;
 pub mod transforms;
 
 pub use feature_store::{FeatureWriter, StoreError};
