@@ -1,11 +1,13 @@
 //! The DINOv2 losses equal the official `DINOLoss`, `iBOTPatchLoss` and `KoLeoLoss` outputs stored
 //! in ../shared/fixtures/losses (sizes and temperatures read from its meta.json).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
+use common::fixture;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::HostTensor;
 use dinoadapt_core::objective::losses::{
@@ -15,21 +17,6 @@ use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRand
 use serde_json::Value;
 
 type B = Flex;
-
-fn fixture() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/losses"
-    ));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/fixtures is missing beside the repository; CI needs it");
-    }
-    eprintln!("skipping: ../shared/fixtures not found");
-    None
-}
 
 struct Io(BTreeMap<String, HostTensor>);
 
@@ -65,7 +52,7 @@ impl Io {
 
 #[test]
 fn losses_equal_the_official_ones() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = fixture("losses") else { return };
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let p = &meta["params"];
@@ -213,7 +200,7 @@ fn losses_equal_the_official_ones() {
 
 #[test]
 fn block_masks_equal_the_official_sample_bit_for_bit() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = fixture("losses") else { return };
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let p = &meta["params"];

@@ -1,25 +1,11 @@
 //! The DINOv2 schedules equal the official `CosineScheduler` / `build_schedulers` values stored in
 //! ../shared/fixtures/schedules (float64 values in meta.json), built from its run config.
 
-use std::path::PathBuf;
+mod common;
 
+use common::fixture;
 use dinoadapt_core::objective::{CosineSchedule, ScheduleConfig};
 use serde_json::Value;
-
-fn fixture() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/schedules"
-    ));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/fixtures is missing beside the repository; CI needs it");
-    }
-    eprintln!("skipping: ../shared/fixtures not found");
-    None
-}
 
 fn close(name: &str, got: f64, want: f64) {
     assert!(
@@ -30,7 +16,9 @@ fn close(name: &str, got: f64, want: f64) {
 
 #[test]
 fn schedules_equal_the_official_ones() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = fixture("schedules") else {
+        return;
+    };
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let rc = &meta["run_config"];
@@ -100,7 +88,9 @@ fn schedules_equal_the_official_ones() {
 #[test]
 fn parameter_groups_equal_the_official_table() {
     use dinoadapt_core::objective::param_groups::param_group;
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = fixture("schedules") else {
+        return;
+    };
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let optim = &meta["ssl_default_config_values"]["optim"];
