@@ -40,6 +40,7 @@ pub struct FeatureWriter {
     tmp: PathBuf,
     file: File,
     slots: BTreeMap<String, Slot>,
+    metadata: HashMap<String, String>,
 }
 
 impl FeatureWriter {
@@ -118,6 +119,7 @@ impl FeatureWriter {
             tmp,
             file,
             slots,
+            metadata: metadata.clone(),
         })
     }
 
@@ -198,26 +200,27 @@ impl FeatureWriter {
                 (n.clone(), shape)
             })
             .collect();
-        let bytes = std::fs::read(&self.tmp).map_err(io)?;
-        let (_, meta) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| StoreError::Layout {
-                name: String::new(),
-                reason: e.to_string(),
-            })?;
-        let metadata = meta.metadata().clone().unwrap_or_default();
+
         let final_path = self.path.clone();
         let compact_tmp = self.tmp.with_extension("compact");
-        let mut out = FeatureWriter::create(&compact_tmp, &specs, &metadata)?;
+        let mut out = FeatureWriter::create(&compact_tmp, &specs, &self.metadata)?;
+        // Copy row blocks so memory stays bounded whatever the number of rows.
+        const BLOCK_BYTES: usize = 64 << 20;
         for (name, s) in &self.slots {
-            let n = rows * s.row_elems;
-            let mut buf = vec![0u8; n * 4];
+            let block_rows = (BLOCK_BYTES / (s.row_elems * 4).max(1)).max(1);
             src.seek(SeekFrom::Start(s.start)).map_err(io)?;
-            std::io::Read::read_exact(&mut src, &mut buf).map_err(io)?;
-            let data: Vec<f32> = buf
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            out.append(name, &data)?;
+            let mut done = 0;
+            while done < rows {
+                let n = block_rows.min(rows - done);
+                let mut buf = vec![0u8; n * s.row_elems * 4];
+                std::io::Read::read_exact(&mut src, &mut buf).map_err(io)?;
+                let data: Vec<f32> = buf
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                out.append(name, &data)?;
+                done += n;
+            }
         }
         drop(src);
         out.finish()?;
