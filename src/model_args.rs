@@ -68,25 +68,14 @@ impl ModelArgs {
     fn random(&self, overrides: &ArchOverrides) -> anyhow::Result<LoadedCheckpoint> {
         use burn::tensor::backend::Backend;
         use dinoadapt_core::backend::CpuBackend;
-        use dinoadapt_core::checkpoint::infer::HeadsSource;
+        use dinoadapt_core::checkpoint::infer::explicit_config;
         use dinoadapt_core::checkpoint::load::FileFormat;
         use dinoadapt_core::checkpoint::Layout;
-        use dinoadapt_core::vit::{VisionTransformer, VitConfig};
+        use dinoadapt_core::vit::VisionTransformer;
 
-        let mut config: VitConfig = match (&overrides.arch, &overrides.preset) {
-            (Some(a), _) => a.clone(),
-            (None, Some(p)) => {
-                VitConfig::preset(p).with_context(|| format!("unknown preset `{p}`"))?
-            }
-            (None, None) => anyhow::bail!("--random-init needs --preset or --arch-file"),
-        };
-        if let Some(h) = overrides.num_heads {
-            config.num_heads = h;
-        }
-        if let Some(i) = overrides.interpolation {
-            config.interpolation = i;
-        }
-        config.validate().map_err(anyhow::Error::msg)?;
+        let (config, heads_source) = explicit_config(overrides, None)
+            .ok_or_else(|| anyhow::anyhow!("--random-init needs --preset or --arch-file"))?
+            .map_err(anyhow::Error::msg)?;
         let device = Default::default();
         CpuBackend::seed(&device, self.seed);
         let state = VisionTransformer::<CpuBackend>::init(&config, &device).to_state();
@@ -96,7 +85,7 @@ impl ModelArgs {
             file_format: FileFormat::Safetensors,
             layout: Layout::Native,
             config,
-            heads_source: HeadsSource::Preset,
+            heads_source,
             state,
             dropped: Vec::new(),
             sha256: format!("random-init-seed-{}", self.seed),

@@ -73,6 +73,37 @@ fn timm_args(v: &Value) -> &Value {
     v.get("model_args").unwrap_or(v)
 }
 
+/// The architecture the user (or a native checkpoint) states outright: an architecture file,
+/// else a preset, else `native`, with the head-count and interpolation overrides applied.
+/// `None` when nothing is stated and the shapes must tell.
+pub fn explicit_config(
+    overrides: &ArchOverrides,
+    native: Option<&VitConfig>,
+) -> Option<Result<(VitConfig, HeadsSource), String>> {
+    let mut cfg = match (&overrides.arch, &overrides.preset) {
+        (Some(a), _) => a.clone(),
+        (None, Some(p)) => match VitConfig::preset(p) {
+            Some(c) => c,
+            None => {
+                return Some(Err(format!(
+                    "unknown preset `{p}`; known: {}",
+                    crate::vit::PRESETS.join(", ")
+                )))
+            }
+        },
+        (None, None) => native?.clone(),
+    };
+    let mut source = HeadsSource::Preset;
+    if let Some(h) = overrides.num_heads {
+        cfg.num_heads = h;
+        source = HeadsSource::Override;
+    }
+    if let Some(i) = overrides.interpolation {
+        cfg.interpolation = i;
+    }
+    Some(cfg.validate().map(|()| (cfg, source)))
+}
+
 /// Infer the architecture. An explicit architecture (file or preset) wins over inference; the
 /// loader then checks it against the shapes.
 pub fn infer_config(
@@ -81,27 +112,8 @@ pub fn infer_config(
     config: &ConfigFile,
     overrides: &ArchOverrides,
 ) -> Result<(VitConfig, HeadsSource), String> {
-    let explicit = match (&overrides.arch, &overrides.preset) {
-        (Some(a), _) => Some(a.clone()),
-        (None, Some(p)) => Some(VitConfig::preset(p).ok_or_else(|| {
-            format!(
-                "unknown preset `{p}`; known: {}",
-                crate::vit::PRESETS.join(", ")
-            )
-        })?),
-        (None, None) => config.native.clone(),
-    };
-    if let Some(mut cfg) = explicit {
-        let mut source = HeadsSource::Preset;
-        if let Some(h) = overrides.num_heads {
-            cfg.num_heads = h;
-            source = HeadsSource::Override;
-        }
-        if let Some(i) = overrides.interpolation {
-            cfg.interpolation = i;
-        }
-        cfg.validate()?;
-        return Ok((cfg, source));
+    if let Some(explicit) = explicit_config(overrides, config.native.as_ref()) {
+        return explicit;
     }
 
     let cls = shape(state, "cls_token")?;
