@@ -4,4 +4,5 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod objective;
+pub mod train;
 pub mod vit;

@@ -11,6 +11,6 @@ pub mod safetensors_io;
 pub mod torch_pickle;
 
 pub use error::CheckpointError;
-pub use host_tensor::HostTensor;
+pub use host_tensor::{HostTensor, NamedTensors};
 pub use layout::Layout;
 pub use load::{load_checkpoint, LoadOptions, LoadedCheckpoint};

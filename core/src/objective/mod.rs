@@ -1,7 +1,7 @@
 //! The DINOv2 objective, piece by piece, each checked against the official code's outputs:
 //! the DINO/iBOT heads, the losses (DINO with Sinkhorn-Knopp or centering, iBOT, KoLeo), iBOT
 //! block masking, the EMA teacher update, the schedules and the per-parameter multipliers.
-//! The training engine that drives them (`dinoadapt pretrain`) is still to come.
+//! The training engine that drives them is [`crate::train`].
 
 pub mod ema;
 pub mod head;

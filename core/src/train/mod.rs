@@ -1,0 +1,14 @@
+//! The training engine: the student/teacher pair and one pass of the objective ([`ssl`]),
+//! AdamW with per-parameter lr and weight decay ([`optimizer`]), clipping by global norm per
+//! module ([`clip`]), parameters by path for saving and restoring ([`named`]), and the iteration
+//! that ties them together ([`trainer`]). Data, files and the run loop live in
+//! `dinoadapt-pretrain`.
+
+pub mod clip;
+pub mod named;
+pub mod optimizer;
+pub mod ssl;
+pub mod trainer;
+
+pub use ssl::{Centering, CropBatch, LossReport, SslLossConfig, SslModel};
+pub use trainer::{OptimConfig, StepReport, StepValues, Trainer};

@@ -1,0 +1,373 @@
+//! The DINOv2 student/teacher pair and one forward pass of the objective, as the official
+//! `SSLMetaArch.forward_backward` computes it: the teacher sees the two global crops, the student
+//! sees the masked global crops and the local crops; DINO cross-entropy between each student crop
+//! and the other global crops' teacher targets, iBOT on the masked patches, KoLeo on the student's
+//! global class tokens.
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::objective::head::{DinoHead, DinoHeadConfig};
+use crate::objective::losses::{
+    dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
+};
+use crate::objective::masking::BatchMasks;
+use crate::vit::VisionTransformer;
+
+/// Backbone plus the DINO head and, optionally, a separate iBOT head (the official default
+/// shares the DINO head).
+#[derive(Module, Debug)]
+pub struct SslModel<B: Backend> {
+    pub backbone: VisionTransformer<B>,
+    pub dino_head: DinoHead<B>,
+    pub ibot_head: Option<DinoHead<B>>,
+}
+
+impl<B: Backend> SslModel<B> {
+    /// Fresh heads on `backbone`.
+    pub fn new(
+        backbone: VisionTransformer<B>,
+        dino_head: &DinoHeadConfig,
+        ibot_head: Option<&DinoHeadConfig>,
+        device: &B::Device,
+    ) -> Self {
+        SslModel {
+            backbone,
+            dino_head: dino_head.init(device),
+            ibot_head: ibot_head.map(|c| c.init(device)),
+        }
+    }
+
+    /// The head that scores masked patches.
+    pub fn ibot(&self) -> &DinoHead<B> {
+        self.ibot_head.as_ref().unwrap_or(&self.dino_head)
+    }
+}
+
+/// How teacher logits become targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Centering {
+    /// Sinkhorn-Knopp (DINOv2's `train.centering: sinkhorn_knopp`).
+    SinkhornKnopp,
+    /// Softmax with an EMA centre (DINO v1, DINOv2's `centering`).
+    Softmax,
+}
+
+/// Weights and temperatures of the objective (official defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SslLossConfig {
+    pub dino_weight: f64,
+    pub ibot_weight: f64,
+    pub koleo_weight: f64,
+    pub student_temp: f64,
+    pub centering: Centering,
+    pub sinkhorn_iterations: usize,
+    /// EMA momentum of the softmax centres.
+    pub center_momentum: f64,
+}
+
+impl Default for SslLossConfig {
+    fn default() -> Self {
+        SslLossConfig {
+            dino_weight: 1.0,
+            ibot_weight: 1.0,
+            koleo_weight: 0.1,
+            student_temp: 0.1,
+            centering: Centering::SinkhornKnopp,
+            sinkhorn_iterations: 3,
+            center_momentum: 0.9,
+        }
+    }
+}
+
+/// The softmax-centering state of the DINO and iBOT losses ([1, K] each).
+#[derive(Debug, Clone)]
+pub struct Centers<B: Backend> {
+    pub dino: SoftmaxCenter<B>,
+    pub ibot: SoftmaxCenter<B>,
+}
+
+impl<B: Backend> Centers<B> {
+    pub fn zeros(prototypes: usize, momentum: f64, device: &B::Device) -> Self {
+        Centers {
+            dino: SoftmaxCenter::new(Tensor::zeros([1, prototypes], device), momentum),
+            ibot: SoftmaxCenter::new(Tensor::zeros([1, prototypes], device), momentum),
+        }
+    }
+}
+
+/// One multi-crop batch of `n` images, crop-major as the official collate builds it.
+#[derive(Debug, Clone)]
+pub struct CropBatch<B: Backend> {
+    /// [2n, C, H, W]: first global crop of every image, then the second.
+    pub global: Tensor<B, 4>,
+    /// [L n, C, h, w]: local crop j of every image, for j in 0..L; `None` without local crops.
+    pub local: Option<Tensor<B, 4>>,
+    /// iBOT masks of the 2n global crops.
+    pub masks: BatchMasks,
+}
+
+impl<B: Backend> CropBatch<B> {
+    /// Source images in the batch.
+    pub fn images(&self) -> usize {
+        self.global.dims()[0] / 2
+    }
+
+    /// Local crops per image.
+    pub fn local_crops(&self) -> usize {
+        self.local
+            .as_ref()
+            .map(|l| l.dims()[0] / self.images().max(1))
+            .unwrap_or(0)
+    }
+}
+
+/// The loss terms as the official `loss_dict` logs them, plus the collapse diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LossReport {
+    pub total: f64,
+    pub dino_local: f64,
+    pub dino_global: f64,
+    /// `koleo_loss` as logged (the weighted sum over both global crops / 2).
+    pub koleo: f64,
+    /// `ibot_loss` as logged (the loss / 2).
+    pub ibot: f64,
+    /// Mean entropy (nats) of the teacher's class-token targets.
+    pub teacher_entropy: f64,
+    /// Mean over dimensions of the std over the batch of the student's global class tokens.
+    pub cls_std: f64,
+}
+
+/// The differentiable total loss and its report.
+pub struct SslOutput<B: AutodiffBackend> {
+    pub loss: Tensor<B, 1>,
+    pub report: LossReport,
+}
+
+fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
+    t.clone().into_scalar().elem::<f64>()
+}
+
+/// Mean row entropy of probabilities [N, K].
+fn entropy<B: Backend>(p: &Tensor<B, 2>) -> f64 {
+    let h = (p.clone() * p.clone().clamp_min(1e-30).log())
+        .sum_dim(1)
+        .mean()
+        .neg();
+    scalar(&h)
+}
+
+/// Mean over dimensions of the std over rows of [N, D].
+fn feature_std<B: Backend>(x: &Tensor<B, 2>) -> f64 {
+    let n = x.dims()[0];
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = x.clone().mean_dim(0);
+    let var = (x.clone() - mean)
+        .powf_scalar(2.0)
+        .sum_dim(0)
+        .div_scalar((n - 1) as f64);
+    scalar(&var.sqrt().mean())
+}
+
+/// Rows `indices` of the patch tokens [B, N, D] flattened to [B N, D].
+fn gather_patches<B: Backend>(patches: Tensor<B, 3>, indices: &Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let [b, n, d] = patches.dims();
+    patches.reshape([b * n, d]).select(0, indices.clone())
+}
+
+/// Student class tokens of the global crops [2n, D], masked patch tokens [M, D] and local class
+/// tokens [L n, D]. With `frozen`, the backbone runs outside the autodiff graph (head warm-up).
+fn student_tokens<B: AutodiffBackend>(
+    backbone: &VisionTransformer<B>,
+    batch: &CropBatch<B::InnerBackend>,
+    mask: Tensor<B::InnerBackend, 2, Bool>,
+    indices: &Tensor<B::InnerBackend, 1, Int>,
+    frozen: bool,
+) -> (Tensor<B, 2>, Tensor<B, 2>, Option<Tensor<B, 2>>) {
+    if frozen {
+        let inner = backbone.valid();
+        let g = inner.forward_features(batch.global.clone(), Some(mask), &[]);
+        let local = batch
+            .local
+            .as_ref()
+            .map(|l| Tensor::from_inner(inner.forward_features(l.clone(), None, &[]).cls()));
+        let patches = gather_patches(g.patches(), indices);
+        return (
+            Tensor::from_inner(g.cls()),
+            Tensor::from_inner(patches),
+            local,
+        );
+    }
+    let g = backbone.forward_features(
+        Tensor::from_inner(batch.global.clone()),
+        Some(Tensor::from_inner(mask)),
+        &[],
+    );
+    let local = batch.local.as_ref().map(|l| {
+        backbone
+            .forward_features(Tensor::from_inner(l.clone()), None, &[])
+            .cls()
+    });
+    let patches = gather_patches(g.patches(), &Tensor::from_inner(indices.clone()));
+    (g.cls(), patches, local)
+}
+
+/// Split `x` [a + b + ..., K] into consecutive row blocks of the given sizes.
+fn split_rows<B: Backend>(x: Tensor<B, 2>, sizes: &[usize]) -> Vec<Tensor<B, 2>> {
+    let mut start = 0;
+    sizes
+        .iter()
+        .map(|&n| {
+            let part = x.clone().slice(start..start + n);
+            start += n;
+            part
+        })
+        .collect()
+}
+
+/// Head logits for the given row blocks: one call of the shared head, or the DINO head on the
+/// class tokens and the iBOT head on the patches.
+fn head_logits<B: Backend>(
+    model: &SslModel<B>,
+    cls: Vec<Tensor<B, 2>>,
+    patches: Option<Tensor<B, 2>>,
+) -> (Vec<Tensor<B, 2>>, Option<Tensor<B, 2>>) {
+    let cls_sizes: Vec<usize> = cls.iter().map(|t| t.dims()[0]).collect();
+    match (&model.ibot_head, patches) {
+        (None, Some(p)) => {
+            let m = p.dims()[0];
+            let mut sizes = cls_sizes.clone();
+            sizes.push(m);
+            let mut rows = cls;
+            rows.push(p);
+            let mut out = split_rows(model.dino_head.forward(Tensor::cat(rows, 0)), &sizes);
+            let patches = out.pop();
+            (out, patches)
+        }
+        (_, patches) => {
+            let out = split_rows(model.dino_head.forward(Tensor::cat(cls, 0)), &cls_sizes);
+            (out, patches.map(|p| model.ibot().forward(p)))
+        }
+    }
+}
+
+/// One forward pass of the DINOv2 objective. The teacher runs without gradients; `frozen` keeps
+/// the student backbone out of the graph (only the heads learn).
+pub fn ssl_forward<B: AutodiffBackend>(
+    student: &SslModel<B>,
+    teacher: &SslModel<B::InnerBackend>,
+    batch: &CropBatch<B::InnerBackend>,
+    teacher_temp: f64,
+    cfg: &SslLossConfig,
+    centers: &mut Centers<B::InnerBackend>,
+    frozen: bool,
+) -> SslOutput<B> {
+    let device = batch.global.device();
+    let n2 = batch.global.dims()[0];
+    let n = n2 / 2;
+    let masks = &batch.masks;
+    let tokens = masks.masks.first().map(|m| m.len()).unwrap_or(0);
+    let m = masks.indices.len();
+    let flat: Vec<bool> = masks.masks.iter().flatten().copied().collect();
+    let mask =
+        Tensor::<B::InnerBackend, 2, Bool>::from_data(TensorData::new(flat, [n2, tokens]), &device);
+    let indices = Tensor::<B::InnerBackend, 1, Int>::from_data(
+        TensorData::new(
+            masks.indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [m],
+        ),
+        &device,
+    );
+
+    // Teacher: class tokens with the two global crops swapped, and the masked patch tokens.
+    let t = teacher
+        .backbone
+        .forward_features(batch.global.clone(), None, &[]);
+    let t_cls = t.cls();
+    let t_cls = Tensor::cat(vec![t_cls.clone().slice(n..n2), t_cls.slice(0..n)], 0);
+    let t_patches = (m > 0).then(|| gather_patches(t.patches(), &indices));
+    let (mut t_cls_logits, t_patch_logits) = head_logits(teacher, vec![t_cls], t_patches);
+    let t_cls_logits = t_cls_logits.remove(0);
+    let (t_dino, t_ibot) = match cfg.centering {
+        Centering::SinkhornKnopp => (
+            sinkhorn_knopp(t_cls_logits, teacher_temp, cfg.sinkhorn_iterations, n2),
+            t_patch_logits.map(|p| sinkhorn_knopp(p, teacher_temp, cfg.sinkhorn_iterations, m)),
+        ),
+        Centering::Softmax => {
+            let d = centers.dino.targets(t_cls_logits.clone(), teacher_temp);
+            centers.dino.update(t_cls_logits);
+            let i = t_patch_logits.map(|p| {
+                let i = centers.ibot.targets(p.clone(), teacher_temp);
+                centers.ibot.update(p);
+                i
+            });
+            (d, i)
+        }
+    };
+    let teacher_entropy = entropy(&t_dino);
+
+    // Student.
+    let (s_cls, s_patches, s_local) =
+        student_tokens::<B>(&student.backbone, batch, mask, &indices, frozen);
+    let cls_std = feature_std(&s_cls.clone().inner());
+    let mut rows = Vec::new();
+    if let Some(l) = &s_local {
+        rows.push(l.clone());
+    }
+    rows.push(s_cls.clone());
+    let (mut logits, s_patch_logits) = head_logits(student, rows, (m > 0).then_some(s_patches));
+    let s_global = logits.pop().expect("global logits");
+    let s_local_logits = logits.pop();
+
+    let n_local = batch.local_crops();
+    let terms = ((n_local * 2).max(1) + 2) as f64;
+    let teacher_list: Vec<Tensor<B, 2>> = t_dino
+        .clone()
+        .chunk(2, 0)
+        .into_iter()
+        .map(Tensor::from_inner)
+        .collect();
+    let t_dino = Tensor::<B, 2>::from_inner(t_dino);
+    let st = cfg.student_temp;
+
+    let dino_global = dino_cross_entropy(&[s_global], &[t_dino], st).mul_scalar(2.0 / terms);
+    let mut loss = dino_global.clone().mul_scalar(cfg.dino_weight);
+    let mut report = LossReport {
+        dino_global: scalar(&dino_global.clone().inner()),
+        teacher_entropy,
+        cls_std,
+        ..LossReport::default()
+    };
+    if let (Some(l), true) = (s_local_logits, n_local > 0) {
+        let dino_local =
+            dino_cross_entropy(&l.chunk(n_local, 0), &teacher_list, st).div_scalar(terms);
+        report.dino_local = scalar(&dino_local.clone().inner());
+        loss = loss + dino_local.mul_scalar(cfg.dino_weight);
+    }
+    if cfg.koleo_weight > 0.0 && n >= 2 {
+        let halves = s_cls.chunk(2, 0);
+        let k = halves
+            .into_iter()
+            .map(|h| koleo(h).0)
+            .reduce(|a, b| a + b)
+            .expect("two global crops")
+            .mul_scalar(cfg.koleo_weight);
+        report.koleo = scalar(&k.clone().inner()) / 2.0;
+        loss = loss + k;
+    }
+    if let (Some(s), Some(t)) = (s_patch_logits, t_ibot) {
+        let weights =
+            Tensor::<B, 1>::from_data(TensorData::new(masks.weights.clone(), [m]), &device);
+        let ibot = ibot_masked_loss(s, Tensor::from_inner(t), weights, n2, st);
+        report.ibot = scalar(&ibot.clone().inner()) / 2.0;
+        loss = loss + ibot.mul_scalar(cfg.ibot_weight);
+    }
+    report.total = scalar(&loss.clone().inner());
+    SslOutput { loss, report }
+}

@@ -1,0 +1,262 @@
+//! One DINOv2 training iteration, as the official `train.py` loop runs it: forward and backward
+//! of the objective, gradient clipping per student module, AdamW with each parameter's lr and
+//! weight decay from the schedules and its multipliers, then the EMA teacher update.
+
+use std::collections::HashMap;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::clip::clip_grad_norm;
+use super::named::{param_names, snapshot};
+use super::optimizer::{AdamW, AdamWConfig};
+use super::ssl::{ssl_forward, Centers, CropBatch, LossReport, SslLossConfig, SslModel};
+use crate::checkpoint::NamedTensors;
+use crate::objective::ema::ema_update;
+use crate::objective::param_groups::{param_group, ParamGroup};
+
+/// Optimisation settings that are not schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Max global gradient norm per student module (0 disables clipping).
+    pub clip_grad: f64,
+    /// Layer-wise lr decay of the backbone blocks.
+    pub layerwise_decay: f64,
+    /// Extra lr multiplier of the patch embedding.
+    pub patch_embed_lr_mult: f64,
+    pub adamw_beta1: f64,
+    pub adamw_beta2: f64,
+}
+
+impl Default for OptimConfig {
+    /// The official `ssl_default_config` values.
+    fn default() -> Self {
+        OptimConfig {
+            clip_grad: 3.0,
+            layerwise_decay: 0.9,
+            patch_embed_lr_mult: 0.2,
+            adamw_beta1: 0.9,
+            adamw_beta2: 0.999,
+        }
+    }
+}
+
+/// The schedule values of one iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepValues {
+    pub lr: f64,
+    pub last_layer_lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub teacher_temp: f64,
+    /// Head warm-up: the backbone gets no gradient and no update.
+    pub backbone_frozen: bool,
+}
+
+/// What one iteration reports.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepReport {
+    pub loss: LossReport,
+    /// Gradient norms before clipping.
+    pub grad_norm_backbone: f64,
+    pub grad_norm_dino_head: f64,
+    pub grad_norm_ibot_head: f64,
+}
+
+/// Student, teacher, optimizer and centring state of a run.
+pub struct Trainer<B: AutodiffBackend> {
+    pub student: SslModel<B>,
+    pub teacher: SslModel<B::InnerBackend>,
+    pub optimizer: AdamW<B::InnerBackend>,
+    pub centers: Centers<B::InnerBackend>,
+    pub loss: SslLossConfig,
+    pub optim: OptimConfig,
+    groups: HashMap<String, ParamGroup>,
+}
+
+/// The multipliers of every student parameter, by path.
+fn groups_of<B: AutodiffBackend>(
+    student: &SslModel<B>,
+    optim: &OptimConfig,
+) -> HashMap<String, ParamGroup> {
+    let depth = student.backbone.config.depth;
+    param_names::<B, _>(student)
+        .into_iter()
+        .map(|(_, name)| {
+            let group = match name.strip_prefix("backbone.") {
+                Some(rest) => param_group(
+                    rest,
+                    depth,
+                    optim.layerwise_decay,
+                    optim.patch_embed_lr_mult,
+                ),
+                None => param_group(&name, 0, 1.0, optim.patch_embed_lr_mult),
+            };
+            (name, group)
+        })
+        .collect()
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A run whose teacher starts as a copy of the student.
+    pub fn new(student: SslModel<B>, loss: SslLossConfig, optim: OptimConfig) -> Self {
+        let teacher = student.valid();
+        let device = student.backbone.device();
+        let k = student.dino_head.last_layer_g.dims()[0];
+        let groups = groups_of(&student, &optim);
+        Trainer {
+            teacher,
+            optimizer: AdamW::new(AdamWConfig {
+                beta1: optim.adamw_beta1,
+                beta2: optim.adamw_beta2,
+                eps: 1e-8,
+            }),
+            centers: Centers::zeros(k, loss.center_momentum, &device),
+            student,
+            loss,
+            optim,
+            groups,
+        }
+    }
+
+    /// The lr multiplier, weight decay multiplier and last-layer flag of a student parameter.
+    pub fn group(&self, name: &str) -> Option<ParamGroup> {
+        self.groups.get(name).copied()
+    }
+
+    /// One iteration on `batch`.
+    pub fn step(&mut self, batch: &CropBatch<B::InnerBackend>, v: StepValues) -> StepReport {
+        let out = ssl_forward(
+            &self.student,
+            &self.teacher,
+            batch,
+            v.teacher_temp,
+            &self.loss,
+            &mut self.centers,
+            v.backbone_frozen,
+        );
+        let mut grads = GradientsParams::from_grads(out.loss.backward(), &self.student);
+        let clip = |module: &dyn Fn(&mut GradientsParams) -> f64, grads: &mut GradientsParams| {
+            module(grads)
+        };
+        let max = if self.optim.clip_grad > 0.0 {
+            self.optim.clip_grad
+        } else {
+            f64::INFINITY
+        };
+        let student = &self.student;
+        let grad_norm_backbone = clip(
+            &|g| clip_grad_norm::<B, _>(&student.backbone, g, max),
+            &mut grads,
+        );
+        let grad_norm_dino_head = clip(
+            &|g| clip_grad_norm::<B, _>(&student.dino_head, g, max),
+            &mut grads,
+        );
+        let grad_norm_ibot_head = match &student.ibot_head {
+            Some(h) => clip_grad_norm::<B, _>(h, &mut grads, max),
+            None => 0.0,
+        };
+        let groups = &self.groups;
+        let hyper = |name: &str| {
+            // weight_g of the prototype layer is frozen (`norm_last_layer`).
+            if name.ends_with("last_layer_g")
+                || (v.backbone_frozen && name.starts_with("backbone."))
+            {
+                return None;
+            }
+            let g = groups.get(name)?;
+            let lr = if g.is_last_layer {
+                v.last_layer_lr
+            } else {
+                v.lr
+            };
+            Some((lr * g.lr_multiplier, v.wd * g.wd_multiplier))
+        };
+        self.student = self.optimizer.step(self.student.clone(), grads, hyper);
+        self.teacher = ema_update(self.teacher.clone(), &self.student.valid(), v.momentum);
+        StepReport {
+            loss: out.report,
+            grad_norm_backbone,
+            grad_norm_dino_head,
+            grad_norm_ibot_head,
+        }
+    }
+
+    /// Everything needed to continue the run exactly: tensors by name (`student.`, `teacher.`,
+    /// `optimizer.`, `center.` prefixes) and the optimizer's per-parameter step counts.
+    pub fn save_state(&mut self) -> (NamedTensors, Vec<(String, u64)>) {
+        let mut tensors = NamedTensors::new();
+        let prefixed = |prefix: &str, t: NamedTensors| {
+            t.into_iter()
+                .map(move |(k, v)| (format!("{prefix}.{k}"), v))
+                .collect::<Vec<_>>()
+        };
+        tensors.extend(prefixed("student", snapshot::<B, _>(&self.student)));
+        tensors.extend(prefixed(
+            "teacher",
+            snapshot::<B::InnerBackend, _>(&self.teacher),
+        ));
+        let (opt, steps) = self.optimizer.save();
+        tensors.extend(prefixed("optimizer", opt));
+        let host = |t: burn::tensor::Tensor<B::InnerBackend, 2>| {
+            let shape = t.dims().to_vec();
+            crate::checkpoint::HostTensor::new(
+                shape,
+                t.into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32"),
+            )
+        };
+        tensors.push(("center.dino".into(), host(self.centers.dino.current())));
+        tensors.push(("center.ibot".into(), host(self.centers.ibot.current())));
+        (tensors, steps)
+    }
+
+    /// Restore [`save_state`](Self::save_state) into this trainer (same architecture).
+    pub fn load_state(
+        &mut self,
+        tensors: &HashMap<String, crate::checkpoint::HostTensor>,
+        steps: &[(String, u64)],
+    ) -> Result<(), String> {
+        use super::named::restore;
+        let device = self.student.backbone.device();
+        let inner_device = self.teacher.backbone.device();
+        let with_prefix = |prefix: &str| -> HashMap<String, crate::checkpoint::HostTensor> {
+            let p = format!("{prefix}.");
+            tensors
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(&p).map(|r| (r.to_string(), v.clone())))
+                .collect()
+        };
+        self.student = restore(self.student.clone(), &with_prefix("student"), &device)
+            .map_err(|e| format!("student: {e}"))?;
+        self.teacher = restore(self.teacher.clone(), &with_prefix("teacher"), &inner_device)
+            .map_err(|e| format!("teacher: {e}"))?;
+        self.optimizer = AdamW::load(
+            self.optimizer.config,
+            &with_prefix("optimizer"),
+            steps,
+            &inner_device,
+        )
+        .map_err(|k| format!("optimizer state `{k}` is missing"))?;
+        let center = |name: &str| {
+            tensors
+                .get(name)
+                .map(|t| {
+                    burn::tensor::Tensor::<B::InnerBackend, 2>::from_data(
+                        burn::tensor::TensorData::new(t.data.clone(), t.shape.clone()),
+                        &inner_device,
+                    )
+                })
+                .ok_or_else(|| format!("`{name}` is missing"))
+        };
+        self.centers.dino.center = center("center.dino")?;
+        self.centers.ibot.center = center("center.ibot")?;
+        Ok(())
+    }
+}
