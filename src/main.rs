@@ -32,6 +32,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Compare the backbone against reference fixtures (../shared/fixtures layout).
     Parity(commands::parity::ParityArgs),
+    /// DINOv2 pre-training from a TOML recipe: fresh, or continued from a checkpoint; resumable.
+    Pretrain(commands::pretrain::PretrainArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Parity(a) => commands::parity::run(a),
+        Command::Pretrain(a) => commands::pretrain::run_command(a),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

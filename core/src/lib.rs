@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod eval;
 pub mod objective;
 pub mod train;
 pub mod vit;

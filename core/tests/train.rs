@@ -221,3 +221,22 @@ fn saved_state_continues_the_run_exactly() {
         assert!(err <= 1e-6, "{k}: {err}");
     }
 }
+
+#[test]
+fn backbone_gradient_matches_finite_differences() {
+    let device = Default::default();
+    <AB as Backend>::seed(&device, 11);
+    let model = VisionTransformer::<AB>::init(&tiny_config(), &device);
+    let weights = Tensor::<AB, 2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device);
+    // Through patch embedding, attention, MLP, LayerScale and both norms, for cls and patches.
+    check_gradient(
+        random([2, 3 * 8 * 8], 1.0),
+        &[0, 17, 100, 191, 250, 383],
+        |x| {
+            let x = x.reshape([2, 3, 8, 8]);
+            let f = model.forward_features(x, None, &[]);
+            let patches = f.patches().sum_dim(1).reshape([2, 16]);
+            (f.cls() * weights.clone()).sum() + (patches * weights.clone()).sum().mul_scalar(0.1)
+        },
+    );
+}

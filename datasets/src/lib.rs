@@ -1,10 +1,11 @@
 //! dinoadapt-datasets: image inputs, model preprocessing, DINOv2 multi-crop augmentation,
-//! batching and the feature store.
+//! batching, the feature store and PNG plots.
 
 pub mod feature_store;
 pub mod images;
 pub mod manifest;
 pub mod multicrop;
+pub mod plot;
 pub mod transforms;
 
 pub use feature_store::{FeatureWriter, StoreError};

@@ -1,4 +1,5 @@
-//! `dinoadapt bench embed`: backbone inference throughput with random weights.
+//! `dinoadapt bench embed|train`: backbone inference and training throughput with random
+//! weights.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,6 +17,8 @@ use crate::device::{batch_chunks, matmul_precision, on_device, peak_rss_mib, Bac
 pub enum BenchCommand {
     /// Forward passes of a random-weight backbone: images/s and peak memory.
     Embed(BenchEmbedArgs),
+    /// DINOv2 training iterations on random multi-crop batches: images/s and peak memory.
+    Train(super::bench_train::BenchTrainArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -96,6 +99,17 @@ impl BackendJob for Job {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Train(args) => {
+            let out = super::bench_train::run(args)?;
+            eprintln!(
+                "{:.3} images/s ({:.2} s/iteration), peak RSS {:.0} MiB",
+                out["images_per_s"].as_f64().unwrap_or(0.0),
+                out["step_s"].as_f64().unwrap_or(0.0),
+                out["peak_rss_mib"].as_f64().unwrap_or(0.0)
+            );
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Embed(args) => {
             if let Some(n) = args.threads {
                 rayon::ThreadPoolBuilder::new()

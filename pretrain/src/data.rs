@@ -1,0 +1,185 @@
+//! The data of a run: a pool of images sampled in a seeded order, turned into multi-crop
+//! batches with iBOT masks. Everything an iteration draws depends only on (seed, iteration), so
+//! a resumed run sees exactly the data the uninterrupted run would have seen.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
+use dinoadapt_core::train::CropBatch;
+use dinoadapt_datasets::multicrop::{multi_crop, MultiCropConfig};
+use dinoadapt_datasets::{collect_images, open_image, ImageError};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use crate::recipe::Recipe;
+
+/// SplitMix64 of `seed` mixed with `a` and `b`: independent streams per (seed, a, b).
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The images of a run, visited epoch by epoch in a seeded random order.
+pub struct ImagePool {
+    pub paths: Vec<PathBuf>,
+    seed: u64,
+    order: Mutex<Option<(usize, Vec<usize>)>>,
+}
+
+impl ImagePool {
+    pub fn open(inputs: &[PathBuf], seed: u64) -> Result<Self, ImageError> {
+        Ok(ImagePool {
+            paths: collect_images(inputs)?,
+            seed,
+            order: Mutex::new(None),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The image at position `pos` of the endless stream of shuffled epochs.
+    fn at(&self, pos: usize) -> usize {
+        let n = self.paths.len();
+        let epoch = pos / n;
+        let mut order = self.order.lock().expect("order lock");
+        if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let mut perm: Vec<usize> = (0..n).collect();
+            perm.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, 1, epoch as u64)));
+            *order = Some((epoch, perm));
+        }
+        order.as_ref().expect("just set").1[pos % n]
+    }
+
+    /// Indices of the `batch` images of iteration `step`.
+    pub fn batch_indices(&self, step: usize, batch: usize) -> Vec<usize> {
+        (step * batch..(step + 1) * batch)
+            .map(|p| self.at(p))
+            .collect()
+    }
+
+    /// Epochs of the pool seen after `steps` iterations of `batch` images.
+    pub fn epochs_after(&self, steps: usize, batch: usize) -> f64 {
+        (steps * batch) as f64 / self.paths.len().max(1) as f64
+    }
+}
+
+/// How images become a batch: the crops and the masks.
+#[derive(Debug, Clone)]
+pub struct BatchRecipe {
+    pub crops: MultiCropConfig,
+    pub masking: MaskingGenerator,
+    pub mask_probability: f64,
+    pub mask_ratio: (f32, f32),
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+impl BatchRecipe {
+    pub fn from_recipe(r: &Recipe, patch_size: usize) -> Self {
+        let c = &r.crops;
+        BatchRecipe {
+            crops: MultiCropConfig {
+                global_size: c.global_size,
+                global_scale: (c.global_scale[0], c.global_scale[1]),
+                local_size: c.local_size,
+                local_scale: (c.local_scale[0], c.local_scale[1]),
+                local_crops: c.local_crops,
+                mean: c.mean,
+                std: c.std,
+            },
+            masking: MaskingGenerator::dinov2(c.global_size as usize / patch_size),
+            mask_probability: r.masking.probability,
+            mask_ratio: (r.masking.ratio[0], r.masking.ratio[1]),
+            batch_size: r.data.batch_size,
+            seed: r.train.seed,
+        }
+    }
+
+    /// The batch of iteration `step` on `device`.
+    pub fn batch<B: Backend>(
+        &self,
+        pool: &ImagePool,
+        step: usize,
+        device: &B::Device,
+    ) -> Result<CropBatch<B>, ImageError> {
+        let indices = pool.batch_indices(step, self.batch_size);
+        let crops = indices
+            .par_iter()
+            .enumerate()
+            .map(|(i, &idx)| {
+                let img = open_image(&pool.paths[idx])?;
+                Ok(multi_crop(
+                    &img,
+                    &self.crops,
+                    mix(self.seed, 2 + step as u64, i as u64),
+                ))
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
+        let n = crops.len();
+        let g = self.crops.global_size as usize;
+        let l = self.crops.local_size as usize;
+        // Crop-major: crop j of every image, then crop j + 1.
+        let global: Vec<f32> = (0..2)
+            .flat_map(|j| crops.iter().flat_map(move |c| c.global[j].iter().copied()))
+            .collect();
+        let nl = self.crops.local_crops;
+        let local = (nl > 0).then(|| {
+            let data: Vec<f32> = (0..nl)
+                .flat_map(|j| crops.iter().flat_map(move |c| c.local[j].iter().copied()))
+                .collect();
+            Tensor::<B, 4>::from_data(TensorData::new(data, [nl * n, 3, l, l]), device)
+        });
+        let mut rng = PyRandom::seed(mix(self.seed, 3, step as u64));
+        let masks = collate_masks(
+            &mut rng,
+            &self.masking,
+            2 * n,
+            self.mask_probability,
+            self.mask_ratio,
+        );
+        Ok(CropBatch {
+            global: Tensor::from_data(TensorData::new(global, [2 * n, 3, g, g]), device),
+            local,
+            masks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_covers_each_epoch_once_and_depends_only_on_the_seed() {
+        let pool = |seed| ImagePool {
+            paths: (0..10).map(|i| PathBuf::from(format!("{i}.png"))).collect(),
+            seed,
+            order: Mutex::new(None),
+        };
+        let a = pool(1);
+        let mut epoch0: Vec<usize> = (0..5).flat_map(|s| a.batch_indices(s, 2)).collect();
+        let first = epoch0.clone();
+        epoch0.sort();
+        assert_eq!(epoch0, (0..10).collect::<Vec<_>>());
+        // Asking out of order (as a resumed run does) gives the same indices.
+        let b = pool(1);
+        assert_eq!(b.batch_indices(7, 2), a.batch_indices(7, 2));
+        assert_eq!(b.batch_indices(1, 2), first[2..4].to_vec());
+        assert_ne!(pool(2).batch_indices(0, 10), a.batch_indices(0, 10));
+        assert_eq!(a.epochs_after(5, 2), 1.0);
+    }
+}

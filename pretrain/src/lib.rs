@@ -1,0 +1,14 @@
+//! dinoadapt-pretrain: pre-training runs from TOML recipes (fresh or continued from released
+//! weights) on the core training engine, with exact resume, a collapse guard, kNN monitoring and
+//! metrics; data curation joins it.
+
+pub mod checkpoints;
+pub mod data;
+pub mod guard;
+pub mod metrics;
+pub mod monitor;
+pub mod recipe;
+pub mod run;
+
+pub use recipe::{Recipe, RecipeError};
+pub use run::{run, KnnPoint, RunError, RunOptions, RunSummary};

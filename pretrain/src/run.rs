@@ -1,0 +1,388 @@
+//! A pre-training run from a recipe: build or load the backbone, train with the DINOv2
+//! objective, checkpoint atomically, resume exactly, guard against collapse, monitor kNN
+//! accuracy, and leave metrics (Parquet + PNG) and the teacher backbone behind.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use dinoadapt_core::checkpoint::export::save_native;
+use dinoadapt_core::checkpoint::{load_checkpoint, CheckpointError, LoadOptions};
+use dinoadapt_core::objective::head::DinoHeadConfig;
+use dinoadapt_core::train::{SslModel, StepValues, Trainer};
+use dinoadapt_core::vit::{FfnConfig, VisionTransformer, VitConfig};
+use dinoadapt_datasets::ImageError;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::checkpoints::{self, CheckpointMeta};
+use crate::data::{mix, BatchRecipe, ImagePool};
+use crate::guard::Guard;
+use crate::metrics::{self, MetricsError, StepRecord};
+use crate::monitor::{KnnMonitor, LabelledImages};
+use crate::recipe::Recipe;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Images(#[from] ImageError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(
+        "{0} already holds checkpoints of a run: pass --resume to continue it, or choose another \
+         train.output_dir"
+    )]
+    OutputInUse(PathBuf),
+    #[error("the run was stopped: {symptom} The last good checkpoint is {last}.")]
+    Collapsed { symptom: String, last: String },
+    #[error("{path}: cannot write: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the program runs it.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the latest checkpoint in the output folder.
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// A kNN measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KnnPoint {
+    pub step: usize,
+    pub when: String,
+    pub accuracy: f64,
+}
+
+/// What a finished run reports (also written to `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub output_dir: PathBuf,
+    pub steps: usize,
+    pub resumed_from: Option<usize>,
+    pub final_loss: Option<f64>,
+    /// Mean training throughput of this process's iterations (source images per second).
+    pub images_per_s: f64,
+    pub knn: Vec<KnnPoint>,
+    pub teacher: PathBuf,
+    pub metrics: PathBuf,
+    pub plot: PathBuf,
+}
+
+/// The backbone architecture of a fresh run: the preset with the recipe's shape overrides.
+pub fn fresh_config(recipe: &Recipe) -> Result<VitConfig, RunError> {
+    let m = &recipe.model;
+    let name = m.arch.as_deref().unwrap_or("vits14");
+    let mut c = VitConfig::preset(name)
+        .ok_or_else(|| RunError::Config(format!("model.arch: unknown preset `{name}`")))?;
+    if let Some(d) = m.embed_dim {
+        c.embed_dim = d;
+        c.ffn = FfnConfig::mlp(d, m.mlp_ratio.unwrap_or(4.0));
+    } else if let Some(r) = m.mlp_ratio {
+        c.ffn = FfnConfig::mlp(c.embed_dim, r);
+    }
+    if let Some(v) = m.depth {
+        c.depth = v;
+    }
+    if let Some(v) = m.num_heads {
+        c.num_heads = v;
+    }
+    if let Some(v) = m.patch_size {
+        c.patch_size = v;
+    }
+    if let Some(v) = m.num_register_tokens {
+        c.num_register_tokens = v;
+    }
+    if let Some(s) = m.img_size {
+        c.pos_grid = s / c.patch_size;
+    }
+    c.validate()
+        .map_err(|e| RunError::Config(format!("[model]: {e}")))?;
+    Ok(c)
+}
+
+fn build_backbone<B: Backend>(
+    recipe: &Recipe,
+    device: &B::Device,
+) -> Result<(VisionTransformer<B>, String), RunError> {
+    match &recipe.model.checkpoint {
+        Some(path) => {
+            let mut loaded = load_checkpoint(path, &LoadOptions::default())?;
+            loaded.config.drop_path_rate = recipe.model.drop_path_rate;
+            Ok((loaded.build(device)?, loaded.sha256))
+        }
+        None => {
+            let mut cfg = fresh_config(recipe)?;
+            cfg.drop_path_rate = recipe.model.drop_path_rate;
+            Ok((VisionTransformer::init(&cfg, device), String::new()))
+        }
+    }
+}
+
+fn check_crops(recipe: &Recipe, patch: usize) -> Result<(), RunError> {
+    let c = &recipe.crops;
+    for (name, size) in [("global_size", c.global_size), ("local_size", c.local_size)] {
+        if size == 0 || !(size as usize).is_multiple_of(patch) {
+            return Err(RunError::Config(format!(
+                "crops.{name} = {size} is not a multiple of the patch size {patch}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run (or continue) the recipe on `device`.
+pub fn run<B: AutodiffBackend>(
+    recipe: &Recipe,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary, RunError> {
+    let out = recipe.train.output_dir.clone();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    std::fs::create_dir_all(&out).map_err(io(&out))?;
+    let previous = checkpoints::latest(&out);
+    if previous.is_some() && !options.resume {
+        return Err(RunError::OutputInUse(out));
+    }
+    let seed = recipe.train.seed;
+    B::seed(device, seed);
+    let (backbone, source_sha) = build_backbone::<B>(recipe, device)?;
+    let cfg = backbone.config.clone();
+    check_crops(recipe, cfg.patch_size)?;
+    let h = &recipe.heads;
+    let head = DinoHeadConfig::new(cfg.embed_dim)
+        .with_num_prototypes(h.prototypes)
+        .with_hidden_dim(h.hidden_dim)
+        .with_bottleneck_dim(h.bottleneck_dim)
+        .with_nlayers(h.nlayers);
+    let student = SslModel::new(
+        backbone,
+        &head,
+        h.separate_ibot_head.then_some(&head),
+        device,
+    );
+    let mut trainer = Trainer::new(student, recipe.loss, recipe.optim.optimizer);
+
+    let metrics_path = out.join("metrics.parquet");
+    let mut records: Vec<StepRecord> = Vec::new();
+    let mut start = 0;
+    let mut best: (Option<f64>, Option<usize>) = (None, None);
+    let mut knn: Vec<KnnPoint> = Vec::new();
+    if let Some((step, dir)) = &previous {
+        let (tensors, meta) = checkpoints::load(dir)?;
+        trainer
+            .load_state(&tensors, &meta.optimizer_steps)
+            .map_err(|e| RunError::Config(format!("{}: {e}", dir.display())))?;
+        start = *step;
+        best = (meta.best_loss, meta.best_step);
+        knn = meta
+            .knn
+            .into_iter()
+            .map(|(step, when, accuracy)| KnnPoint {
+                step,
+                when,
+                accuracy,
+            })
+            .collect();
+        if metrics_path.is_file() {
+            records = metrics::read(&metrics_path)?;
+            records.retain(|r| (r.step as usize) < start);
+        }
+        tracing::info!("resuming {} from iteration {start}", out.display());
+    }
+    let recipe_path = out.join("recipe.toml");
+    std::fs::write(&recipe_path, recipe.to_toml()).map_err(io(&recipe_path))?;
+
+    let pool = ImagePool::open(&recipe.data.images, seed)?;
+    let batches = BatchRecipe::from_recipe(recipe, cfg.patch_size);
+    let schedules = recipe.schedule_config().build();
+    let total = recipe.total_steps();
+    let warmup = recipe.train.head_warmup_iterations;
+    let inner_device = trainer.teacher.backbone.device();
+    let monitor = match &recipe.monitor {
+        Some(m) => Some(KnnMonitor {
+            train: LabelledImages::open(&m.train, m.max_per_class)?,
+            val: LabelledImages::open(&m.val, m.max_per_class)?,
+            size: recipe.crops.global_size,
+            mean: recipe.crops.mean,
+            std: recipe.crops.std,
+            k: m.k,
+            temperature: m.temperature,
+        }),
+        None => None,
+    };
+    let every = recipe.monitor.as_ref().map_or(0, |m| m.every);
+    let measure = |trainer: &Trainer<B>, step: usize, when: &str, knn: &mut Vec<KnnPoint>| {
+        if let Some(m) = &monitor {
+            if knn.iter().any(|p| p.step == step && p.when == when) {
+                return Ok::<(), RunError>(());
+            }
+            let accuracy = m.accuracy(&trainer.teacher.backbone)?;
+            tracing::info!("kNN accuracy at iteration {step} ({when}): {accuracy:.4}");
+            knn.push(KnnPoint {
+                step,
+                when: when.to_string(),
+                accuracy,
+            });
+        }
+        Ok(())
+    };
+    if start == 0 {
+        measure(&trainer, 0, "start", &mut knn)?;
+    }
+    let warmup_end = recipe.teacher.warmup_teacher_temp_epochs * recipe.optim.epoch_length;
+    let mut guard = Guard::new(&recipe.guard, h.prototypes, warmup_end);
+
+    let bar = if options.progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} it  ETA {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(start as u64);
+    let mut smoothed: Option<f64> = records.last().map(|r| r.report.loss.total);
+    let mut last_saved = previous
+        .as_ref()
+        .map(|(_, d)| d.display().to_string())
+        .unwrap_or_else(|| "none (no checkpoint was saved yet)".into());
+    let (mut timed_images, mut timed_secs) = (0usize, 0f64);
+    let teacher_dir = out.join("teacher");
+
+    for step in start..total {
+        B::seed(device, mix(seed, 4, step as u64));
+        let t0 = Instant::now();
+        let batch = batches.batch::<B::InnerBackend>(&pool, step, &inner_device)?;
+        let values = StepValues {
+            lr: schedules.lr.at(step),
+            last_layer_lr: schedules.last_layer_lr.at(step),
+            wd: schedules.wd.at(step),
+            momentum: schedules.momentum.at(step),
+            teacher_temp: schedules.teacher_temp.at(step),
+            backbone_frozen: step < warmup,
+        };
+        let report = trainer.step(&batch, values);
+        let secs = t0.elapsed().as_secs_f64();
+        let images = batch.images();
+        timed_images += images;
+        timed_secs += secs;
+        let record = StepRecord {
+            step: step as u64,
+            epoch: pool.epochs_after(step + 1, recipe.data.batch_size),
+            values,
+            report,
+            images_per_s: images as f64 / secs.max(1e-9),
+        };
+        records.push(record);
+        if let Some(symptom) = guard.check(step, &report) {
+            metrics::write(&metrics_path, &records)?;
+            metrics::plot(&out.join("metrics.png"), &records)?;
+            bar.abandon();
+            return Err(RunError::Collapsed {
+                symptom: symptom.to_string(),
+                last: last_saved,
+            });
+        }
+        let l = report.loss.total;
+        smoothed = Some(smoothed.map_or(l, |s| 0.9 * s + 0.1 * l));
+        bar.set_position(step as u64 + 1);
+        bar.set_message(format!(
+            "loss {l:.4}  {:.2} img/s",
+            timed_images as f64 / timed_secs.max(1e-9)
+        ));
+        let done = step + 1;
+        if done.is_multiple_of(recipe.train.log_every.max(1)) {
+            tracing::info!(
+                "iteration {done}/{total} loss {l:.4} (dino local {:.4} global {:.4} ibot {:.4} \
+                 koleo {:.4}) lr {:.2e} teacher entropy {:.3} cls std {:.3e}",
+                report.loss.dino_local,
+                report.loss.dino_global,
+                report.loss.ibot,
+                report.loss.koleo,
+                values.lr,
+                report.loss.teacher_entropy,
+                report.loss.cls_std,
+            );
+        }
+        if warmup > 0 && done == warmup {
+            measure(&trainer, done, "after head warm-up", &mut knn)?;
+        }
+        if every > 0 && done.is_multiple_of(every) && done != total {
+            measure(&trainer, done, "periodic", &mut knn)?;
+        }
+        if done == total {
+            measure(&trainer, done, "end", &mut knn)?;
+        }
+        if done.is_multiple_of(recipe.train.checkpoint_every.max(1)) || done == total {
+            if best.0.is_none_or(|b| smoothed.is_some_and(|s| s < b)) {
+                best = (smoothed, Some(done));
+            }
+            let (tensors, optimizer_steps) = trainer.save_state();
+            let meta = CheckpointMeta {
+                step: done,
+                seed,
+                optimizer_steps,
+                best_loss: best.0,
+                best_step: best.1,
+                program_version: env!("CARGO_PKG_VERSION").into(),
+                recipe: recipe.to_toml(),
+                knn: knn
+                    .iter()
+                    .map(|p| (p.step, p.when.clone(), p.accuracy))
+                    .collect(),
+            };
+            metrics::write(&metrics_path, &records)?;
+            let dir = checkpoints::save(&out, &tensors, &meta)?;
+            let teacher = trainer.teacher.backbone.to_state();
+            save_native(
+                &teacher,
+                &trainer.teacher.backbone.config,
+                &teacher_dir,
+                &[
+                    ("step", done.to_string()),
+                    ("seed", seed.to_string()),
+                    ("source_sha256", source_sha.clone()),
+                ],
+            )?;
+            checkpoints::prune(&out, recipe.train.keep_last, best.1);
+            last_saved = dir.display().to_string();
+        }
+    }
+    bar.finish_and_clear();
+    let plot = out.join("metrics.png");
+    metrics::plot(&plot, &records)?;
+    let summary = RunSummary {
+        output_dir: out.clone(),
+        steps: total,
+        resumed_from: previous.map(|(s, _)| s),
+        final_loss: records.last().map(|r| r.report.loss.total),
+        images_per_s: timed_images as f64 / timed_secs.max(1e-9),
+        knn,
+        teacher: teacher_dir,
+        metrics: metrics_path,
+        plot,
+    };
+    let summary_path = out.join("summary.json");
+    std::fs::write(
+        &summary_path,
+        serde_json::to_string_pretty(&summary).expect("summary serialises"),
+    )
+    .map_err(io(&summary_path))?;
+    Ok(summary)
+}

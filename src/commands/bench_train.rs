@@ -1,0 +1,163 @@
+//! `dinoadapt bench train`: DINOv2 training iterations of a random-weight model on random
+//! multi-crop batches (the same work as `bench/pytorch_train.py`): images/s and peak memory.
+
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Tensor};
+use clap::Args;
+use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
+use dinoadapt_core::objective::head::DinoHeadConfig;
+use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
+use dinoadapt_core::train::{CropBatch, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer};
+use dinoadapt_core::vit::{VisionTransformer, VitConfig};
+use serde_json::json;
+
+use crate::device::peak_rss_mib;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchTrainArgs {
+    /// Architecture preset.
+    #[arg(long, default_value = "vits14")]
+    pub arch: String,
+    /// Source images per iteration.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 8)]
+    pub local_crops: usize,
+    #[arg(long, default_value_t = 224)]
+    pub global_size: usize,
+    #[arg(long, default_value_t = 98)]
+    pub local_size: usize,
+    #[arg(long, default_value_t = 65536)]
+    pub prototypes: usize,
+    /// A separate iBOT head (the official default shares the DINO head).
+    #[arg(long)]
+    pub separate_ibot_head: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+}
+
+fn bench<B: AutodiffBackend>(
+    args: &BenchTrainArgs,
+    cfg: &VitConfig,
+    device: &B::Device,
+) -> serde_json::Value {
+    B::seed(device, 0);
+    let head = DinoHeadConfig::new(cfg.embed_dim).with_num_prototypes(args.prototypes);
+    let backbone = VisionTransformer::<B>::init(cfg, device);
+    let student = SslModel::new(
+        backbone,
+        &head,
+        args.separate_ibot_head.then_some(&head),
+        device,
+    );
+    let mut trainer = Trainer::new(student, SslLossConfig::default(), OptimConfig::default());
+    let inner = trainer.teacher.backbone.device();
+    let n = args.batch;
+    let (g, l) = (args.global_size, args.local_size);
+    let global = Tensor::<B::InnerBackend, 4>::random(
+        [2 * n, 3, g, g],
+        Distribution::Normal(0.0, 1.0),
+        &inner,
+    );
+    let local = (args.local_crops > 0).then(|| {
+        Tensor::<B::InnerBackend, 4>::random(
+            [args.local_crops * n, 3, l, l],
+            Distribution::Normal(0.0, 1.0),
+            &inner,
+        )
+    });
+    let masks = collate_masks(
+        &mut PyRandom::seed(0),
+        &MaskingGenerator::dinov2(g / cfg.patch_size),
+        2 * n,
+        0.5,
+        (0.1, 0.5),
+    );
+    let batch = CropBatch {
+        global,
+        local,
+        masks,
+    };
+    let values = StepValues {
+        lr: 0.004 * (n as f64 / 1024.0).sqrt(),
+        last_layer_lr: 0.0,
+        wd: 0.04,
+        momentum: 0.992,
+        teacher_temp: 0.04,
+        backbone_frozen: false,
+    };
+    let t_first = Instant::now();
+    let first = trainer.step(&batch, values);
+    eprintln!(
+        "first iteration: {:.2} s, losses {:?}",
+        t_first.elapsed().as_secs_f64(),
+        first.loss
+    );
+    for _ in 1..args.warmup {
+        trainer.step(&batch, values);
+    }
+    let mut times = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let t0 = Instant::now();
+        trainer.step(&batch, values);
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    json!({
+        "impl": "dinoadapt",
+        "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?"),
+        "model": args.arch,
+        "batch": n,
+        "local_crops": args.local_crops,
+        "threads": rayon::current_num_threads(),
+        "device": args.device.to_string(),
+        "step_s": mean,
+        "step_s_min": times.iter().copied().fold(f64::INFINITY, f64::min),
+        "images_per_s": n as f64 / mean,
+        "crops_per_s": (n * (2 + args.local_crops)) as f64 / mean,
+        "peak_rss_mib": peak_rss_mib(),
+    })
+}
+
+pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
+    let cfg = VitConfig::preset(&args.arch)
+        .ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", args.arch))?;
+    anyhow::ensure!(
+        args.global_size.is_multiple_of(cfg.patch_size)
+            && args.local_size.is_multiple_of(cfg.patch_size),
+        "crop sizes must be multiples of the patch size {}",
+        cfg.patch_size
+    );
+    eprintln!(
+        "bench train: {} ({:.1} M params), batch {} x (2 x {} + {} x {}), {} prototypes, device {}, {} threads",
+        args.arch,
+        cfg.num_params() as f64 / 1e6,
+        args.batch,
+        args.global_size,
+        args.local_crops,
+        args.local_size,
+        args.prototypes,
+        args.device,
+        rayon::current_num_threads()
+    );
+    Ok(match args.device {
+        DeviceSpec::Cpu => bench::<Autodiff<CpuBackend>>(&args, &cfg, &Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => bench::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
+            &args,
+            &cfg,
+            &burn::backend::cuda::CudaDevice::new(i),
+        ),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => {
+            anyhow::bail!("this dinoadapt was built without CUDA; rebuild with --features cuda")
+        }
+    })
+}

@@ -1,0 +1,285 @@
+//! `dinoadapt pretrain` end to end on the shared MNIST digits: a run killed with SIGKILL and
+//! resumed ends exactly where the uninterrupted run ends; outputs (metrics Parquet + PNG, teacher
+//! backbone, summary) are there; continued pre-training from the produced teacher freezes the
+//! backbone through the head warm-up; misuse is refused with a clear message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{dinoadapt, ok, read_tensors, shared};
+use polars::prelude::{ParquetReader, SerReader};
+
+/// A small recipe over the shared MNIST validation digits.
+fn recipe(dir: &Path, shared: &Path, extra: &str) -> PathBuf {
+    let digits = shared.join("data/mnist5k/val");
+    let text = format!(
+        r#"
+[model]
+arch = "vits14"
+embed_dim = 32
+depth = 2
+num_heads = 2
+patch_size = 4
+img_size = 28
+mlp_ratio = 2.0
+{extra}
+
+[heads]
+prototypes = 128
+hidden_dim = 64
+bottleneck_dim = 32
+
+[data]
+images = ["{digits}"]
+batch_size = 8
+
+[crops]
+global_size = 28
+local_size = 12
+local_crops = 2
+
+[optim]
+epochs = 40
+epoch_length = 4
+warmup_epochs = 1
+
+[train]
+output_dir = "run"
+checkpoint_every = 4
+keep_last = 5
+"#,
+        digits = digits.display()
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn checkpoints_in(out: &Path) -> Vec<(usize, PathBuf)> {
+    let mut v: Vec<(usize, PathBuf)> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let step = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse()
+                .ok()?;
+            Some((step, p))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn teacher(out: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    read_tensors(&out.join("teacher/model.safetensors"))
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), &shared, "");
+    let r = r.to_str().unwrap();
+
+    // Uninterrupted.
+    let straight = tmp.path().join("straight");
+    let json = ok(&[
+        "pretrain",
+        "--recipe",
+        r,
+        "--output",
+        straight.to_str().unwrap(),
+    ]);
+    assert!(json.contains("\"steps\":160"), "{json}");
+    assert!(straight.join("metrics.png").is_file());
+    assert!(straight.join("summary.json").is_file());
+    let metrics =
+        ParquetReader::new(std::fs::File::open(straight.join("metrics.parquet")).unwrap())
+            .finish()
+            .unwrap();
+    assert_eq!(metrics.height(), 160);
+    for col in [
+        "loss_total",
+        "dino_local_crops_loss",
+        "ibot_loss",
+        "koleo_loss",
+        "lr",
+        "wd",
+        "momentum",
+        "teacher_temp",
+        "teacher_entropy",
+        "cls_std",
+        "grad_norm_backbone",
+    ] {
+        assert!(metrics.column(col).is_ok(), "{col} missing");
+    }
+
+    // Killed with SIGKILL once its first checkpoint exists, then resumed.
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dinoadapt"))
+        .args([
+            "pretrain",
+            "--recipe",
+            r,
+            "--output",
+            killed.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = killed.join("checkpoints/step-00000004/state.json");
+    let t0 = Instant::now();
+    while !first.is_file() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().ok(); // SIGKILL
+    child.wait().unwrap();
+    let (at, _) = checkpoints_in(&killed)
+        .pop()
+        .expect("a checkpoint before the kill");
+    assert!(at < 160, "the run finished before it could be killed");
+
+    // Without --resume the folder is refused rather than overwritten.
+    let out = dinoadapt(&[
+        "pretrain",
+        "--recipe",
+        r,
+        "--output",
+        killed.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    let json = ok(&[
+        "pretrain",
+        "--recipe",
+        r,
+        "--output",
+        killed.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(json.contains("\"steps\":160"), "{json}");
+    let (a, b) = (teacher(&straight), teacher(&killed));
+    assert_eq!(a.len(), b.len());
+    for (k, (shape, v)) in &a {
+        assert_eq!(&b[k].0, shape);
+        let err = v
+            .iter()
+            .zip(&b[k].1)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(err <= 1e-6, "{k}: resumed run differs by {err}");
+    }
+    let resumed = ParquetReader::new(std::fs::File::open(killed.join("metrics.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(resumed.height(), 160);
+    assert_eq!(
+        resumed.column("step").unwrap(),
+        metrics.column("step").unwrap()
+    );
+}
+
+#[test]
+fn continued_pretraining_keeps_the_backbone_through_the_head_warm_up() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    let r = recipe(tmp.path(), &shared, "");
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        first.to_str().unwrap(),
+        "--set",
+        "train.max_steps=4",
+    ]);
+
+    // Start from the teacher the first run wrote; fresh heads warm up for 4 iterations.
+    let extra = format!(
+        "checkpoint = {:?}",
+        first.join("teacher").display().to_string()
+    );
+    let dir = tmp.path().join("second");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r2 = recipe(&dir, &shared, &extra);
+    let out = dir.join("run");
+    let warm = tmp.path().join("warm");
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r2.to_str().unwrap(),
+        "--output",
+        warm.to_str().unwrap(),
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.head_warmup_iterations=4",
+    ]);
+    let (before, after) = (teacher(&first), teacher(&warm));
+    for (k, (_, v)) in &before {
+        let err = v
+            .iter()
+            .zip(&after[k].1)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(err <= 1e-6, "{k} moved by {err} during the head warm-up");
+    }
+    // Joint training after the warm-up moves it.
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r2.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--set",
+        "train.max_steps=8",
+        "--set",
+        "train.head_warmup_iterations=4",
+    ]);
+    let joint = teacher(&out);
+    let moved = before
+        .iter()
+        .any(|(k, (_, v))| v.iter().zip(&joint[k].1).any(|(x, y)| (x - y).abs() > 1e-6));
+    assert!(moved, "the backbone did not train after the warm-up");
+}
+
+#[test]
+fn recipe_mistakes_are_reported() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), &shared, "");
+    let out = dinoadapt(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--set",
+        "optim.bse_lr=1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bse_lr"));
+    let out = dinoadapt(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--set",
+        "crops.global_size=30",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of the patch size"));
+}
