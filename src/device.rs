@@ -51,3 +51,18 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// Keep freed memory in the process during training. Training allocates and frees tensors of
+/// hundreds of MB every iteration (prototype logits, activations); glibc serves those with
+/// mmap/munmap, so the kernel zeroes fresh pages each time (20% of a ViT-S/14 CPU iteration).
+/// Serving them from the heap and never trimming it makes iterations ~25% faster, at the cost of
+/// holding the peak memory until the process ends.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any worker thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}

@@ -127,6 +127,7 @@ fn bench<B: AutodiffBackend>(
 }
 
 pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
+    crate::device::keep_freed_memory();
     let cfg = VitConfig::preset(&args.arch)
         .ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", args.arch))?;
     anyhow::ensure!(

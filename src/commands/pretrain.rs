@@ -33,6 +33,7 @@ pub struct PretrainArgs {
 }
 
 pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
+    crate::device::keep_freed_memory();
     let mut overrides = args.set.clone();
     if let Some(d) = args.device {
         overrides.push(format!("train.device=\"{d}\""));
