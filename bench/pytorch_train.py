@@ -150,6 +150,7 @@ def parse_args(argv=None):
     p.add_argument("--drop-path", type=float, default=0.0, help="student drop_path_rate")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check runs it on cuda)")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     return p.parse_args(argv)
 
@@ -538,10 +539,10 @@ def main(argv=None):
 
     # ------------------------------------------------------------------ setup
     t_build = time.perf_counter()
-    model = SSLMetaArch()
+    model = SSLMetaArch().to(args.device)
     model.train()
     optimizer = torch.optim.AdamW(model.get_params_groups(), betas=(0.9, 0.999))
-    data = make_batch()
+    data = {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in make_batch().items()}
     n_student = sum(p.numel() for p in model.student.parameters() if p.requires_grad)
     log(
         f"built in {time.perf_counter() - t_build:.1f}s: student trainable params {n_student / 1e6:.2f}M, "

@@ -2,7 +2,8 @@
 # Run on the GPU machine (after gpu/prepare.sh here): parity of every fixture on CUDA (f32-accurate
 # split products, and raw TF32 for comparison) and CPU, then inference throughput and peak GPU
 # memory for ViT-S/14 and ViT-B/14 against PyTorch + transformers on the same GPU (when
-# transformers is installed there). Results go to $OUT. Each step has its own time limit.
+# transformers is installed there), and DINOv2 training-step throughput against the PyTorch step.
+# Results go to $OUT. Each step has its own time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu/out}"
@@ -56,6 +57,12 @@ torch_bench vits14 64
 bench vitb14 64
 torch_bench vitb14 64
 bench vitb14 64 --tf32
+log "dinoadapt bench train (ViT-S/14, batch 8, 2x224 + 8x98)"
+peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 2>&1 | tee -a "$out/summary.txt"
+if [ "$have_torch" = 1 ]; then
+  log "pytorch train step (same shapes)"
+  peak_mem timeout 90 python3 "$work/pytorch_train.py" --device cuda --warmup 2 --steps 5 --json 2>&1 | tail -1 | tee -a "$out/summary.txt"
+fi
 log "parity on cpu"
 timeout 40 "$bin" parity --fixtures "$fixtures" --device cpu --json "$out/parity_cpu.json" 2>&1 | tail -1 | tee -a "$out/summary.txt"
 log "done"

@@ -14,7 +14,7 @@ strip -o "$stage/dinoadapt" "$target/release/dinoadapt"
 for d in ../shared/fixtures/hf_* ../shared/fixtures/official_* ../shared/fixtures/timm_*; do
   cp -r "$d" "$stage/fixtures/"
 done
-cp bench/pytorch_embed.py "$stage/"
+cp bench/pytorch_embed.py bench/pytorch_train.py "$stage/"
 rm -rf gpu/carry
 mkdir -p gpu/carry
 tar -C "$stage" -czf gpu/carry/bundle.tar.gz .
