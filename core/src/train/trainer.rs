@@ -13,7 +13,7 @@ use super::clip::clip_grad_norm;
 use super::named::{param_names, snapshot};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::ssl::{ssl_forward, Centers, CropBatch, LossReport, SslLossConfig, SslModel};
-use crate::checkpoint::NamedTensors;
+use crate::checkpoint::{HostTensor, NamedTensors};
 use crate::objective::ema::ema_update;
 use crate::objective::param_groups::{param_group, ParamGroup};
 
@@ -139,23 +139,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             v.backbone_frozen,
         );
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &self.student);
-        let clip = |module: &dyn Fn(&mut GradientsParams) -> f64, grads: &mut GradientsParams| {
-            module(grads)
-        };
         let max = if self.optim.clip_grad > 0.0 {
             self.optim.clip_grad
         } else {
             f64::INFINITY
         };
         let student = &self.student;
-        let grad_norm_backbone = clip(
-            &|g| clip_grad_norm::<B, _>(&student.backbone, g, max),
-            &mut grads,
-        );
-        let grad_norm_dino_head = clip(
-            &|g| clip_grad_norm::<B, _>(&student.dino_head, g, max),
-            &mut grads,
-        );
+        let grad_norm_backbone = clip_grad_norm::<B, _>(&student.backbone, &mut grads, max);
+        let grad_norm_dino_head = clip_grad_norm::<B, _>(&student.dino_head, &mut grads, max);
         let grad_norm_ibot_head = match &student.ibot_head {
             Some(h) => clip_grad_norm::<B, _>(h, &mut grads, max),
             None => 0.0,
@@ -204,7 +195,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         tensors.extend(prefixed("optimizer", opt));
         let host = |t: burn::tensor::Tensor<B::InnerBackend, 2>| {
             let shape = t.dims().to_vec();
-            crate::checkpoint::HostTensor::new(
+            HostTensor::new(
                 shape,
                 t.into_data()
                     .convert::<f32>()
@@ -220,13 +211,13 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Restore [`save_state`](Self::save_state) into this trainer (same architecture).
     pub fn load_state(
         &mut self,
-        tensors: &HashMap<String, crate::checkpoint::HostTensor>,
+        tensors: &HashMap<String, HostTensor>,
         steps: &[(String, u64)],
     ) -> Result<(), String> {
         use super::named::restore;
         let device = self.student.backbone.device();
         let inner_device = self.teacher.backbone.device();
-        let with_prefix = |prefix: &str| -> HashMap<String, crate::checkpoint::HostTensor> {
+        let with_prefix = |prefix: &str| -> HashMap<String, HostTensor> {
             let p = format!("{prefix}.");
             tensors
                 .iter()
