@@ -52,11 +52,11 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Keep freed memory in the process during training. Training allocates and frees tensors of
-/// hundreds of MB every iteration (prototype logits, activations); glibc serves those with
-/// mmap/munmap, so the kernel zeroes fresh pages each time (20% of a ViT-S/14 CPU iteration).
-/// Serving them from the heap and never trimming it makes iterations ~25% faster, at the cost of
-/// holding the peak memory until the process ends.
+/// Keep freed memory in the process during training and curation. Both allocate and free
+/// tensors of tens to hundreds of MB every iteration or block (prototype logits, activations,
+/// score blocks); glibc serves those with mmap/munmap, so the kernel zeroes fresh pages each time
+/// (20% of a ViT-S/14 CPU iteration). Serving them from the heap and never trimming it makes
+/// iterations ~25% faster, at the cost of holding the peak memory until the process ends.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before any worker thread.

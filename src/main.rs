@@ -34,6 +34,9 @@ enum Command {
     Parity(commands::parity::ParityArgs),
     /// DINOv2 pre-training from a TOML recipe: fresh, or continued from a checkpoint; resumable.
     Pretrain(commands::pretrain::PretrainArgs),
+    /// Curation: near-duplicate removal, decontamination, retrieval against seeds or
+    /// hierarchical k-means sampling, over embeddings -> a Parquet manifest recipes accept.
+    Curate(Box<commands::curate::CurateArgs>),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::run(a),
         Command::Parity(a) => commands::parity::run(a),
         Command::Pretrain(a) => commands::pretrain::run_command(a),
+        Command::Curate(a) => commands::curate::run(*a),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

@@ -1,8 +1,9 @@
 //! dinoadapt-pretrain: pre-training runs from TOML recipes (fresh or continued from released
 //! weights) on the core training engine, with exact resume, a collapse guard, kNN monitoring and
-//! metrics; data curation joins it.
+//! metrics; and data curation (dedup, retrieval, k-means) whose manifests recipes take as data.
 
 pub mod checkpoints;
+pub mod curate;
 pub mod data;
 pub mod guard;
 pub mod metrics;

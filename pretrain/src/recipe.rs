@@ -87,6 +87,9 @@ pub struct DataSection {
     /// Image files, folders (recursive) or list files.
     #[serde(default)]
     pub images: Vec<PathBuf>,
+    /// A curated manifest (`dinoadapt curate`): its kept rows' paths are added to `images`.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
     /// Images per iteration.
     pub batch_size: usize,
 }
@@ -373,6 +376,9 @@ impl Recipe {
             }
         };
         recipe.data.images.iter_mut().for_each(anchor);
+        if let Some(m) = recipe.data.manifest.as_mut() {
+            anchor(m);
+        }
         if let Some(c) = recipe.model.checkpoint.as_mut() {
             anchor(c);
         }
@@ -392,8 +398,12 @@ impl Recipe {
         if self.model.arch.is_none() && self.model.checkpoint.is_none() {
             return Err("[model] needs `arch` (a preset) or `checkpoint`".into());
         }
-        if self.data.images.is_empty() {
-            return Err("[data] needs `images`: image files, folders or list files".into());
+        if self.data.images.is_empty() && self.data.manifest.is_none() {
+            return Err(
+                "[data] needs `images` (image files, folders or list files) or `manifest` (a \
+                 curated manifest)"
+                    .into(),
+            );
         }
         if self.data.batch_size == 0 {
             return Err("data.batch_size must be at least 1".into());

@@ -205,7 +205,11 @@ pub fn run<B: AutodiffBackend>(
     let recipe_path = out.join("recipe.toml");
     std::fs::write(&recipe_path, recipe.to_toml()).map_err(io(&recipe_path))?;
 
-    let pool = ImagePool::open(&recipe.data.images, seed)?;
+    let mut inputs = recipe.data.images.clone();
+    if let Some(m) = &recipe.data.manifest {
+        inputs.extend(crate::curate::kept_paths(m).map_err(|e| RunError::Config(e.to_string()))?);
+    }
+    let pool = ImagePool::open(&inputs, seed)?;
     let batches = BatchRecipe::from_recipe(recipe, cfg.patch_size);
     let schedules = recipe.schedule_config().build();
     let total = recipe.total_steps();

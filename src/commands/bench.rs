@@ -1,5 +1,5 @@
-//! `dinoadapt bench embed|train`: backbone inference and training throughput with random
-//! weights.
+//! `dinoadapt bench embed|train|curate`: backbone inference and training throughput with
+//! random weights, and curation search / k-means throughput.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -19,6 +19,9 @@ pub enum BenchCommand {
     Embed(BenchEmbedArgs),
     /// DINOv2 training iterations on random multi-crop batches: images/s and peak memory.
     Train(super::bench_train::BenchTrainArgs),
+    /// Exact top-k search and k-means over a synthetic embedding pool (compare with
+    /// bench/faiss_curate.py on the same files).
+    Curate(super::bench_curate::BenchCurateArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -99,6 +102,17 @@ impl BackendJob for Job {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Curate(args) => {
+            let out = super::bench_curate::run(args)?;
+            eprintln!(
+                "search {:.3} s ({:.0} queries/s), k-means {:.2} s",
+                out["search_s_best"].as_f64().unwrap_or(0.0),
+                out["queries_per_s"].as_f64().unwrap_or(0.0),
+                out["kmeans_s"].as_f64().unwrap_or(0.0)
+            );
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Train(args) => {
             let out = super::bench_train::run(args)?;
             eprintln!(

@@ -1,5 +1,7 @@
 pub mod bench;
+pub mod bench_curate;
 pub mod bench_train;
+pub mod curate;
 pub mod embed;
 pub mod export;
 pub mod inspect;

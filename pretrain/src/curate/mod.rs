@@ -1,0 +1,534 @@
+//! Curation of a pool of embeddings, the LVD-142M way: drop near duplicates and items too close
+//! to an evaluation set, then either retrieve each seed's nearest pool items (with a k-means
+//! cluster fallback for seeds with too few close neighbours) or sample evenly over a hierarchical
+//! k-means. The result is a Parquet manifest, one row per pool item, that pre-training recipes
+//! take as their data (`data.manifest`).
+
+pub mod kmeans;
+pub mod rows;
+pub mod search;
+pub mod select;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use dinoadapt_datasets::plot::{histogram_png, PlotError};
+use dinoadapt_datasets::{write_parquet, ManifestError};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
+use serde::Serialize;
+
+use kmeans::{assign, kmeans, KMeans};
+use rows::{FeatureRows, RowsError};
+use search::{search, InMemory, Metric};
+use select::{balanced_sample, contaminated, duplicates, retrieve, Retrieved};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CurateError {
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error("{path}: cannot read the manifest: {reason}")]
+    ReadManifest { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// DINOv2 retrieval: `neighbours` per seed above `floor`; `clusters` > 0 enables the k-means
+    /// fallback for seeds left short.
+    Retrieval {
+        neighbours: usize,
+        floor: f32,
+        clusters: usize,
+    },
+    /// Hierarchical k-means (cluster counts per level) and `budget` rows sampled evenly across it.
+    Hierarchical { levels: Vec<usize>, budget: usize },
+    /// Only deduplication and decontamination.
+    DedupOnly,
+}
+
+/// Settings of a curation run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurateConfig {
+    pub metric: Metric,
+    /// Pool rows closer than this to another row are near duplicates (`None`: no dedup).
+    pub dedup_threshold: Option<f32>,
+    /// Neighbours looked at per row for dedup.
+    pub dedup_neighbours: usize,
+    /// Pool rows closer than this to an evaluation row are removed.
+    pub eval_threshold: f32,
+    pub mode: Mode,
+    pub kmeans_iterations: usize,
+    pub seed: u64,
+    /// Pool rows read and multiplied at a time.
+    pub block_rows: usize,
+    /// Tensor name in the feature files.
+    pub key: String,
+}
+
+/// One pool row of the curated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurateRecord {
+    pub index: u32,
+    pub path: String,
+    pub kept: bool,
+    pub reason: String,
+    /// The similarity (or distance) behind the decision; NaN when none.
+    pub similarity: f64,
+    /// The seed row it was retrieved for, or -1.
+    pub seed: i64,
+    /// Its cluster (top level), or -1.
+    pub cluster: i64,
+}
+
+/// Summary statistics of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurateSummary {
+    pub pool: usize,
+    pub dim: usize,
+    pub metric: Metric,
+    pub duplicates_removed: usize,
+    pub duplicate_groups: usize,
+    pub contaminated_removed: usize,
+    pub seeds: usize,
+    pub kept: usize,
+    pub collision_rate: Option<f64>,
+    pub fallback_seeds: Option<usize>,
+    pub kmeans_inertia: Option<f64>,
+}
+
+/// The records, the summary and the nearest-neighbour scores of the pool (for the histogram).
+pub struct Curated {
+    pub records: Vec<CurateRecord>,
+    pub summary: CurateSummary,
+    pub nearest: Vec<f32>,
+}
+
+/// `index -> path` from the Parquet manifest `embed` writes beside a feature file.
+fn pool_paths(features: &Path, rows: usize) -> Result<Vec<String>, CurateError> {
+    let manifest = features.with_extension("parquet");
+    let mut out = vec![String::new(); rows];
+    if !manifest.is_file() {
+        return Ok(out);
+    }
+    let err = |reason: String| CurateError::ReadManifest {
+        path: manifest.clone(),
+        reason,
+    };
+    let file = std::fs::File::open(&manifest).map_err(|e| err(e.to_string()))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| err(e.to_string()))?;
+    let index = df
+        .column("index")
+        .and_then(|c| c.cast(&polars::prelude::DataType::Int64))
+        .map_err(|e| err(e.to_string()))?;
+    let index = index.i64().map_err(|e| err(e.to_string()))?;
+    let path = df.column("path").map_err(|e| err(e.to_string()))?;
+    let path = path.str().map_err(|e| err(e.to_string()))?;
+    for i in 0..df.height() {
+        if let (Some(ix), Some(p)) = (index.get(i), path.get(i)) {
+            if let Some(slot) = out.get_mut(ix as usize) {
+                *slot = p.to_string();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Curate the pool in `pool` (a feature file), against `seeds` and `eval` feature files.
+pub fn curate<B: Backend>(
+    pool_path: &Path,
+    seeds_path: Option<&Path>,
+    eval_path: Option<&Path>,
+    cfg: &CurateConfig,
+    device: &B::Device,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Curated, CurateError> {
+    let mut pool = FeatureRows::open(pool_path, &cfg.key)?;
+    let (n, dim) = (pool.rows, pool.dim);
+    let paths = pool_paths(pool_path, n)?;
+    let read_all = |p: &Path| -> Result<Vec<f32>, CurateError> {
+        let mut r = FeatureRows::open(p, &cfg.key)?;
+        if r.dim != dim {
+            return Err(CurateError::Config(format!(
+                "{}: features have {} dimensions, the pool {dim}",
+                p.display(),
+                r.dim
+            )));
+        }
+        Ok(r.read_all()?)
+    };
+    let mut removed: Vec<Option<(String, f64)>> = vec![None; n];
+
+    // Near duplicates: a self-search of the pool.
+    progress("near-duplicate search");
+    let pool_rows = pool.read_all()?;
+    let k = cfg.dedup_neighbours.max(1);
+    let self_knn = search::<B>(
+        &pool_rows,
+        &mut InMemory {
+            data: &pool_rows,
+            dim,
+        },
+        k,
+        cfg.metric,
+        cfg.block_rows,
+        true,
+        device,
+        &mut |_| {},
+    )?;
+    let nearest: Vec<f32> = (0..n)
+        .map(|i| self_knn.row(i).next().map_or(f32::NAN, |x| x.1))
+        .collect();
+    let (mut duplicates_removed, mut groups) = (0, std::collections::HashSet::new());
+    if let Some(t) = cfg.dedup_threshold {
+        for (i, d) in duplicates(&self_knn, t).into_iter().enumerate() {
+            if let Some((keep, s)) = d {
+                removed[i] = Some((format!("duplicate of {keep}"), s as f64));
+                duplicates_removed += 1;
+                groups.insert(keep);
+            }
+        }
+    }
+
+    // Decontamination.
+    let mut contaminated_removed = 0;
+    if let Some(e) = eval_path {
+        progress("decontamination");
+        let eval = read_all(e)?;
+        let knn = search::<B>(
+            &pool_rows,
+            &mut InMemory { data: &eval, dim },
+            1,
+            cfg.metric,
+            cfg.block_rows,
+            false,
+            device,
+            &mut |_| {},
+        )?;
+        for (i, c) in contaminated(&knn, cfg.eval_threshold)
+            .into_iter()
+            .enumerate()
+        {
+            if let (Some((j, s)), None) = (c, &removed[i]) {
+                removed[i] = Some((format!("near evaluation item {j}"), s as f64));
+                contaminated_removed += 1;
+            }
+        }
+    }
+    let eligible: Vec<bool> = removed.iter().map(Option::is_none).collect();
+
+    let mut records: Vec<CurateRecord> = (0..n)
+        .map(|i| CurateRecord {
+            index: i as u32,
+            path: paths[i].clone(),
+            kept: false,
+            reason: String::new(),
+            similarity: f64::NAN,
+            seed: -1,
+            cluster: -1,
+        })
+        .collect();
+    let mut summary = CurateSummary {
+        pool: n,
+        dim,
+        metric: cfg.metric,
+        duplicates_removed,
+        duplicate_groups: groups.len(),
+        contaminated_removed,
+        seeds: 0,
+        kept: 0,
+        collision_rate: None,
+        fallback_seeds: None,
+        kmeans_inertia: None,
+    };
+    let fit = |rows: &[f32], k: usize, seed: u64| -> Result<KMeans, CurateError> {
+        Ok(kmeans::<B>(
+            &mut InMemory { data: rows, dim },
+            k,
+            cfg.kmeans_iterations,
+            cfg.metric,
+            seed,
+            cfg.block_rows,
+            device,
+            &mut |_| {},
+        )?)
+    };
+
+    match &cfg.mode {
+        Mode::DedupOnly => {
+            for (r, e) in records.iter_mut().zip(&eligible) {
+                r.kept = *e;
+            }
+        }
+        Mode::Retrieval {
+            neighbours,
+            floor,
+            clusters,
+        } => {
+            let seeds_path = seeds_path.ok_or_else(|| {
+                CurateError::Config("retrieval needs --seeds (the curated seed set)".into())
+            })?;
+            progress("retrieval");
+            let seeds = read_all(seeds_path)?;
+            summary.seeds = seeds.len() / dim;
+            // Look further than `neighbours` so removed rows can be skipped.
+            let knn = search::<B>(
+                &seeds,
+                &mut pool,
+                neighbours * 4 + k,
+                cfg.metric,
+                cfg.block_rows,
+                false,
+                device,
+                &mut |_| {},
+            )?;
+            let km = if *clusters > 0 {
+                progress("k-means");
+                Some(fit(&pool_rows, *clusters, cfg.seed)?)
+            } else {
+                None
+            };
+            let seed_clusters = match &km {
+                Some(km) => Some(
+                    assign::<B>(
+                        &mut InMemory { data: &seeds, dim },
+                        &km.centroids,
+                        cfg.metric,
+                        cfg.block_rows,
+                        device,
+                    )?
+                    .0
+                    .into_iter()
+                    .map(|c| c as usize)
+                    .collect::<Vec<_>>(),
+                ),
+                None => None,
+            };
+            let r = retrieve(
+                &knn,
+                &eligible,
+                *neighbours,
+                *floor,
+                seed_clusters.as_deref(),
+                km.as_ref().map(|k| (&k.assignments[..], &k.distances[..])),
+            );
+            summary.collision_rate = Some(r.collision_rate);
+            summary.fallback_seeds = Some(r.fallback_seeds);
+            summary.kmeans_inertia = km.as_ref().map(|k| k.inertia);
+            for (i, why) in r.kept.into_iter().enumerate() {
+                let rec = &mut records[i];
+                if let Some(km) = &km {
+                    rec.cluster = km.assignments[i] as i64;
+                }
+                match why {
+                    Some(Retrieved::Neighbour { seed, score }) => {
+                        rec.kept = true;
+                        rec.reason = format!("retrieved for seed {seed}");
+                        rec.similarity = score as f64;
+                        rec.seed = seed as i64;
+                    }
+                    Some(Retrieved::ClusterFallback { seed, cluster }) => {
+                        rec.kept = true;
+                        rec.reason = format!("cluster {cluster} fallback for seed {seed}");
+                        rec.seed = seed as i64;
+                    }
+                    None => {}
+                }
+            }
+        }
+        Mode::Hierarchical { levels, budget } => {
+            progress("hierarchical k-means");
+            let rows: Vec<usize> = (0..n).filter(|i| eligible[*i]).collect();
+            let mut cluster_paths: Vec<Vec<u32>> = vec![Vec::new(); n];
+            let mut leaf_dist = vec![0f32; n];
+            // Level by level: cluster the members of every cluster of the level above.
+            let mut parents: Vec<Vec<usize>> = vec![rows.clone()];
+            for (level, &k) in levels.iter().enumerate() {
+                let mut next = Vec::new();
+                for (g, members) in parents.iter().enumerate() {
+                    if members.is_empty() {
+                        continue;
+                    }
+                    let data: Vec<f32> = members
+                        .iter()
+                        .flat_map(|&r| pool_rows[r * dim..(r + 1) * dim].iter().copied())
+                        .collect();
+                    let km = fit(
+                        &data,
+                        k.min(members.len()),
+                        cfg.seed + (level * 7919 + g) as u64,
+                    )?;
+                    if level == 0 {
+                        summary.kmeans_inertia = Some(km.inertia);
+                    }
+                    let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
+                    for (m, &r) in members.iter().enumerate() {
+                        cluster_paths[r].push(km.assignments[m]);
+                        leaf_dist[r] = km.distances[m];
+                        children.entry(km.assignments[m]).or_default().push(r);
+                    }
+                    let mut children: Vec<(u32, Vec<usize>)> = children.into_iter().collect();
+                    children.sort_by_key(|(c, _)| *c);
+                    next.extend(children.into_iter().map(|(_, v)| v));
+                }
+                parents = next;
+            }
+            let sub_paths: Vec<Vec<u32>> = rows.iter().map(|&r| cluster_paths[r].clone()).collect();
+            let sub_dist: Vec<f32> = rows.iter().map(|&r| leaf_dist[r]).collect();
+            let chosen = balanced_sample(&sub_paths, &sub_dist, *budget);
+            for (j, &r) in rows.iter().enumerate() {
+                let rec = &mut records[r];
+                rec.cluster = cluster_paths[r].first().map_or(-1, |c| *c as i64);
+                let path: Vec<String> = cluster_paths[r].iter().map(|c| c.to_string()).collect();
+                if chosen[j] {
+                    rec.kept = true;
+                    rec.reason = format!("sampled from cluster {}", path.join("/"));
+                    rec.similarity = sub_dist[j] as f64;
+                } else {
+                    rec.reason = format!("not sampled from cluster {}", path.join("/"));
+                }
+            }
+        }
+    }
+    for (rec, rm) in records.iter_mut().zip(removed) {
+        if let Some((reason, s)) = rm {
+            rec.kept = false;
+            rec.reason = reason;
+            rec.similarity = s;
+        } else if !rec.kept && rec.reason.is_empty() {
+            rec.reason = "not retrieved".into();
+        }
+    }
+    summary.kept = records.iter().filter(|r| r.kept).count();
+    Ok(Curated {
+        records,
+        summary,
+        nearest,
+    })
+}
+
+/// The curated manifest as a table.
+pub fn to_frame(records: &[CurateRecord]) -> DataFrame {
+    let col = |name: &str, s: Series| s.with_name(name.into()).into_column();
+    let columns = vec![
+        col(
+            "index",
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.index).collect::<Vec<u32>>(),
+            ),
+        ),
+        col(
+            "path",
+            Series::new(
+                "".into(),
+                records
+                    .iter()
+                    .map(|r| r.path.clone())
+                    .collect::<Vec<String>>(),
+            ),
+        ),
+        col(
+            "kept",
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.kept).collect::<Vec<bool>>(),
+            ),
+        ),
+        col(
+            "reason",
+            Series::new(
+                "".into(),
+                records
+                    .iter()
+                    .map(|r| r.reason.clone())
+                    .collect::<Vec<String>>(),
+            ),
+        ),
+        col(
+            "similarity",
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.similarity).collect::<Vec<f64>>(),
+            ),
+        ),
+        col(
+            "seed",
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.seed).collect::<Vec<i64>>(),
+            ),
+        ),
+        col(
+            "cluster",
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.cluster).collect::<Vec<i64>>(),
+            ),
+        ),
+    ];
+    DataFrame::new(records.len(), columns).expect("columns have one length")
+}
+
+/// Write the manifest (Parquet) and the histogram of nearest-neighbour scores (PNG).
+pub fn write_outputs(
+    out: &Path,
+    curated: &Curated,
+    cfg: &CurateConfig,
+) -> Result<PathBuf, CurateError> {
+    write_parquet(out, &mut to_frame(&curated.records))?;
+    let png = out.with_extension("png");
+    let values: Vec<f64> = curated.nearest.iter().map(|v| *v as f64).collect();
+    let mut markers = Vec::new();
+    if let Some(t) = cfg.dedup_threshold {
+        markers.push(("dedup threshold".to_string(), t as f64));
+    }
+    if let Mode::Retrieval { floor, .. } = cfg.mode {
+        markers.push(("retrieval floor".to_string(), floor as f64));
+    }
+    let x = match cfg.metric {
+        Metric::Cosine => "cosine similarity to the nearest other pool item",
+        Metric::L2 => "squared distance to the nearest other pool item",
+    };
+    histogram_png(
+        &png,
+        "Pool nearest-neighbour similarity",
+        x,
+        &values,
+        50,
+        &markers,
+    )?;
+    Ok(png)
+}
+
+/// Paths of the kept rows of a curated manifest (what pre-training recipes read).
+pub fn kept_paths(manifest: &Path) -> Result<Vec<PathBuf>, CurateError> {
+    let err = |reason: String| CurateError::ReadManifest {
+        path: manifest.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(manifest).map_err(|e| err(e.to_string()))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| err(e.to_string()))?;
+    let kept = df.column("kept").map_err(|e| err(e.to_string()))?;
+    let kept = kept.bool().map_err(|e| err(e.to_string()))?;
+    let path = df.column("path").map_err(|e| err(e.to_string()))?;
+    let path = path.str().map_err(|e| err(e.to_string()))?;
+    let out: Vec<PathBuf> = (0..df.height())
+        .filter(|i| kept.get(*i) == Some(true))
+        .filter_map(|i| path.get(i).filter(|p| !p.is_empty()).map(PathBuf::from))
+        .collect();
+    if out.is_empty() {
+        return Err(err("no kept rows with a path".into()));
+    }
+    Ok(out)
+}
