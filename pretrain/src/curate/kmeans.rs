@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::rows::RowsError;
-use super::search::{normalise, Metric, RowBlocks};
+use super::search::{normalise, squared_norms, Metric, RowBlocks};
 
 /// A fitted clustering.
 #[derive(Debug, Clone)]
@@ -82,10 +82,7 @@ pub fn assign<B: Backend>(
 ) -> Result<(Vec<u32>, Vec<f32>), RowsError> {
     let dim = pool.dim();
     let k = centroids.len() / dim;
-    let c_norms: Vec<f32> = centroids
-        .chunks(dim)
-        .map(|c| c.iter().map(|v| v * v).sum())
-        .collect();
+    let c_norms = squared_norms(centroids, dim);
     let ct = Tensor::<B, 2>::from_data(TensorData::new(centroids.to_vec(), [k, dim]), device)
         .transpose();
     let (mut labels, mut dists) = (
@@ -99,10 +96,7 @@ pub fn assign<B: Backend>(
         if metric == Metric::Cosine {
             normalise(&mut x, dim);
         }
-        let x_norms: Vec<f32> = x
-            .chunks(dim)
-            .map(|r| r.iter().map(|v| v * v).sum())
-            .collect();
+        let x_norms = squared_norms(&x, dim);
         let dots = Tensor::<B, 2>::from_data(TensorData::new(x, [n, dim]), device)
             .matmul(ct.clone())
             .into_data()

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::plot::{histogram_png, PlotError};
 use dinoadapt_datasets::{write_parquet, ManifestError};
-use polars::prelude::{DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
 use serde::Serialize;
 
 use kmeans::{assign, kmeans, KMeans};
@@ -110,6 +110,18 @@ pub struct Curated {
     pub nearest: Vec<f32>,
 }
 
+/// A Parquet table, with errors that name the file.
+fn read_table(path: &Path) -> Result<DataFrame, CurateError> {
+    let err = |reason: String| CurateError::ReadManifest {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| err(e.to_string()))
+}
+
 /// `index -> path` from the Parquet manifest `embed` writes beside a feature file.
 fn pool_paths(features: &Path, rows: usize) -> Result<Vec<String>, CurateError> {
     let manifest = features.with_extension("parquet");
@@ -121,10 +133,7 @@ fn pool_paths(features: &Path, rows: usize) -> Result<Vec<String>, CurateError> 
         path: manifest.clone(),
         reason,
     };
-    let file = std::fs::File::open(&manifest).map_err(|e| err(e.to_string()))?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| err(e.to_string()))?;
+    let df = read_table(&manifest)?;
     let index = df
         .column("index")
         .and_then(|c| c.cast(&polars::prelude::DataType::Int64))
@@ -415,64 +424,35 @@ pub fn curate<B: Backend>(
     })
 }
 
+fn column<T>(name: &str, values: Vec<T>) -> Column
+where
+    Series: NamedFrom<Vec<T>, [T]>,
+{
+    Series::new(name.into(), values).into_column()
+}
+
 /// The curated manifest as a table.
 pub fn to_frame(records: &[CurateRecord]) -> DataFrame {
-    let col = |name: &str, s: Series| s.with_name(name.into()).into_column();
+    let get = |f: fn(&CurateRecord) -> String| records.iter().map(f).collect::<Vec<String>>();
     let columns = vec![
-        col(
+        column(
             "index",
-            Series::new(
-                "".into(),
-                records.iter().map(|r| r.index).collect::<Vec<u32>>(),
-            ),
+            records.iter().map(|r| r.index).collect::<Vec<u32>>(),
         ),
-        col(
-            "path",
-            Series::new(
-                "".into(),
-                records
-                    .iter()
-                    .map(|r| r.path.clone())
-                    .collect::<Vec<String>>(),
-            ),
-        ),
-        col(
+        column("path", get(|r| r.path.clone())),
+        column(
             "kept",
-            Series::new(
-                "".into(),
-                records.iter().map(|r| r.kept).collect::<Vec<bool>>(),
-            ),
+            records.iter().map(|r| r.kept).collect::<Vec<bool>>(),
         ),
-        col(
-            "reason",
-            Series::new(
-                "".into(),
-                records
-                    .iter()
-                    .map(|r| r.reason.clone())
-                    .collect::<Vec<String>>(),
-            ),
-        ),
-        col(
+        column("reason", get(|r| r.reason.clone())),
+        column(
             "similarity",
-            Series::new(
-                "".into(),
-                records.iter().map(|r| r.similarity).collect::<Vec<f64>>(),
-            ),
+            records.iter().map(|r| r.similarity).collect::<Vec<f64>>(),
         ),
-        col(
-            "seed",
-            Series::new(
-                "".into(),
-                records.iter().map(|r| r.seed).collect::<Vec<i64>>(),
-            ),
-        ),
-        col(
+        column("seed", records.iter().map(|r| r.seed).collect::<Vec<i64>>()),
+        column(
             "cluster",
-            Series::new(
-                "".into(),
-                records.iter().map(|r| r.cluster).collect::<Vec<i64>>(),
-            ),
+            records.iter().map(|r| r.cluster).collect::<Vec<i64>>(),
         ),
     ];
     DataFrame::new(records.len(), columns).expect("columns have one length")
@@ -515,10 +495,7 @@ pub fn kept_paths(manifest: &Path) -> Result<Vec<PathBuf>, CurateError> {
         path: manifest.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(manifest).map_err(|e| err(e.to_string()))?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| err(e.to_string()))?;
+    let df = read_table(manifest)?;
     let kept = df.column("kept").map_err(|e| err(e.to_string()))?;
     let kept = kept.bool().map_err(|e| err(e.to_string()))?;
     let path = df.column("path").map_err(|e| err(e.to_string()))?;

@@ -146,7 +146,7 @@ impl TopK {
 }
 
 /// Squared norms of rows.
-fn squared_norms(rows: &[f32], dim: usize) -> Vec<f32> {
+pub(crate) fn squared_norms(rows: &[f32], dim: usize) -> Vec<f32> {
     rows.chunks(dim)
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect()
