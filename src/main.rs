@@ -37,6 +37,9 @@ enum Command {
     /// Curation: near-duplicate removal, decontamination, retrieval against seeds or
     /// hierarchical k-means sampling, over embeddings -> a Parquet manifest recipes accept.
     Curate(Box<commands::curate::CurateArgs>),
+    /// Satellite rasters through GDAL: chips, chip embeddings, stitched georeferenced predictions.
+    #[command(subcommand)]
+    Satellite(commands::satellite::SatelliteCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Parity(a) => commands::parity::run(a),
         Command::Pretrain(a) => commands::pretrain::run_command(a),
         Command::Curate(a) => commands::curate::run(*a),
+        Command::Satellite(c) => commands::satellite::run(c),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

@@ -13,7 +13,7 @@ use dinoadapt_core::vit::PosEmbedInterpolation;
 pub struct ModelArgs {
     /// Checkpoint file or folder (Hugging Face safetensors + config.json, torch-hub .pth,
     /// timm pytorch_model.bin / .safetensors, dinoadapt native).
-    #[arg(long, required_unless_present = "random_init")]
+    #[arg(long)]
     pub model: Option<PathBuf>,
     /// No checkpoint: fresh random weights for --preset / --arch-file (for tests and benchmarks).
     #[arg(long, conflicts_with = "model")]
@@ -60,7 +60,10 @@ impl ModelArgs {
         match &self.model {
             Some(path) => load_checkpoint(path, &options)
                 .with_context(|| format!("loading the model {}", path.display())),
-            None => self.random(&options.overrides),
+            None if self.random_init => self.random(&options.overrides),
+            None => anyhow::bail!(
+                "no model: give --model PATH (or --random-init with --preset for tests and benchmarks)"
+            ),
         }
     }
 

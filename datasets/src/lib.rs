@@ -6,9 +6,11 @@ pub mod images;
 pub mod manifest;
 pub mod multicrop;
 pub mod plot;
+pub mod regions;
 pub mod transforms;
 
 pub use feature_store::{FeatureWriter, StoreError};
 pub use images::{collect_images, open_image, ImageError};
 pub use manifest::{embed_manifest, write_parquet, EmbedRecord, ManifestError};
+pub use regions::{regions_table, Region, RegionBatch, RegionSource};
 pub use transforms::{Preprocess, ResizeFilter};

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
@@ -25,6 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::Value;
 
+use crate::commands::features::{append_batch, FeatureLayout};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::vit::MatmulPrecision;
@@ -170,7 +170,6 @@ pub fn parse_layers(spec: &str, depth: usize) -> anyhow::Result<Vec<usize>> {
 struct Batch {
     pixels: Vec<f32>,
     n: usize,
-    size: (usize, usize),
     records: Vec<EmbedRecord>,
 }
 
@@ -242,15 +241,7 @@ fn image_batches(
                 }
                 records.push(rec);
             }
-            if tx
-                .send(Ok(Batch {
-                    pixels,
-                    n,
-                    size,
-                    records,
-                }))
-                .is_err()
-            {
+            if tx.send(Ok(Batch { pixels, n, records })).is_err() {
                 return;
             }
         }
@@ -309,7 +300,6 @@ fn pixel_batches(
             let b = Batch {
                 pixels: t.data[start * per..end * per].to_vec(),
                 n: end - start,
-                size: (h, w),
                 records,
             };
             if tx.send(Ok(b)).is_err() {
@@ -339,27 +329,9 @@ impl BackendJob for EmbedJob {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
         let model = self.ck.build::<B>(&device)?.with_precision(self.precision);
-        let cfg = &model.config;
-        let (h, w) = model.grid_of(self.size.0, self.size.1);
-        if h == 0 || w == 0 {
-            bail!(
-                "inputs of {}x{} px are smaller than one {}-px patch",
-                self.size.0,
-                self.size.1,
-                cfg.patch_size
-            );
-        }
-        let (n, d, r, np) = (self.total, cfg.embed_dim, cfg.num_register_tokens, h * w);
-        let mut specs = vec![
-            ("cls".to_string(), vec![n, d]),
-            ("patch".to_string(), vec![n, np, d]),
-        ];
-        if r > 0 {
-            specs.push(("reg".to_string(), vec![n, r, d]));
-        }
-        for i in &self.layers {
-            specs.push((format!("layer.{i}"), vec![n, 1 + r + np, d]));
-        }
+        let n = self.total;
+        let layout = FeatureLayout::new(&model, self.size, self.layers.clone(), self.norm_layers)?;
+        let specs = layout.specs(n);
         let mut writer = FeatureWriter::create(&self.output, &specs, &self.metadata)?;
         let bar = if self.quiet {
             ProgressBar::hidden()
@@ -375,47 +347,20 @@ impl BackendJob for EmbedJob {
         );
         let model_name = self.ck.path.display().to_string();
         let mut records = Vec::with_capacity(n);
-        let host = |t: Tensor<B, 3>| -> anyhow::Result<Vec<f32>> {
-            t.into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))
-        };
         let mut embedded = 0usize;
         for batch in self.batches.iter() {
             let batch = batch?;
             let t0 = Instant::now();
             if batch.n > 0 {
-                let x = Tensor::<B, 4>::from_data(
-                    TensorData::new(batch.pixels, [batch.n, 3, batch.size.0, batch.size.1]),
+                append_batch(
+                    &model,
+                    &layout,
+                    batch.pixels,
+                    batch.n,
+                    self.chunks,
                     &device,
-                );
-                let f = model.forward_features_chunked(x, &self.layers, self.chunks);
-                // One transfer of all tokens, split into cls / reg / patch rows on the host.
-                let tokens = host(f.tokens)?;
-                let t = 1 + r + np;
-                let rows = |from: usize, len: usize| -> Vec<f32> {
-                    (0..batch.n)
-                        .flat_map(|i| {
-                            tokens[(i * t + from) * d..(i * t + from + len) * d]
-                                .iter()
-                                .copied()
-                        })
-                        .collect()
-                };
-                writer.append("cls", &rows(0, 1))?;
-                writer.append("patch", &rows(1 + r, np))?;
-                if r > 0 {
-                    writer.append("reg", &rows(1, r))?;
-                }
-                for (i, layer) in self.layers.iter().zip(f.layers) {
-                    let layer = if self.norm_layers {
-                        model.apply_norm(layer)
-                    } else {
-                        layer
-                    };
-                    writer.append(&format!("layer.{i}"), &host(layer)?)?;
-                }
+                    &mut writer,
+                )?;
                 embedded += batch.n;
             }
             let per = t0.elapsed().as_secs_f64() / batch.n.max(1) as f64;

@@ -1,5 +1,6 @@
 //! `dinoadapt inspect MODEL [--json]`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -11,6 +12,9 @@ use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// A raster (GeoTIFF, COG, VRT, JP2, … anything GDAL opens) or a checkpoint (same as
+    /// --model).
+    pub path: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Print one JSON object instead of text.
@@ -50,7 +54,65 @@ pub fn describe(ck: &LoadedCheckpoint) -> serde_json::Value {
     })
 }
 
-pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+/// Checkpoints are folders or .safetensors/.pth/.pt/.bin files; anything else is a data file.
+fn is_checkpoint(path: &Path) -> bool {
+    path.is_dir()
+        || matches!(
+            path.extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("safetensors" | "pth" | "pt" | "bin")
+        )
+}
+
+fn inspect_raster(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let raster = dinoadapt_satellite::Raster::open(path)?;
+    let r = dinoadapt_satellite::inspect::report(&raster, true)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("raster        {} ({})", r.path, r.driver);
+    println!(
+        "size          {} x {} px, {} bands {:?}",
+        r.width, r.height, r.count, r.dtypes
+    );
+    println!("nodata        {:?}", r.nodatavals);
+    match (&r.epsg, &r.crs_wkt) {
+        (Some(code), _) => println!("crs           EPSG:{code}"),
+        (None, Some(w)) => println!("crs           {}", w.split('"').nth(1).unwrap_or("custom")),
+        (None, None) => println!("crs           none"),
+    }
+    if r.georeferenced {
+        println!("geotransform  {:?}", r.geotransform_gdal);
+        println!("bounds        {:?}", r.bounds);
+    } else {
+        println!("geotransform  none (not georeferenced)");
+    }
+    for (b, s) in r.band_stats_excluding_nodata.iter().enumerate() {
+        println!(
+            "band {}        min {} max {} mean {:.4} ({} valid px)",
+            b + 1,
+            s.min,
+            s.max,
+            s.mean,
+            s.valid_pixels
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(mut args: InspectArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = args.path.take() {
+        if !is_checkpoint(&path) {
+            return inspect_raster(&path, args.json);
+        }
+        if args.model.model.is_some() {
+            anyhow::bail!("give the checkpoint either as PATH or with --model, not both");
+        }
+        args.model.model = Some(path);
+    }
     let ck = args.model.load()?;
     let d = describe(&ck);
     if args.json {

@@ -1,0 +1,64 @@
+//! Errors of the satellite plugin: each names the file and says what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SatelliteError {
+    #[error("{path}: GDAL cannot open it as a raster ({message})")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "{path}: the raster has no georeferencing (no geotransform, no GCPs); chips and stitched \
+         outputs need one: georeference it first (e.g. gdal_translate -a_srs -a_ullr)"
+    )]
+    NoGeoreference { path: PathBuf },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error(
+        "label raster {label} does not overlap the imagery {image}: label bounds {label_bounds:?} \
+         (in the imagery's CRS) vs imagery bounds {image_bounds:?}"
+    )]
+    NoOverlap {
+        label: PathBuf,
+        image: PathBuf,
+        label_bounds: [f64; 4],
+        image_bounds: [f64; 4],
+    },
+    #[error("{path}: {context}: {source}")]
+    Gdal {
+        path: PathBuf,
+        context: String,
+        #[source]
+        source: gdal::errors::GdalError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SatelliteError {
+    /// A GDAL error while doing `context` on `path`.
+    pub fn gdal(
+        path: &std::path::Path,
+        context: impl Into<String>,
+    ) -> impl FnOnce(gdal::errors::GdalError) -> SatelliteError {
+        let path = path.to_path_buf();
+        let context = context.into();
+        move |source| SatelliteError::Gdal {
+            path,
+            context,
+            source,
+        }
+    }
+
+    pub fn invalid(path: &std::path::Path, what: impl Into<String>) -> SatelliteError {
+        SatelliteError::Invalid {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SatelliteError>;

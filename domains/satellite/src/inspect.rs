@@ -1,0 +1,109 @@
+//! `inspect RASTER --json`: the raster's geometry as GDAL reports it, with per-band statistics.
+//!
+//! Key names follow rasterio's vocabulary (`width`, `height`, `count`, `dtypes`, `nodata`,
+//! `bounds`) plus `geotransform_gdal` in GDAL's own order.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::raster::Raster;
+
+/// Min, max and mean of a band over its valid pixels (nodata excluded; a NaN pixel makes all
+/// three NaN, which JSON writes as null, as numpy would propagate it).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BandStats {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub valid_pixels: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RasterReport {
+    pub kind: &'static str,
+    pub path: String,
+    pub driver: String,
+    pub width: usize,
+    pub height: usize,
+    pub count: usize,
+    pub dtypes: Vec<&'static str>,
+    /// Band 1's nodata value (rasterio's `dataset.nodata`).
+    pub nodata: Option<f64>,
+    /// Every band's nodata value.
+    pub nodatavals: Vec<Option<f64>>,
+    pub georeferenced: bool,
+    /// GDAL's order: origin x, pixel width, row rotation, origin y, column rotation, pixel height.
+    pub geotransform_gdal: [f64; 6],
+    /// (left, bottom, right, top) in CRS units.
+    pub bounds: [f64; 4],
+    pub crs_wkt: Option<String>,
+    pub epsg: Option<u32>,
+    pub block_size: [usize; 2],
+    pub band_stats_excluding_nodata: Vec<BandStats>,
+}
+
+/// Streamed statistics of one band (rows at a time, never the whole band in memory).
+pub fn band_stats(raster: &Raster, band: usize) -> Result<BandStats> {
+    let nodata = raster.info().nodata[band - 1];
+    let (mut min, mut max, mut sum, mut n, mut nan) =
+        (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, 0u64, false);
+    for win in raster.row_strips(1 << 20) {
+        for v in raster.read_band_f64(band, win)? {
+            if nodata == Some(v) || (nodata.is_some_and(f64::is_nan) && v.is_nan()) {
+                continue;
+            }
+            if v.is_nan() {
+                nan = true;
+                continue;
+            }
+            min = min.min(v);
+            max = max.max(v);
+            sum += v;
+            n += 1;
+        }
+    }
+    if nan || n == 0 {
+        return Ok(BandStats {
+            min: f64::NAN,
+            max: f64::NAN,
+            mean: f64::NAN,
+            valid_pixels: n,
+        });
+    }
+    Ok(BandStats {
+        min,
+        max,
+        mean: sum / n as f64,
+        valid_pixels: n,
+    })
+}
+
+/// The report for one raster; `stats` adds a full pass over the pixels.
+pub fn report(raster: &Raster, stats: bool) -> Result<RasterReport> {
+    let info = raster.info();
+    let band_stats_excluding_nodata = if stats {
+        (1..=info.count())
+            .map(|b| band_stats(raster, b))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(RasterReport {
+        kind: "raster",
+        path: info.path.display().to_string(),
+        driver: info.driver.clone(),
+        width: info.width,
+        height: info.height,
+        count: info.count(),
+        dtypes: info.dtypes.clone(),
+        nodata: info.nodata[0],
+        nodatavals: info.nodata.clone(),
+        georeferenced: info.geotransform.is_some(),
+        geotransform_gdal: info.geotransform_or_identity().0,
+        bounds: info.bounds(),
+        crs_wkt: info.crs.as_ref().map(|c| c.wkt.clone()),
+        epsg: info.crs.as_ref().and_then(|c| c.epsg),
+        block_size: [info.block_size.0, info.block_size.1],
+        band_stats_excluding_nodata,
+    })
+}

@@ -1,0 +1,23 @@
+//! dinoadapt-satellite: rasters through GDAL (GeoTIFF, COG, VRT, JP2, ...), chips with overlap,
+//! normalisation presets, label rasters warped onto the imagery grid, and tiled inference
+//! stitched with smooth blending into georeferenced GeoTIFF/COG outputs.
+
+pub mod align;
+pub mod chips;
+pub mod error;
+pub mod geotransform;
+pub mod inspect;
+pub mod normalize;
+pub mod predict;
+pub mod raster;
+pub mod source;
+pub mod stitch;
+pub mod writer;
+
+pub use chips::{Chip, ChipGrid};
+pub use error::{Result, SatelliteError};
+pub use geotransform::GeoTransform;
+pub use normalize::Normalization;
+pub use raster::{Crs, Raster, RasterInfo, Window, WindowPixels};
+pub use stitch::{Blend, Stitcher};
+pub use writer::{GeoTiffWriter, OutputSpec};

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The Debian packages dinoadapt builds against, installed only when missing:
+#   libgdal-dev  the satellite plugin (GDAL: GeoTIFF, COG, VRT, JP2; warping; CRS)
+#   pkg-config   how gdal-sys finds libgdal
+set -euo pipefail
+packages=(libgdal-dev pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

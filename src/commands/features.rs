@@ -1,0 +1,114 @@
+//! The rows every embedding command writes: one backbone forward of a batch, split into
+//! `cls`, `patch`, `reg` and `layer.{i}` rows of the feature store.
+
+use anyhow::bail;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use dinoadapt_core::vit::VisionTransformer;
+use dinoadapt_datasets::FeatureWriter;
+
+/// Token counts of one input size.
+#[derive(Debug, Clone)]
+pub struct FeatureLayout {
+    pub dim: usize,
+    pub registers: usize,
+    pub patches: usize,
+    pub layers: Vec<usize>,
+    pub norm_layers: bool,
+    pub size: (usize, usize),
+}
+
+impl FeatureLayout {
+    pub fn new<B: Backend>(
+        model: &VisionTransformer<B>,
+        size: (usize, usize),
+        layers: Vec<usize>,
+        norm_layers: bool,
+    ) -> anyhow::Result<Self> {
+        let cfg = &model.config;
+        let (h, w) = model.grid_of(size.0, size.1);
+        if h == 0 || w == 0 {
+            bail!(
+                "inputs of {}x{} px are smaller than one {}-px patch",
+                size.0,
+                size.1,
+                cfg.patch_size
+            );
+        }
+        Ok(FeatureLayout {
+            dim: cfg.embed_dim,
+            registers: cfg.num_register_tokens,
+            patches: h * w,
+            layers,
+            norm_layers,
+            size,
+        })
+    }
+
+    /// The feature store's tensors for `n` rows.
+    pub fn specs(&self, n: usize) -> Vec<(String, Vec<usize>)> {
+        let (d, r, np) = (self.dim, self.registers, self.patches);
+        let mut specs = vec![
+            ("cls".to_string(), vec![n, d]),
+            ("patch".to_string(), vec![n, np, d]),
+        ];
+        if r > 0 {
+            specs.push(("reg".to_string(), vec![n, r, d]));
+        }
+        for i in &self.layers {
+            specs.push((format!("layer.{i}"), vec![n, 1 + r + np, d]));
+        }
+        specs
+    }
+}
+
+fn host<B: Backend>(t: Tensor<B, 3>) -> anyhow::Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))
+}
+
+/// Run the backbone on `pixels` ([n][3][h][w]) and append the rows to `writer`.
+pub fn append_batch<B: Backend>(
+    model: &VisionTransformer<B>,
+    layout: &FeatureLayout,
+    pixels: Vec<f32>,
+    n: usize,
+    chunks: usize,
+    device: &B::Device,
+    writer: &mut FeatureWriter,
+) -> anyhow::Result<()> {
+    let (d, r, np) = (layout.dim, layout.registers, layout.patches);
+    let x = Tensor::<B, 4>::from_data(
+        TensorData::new(pixels, [n, 3, layout.size.0, layout.size.1]),
+        device,
+    );
+    let f = model.forward_features_chunked(x, &layout.layers, chunks);
+    // One transfer of all tokens, split into cls / reg / patch rows on the host.
+    let tokens = host(f.tokens)?;
+    let t = 1 + r + np;
+    let rows = |from: usize, len: usize| -> Vec<f32> {
+        (0..n)
+            .flat_map(|i| {
+                tokens[(i * t + from) * d..(i * t + from + len) * d]
+                    .iter()
+                    .copied()
+            })
+            .collect()
+    };
+    writer.append("cls", &rows(0, 1))?;
+    writer.append("patch", &rows(1 + r, np))?;
+    if r > 0 {
+        writer.append("reg", &rows(1, r))?;
+    }
+    for (i, layer) in layout.layers.iter().zip(f.layers) {
+        let layer = if layout.norm_layers {
+            model.apply_norm(layer)
+        } else {
+            layer
+        };
+        writer.append(&format!("layer.{i}"), &host(layer)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! `dinoadapt satellite chips|embed|predict`: rasters through GDAL.
+
+mod pca;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
+use clap::{Args, Subcommand};
+use dinoadapt_datasets::{regions_table, write_parquet, Region};
+use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
+use dinoadapt_satellite::predict::{
+    predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
+};
+use dinoadapt_satellite::source::{crs_label, ChipConfig, ChipSource};
+use dinoadapt_satellite::{Blend, ChipGrid, Normalization, Raster};
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::{Column, IntoColumn, NamedFrom, Series};
+
+use crate::commands::embed::parse_layers;
+use crate::commands::regions::RegionEmbedJob;
+use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
+use crate::model_args::ModelArgs;
+use dinoadapt_core::backend::DeviceSpec;
+
+#[derive(Subcommand, Debug)]
+pub enum SatelliteCommand {
+    /// Lay chips over rasters (size, stride, nodata filter) -> chips.parquet; with --labels,
+    /// warp a label raster onto each raster's grid and record label coverage per chip.
+    Chips(ChipsArgs),
+    /// Chips -> backbone features (safetensors) + a table of chips with world bounds (Parquet).
+    Embed(Box<EmbedArgs>),
+    /// Tiled inference stitched into a georeferenced float32 GeoTIFF/COG on the source grid.
+    Predict(Box<PredictArgs>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChipArgs {
+    /// Chip size in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Chip stride in pixels (default: the size, no overlap).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Bands to use, 1-based, in model channel order (e.g. 1,2,3 or 3,2,1).
+    #[arg(long, default_value = "1,2,3", value_delimiter = ',')]
+    pub bands: Vec<usize>,
+    /// Skip chips with a larger nodata fraction (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    pub max_nodata: f64,
+}
+
+impl ChipArgs {
+    fn config(&self) -> anyhow::Result<ChipConfig> {
+        if !(0.0..=1.0).contains(&self.max_nodata) {
+            bail!("--max-nodata {} must be within 0..1", self.max_nodata);
+        }
+        Ok(ChipConfig {
+            bands: self.bands.clone(),
+            size: self.size,
+            stride: self.stride.unwrap_or(self.size),
+            max_nodata: self.max_nodata,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ChipsArgs {
+    /// Rasters (any format GDAL opens).
+    #[arg(required = true)]
+    pub rasters: Vec<PathBuf>,
+    #[command(flatten)]
+    pub chips: ChipArgs,
+    /// A label raster (canopy heights, classes) to warp onto each raster's grid.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Resampling of the label raster: nearest, bilinear, average, mode.
+    #[arg(long, default_value = "nearest")]
+    pub label_resampling: String,
+    /// Output folder: chips.parquet, labels/<raster>.tif.
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(required = true)]
+    pub rasters: Vec<PathBuf>,
+    #[command(flatten)]
+    pub chips: ChipArgs,
+    /// imagenet, canopy (Meta's satellite mean/std), band-stats, none. 8-bit imagery is divided
+    /// by 255 first; other types are stretched between their 2nd and 98th percentiles.
+    #[arg(long, default_value = "imagenet")]
+    pub normalize: String,
+    /// Output features (safetensors: cls, patch, reg, layer.{i}).
+    #[arg(long, short, default_value = "chips.safetensors")]
+    pub output: PathBuf,
+    /// The chips table (default: the output path with .parquet).
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+    /// Intermediate blocks to keep as `layer.{i}`: indices `8,9,10,11` or `last:4`.
+    #[arg(long)]
+    pub layers: Option<String>,
+    #[arg(long)]
+    pub norm_layers: bool,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub tf32: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    pub raster: PathBuf,
+    /// `pca`: the backbone's patch features projected on their first 3 principal components
+    /// (fitted on a sample of chips), a 3-band feature map. `band:N`: band N of the selection,
+    /// unchanged (the check that stitching and georeferencing are exact).
+    #[arg(long, default_value = "pca")]
+    pub head: String,
+    #[command(flatten)]
+    pub chips: ChipArgs,
+    #[arg(long, default_value = "imagenet")]
+    pub normalize: String,
+    /// Blending of overlapping chips: cosine, gaussian, uniform.
+    #[arg(long, default_value = "cosine")]
+    pub blend: String,
+    /// Output nodata value (default: the input's nodata, else NaN).
+    #[arg(long)]
+    pub nodata: Option<f64>,
+    /// Write a Cloud-Optimised GeoTIFF.
+    #[arg(long)]
+    pub cog: bool,
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub tf32: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(cmd: SatelliteCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SatelliteCommand::Chips(a) => chips(a),
+        SatelliteCommand::Embed(a) => embed(*a),
+        SatelliteCommand::Predict(a) => predict(*a),
+    }
+}
+
+fn open_all(paths: &[PathBuf]) -> anyhow::Result<Vec<Raster>> {
+    paths
+        .iter()
+        .map(|p| Raster::open(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn col<T>(name: &str, v: Vec<T>) -> Column
+where
+    Series: NamedFrom<Vec<T>, [T]>,
+{
+    Series::new(name.into(), v).into_column()
+}
+
+fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.chips.config()?;
+    let resampling = LabelResampling::parse(&args.label_resampling).with_context(|| {
+        format!(
+            "--label-resampling `{}`: nearest, bilinear, average or mode",
+            args.label_resampling
+        )
+    })?;
+    let label = args.labels.as_deref().map(Raster::open).transpose()?;
+    let plane = cfg.size * cfg.size;
+    let mut regions: Vec<Region> = Vec::new();
+    let (mut kept, mut label_valid, mut label_mean, mut label_path) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for raster in open_all(&args.rasters)? {
+        raster.check_bands(&cfg.bands)?;
+        let info = raster.info().clone();
+        let gt = info.require_geotransform()?;
+        let aligned = match &label {
+            Some(l) => {
+                let stem = info.path.file_stem().unwrap_or_default().to_string_lossy();
+                let out = args.out.join("labels").join(format!("{stem}.tif"));
+                std::fs::create_dir_all(args.out.join("labels"))?;
+                Some(warp_to_grid(l, &info, &out, resampling)?)
+            }
+            None => None,
+        };
+        let grid = ChipGrid::new(info.width, info.height, cfg.size, cfg.stride)?;
+        let crs = crs_label(info.crs.as_ref());
+        for part in grid.chips(&gt).chunks(64) {
+            let batch = read_batch(&raster, &cfg.bands, part, cfg.size)?;
+            let labels = match &aligned {
+                Some(a) => Some(read_batch(a, &[1], part, cfg.size)?),
+                None => None,
+            };
+            for (i, chip) in part.iter().enumerate() {
+                let valid = &batch.valid[i * plane..(i + 1) * plane];
+                let fraction = valid.iter().filter(|&&v| v).count() as f64 / plane as f64;
+                kept.push(fraction > 0.0 && 1.0 - fraction <= cfg.max_nodata);
+                let (lv, lm) = match &labels {
+                    Some(l) => {
+                        let (v, ok) = (
+                            &l.raw[i * plane..(i + 1) * plane],
+                            &l.valid[i * plane..(i + 1) * plane],
+                        );
+                        let n = ok.iter().filter(|&&o| o).count();
+                        let sum: f64 = v
+                            .iter()
+                            .zip(ok)
+                            .filter(|(_, &o)| o)
+                            .map(|(&x, _)| x as f64)
+                            .sum();
+                        (
+                            Some(n as f64 / plane as f64),
+                            (n > 0).then(|| sum / n as f64),
+                        )
+                    }
+                    None => (None, None),
+                };
+                label_valid.push(lv);
+                label_mean.push(lm);
+                label_path.push(aligned.as_ref().map(|a| a.path().display().to_string()));
+                regions.push(Region {
+                    source: info.path.display().to_string(),
+                    index: chip.index,
+                    col: chip.window.col,
+                    row: chip.window.row,
+                    width: chip.window.width,
+                    height: chip.window.height,
+                    bounds: chip.bounds,
+                    crs: crs.clone(),
+                    valid_fraction: fraction,
+                });
+            }
+        }
+    }
+    let n_kept = kept.iter().filter(|&&k| k).count();
+    let mut df = regions_table(&regions).drop("feature_row")?;
+    df.with_column(col::<bool>("kept", kept))?;
+    if label.is_some() {
+        df.with_column(Series::new("label_valid_fraction".into(), label_valid).into_column())?;
+        df.with_column(Series::new("label_mean".into(), label_mean).into_column())?;
+        df.with_column(Series::new("label_raster".into(), label_path).into_column())?;
+    }
+    let table = args.out.join("chips.parquet");
+    write_parquet(&table, &mut df)?;
+    eprintln!(
+        "{} chips ({} kept, {} over --max-nodata {}) from {} rasters -> {}",
+        regions.len(),
+        n_kept,
+        regions.len() - n_kept,
+        cfg.max_nodata,
+        args.rasters.len(),
+        table.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let cfg = args.chips.config()?;
+    let rasters = open_all(&args.rasters)?;
+    let norm = Normalization::preset(
+        &args.normalize,
+        &rasters.iter().collect::<Vec<_>>(),
+        &cfg.bands,
+    )?;
+    let source = ChipSource::new(rasters, cfg, norm)?;
+    let ck = args.model.load()?;
+    let layers = match &args.layers {
+        Some(s) => parse_layers(s, ck.config.depth)?,
+        None => Vec::new(),
+    };
+    let precision = matmul_precision(args.device, args.tf32);
+    let metadata = HashMap::from([
+        (
+            "dinoadapt.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("model".to_string(), ck.path.display().to_string()),
+        ("checkpoint_sha256".to_string(), ck.sha256.clone()),
+        (
+            "architecture".to_string(),
+            serde_json::to_string(&ck.config)?,
+        ),
+        ("device".to_string(), args.device.to_string()),
+        ("matmul_precision".to_string(), format!("{precision:?}")),
+        ("layers".to_string(), serde_json::to_string(&layers)?),
+    ]);
+    let table = args
+        .table
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("parquet"));
+    let job = RegionEmbedJob {
+        ck,
+        source,
+        layers,
+        norm_layers: args.norm_layers,
+        batch_size: args.batch_size,
+        output: args.output.clone(),
+        table,
+        metadata,
+        quiet: args.quiet,
+        precision,
+        chunks: batch_chunks(args.device),
+    };
+    let s = on_device(args.device, job)?;
+    eprintln!(
+        "embedded {} chips in {:.1} s -> {} (+ {})",
+        s.regions,
+        s.seconds,
+        s.features.display(),
+        s.table.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} chips {{per_sec}} eta {{eta}}"
+        ))
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn report(s: &PredictSummary) {
+    eprintln!(
+        "{} chips ({} all-nodata skipped), {:.2} Mpx in {:.2} s ({:.2} Mpx/s) -> {}",
+        s.chips,
+        s.chips_skipped_nodata,
+        s.megapixels,
+        s.seconds,
+        s.megapixels / s.seconds.max(1e-9),
+        s.output.display()
+    );
+}
+
+/// Run tiled inference with any chip model (used by `predict` and `bench satellite`).
+pub fn run_predict(
+    raster: &Raster,
+    out: &Path,
+    cfg: &PredictConfig,
+    model: &mut dyn ChipModel,
+    quiet: bool,
+) -> anyhow::Result<PredictSummary> {
+    let bar = progress_bar(quiet, "predict");
+    let s = predict_raster(raster, out, cfg, model, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(s)
+}
+
+struct PcaPredictJob {
+    args: PredictArgs,
+    raster: Raster,
+    cfg: PredictConfig,
+    norm: Normalization,
+}
+
+impl BackendJob for PcaPredictJob {
+    type Output = PredictSummary;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<PredictSummary> {
+        let ck = self.args.model.load()?;
+        let precision = matmul_precision(self.args.device, self.args.tf32);
+        let model = ck.build::<B>(&device)?.with_precision(precision);
+        let mut head = pca::PcaHead::fit(
+            model,
+            device,
+            self.norm,
+            &self.raster,
+            &self.cfg,
+            batch_chunks(self.args.device),
+        )?;
+        run_predict(
+            &self.raster,
+            &self.args.out,
+            &self.cfg,
+            &mut head,
+            self.args.quiet,
+        )
+    }
+}
+
+fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let raster = Raster::open(&args.raster)?;
+    let chip = args.chips.config()?;
+    let blend = Blend::parse(&args.blend)
+        .with_context(|| format!("--blend `{}`: cosine, gaussian or uniform", args.blend))?;
+    let cfg = PredictConfig {
+        bands: chip.bands.clone(),
+        chip_size: chip.size,
+        stride: chip.stride,
+        blend,
+        batch_size: args.batch_size.max(1),
+        nodata: args.nodata,
+        cog: args.cog,
+    };
+    let summary = if let Some(n) = args.head.strip_prefix("band:") {
+        let n: usize = n
+            .parse()
+            .with_context(|| format!("--head `{}`: band:N with N a number", args.head))?;
+        if n == 0 || n > cfg.bands.len() {
+            bail!(
+                "--head band:{n}: the selection --bands {:?} has bands 1..={}",
+                cfg.bands,
+                cfg.bands.len()
+            );
+        }
+        run_predict(
+            &raster,
+            &args.out,
+            &cfg,
+            &mut BandPassthrough { band: n - 1 },
+            args.quiet,
+        )?
+    } else if args.head == "pca" {
+        let norm = Normalization::preset(&args.normalize, &[&raster], &cfg.bands)?;
+        let device = args.device;
+        on_device(
+            device,
+            PcaPredictJob {
+                args,
+                raster,
+                cfg,
+                norm,
+            },
+        )?
+    } else {
+        bail!("--head `{}`: pca or band:N", args.head);
+    };
+    report(&summary);
+    Ok(ExitCode::SUCCESS)
+}
