@@ -2,8 +2,9 @@
 # The Debian packages dinoadapt builds against, installed only when missing:
 #   libgdal-dev  the satellite plugin (GDAL: GeoTIFF, COG, VRT, JP2; warping; CRS)
 #   pkg-config   how gdal-sys finds libgdal
+#   cmake, g++   CharLS (JPEG-LS decoding of DICOM), built from source by the charls crate
 set -euo pipefail
-packages=(libgdal-dev pkg-config)
+packages=(libgdal-dev pkg-config cmake g++)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

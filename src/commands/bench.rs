@@ -1,4 +1,4 @@
-//! `dinoadapt bench embed|train|curate`: backbone inference and training throughput with
+//! `dinoadapt bench embed|train|curate|satellite`: backbone inference and training throughput with
 //! random weights, and curation search / k-means throughput.
 
 use std::process::ExitCode;
@@ -22,6 +22,9 @@ pub enum BenchCommand {
     /// Exact top-k search and k-means over a synthetic embedding pool (compare with
     /// bench/faiss_curate.py on the same files).
     Curate(super::bench_curate::BenchCurateArgs),
+    /// Stitched tiled inference over a raster (or an N×N VRT mosaic of it): megapixels/s and
+    /// peak memory.
+    Satellite(Box<super::bench_satellite::BenchSatelliteArgs>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -102,6 +105,18 @@ impl BackendJob for Job {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Satellite(args) => {
+            let out = super::bench_satellite::run(*args)?;
+            eprintln!(
+                "{:.2} Mpx/s ({:.1} Mpx in {:.1} s), peak RSS {:.0} MiB",
+                out["megapixels_per_s"].as_f64().unwrap_or(0.0),
+                out["megapixels"].as_f64().unwrap_or(0.0),
+                out["seconds"].as_f64().unwrap_or(0.0),
+                out["peak_rss_mib"].as_f64().unwrap_or(0.0)
+            );
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Curate(args) => {
             let out = super::bench_curate::run(args)?;
             eprintln!(

@@ -12,8 +12,8 @@ use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A raster (GeoTIFF, COG, VRT, JP2, … anything GDAL opens) or a checkpoint (same as
-    /// --model).
+    /// A raster (GeoTIFF, COG, VRT, JP2, … anything GDAL opens), a volume (NIfTI .nii/.nii.gz,
+    /// a DICOM file or a folder of DICOM series) or a checkpoint (same as --model).
     pub path: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -54,16 +54,85 @@ pub fn describe(ck: &LoadedCheckpoint) -> serde_json::Value {
     })
 }
 
-/// Checkpoints are folders or .safetensors/.pth/.pt/.bin files; anything else is a data file.
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}
+
+/// Checkpoints are .safetensors/.pth/.pt/.bin files or folders holding one.
 fn is_checkpoint(path: &Path) -> bool {
-    path.is_dir()
-        || matches!(
-            path.extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase)
-                .as_deref(),
-            Some("safetensors" | "pth" | "pt" | "bin")
-        )
+    if path.is_dir() {
+        return std::fs::read_dir(path).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let p = e.path();
+                p.file_name().is_some_and(|n| n == "config.json")
+                    || matches!(
+                        extension(&p).as_deref(),
+                        Some("safetensors" | "pth" | "bin")
+                    )
+            })
+        });
+    }
+    matches!(
+        extension(path).as_deref(),
+        Some("safetensors" | "pth" | "pt" | "bin")
+    )
+}
+
+/// NIfTI files, DICOM files (by extension or the `DICM` magic at byte 128) and folders that are
+/// not checkpoints (DICOM trees).
+fn is_volume(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".dcm") {
+        return true;
+    }
+    if path.is_dir() {
+        return !is_checkpoint(path);
+    }
+    let mut magic = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic[128..] == b"DICM")
+}
+
+fn inspect_volume(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let salt = std::env::var("DINOADAPT_ID_SALT").unwrap_or_else(|_| "dinoadapt".into());
+    let pseudo = dinoadapt_radiology::Pseudonymizer::new(salt);
+    let reports = dinoadapt_radiology::inspect::inspect_path(path, &pseudo)?;
+    if json {
+        let v = if reports.len() == 1 {
+            serde_json::to_value(&reports[0])?
+        } else {
+            serde_json::to_value(&reports)?
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &reports {
+        println!("volume        {} ({})", r.id, r.kind);
+        println!("modality      {}", r.modality.as_deref().unwrap_or("?"));
+        if let (Some(d), Some(s)) = (r.dims, r.spacing) {
+            println!(
+                "grid          {} x {} x {} voxels, spacing {:.4} x {:.4} x {:.4} mm",
+                d[0], d[1], d[2], s[0], s[1], s[2]
+            );
+        }
+        if let Some(codes) = &r.axcodes {
+            let c: Vec<&str> = codes.iter().map(|c| c.as_deref().unwrap_or("?")).collect();
+            println!("orientation   {} (RAS+ axis codes)", c.concat());
+        }
+        if let Some(a) = &r.affine_lps {
+            println!("affine (LPS)  {a:?}");
+        }
+        if let (Some(lo), Some(hi)) = (r.value_min, r.value_max) {
+            println!("values        {lo} .. {hi}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect_raster(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -105,6 +174,9 @@ fn inspect_raster(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn run(mut args: InspectArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = args.path.take() {
+        if is_volume(&path) {
+            return inspect_volume(&path, args.json);
+        }
         if !is_checkpoint(&path) {
             return inspect_raster(&path, args.json);
         }

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_curate;
+pub mod bench_satellite;
 pub mod bench_train;
 pub mod curate;
 pub mod embed;

@@ -377,56 +377,58 @@ pub fn run_predict(
     Ok(s)
 }
 
-struct PcaPredictJob {
-    args: PredictArgs,
-    raster: Raster,
-    cfg: PredictConfig,
+struct PcaPredictJob<'a> {
+    model: &'a ModelArgs,
+    device: DeviceSpec,
+    tf32: bool,
+    quiet: bool,
+    raster: &'a Raster,
+    out: &'a Path,
+    cfg: &'a PredictConfig,
     norm: Normalization,
 }
 
-impl BackendJob for PcaPredictJob {
+impl BackendJob for PcaPredictJob<'_> {
     type Output = PredictSummary;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<PredictSummary> {
-        let ck = self.args.model.load()?;
-        let precision = matmul_precision(self.args.device, self.args.tf32);
+        let ck = self.model.load()?;
+        let precision = matmul_precision(self.device, self.tf32);
         let model = ck.build::<B>(&device)?.with_precision(precision);
         let mut head = pca::PcaHead::fit(
             model,
             device,
             self.norm,
-            &self.raster,
-            &self.cfg,
-            batch_chunks(self.args.device),
+            self.raster,
+            self.cfg,
+            batch_chunks(self.device),
         )?;
-        run_predict(
-            &self.raster,
-            &self.args.out,
-            &self.cfg,
-            &mut head,
-            self.args.quiet,
-        )
+        run_predict(self.raster, self.out, self.cfg, &mut head, self.quiet)
     }
 }
 
-fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    let raster = Raster::open(&args.raster)?;
-    let chip = args.chips.config()?;
-    let blend = Blend::parse(&args.blend)
-        .with_context(|| format!("--blend `{}`: cosine, gaussian or uniform", args.blend))?;
-    let cfg = PredictConfig {
-        bands: chip.bands.clone(),
-        chip_size: chip.size,
-        stride: chip.stride,
-        blend,
-        batch_size: args.batch_size.max(1),
-        nodata: args.nodata,
-        cog: args.cog,
-    };
-    let summary = if let Some(n) = args.head.strip_prefix("band:") {
+/// The model side of a prediction run.
+pub struct HeadChoice<'a> {
+    /// `pca` or `band:N`.
+    pub head: &'a str,
+    pub model: &'a ModelArgs,
+    pub normalize: &'a str,
+    pub device: DeviceSpec,
+    pub tf32: bool,
+    pub quiet: bool,
+}
+
+/// Tiled inference of `raster` with the chosen head into `out`.
+pub fn predict_with_head(
+    raster: &Raster,
+    out: &Path,
+    cfg: &PredictConfig,
+    choice: &HeadChoice,
+) -> anyhow::Result<PredictSummary> {
+    if let Some(n) = choice.head.strip_prefix("band:") {
         let n: usize = n
             .parse()
-            .with_context(|| format!("--head `{}`: band:N with N a number", args.head))?;
+            .with_context(|| format!("--head `{}`: band:N with N a number", choice.head))?;
         if n == 0 || n > cfg.bands.len() {
             bail!(
                 "--head band:{n}: the selection --bands {:?} has bands 1..={}",
@@ -434,28 +436,77 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
                 cfg.bands.len()
             );
         }
-        run_predict(
-            &raster,
-            &args.out,
-            &cfg,
+        return run_predict(
+            raster,
+            out,
+            cfg,
             &mut BandPassthrough { band: n - 1 },
-            args.quiet,
-        )?
-    } else if args.head == "pca" {
-        let norm = Normalization::preset(&args.normalize, &[&raster], &cfg.bands)?;
-        let device = args.device;
-        on_device(
-            device,
-            PcaPredictJob {
-                args,
-                raster,
-                cfg,
-                norm,
-            },
-        )?
-    } else {
-        bail!("--head `{}`: pca or band:N", args.head);
-    };
+            choice.quiet,
+        );
+    }
+    if choice.head != "pca" {
+        bail!("--head `{}`: pca or band:N", choice.head);
+    }
+    let norm = Normalization::preset(choice.normalize, &[raster], &cfg.bands)?;
+    on_device(
+        choice.device,
+        PcaPredictJob {
+            model: choice.model,
+            device: choice.device,
+            tf32: choice.tf32,
+            quiet: choice.quiet,
+            raster,
+            out,
+            cfg,
+            norm,
+        },
+    )
+}
+
+/// The prediction settings of the command line.
+pub fn predict_config(
+    chips: &ChipArgs,
+    blend: &str,
+    batch: usize,
+    nodata: Option<f64>,
+    cog: bool,
+) -> anyhow::Result<PredictConfig> {
+    let chip = chips.config()?;
+    let blend = Blend::parse(blend)
+        .with_context(|| format!("--blend `{blend}`: cosine, gaussian or uniform"))?;
+    Ok(PredictConfig {
+        bands: chip.bands,
+        chip_size: chip.size,
+        stride: chip.stride,
+        blend,
+        batch_size: batch.max(1),
+        nodata,
+        cog,
+    })
+}
+
+fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let raster = Raster::open(&args.raster)?;
+    let cfg = predict_config(
+        &args.chips,
+        &args.blend,
+        args.batch_size,
+        args.nodata,
+        args.cog,
+    )?;
+    let summary = predict_with_head(
+        &raster,
+        &args.out,
+        &cfg,
+        &HeadChoice {
+            head: &args.head,
+            model: &args.model,
+            normalize: &args.normalize,
+            device: args.device,
+            tf32: args.tf32,
+            quiet: args.quiet,
+        },
+    )?;
     report(&summary);
     Ok(ExitCode::SUCCESS)
 }

@@ -7,16 +7,30 @@
 //! - [`dicom`]: single files (all transfer syntaxes dicom-rs decodes in pure Rust) and series.
 //! - [`privacy`]: pseudonymous ids, identifying attributes.
 //! - [`inspect`]: the serialisable [`inspect::VolumeReport`] behind `inspect --json`.
+//! - [`reorient`]: exact reorientation to canonical RAS / LPS (permutation and flips).
+//! - [`resample`]: resampling to a spacing or onto another grid, centred crop / pad.
+//! - [`intensity`]: CT windows, MR percentiles, min-max.
+//! - [`slices`]: axial / coronal / sagittal slices in display orientation with world positions.
+//! - [`inputs`]: slices as model inputs (2.5D channels, resize, normalisation).
+//! - [`source`]: [`source::SliceSource`], the `RegionSource` of a volume's slices.
+//! - [`predictions`]: per-slice predictions back onto the source grid, written as NIfTI.
 
 // Index loops read more clearly than iterator chains in small 3x3 / 4x4 matrix code.
 #![allow(clippy::needless_range_loop)]
 
 pub mod dicom;
 pub mod error;
+pub mod inputs;
 pub mod inspect;
+pub mod intensity;
 pub(crate) mod linalg;
 pub mod nifti;
+pub mod predictions;
 pub mod privacy;
+pub mod reorient;
+pub mod resample;
+pub mod slices;
+pub mod source;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -213,6 +213,35 @@ impl Volume {
         (i < nx && j < ny && k < nz && t < self.frames).then(|| i + nx * (j + ny * (k + nz * t)))
     }
 
+    /// Frame `t` as a 3D volume (same geometry, modality and id).
+    pub fn frame(&self, t: usize) -> Result<Volume> {
+        if t >= self.frames {
+            return Err(Error::InvalidVolume {
+                reason: format!("frame {t} out of range (volume has {} frames)", self.frames),
+            });
+        }
+        let n = self.voxels_per_frame();
+        Ok(Volume {
+            voxels: self.voxels[t * n..(t + 1) * n].to_vec(),
+            frames: 1,
+            ..self.clone_geometry()
+        })
+    }
+
+    /// This volume's geometry, modality and id with no voxels (frames 0): a template.
+    fn clone_geometry(&self) -> Volume {
+        Volume {
+            voxels: Vec::new(),
+            dims: self.dims,
+            frames: 0,
+            spacing: self.spacing,
+            direction: self.direction,
+            origin: self.origin,
+            modality: self.modality.clone(),
+            id: self.id.clone(),
+        }
+    }
+
     /// Voxel-to-LPS affine (mm), rows `[R·diag(spacing) | origin]`.
     pub fn affine_lps(&self) -> [[f64; 4]; 4] {
         let mut lin: Mat3 = [[0.0; 3]; 3];

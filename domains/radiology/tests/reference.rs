@@ -13,6 +13,10 @@ use serde_json::Value;
 /// they may fail, but then with a clear typed error.
 const MAY_FAIL_PIXELS: &[&str] = &["dicom/JPGExtended.dcm", "dicom/rtdose.dcm"];
 
+/// Files pydicom could not decode in the reference run but this build must (JPEG-LS through
+/// CharLS: dicom-pixeldata's `charls` feature).
+const MUST_DECODE: &[&str] = &["dicom/MR_small_jpeg_ls_lossless.dcm"];
+
 fn tolerance(key: &str) -> (f64, f64) {
     // (absolute, relative)
     match key {
@@ -99,7 +103,11 @@ fn reference_geometry_nifti_dicom_and_series() {
         let pixel_failed = got.get("pixel_error").is_some_and(|v| !v.is_null());
         if pixel_failed {
             let reason = got["pixel_error"].as_str().unwrap_or_default().to_string();
-            if want_obj.contains_key("pixel_error") || MAY_FAIL_PIXELS.contains(&name.as_str()) {
+            if MUST_DECODE.contains(&name.as_str()) {
+                problems.push(format!("{name}: must decode, got: {reason}"));
+            } else if want_obj.contains_key("pixel_error")
+                || MAY_FAIL_PIXELS.contains(&name.as_str())
+            {
                 // must be a typed error naming the transfer syntax
                 let file = read_dicom_file(&path, &pseudo).unwrap();
                 match &file.pixels {
@@ -144,4 +152,18 @@ fn reference_geometry_nifti_dicom_and_series() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+#[test]
+fn jpeg_ls_lossless_decodes_to_the_uncompressed_pixels() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let pseudo = Pseudonymizer::new("reference-test");
+    let plain = read_dicom_file(data.join("dicom/MR_small.dcm"), &pseudo).unwrap();
+    let jls = read_dicom_file(data.join("dicom/MR_small_jpeg_ls_lossless.dcm"), &pseudo).unwrap();
+    assert_eq!(jls.info.transfer_syntax, "1.2.840.10008.1.2.4.80");
+    let (a, b) = (plain.pixels.unwrap(), jls.pixels.unwrap());
+    assert_eq!(a.values.len(), 64 * 64);
+    assert_eq!(a.values, b.values);
 }

@@ -38,7 +38,7 @@ pub struct DicomFileInfo {
     pub spacing_between_slices: Option<f64>,
     pub rescale_slope: Option<f64>,
     pub rescale_intercept: Option<f64>,
-    /// Shape of the pixel array as pydicom gives it: [frames,] rows, columns[, samples].
+    /// Shape of the pixel array as pydicom gives it: `[frames,] rows, columns[, samples]`.
     pub pixel_shape: Option<Vec<usize>>,
     /// Why the pixels could not be decoded (then no value range is given).
     pub pixel_error: Option<String>,

@@ -10,7 +10,7 @@
 //! A file that cannot be read, decoded or placed is reported in [`SeriesScan::errors`] and the
 //! rest goes on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -45,18 +45,40 @@ impl Default for SeriesOptions {
     }
 }
 
-/// One file that could not be used, and why. `file` is the path as given / found.
+/// One file that could not be used, and why.
+///
+/// Carries no path: folder names of DICOM exports often hold patient names or ids, so only
+/// the file's base name and its position in the walk are kept, and the message has the full
+/// path replaced by the base name (and any remaining folder by `<folder>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileError {
+    /// Base name of the file (or folder) only.
     pub file: String,
+    /// Position of the file in the walk ([`collect_files`] order: sorted, depth-first);
+    /// `None` for a folder, a missing path or a whole series.
+    #[serde(default)]
+    pub index: Option<usize>,
     pub message: String,
 }
 
 impl FileError {
-    fn new(path: &Path, message: impl Into<String>) -> Self {
+    fn new(path: &Path, index: Option<usize>, message: impl Into<String>) -> Self {
+        let file = file_label(path);
+        let mut message: String = message.into();
+        let full = path.display().to_string();
+        if !full.is_empty() && full != file {
+            message = message.replace(&full, &file);
+        }
+        if let Some(parent) = path.parent() {
+            let parent = parent.display().to_string();
+            if parent.len() > 1 {
+                message = message.replace(&parent, "<folder>");
+            }
+        }
         FileError {
-            file: path.display().to_string(),
-            message: message.into(),
+            file,
+            index,
+            message,
         }
     }
 }
@@ -167,6 +189,7 @@ pub fn collect_files(paths: &[impl AsRef<Path>]) -> (Vec<PathBuf>, Vec<FileError
         if depth > 64 {
             errors.push(FileError::new(
                 dir,
+                None,
                 "folder nesting deeper than 64 levels, skipped",
             ));
             return;
@@ -174,7 +197,11 @@ pub fn collect_files(paths: &[impl AsRef<Path>]) -> (Vec<PathBuf>, Vec<FileError
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                errors.push(FileError::new(dir, format!("cannot list folder: {e}")));
+                errors.push(FileError::new(
+                    dir,
+                    None,
+                    format!("cannot list folder: {e}"),
+                ));
                 return;
             }
         };
@@ -204,7 +231,7 @@ pub fn collect_files(paths: &[impl AsRef<Path>]) -> (Vec<PathBuf>, Vec<FileError
         } else if p.is_file() {
             files.push(p.to_path_buf());
         } else {
-            errors.push(FileError::new(p, "no such file or folder"));
+            errors.push(FileError::new(p, None, "no such file or folder"));
         }
     }
     (files, errors)
@@ -233,16 +260,21 @@ pub fn load_series_with(
     let (files, mut errors) = collect_files(paths);
     let mut scan = SeriesScan::default();
     let mut groups: BTreeMap<String, Vec<DicomFile>> = BTreeMap::new();
-    for path in &files {
+    let index_of: HashMap<&Path, usize> = files
+        .iter()
+        .enumerate()
+        .map(|(n, p)| (p.as_path(), n))
+        .collect();
+    for (n, path) in files.iter().enumerate() {
         let file = match read_dicom_file(path, pseudo) {
             Ok(f) => f,
             Err(e) => {
-                errors.push(FileError::new(path, e.to_string()));
+                errors.push(FileError::new(path, Some(n), e.to_string()));
                 continue;
             }
         };
         if let Err(e) = &file.pixels {
-            errors.push(FileError::new(path, e.to_string()));
+            errors.push(FileError::new(path, Some(n), e.to_string()));
             continue;
         }
         let classic = file.planes.len() == 1 && file.info.frames == 1;
@@ -254,15 +286,15 @@ pub fn load_series_with(
         } else {
             match standalone(&file, opts) {
                 Ok(v) => scan.series.push(v),
-                Err(e) => errors.push(FileError::new(path, e.to_string())),
+                Err(e) => errors.push(FileError::new(path, Some(n), e.to_string())),
             }
         }
     }
     for (_, group) in groups {
-        match build_series(group, opts, &mut errors) {
+        match build_series(group, opts, &index_of, &mut errors) {
             Ok(Some(v)) => scan.series.push(v),
             Ok(None) => {}
-            Err(e) => errors.push(FileError::new(Path::new("<series>"), e.to_string())),
+            Err(e) => errors.push(FileError::new(Path::new("<series>"), None, e.to_string())),
         }
     }
     scan.errors = errors;
@@ -339,6 +371,7 @@ fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
 fn build_series(
     group: Vec<DicomFile>,
     opts: &SeriesOptions,
+    index_of: &HashMap<&Path, usize>,
     errors: &mut Vec<FileError>,
 ) -> Result<Option<SeriesVolume>> {
     // the largest set of slices sharing size, orientation and pixel spacing forms the volume
@@ -390,6 +423,7 @@ fn build_series(
         } else {
             errors.push(FileError::new(
                 &f.path,
+                index_of.get(f.path.as_path()).copied(),
                 format!(
                     "size {}x{}, orientation {:?} or pixel spacing {:?} differs from the rest of its series ({}x{}, {:?}, {:?}); not stacked",
                     k.1, k.0, k.2, k.3, reference.1, reference.0, reference.2, reference.3
@@ -409,6 +443,7 @@ fn build_series(
             if d.abs() < opts.duplicate_mm {
                 errors.push(FileError::new(
                     &slices[i].path,
+                    index_of.get(slices[i].path.as_path()).copied(),
                     format!(
                         "same slice position as {} (duplicate or another echo/time point); skipped",
                         file_label(&slices[prev].path)

@@ -131,7 +131,7 @@ pub struct QformFields {
     pub quatern: [f64; 3],
     /// qoffset_x, qoffset_y, qoffset_z.
     pub qoffset: [f64; 3],
-    /// pixdim[0]: 1 or -1.
+    /// `pixdim[0]`: 1 or -1.
     pub qfac: f64,
     /// pixdim[1..4].
     pub zooms: [f64; 3],
