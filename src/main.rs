@@ -40,6 +40,10 @@ enum Command {
     /// Satellite rasters through GDAL: chips, chip embeddings, stitched georeferenced predictions.
     #[command(subcommand)]
     Satellite(commands::satellite::SatelliteCommand),
+    /// Radiology volumes (DICOM series, NIfTI): conversion, model-input slices, slice and
+    /// volume features, label maps back on the source grid.
+    #[command(subcommand)]
+    Radiology(commands::radiology::RadiologyCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Pretrain(a) => commands::pretrain::run_command(a),
         Command::Curate(a) => commands::curate::run(*a),
         Command::Satellite(c) => commands::satellite::run(c),
+        Command::Radiology(c) => commands::radiology::run(c),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {
@@ -75,5 +80,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

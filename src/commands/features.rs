@@ -112,3 +112,27 @@ pub fn append_batch<B: Backend>(
     }
     Ok(())
 }
+
+/// Patch tokens of a batch: `[image][patch][dim]` and the patch grid.
+pub fn patch_tokens<B: Backend>(
+    model: &VisionTransformer<B>,
+    device: &B::Device,
+    pixels: Vec<f32>,
+    n: usize,
+    size: usize,
+    chunks: usize,
+) -> anyhow::Result<(Vec<f32>, (usize, usize))> {
+    let cfg = &model.config;
+    let (gh, gw) = model.grid_of(size, size);
+    let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, size, size]), device);
+    let f = model.forward_features_chunked(x, &[], chunks);
+    let prefix = 1 + cfg.num_register_tokens;
+    let patches = f
+        .tokens
+        .narrow(1, prefix, gh * gw)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))?;
+    Ok((patches, (gh, gw)))
+}

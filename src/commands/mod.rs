@@ -9,5 +9,6 @@ pub mod features;
 pub mod inspect;
 pub mod parity;
 pub mod pretrain;
+pub mod radiology;
 pub mod regions;
 pub mod satellite;

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{Column, IntoColumn, NamedFrom, Series};
 
 use crate::commands::embed::parse_layers;
-use crate::commands::regions::RegionEmbedJob;
+use crate::commands::regions::{EmbedSettings, RegionEmbedJob};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::backend::DeviceSpec;
@@ -311,15 +311,17 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let job = RegionEmbedJob {
         ck,
         source,
-        layers,
-        norm_layers: args.norm_layers,
-        batch_size: args.batch_size,
+        settings: EmbedSettings {
+            layers,
+            norm_layers: args.norm_layers,
+            batch_size: args.batch_size,
+            quiet: args.quiet,
+            precision,
+            chunks: batch_chunks(args.device),
+            metadata,
+        },
         output: args.output.clone(),
         table,
-        metadata,
-        quiet: args.quiet,
-        precision,
-        chunks: batch_chunks(args.device),
     };
     let s = on_device(args.device, job)?;
     eprintln!(

@@ -4,8 +4,9 @@
 
 use anyhow::bail;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use dinoadapt_core::vit::VisionTransformer;
+
+use crate::commands::features::patch_tokens;
 use dinoadapt_satellite::predict::{read_batch, ChipBatch, ChipModel, PredictConfig};
 use dinoadapt_satellite::{ChipGrid, Normalization, Raster};
 
@@ -17,30 +18,6 @@ pub struct PcaHead<B: Backend> {
     mean: Vec<f64>,
     /// Three unit vectors of length D.
     basis: Vec<Vec<f64>>,
-}
-
-/// Patch tokens of a batch: `[chip][patch][dim]` and the patch grid.
-fn patch_tokens<B: Backend>(
-    model: &VisionTransformer<B>,
-    device: &B::Device,
-    pixels: Vec<f32>,
-    n: usize,
-    size: usize,
-    chunks: usize,
-) -> anyhow::Result<(Vec<f32>, (usize, usize))> {
-    let cfg = &model.config;
-    let (gh, gw) = model.grid_of(size, size);
-    let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, size, size]), device);
-    let f = model.forward_features_chunked(x, &[], chunks);
-    let prefix = 1 + cfg.num_register_tokens;
-    let patches = f
-        .tokens
-        .narrow(1, prefix, gh * gw)
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))?;
-    Ok((patches, (gh, gw)))
 }
 
 /// The top `k` eigenvectors of a symmetric `d`×`d` matrix by subspace iteration.

@@ -1,0 +1,508 @@
+//! `dinoadapt radiology convert|slices|embed|predict`: DICOM series and NIfTI volumes.
+//!
+//! Every output is keyed by the volume's pseudonymous id; no path from the input tree and no
+//! identifying DICOM value is written to a file or printed (folder names of exports often hold
+//! patient names, so messages keep base names only).
+
+mod kmeans_head;
+mod volumes;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use clap::{Args, Subcommand};
+use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
+use dinoadapt_datasets::{write_parquet, FeatureWriter};
+use dinoadapt_radiology::inputs::{Channels, InputSpec};
+use dinoadapt_radiology::intensity::Intensity;
+use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
+use dinoadapt_radiology::slices::Axis;
+use dinoadapt_radiology::source::{SliceOptions, SliceSource};
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+
+use crate::commands::embed::parse_layers;
+use crate::commands::regions::{EmbedSettings, RegionEmbedder};
+use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
+use crate::model_args::ModelArgs;
+use volumes::{for_each_volume, VolumeItem, VolumeRow};
+
+#[derive(Subcommand, Debug)]
+pub enum RadiologyCommand {
+    /// DICOM series / NIfTI volumes -> NIfTI (float32, source affine) named by pseudonymous id,
+    /// with volumes.parquet (geometry, spacing checks, failures).
+    Convert(ConvertArgs),
+    /// Volumes -> model-input slices as PNG (axis, intensity window, 2.5D channels) and
+    /// slices.parquet (slice index, LPS position).
+    Slices(SlicesArgs),
+    /// Volumes -> per-slice features (one feature file per volume) and pooled per-volume
+    /// features (volumes.safetensors), with slice positions.
+    Embed(Box<EmbedArgs>),
+    /// Volumes -> a label map per volume, written as NIfTI on the source grid and affine.
+    Predict(Box<PredictArgs>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VolumeInputs {
+    /// NIfTI files (.nii, .nii.gz), DICOM files, or folders of DICOM files (searched
+    /// recursively, grouped by SeriesInstanceUID).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Salt of the pseudonymous ids (default: $DINOADAPT_ID_SALT, else "dinoadapt"). Keep it
+    /// secret: with it, ids can be recomputed from UIDs.
+    #[arg(long)]
+    pub id_salt: Option<String>,
+    /// JSON object mapping original Series/StudyInstanceUIDs to the ids to use.
+    #[arg(long)]
+    pub id_map: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SliceArgs {
+    /// axial, coronal or sagittal (of the volume reoriented to RAS).
+    #[arg(long, default_value = "axial")]
+    pub axis: String,
+    /// CT window (lung, mediastinum, abdomen, bone, brain, liver, window:LOW,HIGH), MR
+    /// percentiles (mr, percentile:P1,P2), minmax or none.
+    #[arg(long, default_value = "minmax")]
+    pub intensity: String,
+    /// The three input channels: repeat, neighbours (slices k-1, k, k+1) or
+    /// windows:A;B;C (three intensity maps of one slice).
+    #[arg(long, default_value = "repeat")]
+    pub channels: String,
+    /// Model input side in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Every N-th slice.
+    #[arg(long, default_value_t = 1)]
+    pub step: usize,
+    /// Leave out slices with no voxel above --background.
+    #[arg(long)]
+    pub skip_empty: bool,
+    /// Background level (default: the volume's minimum), e.g. -1000 for CT air.
+    #[arg(long, allow_hyphen_values = true)]
+    pub background: Option<f32>,
+    /// Stretch slices to the square input instead of keeping their physical aspect.
+    #[arg(long)]
+    pub stretch: bool,
+}
+
+impl SliceArgs {
+    pub fn options(&self) -> anyhow::Result<SliceOptions> {
+        let axis: Axis = self
+            .axis
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--axis `{}`: {e}", self.axis))?;
+        let intensity: Intensity = self
+            .intensity
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--intensity `{}`: {e}", self.intensity))?;
+        let channels: Channels = self
+            .channels
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--channels `{}`: {e}", self.channels))?;
+        if self.step == 0 {
+            anyhow::bail!("--step must be at least 1");
+        }
+        Ok(SliceOptions {
+            axis,
+            input: InputSpec {
+                intensity,
+                channels,
+                size: self.size,
+                keep_aspect: !self.stretch,
+                ..InputSpec::default()
+            },
+            step: self.step,
+            skip_empty: self.skip_empty,
+            background: self.background,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub volumes: VolumeInputs,
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SlicesArgs {
+    #[command(flatten)]
+    pub volumes: VolumeInputs,
+    #[command(flatten)]
+    pub slices: SliceArgs,
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub volumes: VolumeInputs,
+    #[command(flatten)]
+    pub slices: SliceArgs,
+    /// Intermediate blocks to keep as `layer.{i}`: indices `8,9,10,11` or `last:4`.
+    #[arg(long)]
+    pub layers: Option<String>,
+    #[arg(long)]
+    pub norm_layers: bool,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub tf32: bool,
+    #[arg(long)]
+    pub quiet: bool,
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub volumes: VolumeInputs,
+    #[command(flatten)]
+    pub slices: SliceArgs,
+    /// `kmeans:K`: the backbone's patch tokens of the whole volume clustered into K groups
+    /// (k-means++, cosine), a label map 1..K (0 = padding / no prediction).
+    #[arg(long, default_value = "kmeans:4")]
+    pub head: String,
+    /// Seed of the k-means++ initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub kmeans_seed: u64,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub tf32: bool,
+    #[arg(long)]
+    pub quiet: bool,
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: RadiologyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RadiologyCommand::Convert(a) => convert(a),
+        RadiologyCommand::Slices(a) => slices(a),
+        RadiologyCommand::Embed(a) => embed(*a),
+        RadiologyCommand::Predict(a) => predict(*a),
+    }
+}
+
+fn col<T>(name: &str, v: Vec<T>) -> Column
+where
+    Series: NamedFrom<Vec<T>, [T]>,
+{
+    Series::new(name.into(), v).into_column()
+}
+
+/// Write the per-volume table and say how it went; failures leave a non-zero count.
+fn finish(out: &Path, rows: &[VolumeRow], what: &str) -> anyhow::Result<ExitCode> {
+    let table = out.join("volumes.parquet");
+    write_parquet(&table, &mut volumes::table(rows))?;
+    let failed = rows.iter().filter(|r| r.status != "ok").count();
+    eprintln!(
+        "{what}: {} volumes ok, {failed} failed -> {}",
+        rows.len() - failed,
+        table.display()
+    );
+    for r in rows.iter().filter(|r| r.status != "ok") {
+        eprintln!("  input #{} {}: {}", r.input_index, r.file, r.error);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.out)?;
+    let mut rows = Vec::new();
+    for_each_volume(&args.volumes, |item| {
+        match item {
+            VolumeItem::Failed(row) => rows.push(row),
+            VolumeItem::Volume(volume, mut row) => {
+                let name = format!("{}.nii.gz", volume.id);
+                match write_nifti(&volume, args.out.join(&name), &NiftiWriteOptions::default()) {
+                    Ok(()) => row.output = name,
+                    Err(e) => row.fail(e.to_string()),
+                }
+                rows.push(row);
+            }
+        }
+        Ok(())
+    })?;
+    finish(&args.out, &rows, "convert")
+}
+
+/// A model-input slice `[3][size][size]` back to RGB bytes (undoing the mean/std).
+fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
+    let plane = spec.size * spec.size;
+    let mut rgb = vec![0u8; 3 * plane];
+    for c in 0..3 {
+        for (i, v) in pixels[c * plane..(c + 1) * plane].iter().enumerate() {
+            let x = v * spec.std[c] + spec.mean[c];
+            rgb[3 * i + c] = (x.clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    rgb
+}
+
+fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
+    use dinoadapt_datasets::RegionSource;
+    let options = args.slices.options()?;
+    std::fs::create_dir_all(&args.out)?;
+    let mut rows = Vec::new();
+    let (mut ids, mut index, mut pos, mut valid, mut png) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for_each_volume(&args.volumes, |item| {
+        let (volume, mut row) = match item {
+            VolumeItem::Failed(row) => {
+                rows.push(row);
+                return Ok(());
+            }
+            VolumeItem::Volume(v, row) => (v, row),
+        };
+        let mut source = match SliceSource::new(&volume, options) {
+            Ok(s) => s,
+            Err(e) => {
+                row.fail(e.to_string());
+                rows.push(row);
+                return Ok(());
+            }
+        };
+        let dir = args.out.join(&volume.id);
+        std::fs::create_dir_all(&dir)?;
+        let records = source.records().to_vec();
+        let mut n = 0;
+        while let Some(batch) = source.next_batch(16).map_err(anyhow::Error::msg)? {
+            let per = 3 * options.input.size * options.input.size;
+            for (i, _) in batch.regions.iter().enumerate() {
+                let r = &records[n];
+                let name = format!("{}/{}_{:04}.png", volume.id, options.axis, r.slice_index);
+                let rgb = to_rgb(&batch.pixels[i * per..(i + 1) * per], &options.input);
+                let size = options.input.size as u32;
+                image::RgbImage::from_raw(size, size, rgb)
+                    .context("slice image")?
+                    .save(args.out.join(&name))
+                    .with_context(|| format!("writing {name}"))?;
+                ids.push(volume.id.clone());
+                index.push(r.slice_index as u64);
+                pos.push(r.position_lps);
+                valid.push(r.valid_fraction);
+                png.push(name);
+                n += 1;
+            }
+        }
+        row.output = format!("{}/", volume.id);
+        row.regions = n;
+        rows.push(row);
+        Ok(())
+    })?;
+    let mut df = DataFrame::new(
+        ids.len(),
+        vec![
+            col::<String>("volume_id", ids),
+            col::<String>("axis", vec![options.axis.to_string(); index.len()]),
+            col::<u64>("slice_index", index),
+            col::<f64>("x_lps", pos.iter().map(|p| p[0]).collect()),
+            col::<f64>("y_lps", pos.iter().map(|p| p[1]).collect()),
+            col::<f64>("z_lps", pos.iter().map(|p| p[2]).collect()),
+            col::<f64>("valid_fraction", valid),
+            col::<String>("png", png),
+        ],
+    )?;
+    write_parquet(&args.out.join("slices.parquet"), &mut df)?;
+    finish(&args.out, &rows, "slices")
+}
+
+/// The slice table of one volume: feature row n = record n.
+fn slice_table(records: &[dinoadapt_radiology::source::SliceRecord]) -> anyhow::Result<DataFrame> {
+    Ok(DataFrame::new(
+        records.len(),
+        vec![
+            col::<u64>("feature_row", (0..records.len() as u64).collect()),
+            col::<String>(
+                "volume_id",
+                records.iter().map(|r| r.volume_id.clone()).collect(),
+            ),
+            col::<String>("axis", records.iter().map(|r| r.axis.to_string()).collect()),
+            col::<u64>(
+                "slice_index",
+                records.iter().map(|r| r.slice_index as u64).collect(),
+            ),
+            col::<f64>("x_lps", records.iter().map(|r| r.position_lps[0]).collect()),
+            col::<f64>("y_lps", records.iter().map(|r| r.position_lps[1]).collect()),
+            col::<f64>("z_lps", records.iter().map(|r| r.position_lps[2]).collect()),
+            col::<f64>(
+                "valid_fraction",
+                records.iter().map(|r| r.valid_fraction).collect(),
+            ),
+        ],
+    )?)
+}
+
+fn metadata(
+    ck: &dinoadapt_core::checkpoint::LoadedCheckpoint,
+) -> anyhow::Result<HashMap<String, String>> {
+    Ok(HashMap::from([
+        (
+            "dinoadapt.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("model".to_string(), ck.path.display().to_string()),
+        ("checkpoint_sha256".to_string(), ck.sha256.clone()),
+        (
+            "architecture".to_string(),
+            serde_json::to_string(&ck.config)?,
+        ),
+    ]))
+}
+
+struct RadiologyEmbedJob {
+    args: EmbedArgs,
+    options: SliceOptions,
+    ck: dinoadapt_core::checkpoint::LoadedCheckpoint,
+    layers: Vec<usize>,
+}
+
+impl BackendJob for RadiologyEmbedJob {
+    type Output = ExitCode;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
+        let args = &self.args;
+        let mut meta = metadata(&self.ck)?;
+        meta.insert("device".into(), args.device.to_string());
+        let embedder = RegionEmbedder::<B>::new(
+            &self.ck,
+            device,
+            EmbedSettings {
+                layers: self.layers.clone(),
+                norm_layers: args.norm_layers,
+                batch_size: args.batch_size,
+                quiet: args.quiet,
+                precision: matmul_precision(args.device, args.tf32),
+                chunks: batch_chunks(args.device),
+                metadata: meta.clone(),
+            },
+        )?;
+        std::fs::create_dir_all(&args.out)?;
+        let mut rows = Vec::new();
+        let mut pooled: Vec<f32> = Vec::new();
+        let mut dim = 0;
+        for_each_volume(&args.volumes, |item| {
+            let (volume, mut row) = match item {
+                VolumeItem::Failed(row) => {
+                    rows.push(row);
+                    return Ok(());
+                }
+                VolumeItem::Volume(v, row) => (v, row),
+            };
+            let source = match SliceSource::new(&volume, self.options) {
+                Ok(s) => s,
+                Err(e) => {
+                    row.fail(e.to_string());
+                    rows.push(row);
+                    return Ok(());
+                }
+            };
+            let records = source.records().to_vec();
+            let name = format!("{}.safetensors", volume.id);
+            let features = args.out.join(&name);
+            match embedder.embed(source, &features) {
+                Ok(e) => {
+                    write_parquet(
+                        &args.out.join(format!("{}.parquet", volume.id)),
+                        &mut slice_table(&records[..e.regions.len()])?,
+                    )?;
+                    // The pooled volume feature: the mean class token over its slices.
+                    let (tensors, _) = read_safetensors(&features)?;
+                    let (_, cls) = tensors
+                        .into_iter()
+                        .find(|(n, _)| n == "cls")
+                        .context("cls features")?;
+                    dim = cls.shape[1];
+                    let n = cls.shape[0];
+                    let mut mean = vec![0f32; dim];
+                    for r in cls.data.chunks(dim) {
+                        for (m, v) in mean.iter_mut().zip(r) {
+                            *m += v / n as f32;
+                        }
+                    }
+                    row.feature_row = Some((pooled.len() / dim.max(1)) as u64);
+                    pooled.extend(mean);
+                    row.output = name;
+                    row.regions = e.regions.len();
+                }
+                Err(e) => row.fail(format!("{e:#}")),
+            }
+            rows.push(row);
+            Ok(())
+        })?;
+        if let Some(n) = pooled.len().checked_div(dim) {
+            meta.insert("pooling".into(), "mean of the slices' cls tokens".into());
+            meta.insert("slices".into(), serde_json::to_string(&self.options)?);
+            let mut w = FeatureWriter::create(
+                &args.out.join("volumes.safetensors"),
+                &[("cls_mean".to_string(), vec![n, dim])],
+                &meta,
+            )?;
+            w.append("cls_mean", &pooled)?;
+            w.finish()?;
+        }
+        finish(&args.out, &rows, "embed")
+    }
+}
+
+fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
+    if args.batch_size == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
+    let options = args.slices.options()?;
+    let ck = args.model.load()?;
+    let layers = match &args.layers {
+        Some(s) => parse_layers(s, ck.config.depth)?,
+        None => Vec::new(),
+    };
+    let device = args.device;
+    on_device(
+        device,
+        RadiologyEmbedJob {
+            args,
+            options,
+            ck,
+            layers,
+        },
+    )
+}
+
+fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let k: usize = args
+        .head
+        .strip_prefix("kmeans:")
+        .and_then(|k| k.parse().ok())
+        .filter(|&k| (1..=255).contains(&k))
+        .with_context(|| format!("--head `{}`: kmeans:K with K in 1..=255", args.head))?;
+    let options = args.slices.options()?;
+    let ck = args.model.load()?;
+    let device = args.device;
+    on_device(
+        device,
+        kmeans_head::KmeansPredictJob {
+            args,
+            options,
+            ck,
+            k,
+        },
+    )
+}

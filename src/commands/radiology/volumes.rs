@@ -1,0 +1,227 @@
+//! Loading the inputs of a radiology command one by one (a NIfTI file, or every series under a
+//! DICOM file or folder), with one table row per volume or failure. Rows carry the
+//! pseudonymous id and base names only: never a folder path of the input tree.
+
+use std::path::Path;
+
+use dinoadapt_radiology::dicom::load_series;
+use dinoadapt_radiology::nifti::read_nifti;
+use dinoadapt_radiology::{Pseudonymizer, Volume};
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+
+use super::VolumeInputs;
+
+/// One row of `volumes.parquet`.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeRow {
+    /// Position of the input on the command line.
+    pub input_index: usize,
+    /// Base name of a file inside a folder input that failed (empty otherwise: the input is
+    /// named by `input_index` only, as folder and file names of exports can carry names).
+    pub file: String,
+    pub id: String,
+    pub kind: String,
+    pub modality: String,
+    pub status: String,
+    pub error: String,
+    pub dims: [u64; 3],
+    pub spacing: [f64; 3],
+    /// RAS+ axis codes, e.g. "LPS".
+    pub orientation: String,
+    pub uneven_spacing: Option<bool>,
+    pub gantry_tilt_deg: Option<f64>,
+    /// What was written for the volume (relative to the output folder).
+    pub output: String,
+    /// Slices embedded or written.
+    pub regions: usize,
+    /// Row of the pooled feature in volumes.safetensors.
+    pub feature_row: Option<u64>,
+}
+
+impl VolumeRow {
+    pub fn fail(&mut self, message: impl Into<String>) {
+        self.status = "failed".into();
+        self.error = message.into();
+    }
+
+    fn of(volume: &Volume, input_index: usize, kind: &str) -> Self {
+        VolumeRow {
+            input_index,
+            id: volume.id.clone(),
+            kind: kind.into(),
+            modality: volume.modality.clone().unwrap_or_default(),
+            status: "ok".into(),
+            dims: volume.dims.map(|d| d as u64),
+            spacing: volume.spacing,
+            orientation: volume
+                .orientation_code()
+                .iter()
+                .map(|c| c.unwrap_or("?"))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A loaded volume with its row, or a failure row.
+pub enum VolumeItem {
+    Volume(Box<Volume>, VolumeRow),
+    Failed(VolumeRow),
+}
+
+fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".into())
+}
+
+/// `message` with `path` replaced by `name` and every folder above it removed.
+pub fn scrub(message: &str, path: &Path, name: &str) -> String {
+    let mut m = message.replace(&path.display().to_string(), name);
+    m = m.replace(&base_name(path), name);
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty() && d != &Path::new("/")) {
+        m = m.replace(&d.display().to_string(), "<folder>");
+        dir = d.parent();
+    }
+    m
+}
+
+fn is_nifti(path: &Path) -> bool {
+    let name = base_name(path).to_ascii_lowercase();
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
+fn pseudonymizer(inputs: &VolumeInputs) -> anyhow::Result<Pseudonymizer> {
+    let salt = inputs
+        .id_salt
+        .clone()
+        .or_else(|| std::env::var("DINOADAPT_ID_SALT").ok())
+        .unwrap_or_else(|| "dinoadapt".into());
+    let p = Pseudonymizer::new(salt);
+    Ok(match &inputs.id_map {
+        Some(m) => p.load_mapping(m)?,
+        None => p,
+    })
+}
+
+/// Load every input in turn and hand each volume (or failure) to `f`; one volume in memory at
+/// a time per input file (a DICOM folder's series are loaded together).
+pub fn for_each_volume(
+    inputs: &VolumeInputs,
+    mut f: impl FnMut(VolumeItem) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let pseudo = pseudonymizer(inputs)?;
+    for (i, path) in inputs.inputs.iter().enumerate() {
+        let label = format!("input #{i}");
+        let failed = |message: String| {
+            VolumeItem::Failed(VolumeRow {
+                input_index: i,
+                status: "failed".into(),
+                error: scrub(&message, path, &label),
+                ..Default::default()
+            })
+        };
+        if is_nifti(path) {
+            match read_nifti(path, &pseudo) {
+                Ok(img) => {
+                    let row = VolumeRow::of(&img.volume, i, "nifti");
+                    f(VolumeItem::Volume(Box::new(img.volume), row))?;
+                }
+                Err(e) => f(failed(e.to_string()))?,
+            }
+            continue;
+        }
+        match load_series(std::slice::from_ref(path), &pseudo) {
+            Ok(scan) => {
+                for s in scan.series {
+                    let mut row = VolumeRow::of(&s.volume, i, "dicom_series");
+                    row.uneven_spacing = Some(s.info.uneven_spacing);
+                    row.gantry_tilt_deg = Some(s.info.gantry_tilt_deg);
+                    f(VolumeItem::Volume(Box::new(s.volume), row))?;
+                }
+                for e in scan.errors {
+                    f(VolumeItem::Failed(VolumeRow {
+                        input_index: i,
+                        file: e.file.clone(),
+                        status: "failed".into(),
+                        error: scrub(&e.message, path, &label),
+                        ..Default::default()
+                    }))?;
+                }
+            }
+            Err(e) => f(failed(e.to_string()))?,
+        }
+    }
+    Ok(())
+}
+
+fn col<T>(name: &str, v: Vec<T>) -> Column
+where
+    Series: NamedFrom<Vec<T>, [T]>,
+{
+    Series::new(name.into(), v).into_column()
+}
+
+/// `volumes.parquet`.
+pub fn table(rows: &[VolumeRow]) -> DataFrame {
+    let s = |g: fn(&VolumeRow) -> &String| rows.iter().map(|r| g(r).clone()).collect::<Vec<_>>();
+    let columns = vec![
+        col::<u64>(
+            "input_index",
+            rows.iter().map(|r| r.input_index as u64).collect(),
+        ),
+        col::<String>("file", s(|r| &r.file)),
+        col::<String>("volume_id", s(|r| &r.id)),
+        col::<String>("kind", s(|r| &r.kind)),
+        col::<String>("modality", s(|r| &r.modality)),
+        col::<String>("status", s(|r| &r.status)),
+        col::<String>("error", s(|r| &r.error)),
+        col::<u64>("nx", rows.iter().map(|r| r.dims[0]).collect()),
+        col::<u64>("ny", rows.iter().map(|r| r.dims[1]).collect()),
+        col::<u64>("nz", rows.iter().map(|r| r.dims[2]).collect()),
+        col::<f64>("spacing_x", rows.iter().map(|r| r.spacing[0]).collect()),
+        col::<f64>("spacing_y", rows.iter().map(|r| r.spacing[1]).collect()),
+        col::<f64>("spacing_z", rows.iter().map(|r| r.spacing[2]).collect()),
+        col::<String>("orientation", s(|r| &r.orientation)),
+        Series::new(
+            "uneven_spacing".into(),
+            rows.iter().map(|r| r.uneven_spacing).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        Series::new(
+            "gantry_tilt_deg".into(),
+            rows.iter().map(|r| r.gantry_tilt_deg).collect::<Vec<_>>(),
+        )
+        .into_column(),
+        col::<String>("output", s(|r| &r.output)),
+        col::<u64>("regions", rows.iter().map(|r| r.regions as u64).collect()),
+        Series::new(
+            "feature_row".into(),
+            rows.iter().map(|r| r.feature_row).collect::<Vec<_>>(),
+        )
+        .into_column(),
+    ];
+    DataFrame::new(rows.len(), columns).expect("columns have one length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_keeps_base_names_only() {
+        let p = Path::new("/data/DOE^JOHN/study 1/CT/0001.dcm");
+        let m = scrub(
+            "cannot read /data/DOE^JOHN/study 1/CT/0001.dcm: truncated",
+            p,
+            "#0",
+        );
+        assert_eq!(m, "cannot read #0: truncated");
+        let m = scrub("no images under /data/DOE^JOHN/study 1/CT", p, "#0");
+        assert!(!m.contains("DOE"), "{m}");
+        let folder = Path::new("/data/DOE^JOHN");
+        let m = scrub("DOE^JOHN: no DICOM files", folder, "input #3");
+        assert_eq!(m, "input #3: no DICOM files");
+    }
+}
