@@ -30,6 +30,9 @@ pub struct KMeans {
     pub iterations: usize,
 }
 
+/// Pools up to this size (f32 bytes) are held in memory during the Lloyd iterations.
+const CACHE_BYTES: usize = 2 << 30;
+
 /// Pool rows sampled for the k-means++ seeding: enough for every cluster, bounded in cost.
 const SEEDING_SAMPLE_PER_CLUSTER: usize = 64;
 
@@ -72,42 +75,48 @@ fn plus_plus(rows: &[f32], dim: usize, k: usize, rng: &mut StdRng) -> Vec<f32> {
     centres
 }
 
-/// Nearest centroid of every row of `pool` (blocked on the device): (cluster, squared distance).
-pub fn assign<B: Backend>(
-    pool: &mut dyn RowBlocks,
-    centroids: &[f32],
-    metric: Metric,
-    block_rows: usize,
-    device: &B::Device,
-) -> Result<(Vec<u32>, Vec<f32>), RowsError> {
-    let dim = pool.dim();
-    let k = centroids.len() / dim;
-    let c_norms = squared_norms(centroids, dim);
-    let ct = Tensor::<B, 2>::from_data(TensorData::new(centroids.to_vec(), [k, dim]), device)
-        .transpose();
-    let (mut labels, mut dists) = (
-        Vec::with_capacity(pool.rows()),
-        Vec::with_capacity(pool.rows()),
-    );
-    let mut start = 0;
-    while start < pool.rows() {
-        let mut x = pool.block(start, block_rows.max(1))?;
-        let n = x.len() / dim;
-        if metric == Metric::Cosine {
-            normalise(&mut x, dim);
+/// Centroids on the device, ready to score blocks of rows.
+struct Scorer<B: Backend> {
+    /// [dim, k]
+    ct: Tensor<B, 2>,
+    norms: Vec<f32>,
+    k: usize,
+}
+
+impl<B: Backend> Scorer<B> {
+    fn new(centroids: &[f32], dim: usize, device: &B::Device) -> Self {
+        let k = centroids.len() / dim;
+        Scorer {
+            ct: Tensor::<B, 2>::from_data(TensorData::new(centroids.to_vec(), [k, dim]), device)
+                .transpose(),
+            norms: squared_norms(centroids, dim),
+            k,
         }
-        let x_norms = squared_norms(&x, dim);
-        let dots = Tensor::<B, 2>::from_data(TensorData::new(x, [n, dim]), device)
-            .matmul(ct.clone())
+    }
+
+    /// Nearest centroid of each row of `x` (already normalised for cosine): (cluster, squared
+    /// distance), appended to `labels` / `dists`.
+    fn nearest(
+        &self,
+        x: &[f32],
+        dim: usize,
+        device: &B::Device,
+        labels: &mut Vec<u32>,
+        dists: &mut Vec<f32>,
+    ) {
+        let n = x.len() / dim;
+        let x_norms = squared_norms(x, dim);
+        let dots = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [n, dim]), device)
+            .matmul(self.ct.clone())
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
             .expect("f32");
         let best: Vec<(u32, f32)> = dots
-            .par_chunks(k)
+            .par_chunks(self.k)
             .zip(x_norms.par_iter())
             .map(|(row, xn)| {
-                let (c, key) = row.iter().zip(&c_norms).enumerate().fold(
+                let (c, key) = row.iter().zip(&self.norms).enumerate().fold(
                     (0usize, f32::NEG_INFINITY),
                     |best, (c, (dot, cn))| {
                         let key = 2.0 * dot - cn;
@@ -125,7 +134,69 @@ pub fn assign<B: Backend>(
             labels.push(c);
             dists.push(d);
         }
-        start += n;
+    }
+}
+
+/// Per-cluster sums (f64) and counts of rows, accumulated in parallel.
+fn accumulate(
+    x: &[f32],
+    labels: &[u32],
+    dim: usize,
+    k: usize,
+    sums: &mut [f64],
+    counts: &mut [usize],
+) {
+    let rows_per_task = (labels.len() / rayon::current_num_threads().max(1)).max(256);
+    let (s, c) = x
+        .par_chunks(rows_per_task * dim)
+        .zip(labels.par_chunks(rows_per_task))
+        .map(|(xs, ls)| {
+            // f32 within a task (a few thousand rows: vectorises), f64 across tasks.
+            let mut s32 = vec![0f32; k * dim];
+            let mut c = vec![0usize; k];
+            for (row, &l) in xs.chunks(dim).zip(ls) {
+                let l = l as usize;
+                c[l] += 1;
+                for (a, v) in s32[l * dim..(l + 1) * dim].iter_mut().zip(row) {
+                    *a += *v;
+                }
+            }
+            (s32.into_iter().map(f64::from).collect::<Vec<f64>>(), c)
+        })
+        .reduce(
+            || (vec![0f64; k * dim], vec![0usize; k]),
+            |(mut s1, mut c1), (s2, c2)| {
+                s1.iter_mut().zip(&s2).for_each(|(a, b)| *a += b);
+                c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
+                (s1, c1)
+            },
+        );
+    sums.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+    counts.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
+}
+
+/// Nearest centroid of every row of `pool` (blocked on the device): (cluster, squared distance).
+pub fn assign<B: Backend>(
+    pool: &mut dyn RowBlocks,
+    centroids: &[f32],
+    metric: Metric,
+    block_rows: usize,
+    device: &B::Device,
+) -> Result<(Vec<u32>, Vec<f32>), RowsError> {
+    let dim = pool.dim();
+    let scorer = Scorer::<B>::new(centroids, dim, device);
+    let (mut labels, mut dists) = (
+        Vec::with_capacity(pool.rows()),
+        Vec::with_capacity(pool.rows()),
+    );
+    let mut start = 0;
+    while start < pool.rows() {
+        let mut x = pool.block(start, block_rows.max(1))?;
+        if metric == Metric::Cosine {
+            normalise(&mut x, dim);
+        }
+        scorer.nearest(&x, dim, device, &mut labels, &mut dists);
+        start += x.len() / dim;
     }
     Ok((labels, dists))
 }
@@ -158,30 +229,63 @@ pub fn kmeans<B: Backend>(
     let mut assignments = Vec::new();
     let mut distances = Vec::new();
     let mut done = 0;
-    for it in 0..=iterations {
-        (assignments, distances) = assign::<B>(pool, &centroids, metric, block_rows, device)?;
-        if it == iterations {
-            break;
-        }
-        // Update: the mean of each cluster's rows (empty clusters keep their centroid).
-        let mut sums = vec![0f64; k * dim];
-        let mut counts = vec![0usize; k];
+    // Pools that fit the in-memory budget are read (and normalised) once, not every pass.
+    let cached = if n * dim * 4 <= CACHE_BYTES {
+        let mut rows = Vec::with_capacity(n * dim);
         let mut start = 0;
         while start < n {
-            let mut x = pool.block(start, block_rows.max(1))?;
-            if metric == Metric::Cosine {
-                normalise(&mut x, dim);
-            }
-            for (r, row) in x.chunks(dim).enumerate() {
-                let c = assignments[start + r] as usize;
-                counts[c] += 1;
-                sums[c * dim..(c + 1) * dim]
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(s, v)| *s += *v as f64);
-            }
+            let x = pool.block(start, block_rows.max(1))?;
             start += x.len() / dim;
+            rows.extend(x);
         }
+        if metric == Metric::Cosine {
+            normalise(&mut rows, dim);
+        }
+        Some(rows)
+    } else {
+        None
+    };
+    // One pass per iteration: each block is assigned to the current centroids and, in the
+    // same pass, summed into the next centroids (Lloyd's update from that assignment).
+    for it in 0..=iterations {
+        let last = it == iterations;
+        let scorer = Scorer::<B>::new(&centroids, dim, device);
+        assignments = Vec::with_capacity(n);
+        distances = Vec::with_capacity(n);
+        let mut sums = vec![0f64; if last { 0 } else { k * dim }];
+        let mut counts = vec![0usize; if last { 0 } else { k }];
+        let mut start = 0;
+        while start < n {
+            let block = match &cached {
+                Some(rows) => {
+                    let end = (start + block_rows.max(1)).min(n);
+                    std::borrow::Cow::Borrowed(&rows[start * dim..end * dim])
+                }
+                None => {
+                    let mut x = pool.block(start, block_rows.max(1))?;
+                    if metric == Metric::Cosine {
+                        normalise(&mut x, dim);
+                    }
+                    std::borrow::Cow::Owned(x)
+                }
+            };
+            scorer.nearest(&block, dim, device, &mut assignments, &mut distances);
+            if !last {
+                accumulate(
+                    &block,
+                    &assignments[start..],
+                    dim,
+                    k,
+                    &mut sums,
+                    &mut counts,
+                );
+            }
+            start += block.len() / dim;
+        }
+        if last {
+            break;
+        }
+        // Empty clusters keep their centroid.
         for c in 0..k {
             if counts[c] > 0 {
                 for d in 0..dim {
