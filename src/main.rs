@@ -44,6 +44,10 @@ enum Command {
     /// volume features, label maps back on the source grid.
     #[command(subcommand)]
     Radiology(commands::radiology::RadiologyCommand),
+    /// Heads on frozen features: classification probes (kNN, linear sweep, few-shot) and their
+    /// metrics.
+    #[command(subcommand)]
+    Heads(commands::heads::HeadsCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Curate(a) => commands::curate::run(*a),
         Command::Satellite(c) => commands::satellite::run(c),
         Command::Radiology(c) => commands::radiology::run(c),
+        Command::Heads(c) => commands::heads::run(c),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

@@ -6,6 +6,7 @@ pub mod curate;
 pub mod embed;
 pub mod export;
 pub mod features;
+pub mod heads;
 pub mod inspect;
 pub mod parity;
 pub mod pretrain;

@@ -10,8 +10,45 @@ pub fn l2_normalise(rows: &mut [f32], dim: usize) {
     }
 }
 
-/// Predicted class of each query row. `train` and `query` are row-major [N, dim] / [M, dim]
-/// features (normalised here); `train_labels` are in `0..classes`.
+/// The class votes of each query row: `[M, classes]`, each row normalised to sum to 1 (the
+/// scores AUROC needs). `train` and `query` are row-major [N, dim] / [M, dim] features
+/// (normalised here); `train_labels` are in `0..classes`.
+pub fn knn_votes(
+    train: &[f32],
+    train_labels: &[usize],
+    query: &[f32],
+    dim: usize,
+    classes: usize,
+    k: usize,
+    temperature: f64,
+) -> Vec<f64> {
+    let mut train = train.to_vec();
+    let mut query = query.to_vec();
+    l2_normalise(&mut train, dim);
+    l2_normalise(&mut query, dim);
+    let k = k.min(train_labels.len()).max(1);
+    let mut sims: Vec<(f32, usize)> = Vec::with_capacity(train_labels.len());
+    let mut out = Vec::with_capacity(query.len() / dim.max(1) * classes);
+    for q in query.chunks(dim) {
+        sims.clear();
+        sims.extend(
+            train
+                .chunks(dim)
+                .map(|t| t.iter().zip(q).map(|(a, b)| a * b).sum::<f32>())
+                .zip(train_labels.iter().copied()),
+        );
+        sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+        let mut votes = vec![0f64; classes];
+        for &(s, label) in &sims[..k] {
+            votes[label] += (s as f64 / temperature).exp();
+        }
+        let total: f64 = votes.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        out.extend(votes.iter().map(|v| v / total));
+    }
+    out
+}
+
+/// Predicted class of each query row: the largest [`knn_votes`] (ties to the lower class id).
 pub fn knn_predict(
     train: &[f32],
     train_labels: &[usize],
@@ -21,28 +58,9 @@ pub fn knn_predict(
     k: usize,
     temperature: f64,
 ) -> Vec<usize> {
-    let mut train = train.to_vec();
-    let mut query = query.to_vec();
-    l2_normalise(&mut train, dim);
-    l2_normalise(&mut query, dim);
-    let k = k.min(train_labels.len()).max(1);
-    let mut sims: Vec<(f32, usize)> = Vec::with_capacity(train_labels.len());
-    let mut votes = vec![0f64; classes];
-    query
-        .chunks(dim)
-        .map(|q| {
-            sims.clear();
-            sims.extend(
-                train
-                    .chunks(dim)
-                    .map(|t| t.iter().zip(q).map(|(a, b)| a * b).sum::<f32>())
-                    .zip(train_labels.iter().copied()),
-            );
-            sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
-            votes.iter_mut().for_each(|v| *v = 0.0);
-            for &(s, label) in &sims[..k] {
-                votes[label] += (s as f64 / temperature).exp();
-            }
+    knn_votes(train, train_labels, query, dim, classes, k, temperature)
+        .chunks(classes.max(1))
+        .map(|votes| {
             votes
                 .iter()
                 .enumerate()
