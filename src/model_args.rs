@@ -95,3 +95,48 @@ impl ModelArgs {
         })
     }
 }
+
+/// How a command runs a backbone: batch size, device, matmul precision, progress.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// cpu or cuda:N (CUDA needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: dinoadapt_core::backend::DeviceSpec,
+    /// On CUDA, let matmuls run in TF32 instead of f32-accurate split products.
+    #[arg(long)]
+    pub tf32: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The batch size, refusing 0.
+    pub fn batch(&self) -> anyhow::Result<usize> {
+        anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
+        Ok(self.batch_size)
+    }
+}
+
+/// Which intermediate blocks to keep beside the final tokens.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LayerArgs {
+    /// Intermediate blocks to keep as `layer.{i}`: indices `8,9,10,11` or `last:4`.
+    #[arg(long = "layers")]
+    pub spec: Option<String>,
+    /// Apply the final norm to the intermediate layers (as get_intermediate_layers(norm=True)).
+    #[arg(long = "norm-layers")]
+    pub norm: bool,
+}
+
+impl LayerArgs {
+    /// The block indices for a model of `depth` blocks.
+    pub fn resolve(&self, depth: usize) -> anyhow::Result<Vec<usize>> {
+        match &self.spec {
+            Some(s) => crate::commands::embed::parse_layers(s, depth),
+            None => Ok(Vec::new()),
+        }
+    }
+}

@@ -1,7 +1,7 @@
-//! The classification protocol on frozen features: kNN and the linear probe's learning-rate ×
-//! weight-decay sweep chosen on a validation split, and few-shot subsets.
+//! The classification protocol on frozen features: the linear probe's learning-rate ×
+//! weight-decay sweep chosen on a validation split, and few-shot subsets (the kNN probe is
+//! `dinoadapt_core::eval::knn::knn_votes`).
 
-use dinoadapt_core::eval::knn::knn_votes;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -9,20 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::linear::{LinearProbe, LinearProbeConfig};
 use crate::metrics::ClassificationMetrics;
-
-/// kNN probe scores (vote shares) of `query` given `train`.
-#[allow(clippy::too_many_arguments)]
-pub fn knn_scores(
-    train: &[f32],
-    train_labels: &[usize],
-    query: &[f32],
-    dim: usize,
-    classes: usize,
-    k: usize,
-    temperature: f64,
-) -> Vec<f64> {
-    knn_votes(train, train_labels, query, dim, classes, k, temperature)
-}
 
 /// One point of the linear sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

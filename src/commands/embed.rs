@@ -13,7 +13,6 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::{
@@ -26,7 +25,7 @@ use serde_json::Value;
 
 use crate::commands::features::{append_batch, FeatureLayout};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
-use crate::model_args::ModelArgs;
+use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use dinoadapt_core::vit::MatmulPrecision;
 
 #[derive(Args, Debug)]
@@ -49,16 +48,6 @@ pub struct EmbedArgs {
     /// Parquet manifest (default: the output path with .parquet).
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// Intermediate blocks to keep as `layer.{i}`: indices `8,9,10,11` or `last:4`.
-    #[arg(long)]
-    pub layers: Option<String>,
-    /// Apply the final norm to the intermediate layers (as get_intermediate_layers(norm=True)).
-    #[arg(long)]
-    pub norm_layers: bool,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
     /// Resize the shorter side to N px before cropping (0: no resize). Default: the model's
     /// preprocessing config, else 256.
     #[arg(long)]
@@ -75,12 +64,10 @@ pub struct EmbedArgs {
     /// Resize filter: bicubic, bilinear, nearest.
     #[arg(long)]
     pub filter: Option<String>,
-    /// On CUDA, let matmuls run in TF32 instead of f32-accurate split products.
-    #[arg(long)]
-    pub tf32: bool,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 fn triple(s: &str, what: &str) -> anyhow::Result<[f32; 3]> {
@@ -387,15 +374,10 @@ impl BackendJob for EmbedJob {
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
+    args.run.batch()?;
     let ck = args.model.load()?;
-    let layers = match &args.layers {
-        Some(s) => parse_layers(s, ck.config.depth)?,
-        None => Vec::new(),
-    };
-    let precision = matmul_precision(args.device, args.tf32);
+    let layers = args.layers.resolve(ck.config.depth)?;
+    let precision = matmul_precision(args.run.device, args.run.tf32);
     let mut metadata = HashMap::from([
         ("matmul_precision".to_string(), format!("{precision:?}")),
         (
@@ -409,13 +391,13 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             "architecture".to_string(),
             serde_json::to_string(&ck.config)?,
         ),
-        ("device".to_string(), args.device.to_string()),
+        ("device".to_string(), args.run.device.to_string()),
         ("layers".to_string(), serde_json::to_string(&layers)?),
-        ("layers_normed".to_string(), args.norm_layers.to_string()),
+        ("layers_normed".to_string(), args.layers.norm.to_string()),
     ]);
     let (total, size, batches) = if let Some(px) = &args.pixels {
         metadata.insert("preprocessing".into(), "none (--pixels)".into());
-        pixel_batches(px, args.pixels_key.as_deref(), args.batch_size)?
+        pixel_batches(px, args.pixels_key.as_deref(), args.run.batch_size)?
     } else {
         if args.inputs.is_empty() {
             bail!("give images (files, folders or list files) or --pixels FILE");
@@ -432,7 +414,11 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let n = paths.len();
-        (n, size, image_batches(paths, pre, args.batch_size, size))
+        (
+            n,
+            size,
+            image_batches(paths, pre, args.run.batch_size, size),
+        )
     };
     let manifest = args
         .manifest
@@ -444,15 +430,15 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         total,
         size,
         layers,
-        norm_layers: args.norm_layers,
+        norm_layers: args.layers.norm,
         output: args.output.clone(),
         metadata,
-        quiet: args.quiet,
+        quiet: args.run.quiet,
         precision,
-        chunks: batch_chunks(args.device),
+        chunks: batch_chunks(args.run.device),
     };
     let t0 = Instant::now();
-    let records = on_device(args.device, job)?;
+    let records = on_device(args.run.device, job)?;
     write_parquet(&manifest, &mut embed_manifest(&records))?;
     let failed = records.iter().filter(|r| !r.error.is_empty()).count();
     if failed > 0 {

@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
-use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_datasets::{write_parquet, FeatureWriter};
 use dinoadapt_radiology::inputs::{Channels, InputSpec};
@@ -24,10 +23,9 @@ use dinoadapt_radiology::slices::Axis;
 use dinoadapt_radiology::source::{SliceOptions, SliceSource};
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
 
-use crate::commands::embed::parse_layers;
 use crate::commands::regions::{EmbedSettings, RegionEmbedder};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
-use crate::model_args::ModelArgs;
+use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use volumes::{for_each_volume, VolumeItem, VolumeRow};
 
 #[derive(Subcommand, Debug)]
@@ -149,21 +147,12 @@ pub struct EmbedArgs {
     pub volumes: VolumeInputs,
     #[command(flatten)]
     pub slices: SliceArgs,
-    /// Intermediate blocks to keep as `layer.{i}`: indices `8,9,10,11` or `last:4`.
-    #[arg(long)]
-    pub layers: Option<String>,
-    #[arg(long)]
-    pub norm_layers: bool,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    #[arg(long)]
-    pub tf32: bool,
-    #[arg(long)]
-    pub quiet: bool,
     #[arg(long, short)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -181,16 +170,10 @@ pub struct PredictArgs {
     /// Seed of the k-means++ initialisation.
     #[arg(long, default_value_t = 0)]
     pub kmeans_seed: u64,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    #[arg(long)]
-    pub tf32: bool,
-    #[arg(long)]
-    pub quiet: bool,
     #[arg(long, short)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 pub fn run(cmd: RadiologyCommand) -> anyhow::Result<ExitCode> {
@@ -382,17 +365,17 @@ impl BackendJob for RadiologyEmbedJob {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
         let args = &self.args;
         let mut meta = metadata(&self.ck)?;
-        meta.insert("device".into(), args.device.to_string());
+        meta.insert("device".into(), args.run.device.to_string());
         let embedder = RegionEmbedder::<B>::new(
             &self.ck,
             device,
             EmbedSettings {
                 layers: self.layers.clone(),
-                norm_layers: args.norm_layers,
-                batch_size: args.batch_size,
-                quiet: args.quiet,
-                precision: matmul_precision(args.device, args.tf32),
-                chunks: batch_chunks(args.device),
+                norm_layers: args.layers.norm,
+                batch_size: args.run.batch_size,
+                quiet: args.run.quiet,
+                precision: matmul_precision(args.run.device, args.run.tf32),
+                chunks: batch_chunks(args.run.device),
                 metadata: meta.clone(),
             },
         )?;
@@ -465,16 +448,11 @@ impl BackendJob for RadiologyEmbedJob {
 }
 
 fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
-    if args.batch_size == 0 {
-        anyhow::bail!("--batch-size must be at least 1");
-    }
+    args.run.batch()?;
     let options = args.slices.options()?;
     let ck = args.model.load()?;
-    let layers = match &args.layers {
-        Some(s) => parse_layers(s, ck.config.depth)?,
-        None => Vec::new(),
-    };
-    let device = args.device;
+    let layers = args.layers.resolve(ck.config.depth)?;
+    let device = args.run.device;
     on_device(
         device,
         RadiologyEmbedJob {
@@ -495,7 +473,7 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--head `{}`: kmeans:K with K in 1..=255", args.head))?;
     let options = args.slices.options()?;
     let ck = args.model.load()?;
-    let device = args.device;
+    let device = args.run.device;
     on_device(
         device,
         kmeans_head::KmeansPredictJob {

@@ -19,10 +19,9 @@ use dinoadapt_satellite::{Blend, ChipGrid, Normalization, Raster};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{Column, IntoColumn, NamedFrom, Series};
 
-use crate::commands::embed::parse_layers;
 use crate::commands::regions::{EmbedSettings, RegionEmbedJob};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
-use crate::model_args::ModelArgs;
+use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use dinoadapt_core::backend::DeviceSpec;
 
 #[derive(Subcommand, Debug)]
@@ -102,19 +101,10 @@ pub struct EmbedArgs {
     /// The chips table (default: the output path with .parquet).
     #[arg(long)]
     pub table: Option<PathBuf>,
-    /// Intermediate blocks to keep as `layer.{i}`: indices `8,9,10,11` or `last:4`.
-    #[arg(long)]
-    pub layers: Option<String>,
-    #[arg(long)]
-    pub norm_layers: bool,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    #[arg(long)]
-    pub tf32: bool,
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -142,14 +132,8 @@ pub struct PredictArgs {
     pub cog: bool,
     #[arg(long, short)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
-    #[arg(long)]
-    pub tf32: bool,
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 pub fn run(cmd: SatelliteCommand) -> anyhow::Result<ExitCode> {
@@ -272,9 +256,7 @@ fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
+    args.run.batch()?;
     let cfg = args.chips.config()?;
     let rasters = open_all(&args.rasters)?;
     let norm = Normalization::preset(
@@ -284,11 +266,8 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     )?;
     let source = ChipSource::new(rasters, cfg, norm)?;
     let ck = args.model.load()?;
-    let layers = match &args.layers {
-        Some(s) => parse_layers(s, ck.config.depth)?,
-        None => Vec::new(),
-    };
-    let precision = matmul_precision(args.device, args.tf32);
+    let layers = args.layers.resolve(ck.config.depth)?;
+    let precision = matmul_precision(args.run.device, args.run.tf32);
     let metadata = HashMap::from([
         (
             "dinoadapt.version".to_string(),
@@ -300,7 +279,7 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             "architecture".to_string(),
             serde_json::to_string(&ck.config)?,
         ),
-        ("device".to_string(), args.device.to_string()),
+        ("device".to_string(), args.run.device.to_string()),
         ("matmul_precision".to_string(), format!("{precision:?}")),
         ("layers".to_string(), serde_json::to_string(&layers)?),
     ]);
@@ -313,17 +292,17 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         source,
         settings: EmbedSettings {
             layers,
-            norm_layers: args.norm_layers,
-            batch_size: args.batch_size,
-            quiet: args.quiet,
+            norm_layers: args.layers.norm,
+            batch_size: args.run.batch_size,
+            quiet: args.run.quiet,
             precision,
-            chunks: batch_chunks(args.device),
+            chunks: batch_chunks(args.run.device),
             metadata,
         },
         output: args.output.clone(),
         table,
     };
-    let s = on_device(args.device, job)?;
+    let s = on_device(args.run.device, job)?;
     eprintln!(
         "embedded {} chips in {:.1} s -> {} (+ {})",
         s.regions,
@@ -492,7 +471,7 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let cfg = predict_config(
         &args.chips,
         &args.blend,
-        args.batch_size,
+        args.run.batch_size,
         args.nodata,
         args.cog,
     )?;
@@ -504,9 +483,9 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             head: &args.head,
             model: &args.model,
             normalize: &args.normalize,
-            device: args.device,
-            tf32: args.tf32,
-            quiet: args.quiet,
+            device: args.run.device,
+            tf32: args.run.tf32,
+            quiet: args.run.quiet,
         },
     )?;
     report(&summary);

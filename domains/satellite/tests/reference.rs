@@ -1,24 +1,11 @@
 //! `inspect` against what rasterio/GDAL report for every shared raster
 //! (`../shared/data/REFERENCE.json`, made with rasterio 1.4.4 / GDAL 3.10.3).
 
-use std::path::PathBuf;
+mod common;
 
 use dinoadapt_satellite::inspect::report;
 use dinoadapt_satellite::Raster;
 use serde_json::Value;
-
-/// `../shared/data` beside the repository (required under `CI=true`).
-fn shared_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.join("REFERENCE.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/data is missing beside the repository; CI needs it");
-    }
-    eprintln!("skipping: ../shared/data is missing");
-    None
-}
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * (1.0 + a.abs().max(b.abs()))
@@ -26,7 +13,9 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 #[test]
 fn inspect_matches_gdal_for_every_shared_raster() {
-    let Some(data) = shared_data() else { return };
+    let Some(data) = common::shared_data() else {
+        return;
+    };
     // Python's json writes NaN bare; JSON proper has no NaN, so read it as null.
     let text = std::fs::read_to_string(data.join("REFERENCE.json")).unwrap();
     let reference: Value = serde_json::from_str(&text.replace("NaN", "null")).unwrap();

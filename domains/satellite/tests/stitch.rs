@@ -2,7 +2,9 @@
 //! blending, nodata and georeferencing), on a shared GeoTIFF and on generated rasters; label
 //! rasters in a rotated grid or another CRS land on the imagery grid; bad inputs fail clearly.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
 use dinoadapt_satellite::predict::{predict_raster, BandPassthrough, PredictConfig};
@@ -10,18 +12,6 @@ use dinoadapt_satellite::{Blend, GeoTransform, Raster, SatelliteError, Window};
 use gdal::raster::Buffer;
 use gdal::spatial_ref::SpatialRef;
 use gdal::{Dataset, DriverManager, Metadata};
-
-fn shared_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.join("REFERENCE.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/data is missing beside the repository; CI needs it");
-    }
-    eprintln!("skipping: ../shared/data is missing");
-    None
-}
 
 /// A float32 GeoTIFF with `bands` planes given by `value(band, col, row)`.
 fn make_raster(
@@ -81,7 +71,9 @@ fn config(bands: Vec<usize>, size: usize, stride: usize, blend: Blend, cog: bool
 
 #[test]
 fn passthrough_reproduces_a_shared_geotiff_with_its_crs_and_geotransform() {
-    let Some(data) = shared_data() else { return };
+    let Some(data) = common::shared_data() else {
+        return;
+    };
     let src = data.join("satellite/rgbn.tif");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nir.tif");

@@ -32,9 +32,9 @@ impl BackendJob for KmeansPredictJob {
         let model = self
             .ck
             .build::<B>(&device)?
-            .with_precision(matmul_precision(args.device, args.tf32));
+            .with_precision(matmul_precision(args.run.device, args.run.tf32));
         let (size, p) = (self.options.input.size, model.config.patch_size);
-        let chunks = batch_chunks(args.device);
+        let chunks = batch_chunks(args.run.device);
         std::fs::create_dir_all(&args.out)?;
         let mut rows = Vec::new();
         for_each_volume(&args.volumes, |item| {
@@ -57,7 +57,7 @@ impl BackendJob for KmeansPredictJob {
             let records = source.records().to_vec();
             let (mut tokens, mut grid) = (Vec::new(), (0, 0));
             while let Some(b) = source
-                .next_batch(args.batch_size.max(1))
+                .next_batch(args.run.batch_size.max(1))
                 .map_err(anyhow::Error::msg)?
             {
                 let n = b.regions.len();
