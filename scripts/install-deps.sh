@@ -3,8 +3,10 @@
 #   libgdal-dev  the satellite plugin (GDAL: GeoTIFF, COG, VRT, JP2; warping; CRS)
 #   pkg-config   how gdal-sys finds libgdal
 #   cmake, g++   CharLS (JPEG-LS decoding of DICOM), built from source by the charls crate
+#   libopenslide-dev, libclang-dev   the pathology plugin (OpenSlide; bindgen needs libclang)
+#   libhdf5-dev  the .h5 feature bags CLAM/TRIDENT-style MIL code reads
 set -euo pipefail
-packages=(libgdal-dev pkg-config cmake g++)
+packages=(libgdal-dev pkg-config cmake g++ libopenslide-dev libclang-dev libhdf5-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
