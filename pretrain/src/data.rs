@@ -3,14 +3,14 @@
 //! a resumed run sees exactly the data the uninterrupted run would have seen.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
 use dinoadapt_core::train::CropBatch;
 use dinoadapt_datasets::multicrop::{multi_crop, MultiCropConfig};
-use dinoadapt_datasets::{collect_images, open_image, ImageError};
+use dinoadapt_datasets::{ImageError, ImageFiles, ImageSource};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -29,31 +29,37 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
 
 /// The images of a run, visited epoch by epoch in a seeded random order.
 pub struct ImagePool {
-    pub paths: Vec<PathBuf>,
+    pub source: Arc<dyn ImageSource>,
     seed: u64,
     order: Mutex<Option<(usize, Vec<usize>)>>,
 }
 
 impl ImagePool {
+    /// Image files (paths, folders, list files).
     pub fn open(inputs: &[PathBuf], seed: u64) -> Result<Self, ImageError> {
-        Ok(ImagePool {
-            paths: collect_images(inputs)?,
+        Ok(Self::new(Arc::new(ImageFiles::open(inputs)?), seed))
+    }
+
+    /// Any image source (e.g. tiles sampled online from slides).
+    pub fn new(source: Arc<dyn ImageSource>, seed: u64) -> Self {
+        ImagePool {
+            source,
             seed,
             order: Mutex::new(None),
-        })
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.paths.len()
+        self.source.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.source.is_empty()
     }
 
     /// The image at position `pos` of the endless stream of shuffled epochs.
     fn at(&self, pos: usize) -> usize {
-        let n = self.paths.len();
+        let n = self.len();
         let epoch = pos / n;
         let mut order = self.order.lock().expect("order lock");
         if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
@@ -73,7 +79,7 @@ impl ImagePool {
 
     /// Epochs of the pool seen after `steps` iterations of `batch` images.
     pub fn epochs_after(&self, steps: usize, batch: usize) -> f64 {
-        (steps * batch) as f64 / self.paths.len().max(1) as f64
+        (steps * batch) as f64 / self.len().max(1) as f64
     }
 }
 
@@ -121,7 +127,10 @@ impl BatchRecipe {
             .par_iter()
             .enumerate()
             .map(|(i, &idx)| {
-                let img = open_image(&pool.paths[idx])?;
+                // The draw seed: the same (seed, step, slot) always gives the same image.
+                let img = pool
+                    .source
+                    .image(idx, mix(self.seed, 1 << 32 | step as u64, i as u64))?;
                 Ok(multi_crop(
                     &img,
                     &self.crops,
@@ -165,10 +174,11 @@ mod tests {
 
     #[test]
     fn the_order_covers_each_epoch_once_and_depends_only_on_the_seed() {
-        let pool = |seed| ImagePool {
-            paths: (0..10).map(|i| PathBuf::from(format!("{i}.png"))).collect(),
-            seed,
-            order: Mutex::new(None),
+        let pool = |seed| {
+            let files = ImageFiles {
+                paths: (0..10).map(|i| PathBuf::from(format!("{i}.png"))).collect(),
+            };
+            ImagePool::new(Arc::new(files), seed)
         };
         let a = pool(1);
         let mut epoch0: Vec<usize> = (0..5).flat_map(|s| a.batch_indices(s, 2)).collect();

@@ -92,6 +92,19 @@ pub struct DataSection {
     pub manifest: Option<PathBuf>,
     /// Images per iteration.
     pub batch_size: usize,
+    /// Whole-slide images (files, folders, CSV lists) to sample random tissue tiles from
+    /// instead of image files (the pathology plugin).
+    #[serde(default)]
+    pub slides: Vec<PathBuf>,
+    /// Resolutions (µm/px) tiles are sampled at, one drawn per tile (default 0.5).
+    #[serde(default)]
+    pub slide_mpp: Vec<f64>,
+    /// Tile side in pixels at that resolution (default 224).
+    #[serde(default)]
+    pub slide_tile_size: Option<u32>,
+    /// Tiles that make one epoch (default 10000).
+    #[serde(default)]
+    pub slide_tiles_per_epoch: Option<usize>,
 }
 
 /// `crops.*` (official `DataAugmentationDINO` settings by default).
@@ -376,6 +389,7 @@ impl Recipe {
             }
         };
         recipe.data.images.iter_mut().for_each(anchor);
+        recipe.data.slides.iter_mut().for_each(anchor);
         if let Some(m) = recipe.data.manifest.as_mut() {
             anchor(m);
         }
@@ -398,10 +412,13 @@ impl Recipe {
         if self.model.arch.is_none() && self.model.checkpoint.is_none() {
             return Err("[model] needs `arch` (a preset) or `checkpoint`".into());
         }
-        if self.data.images.is_empty() && self.data.manifest.is_none() {
+        if self.data.images.is_empty()
+            && self.data.manifest.is_none()
+            && self.data.slides.is_empty()
+        {
             return Err(
-                "[data] needs `images` (image files, folders or list files) or `manifest` (a \
-                 curated manifest)"
+                "[data] needs `images` (image files, folders or list files), `manifest` (a \
+                 curated manifest) or `slides` (whole-slide images to sample tissue tiles from)"
                     .into(),
             );
         }

@@ -3,6 +3,7 @@
 //! accuracy, and leave metrics (Parquet + PNG) and the teacher backbone behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -21,6 +22,7 @@ use crate::guard::Guard;
 use crate::metrics::{self, MetricsError, StepRecord};
 use crate::monitor::{KnnMonitor, LabelledImages};
 use crate::recipe::Recipe;
+use dinoadapt_datasets::ImageSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -47,12 +49,25 @@ pub enum RunError {
 }
 
 /// How the program runs it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Continue from the latest checkpoint in the output folder.
     pub resume: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// The images, when a domain plugin samples them (e.g. tissue tiles of the recipe's
+    /// `data.slides`); otherwise the recipe's image files and manifest.
+    pub images: Option<Arc<dyn ImageSource>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("resume", &self.resume)
+            .field("progress", &self.progress)
+            .field("images", &self.images.as_ref().map(|i| i.describe()))
+            .finish()
+    }
 }
 
 /// A kNN measurement.
@@ -205,11 +220,26 @@ pub fn run<B: AutodiffBackend>(
     let recipe_path = out.join("recipe.toml");
     std::fs::write(&recipe_path, recipe.to_toml()).map_err(io(&recipe_path))?;
 
-    let mut inputs = recipe.data.images.clone();
-    if let Some(m) = &recipe.data.manifest {
-        inputs.extend(crate::curate::kept_paths(m).map_err(|e| RunError::Config(e.to_string()))?);
-    }
-    let pool = ImagePool::open(&inputs, seed)?;
+    let pool = match &options.images {
+        Some(source) => ImagePool::new(source.clone(), seed),
+        None => {
+            if !recipe.data.slides.is_empty() {
+                return Err(RunError::Config(
+                    "[data] slides need the pathology plugin's tile sampler (run the recipe with \
+                     `dinoadapt pretrain`)"
+                        .into(),
+                ));
+            }
+            let mut inputs = recipe.data.images.clone();
+            if let Some(m) = &recipe.data.manifest {
+                inputs.extend(
+                    crate::curate::kept_paths(m).map_err(|e| RunError::Config(e.to_string()))?,
+                );
+            }
+            ImagePool::open(&inputs, seed)?
+        }
+    };
+    tracing::info!("images: {}", pool.source.describe());
     let batches = BatchRecipe::from_recipe(recipe, cfg.patch_size);
     let schedules = recipe.schedule_config().build();
     let total = recipe.total_steps();
