@@ -44,6 +44,10 @@ enum Command {
     /// volume features, label maps back on the source grid.
     #[command(subcommand)]
     Radiology(commands::radiology::RadiologyCommand),
+    /// Whole-slide images: tissue masks, tiles at a target mpp, slide feature bags, in
+    /// resumable, shardable batches.
+    #[command(subcommand)]
+    Pathology(commands::pathology::PathologyCommand),
     /// Heads on frozen features: classification probes (kNN, linear sweep, few-shot) and their
     /// metrics.
     #[command(subcommand)]
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Curate(a) => commands::curate::run(*a),
         Command::Satellite(c) => commands::satellite::run(c),
         Command::Radiology(c) => commands::radiology::run(c),
+        Command::Pathology(c) => commands::pathology::run(c),
         Command::Heads(c) => commands::heads::run(c),
         Command::Bench(c) => commands::bench::run(c),
     };

@@ -1,4 +1,4 @@
-//! `dinoadapt bench embed|train|curate|satellite`: backbone inference and training throughput with
+//! `dinoadapt bench embed|train|curate|satellite|pathology`: backbone inference and training throughput with
 //! random weights, and curation search / k-means throughput.
 
 use std::process::ExitCode;
@@ -25,6 +25,9 @@ pub enum BenchCommand {
     /// Stitched tiled inference over a raster (or an N×N VRT mosaic of it): megapixels/s and
     /// peak memory.
     Satellite(Box<super::bench_satellite::BenchSatelliteArgs>),
+    /// Tissue + tiling + tile read/decode over slides: tiles/s (compare with
+    /// bench/openslide_tiles.py).
+    Pathology(super::bench_pathology::BenchPathologyArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -105,6 +108,17 @@ impl BackendJob for Job {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Pathology(args) => {
+            let out = super::bench_pathology::run(args)?;
+            eprintln!(
+                "{:.1} tiles/s ({} tiles in {:.2} s)",
+                out["tiles_per_s"].as_f64().unwrap_or(0.0),
+                out["tiles"],
+                out["seconds"].as_f64().unwrap_or(0.0)
+            );
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Satellite(args) => {
             let out = super::bench_satellite::run(*args)?;
             eprintln!(

@@ -99,6 +99,89 @@ fn is_volume(path: &Path) -> bool {
         .is_ok_and(|_| &magic[128..] == b"DICM")
 }
 
+/// Whole-slide formats by extension; a (pyramidal) TIFF is a slide when OpenSlide recognises it
+/// and GDAL finds no georeferencing in it.
+fn is_slide(path: &Path) -> bool {
+    match extension(path).as_deref() {
+        Some("svs" | "ndpi" | "mrxs" | "scn" | "vms" | "vmu" | "bif" | "svslide") => true,
+        Some("tif" | "tiff") => {
+            dinoadapt_pathology::openslide_slide::detect_vendor(path).is_some()
+                && dinoadapt_satellite::Raster::open(path)
+                    .map(|r| r.info().geotransform.is_none())
+                    .unwrap_or(true)
+        }
+        _ => false,
+    }
+}
+
+fn inspect_slide(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let slide = dinoadapt_pathology::Slide::open(path)?;
+    let info = slide.info();
+    let recorded = dinoadapt_pathology::mpp::recorded_mpp(path);
+    // OpenSlide's own view: the mpp the file records (even an implausible 72 dpi), and
+    // separately whether it is usable for tiling.
+    let (mpp_x, mpp_y) = match (info.mpp, recorded) {
+        (Some(m), _) if m.source != dinoadapt_pathology::MppSource::Override => {
+            (Some(m.x), Some(m.y))
+        }
+        (_, Some((x, y))) => (Some(x), Some(y)),
+        _ => (None, None),
+    };
+    let v = serde_json::json!({
+        "kind": "slide",
+        "path": path,
+        "backend": info.backend,
+        "vendor": info.format,
+        "openslide_version": info.openslide_version,
+        "dimensions": [info.width, info.height],
+        "level_count": info.levels.len(),
+        "level_dimensions": info.levels.iter().map(|l| [l.width, l.height]).collect::<Vec<_>>(),
+        "level_downsamples": info.levels.iter().map(|l| l.downsample).collect::<Vec<_>>(),
+        "mpp_x": mpp_x,
+        "mpp_y": mpp_y,
+        "mpp_usable": info.mpp.is_some(),
+        "mpp_source": info.mpp.map(|m| m.source),
+        "mpp_note": info.mpp_note,
+        "objective_power": info.objective_power,
+        "bounds": info.bounds,
+        "associated_images": info.associated_images,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "slide         {} ({}, {})",
+        path.display(),
+        info.format,
+        info.backend
+    );
+    println!(
+        "size          {} x {} px, {} levels",
+        info.width,
+        info.height,
+        info.levels.len()
+    );
+    for (i, l) in info.levels.iter().enumerate() {
+        println!(
+            "  level {i}     {} x {} (downsample {:.4})",
+            l.width, l.height, l.downsample
+        );
+    }
+    match (info.mpp, &info.mpp_note) {
+        (Some(m), _) => println!(
+            "mpp           {:.4} x {:.4} µm/px ({:?})",
+            m.x, m.y, m.source
+        ),
+        (None, Some(note)) => println!("mpp           none usable: {note}"),
+        (None, None) => println!("mpp           none"),
+    }
+    if let Some(p) = info.objective_power {
+        println!("objective     {p}x");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn inspect_volume(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let salt = std::env::var("DINOADAPT_ID_SALT").unwrap_or_else(|_| "dinoadapt".into());
     let pseudo = dinoadapt_radiology::Pseudonymizer::new(salt);
@@ -176,6 +259,9 @@ pub fn run(mut args: InspectArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = args.path.take() {
         if is_volume(&path) {
             return inspect_volume(&path, args.json);
+        }
+        if is_slide(&path) {
+            return inspect_slide(&path, args.json);
         }
         if !is_checkpoint(&path) {
             return inspect_raster(&path, args.json);

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_curate;
+pub mod bench_pathology;
 pub mod bench_satellite;
 pub mod bench_train;
 pub mod curate;
@@ -9,6 +10,7 @@ pub mod features;
 pub mod heads;
 pub mod inspect;
 pub mod parity;
+pub mod pathology;
 pub mod pretrain;
 pub mod radiology;
 pub mod regions;

@@ -52,6 +52,15 @@ pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         resume: args.resume,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        images: if recipe.data.slides.is_empty() {
+            None
+        } else {
+            Some(std::sync::Arc::new(
+                crate::commands::pathology::tiles_for_pretraining::SlideTiles::from_recipe(
+                    &recipe,
+                )?,
+            ))
+        },
     };
     let summary: RunSummary = match spec {
         DeviceSpec::Cpu => run::<Autodiff<CpuBackend>>(&recipe, &options, &Default::default())?,

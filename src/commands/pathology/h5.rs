@@ -1,0 +1,120 @@
+//! The `.h5` feature bag CLAM / TRIDENT-style MIL code reads: `features` [N, D] float32 and
+//! `coords` [N, 2] int64 (level-0 top-left x, y of each tile), with the tiling recorded as
+//! attributes of `coords` (as CLAM does) and the provenance as file attributes.
+
+use std::path::Path;
+
+use anyhow::Context;
+use hdf5_metno::types::VarLenUnicode;
+
+/// Attributes of `coords` (CLAM's names where it has one).
+#[derive(Debug, Clone)]
+pub struct TileAttrs {
+    /// Tile side at the target resolution (px).
+    pub patch_size: u64,
+    /// Tile side in level-0 pixels.
+    pub patch_size_level0: f64,
+    pub target_mpp: f64,
+    pub slide_mpp: f64,
+    pub level0_width: u64,
+    pub level0_height: u64,
+}
+
+/// Write `features` ([n, dim]) and `coords` ([n, 2]) to `path` through a temp file + rename.
+pub fn write_bag(
+    path: &Path,
+    features: &[f32],
+    dim: usize,
+    coords: &[[i64; 2]],
+    tiles: &TileAttrs,
+    file_attrs: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let n = coords.len();
+    anyhow::ensure!(
+        features.len() == n * dim,
+        "{} feature values for {n} tiles of dimension {dim}",
+        features.len()
+    );
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let tmp = path.with_file_name(name);
+    {
+        let f = hdf5_metno::File::create(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.new_dataset::<f32>()
+            .shape((n, dim))
+            .create("features")?
+            .write_raw(features)?;
+        let flat: Vec<i64> = coords.iter().flat_map(|c| c.iter().copied()).collect();
+        let c = f.new_dataset::<i64>().shape((n, 2)).create("coords")?;
+        c.write_raw(&flat)?;
+        c.new_attr::<u64>()
+            .create("patch_size")?
+            .write_scalar(&tiles.patch_size)?;
+        c.new_attr::<f64>()
+            .create("patch_size_level0")?
+            .write_scalar(&tiles.patch_size_level0)?;
+        c.new_attr::<u64>()
+            .create("patch_level")?
+            .write_scalar(&0u64)?;
+        c.new_attr::<f64>()
+            .create("target_mpp")?
+            .write_scalar(&tiles.target_mpp)?;
+        c.new_attr::<f64>()
+            .create("slide_mpp")?
+            .write_scalar(&tiles.slide_mpp)?;
+        c.new_attr::<u64>()
+            .create("level_dim_x")?
+            .write_scalar(&tiles.level0_width)?;
+        c.new_attr::<u64>()
+            .create("level_dim_y")?
+            .write_scalar(&tiles.level0_height)?;
+        for (k, v) in file_attrs {
+            let v: VarLenUnicode = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("attribute {k}: {e:?}"))?;
+            f.new_attr::<VarLenUnicode>().create(*k)?.write_scalar(&v)?;
+        }
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_features_coords_and_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slide.h5");
+        let attrs = TileAttrs {
+            patch_size: 224,
+            patch_size_level0: 224.9,
+            target_mpp: 0.5,
+            slide_mpp: 0.499,
+            level0_width: 2220,
+            level0_height: 2967,
+        };
+        let features: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        write_bag(
+            &path,
+            &features,
+            3,
+            &[[0, 0], [224, 448]],
+            &attrs,
+            &[("slide_id", "s1".into())],
+        )
+        .unwrap();
+        let f = hdf5_metno::File::open(&path).unwrap();
+        let feats: Vec<f32> = f.dataset("features").unwrap().read_raw().unwrap();
+        assert_eq!(feats, features);
+        let coords = f.dataset("coords").unwrap();
+        assert_eq!(coords.shape(), vec![2, 2]);
+        assert_eq!(coords.read_raw::<i64>().unwrap(), vec![0, 0, 224, 448]);
+        let ps: u64 = coords.attr("patch_size").unwrap().read_scalar().unwrap();
+        assert_eq!(ps, 224);
+        let id: VarLenUnicode = f.attr("slide_id").unwrap().read_scalar().unwrap();
+        assert_eq!(id.as_str(), "s1");
+        assert!(!dir.path().join("slide.h5.partial").exists());
+    }
+}

@@ -1,0 +1,248 @@
+//! End-to-end: a folder of slides (the real H&E SVS, OpenSlide's pyramidal TIFF, a tiny SVS,
+//! a truncated slide, an unopenable TIFF) -> tissue GeoJSON + QC PNG, tiles Parquet, feature
+//! bags (safetensors + .h5) and a manifest; failures are rows, the rest finish; a rerun skips
+//! finished slides and redoes one cut off; shards split the batch; `inspect SLIDE --json`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{dinoadapt, ok, read_tensors, shared};
+use polars::prelude::{DataFrame, ParquetReader, SerReader};
+use serde_json::Value;
+
+fn table(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+fn status_of(df: &DataFrame, id: &str) -> (String, String, u64) {
+    let ids = df.column("slide_id").unwrap().str().unwrap();
+    let i = (0..df.height()).find(|&i| ids.get(i) == Some(id)).unwrap();
+    (
+        df.column("status")
+            .unwrap()
+            .str()
+            .unwrap()
+            .get(i)
+            .unwrap()
+            .to_string(),
+        df.column("error")
+            .unwrap()
+            .str()
+            .unwrap()
+            .get(i)
+            .unwrap()
+            .to_string(),
+        df.column("tiles").unwrap().u64().unwrap().get(i).unwrap(),
+    )
+}
+
+#[test]
+fn a_folder_of_slides_becomes_tissue_tiles_feature_bags_and_a_resumable_manifest() {
+    let Some(shared) = shared() else { return };
+    let data = shared.join("data/pathology");
+    let tmp = tempfile::tempdir().unwrap();
+    let slides = tmp.path().join("slides");
+    std::fs::create_dir_all(&slides).unwrap();
+    for f in [
+        "CMU-1-Small-Region.svs",
+        "boxes.tiff",
+        "small.svs",
+        "unopenable.tiff",
+    ] {
+        std::fs::copy(data.join(f), slides.join(f)).unwrap();
+    }
+    let svs = std::fs::read(data.join("CMU-1-Small-Region.svs")).unwrap();
+    std::fs::write(slides.join("truncated.svs"), &svs[..svs.len() / 3]).unwrap();
+    let out = tmp.path().join("out");
+    let (s, o) = (slides.to_str().unwrap(), out.to_str().unwrap());
+    let embed = |extra: &[&str]| {
+        let mut a = vec![
+            "pathology",
+            "embed",
+            "--random-init",
+            "--preset",
+            "vits14",
+            s,
+            "-o",
+            o,
+            "--mpp",
+            "0.5",
+            "--size",
+            "112",
+            "--target-mpp",
+            "1.0",
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        dinoadapt(&a)
+    };
+    let r = embed(&[]);
+    assert!(r.status.success());
+    let m = table(&out.join("manifest.parquet"));
+    assert_eq!(m.height(), 5);
+    let (st, _, tiles) = status_of(&m, "CMU-1-Small-Region");
+    assert_eq!(st, "done");
+    assert!(tiles > 10, "{tiles} tiles");
+    // boxes.tiff records 72 dpi: refused alone, accepted with --mpp.
+    assert_eq!(status_of(&m, "boxes").0, "done");
+    for bad in ["truncated", "unopenable"] {
+        let (st, err, _) = status_of(&m, bad);
+        assert_eq!(st, "failed", "{bad}");
+        assert!(!err.is_empty());
+        assert!(
+            !err.contains(slides.to_str().unwrap()),
+            "paths stay out of outputs: {err}"
+        );
+    }
+    // Tissue GeoJSON (QuPath) and QC thumbnail.
+    let gj: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("tissue/CMU-1-Small-Region.geojson")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gj["type"], "FeatureCollection");
+    assert!(!gj["features"].as_array().unwrap().is_empty());
+    assert!(out.join("tissue/CMU-1-Small-Region.png").is_file());
+    // Tiles (level-0 coordinates) and the feature bag: one row per tile.
+    let t = table(&out.join("tiles/CMU-1-Small-Region.parquet"));
+    assert_eq!(t.height() as u64, tiles);
+    let x = t.column("x").unwrap().i64().unwrap();
+    assert!((0..t.height()).all(|i| (0..2220).contains(&x.get(i).unwrap())));
+    let f = read_tensors(&out.join("features/CMU-1-Small-Region.safetensors"));
+    assert_eq!(f["cls"].0, vec![tiles as usize, 384]);
+    let h5 = hdf5_metno::File::open(out.join("h5/CMU-1-Small-Region.h5")).unwrap();
+    assert_eq!(
+        h5.dataset("features").unwrap().shape(),
+        vec![tiles as usize, 384]
+    );
+    let coords: Vec<i64> = h5.dataset("coords").unwrap().read_raw().unwrap();
+    assert_eq!(coords.len() as u64, 2 * tiles);
+    assert_eq!(coords[0], x.get(0).unwrap());
+
+    // A rerun skips the finished slides; a slide cut off (its feature file gone) is redone.
+    std::fs::remove_file(out.join("features/CMU-1-Small-Region.safetensors")).unwrap();
+    let r = embed(&[]);
+    let log = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(
+        log.contains("1 slides done, 2 already finished, 2 failed"),
+        "{log}"
+    );
+    assert!(out
+        .join("features/CMU-1-Small-Region.safetensors")
+        .is_file());
+
+    // Shards split the batch.
+    let shard_out = tmp.path().join("shard");
+    let r = dinoadapt(&[
+        "pathology",
+        "tissue",
+        s,
+        "-o",
+        shard_out.to_str().unwrap(),
+        "--shard",
+        "1/2",
+        "--quiet",
+    ]);
+    assert!(r.status.success());
+    assert_eq!(table(&shard_out.join("manifest.parquet")).height(), 2);
+}
+
+#[test]
+fn inspect_reports_openslide_geometry() {
+    let Some(shared) = shared() else { return };
+    let data = shared.join("data");
+    let text = std::fs::read_to_string(data.join("REFERENCE.json")).unwrap();
+    let reference: Value = serde_json::from_str(&text.replace("NaN", "null")).unwrap();
+    for key in [
+        "pathology/CMU-1-Small-Region.svs",
+        "pathology/small.svs",
+        "pathology/boxes.tiff",
+    ] {
+        let want = &reference[key];
+        let got: Value = serde_json::from_str(&ok(&[
+            "inspect",
+            data.join(key).to_str().unwrap(),
+            "--json",
+        ]))
+        .unwrap();
+        for field in [
+            "dimensions",
+            "level_count",
+            "level_dimensions",
+            "vendor",
+            "objective_power",
+        ] {
+            assert_eq!(got[field], want[field], "{key}: {field}");
+        }
+        let (g, w) = (&got["level_downsamples"], &want["level_downsamples"]);
+        for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+            assert!(
+                (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-9,
+                "{key}"
+            );
+        }
+        for field in ["mpp_x", "mpp_y"] {
+            let (a, b) = (got[field].as_f64().unwrap(), want[field].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-6 * b, "{key}: {field} {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn pretraining_samples_tissue_tiles_from_slides() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let slide = shared.join("data/pathology/CMU-1-Small-Region.svs");
+    let recipe = tmp.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"
+[model]
+arch = "vits14"
+embed_dim = 32
+depth = 2
+num_heads = 2
+patch_size = 8
+img_size = 32
+mlp_ratio = 2.0
+
+[heads]
+prototypes = 64
+hidden_dim = 32
+bottleneck_dim = 16
+
+[data]
+slides = ["{}"]
+slide_mpp = [0.5, 1.0]
+slide_tile_size = 64
+slide_tiles_per_epoch = 16
+batch_size = 4
+
+[crops]
+global_size = 32
+local_size = 16
+local_crops = 2
+
+[optim]
+epochs = 1
+epoch_length = 3
+warmup_epochs = 0
+
+[train]
+output_dir = "run"
+checkpoint_every = 3
+"#,
+            slide.display()
+        ),
+    )
+    .unwrap();
+    ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("run/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["steps"], 3, "{summary}");
+}
