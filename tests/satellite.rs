@@ -255,10 +255,16 @@ fn unusable_inputs_fail_with_clear_messages() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no georeferencing"));
     // A file GDAL cannot read.
+    let bad = dir.path().join("bad.tif");
+    std::fs::write(&bad, b"II*\0 not really a TIFF").unwrap();
+    let out = dinoadapt(&["inspect", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GDAL cannot open it"));
+    // A TIFF OpenSlide recognises but cannot decode is reported as a slide.
     let out = dinoadapt(&[
         "inspect",
         data.join("../pathology/unopenable.tiff").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("GDAL cannot open it"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unsupported TIFF compression"));
 }

@@ -22,7 +22,8 @@ pub fn read_downsampled(slide: &Slide, downsample: f64) -> Result<RgbImage> {
     let out_h = ((h0 as f64 / downsample).ceil() as u32).max(1);
     let level = slide.level_for_downsample(downsample);
     let factor = downsample / slide.levels()[level as usize].downsample;
-    let chunk = ((MAX_WINDOW / factor).floor() as u32).clamp(16, 1024);
+    // Cells of at most 128 output px: even a small slide's thumbnail is read by every thread.
+    let chunk = ((MAX_WINDOW / factor).floor() as u32).clamp(16, 128);
     let mut cells = Vec::new();
     for y in (0..out_h).step_by(chunk as usize) {
         for x in (0..out_w).step_by(chunk as usize) {
