@@ -103,6 +103,7 @@ fn is_volume(path: &Path) -> bool {
 /// and GDAL finds no georeferencing in it.
 fn is_slide(path: &Path) -> bool {
     match extension(path).as_deref() {
+        Some("dcm") => dinoadapt_pathology::dicom_wsi::is_wsi(path),
         Some("svs" | "ndpi" | "mrxs" | "scn" | "vms" | "vmu" | "bif" | "svslide") => true,
         Some("tif" | "tiff") => {
             dinoadapt_pathology::openslide_slide::detect_vendor(path).is_some()
@@ -115,8 +116,13 @@ fn is_slide(path: &Path) -> bool {
 }
 
 fn inspect_slide(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let slide = dinoadapt_pathology::Slide::open(path)?;
-    let info = slide.info();
+    // DICOM slides are described from their tags (Debian's OpenSlide 3.4.1 cannot open them).
+    let info = if extension(path).as_deref() == Some("dcm") {
+        dinoadapt_pathology::dicom_wsi::describe(path)?
+    } else {
+        dinoadapt_pathology::Slide::open(path)?.info().clone()
+    };
+    let info = &info;
     let recorded = dinoadapt_pathology::mpp::recorded_mpp(path);
     // OpenSlide's own view: the mpp the file records (even an implausible 72 dpi), and
     // separately whether it is usable for tiling.
@@ -257,11 +263,11 @@ fn inspect_raster(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn run(mut args: InspectArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = args.path.take() {
-        if is_volume(&path) {
-            return inspect_volume(&path, args.json);
-        }
         if is_slide(&path) {
             return inspect_slide(&path, args.json);
+        }
+        if is_volume(&path) {
+            return inspect_volume(&path, args.json);
         }
         if !is_checkpoint(&path) {
             return inspect_raster(&path, args.json);

@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod contours;
+pub mod dicom_wsi;
 pub mod error;
 pub mod image_slide;
 pub mod morphology;

@@ -28,6 +28,8 @@ pub enum MppSource {
     TiffResolution,
     /// Given by the user.
     Override,
+    /// DICOM PixelSpacing of a whole-slide image's shared functional groups.
+    Dicom,
 }
 
 /// Level-0 pixel size in micrometres.

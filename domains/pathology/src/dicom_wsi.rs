@@ -1,0 +1,148 @@
+//! DICOM whole-slide images (VL Whole Slide Microscopy, one instance per level or associated
+//! image, instances of a slide share a SeriesInstanceUID in one folder): their geometry read
+//! with dicom-rs, for `inspect` on OpenSlide builds that cannot open DICOM (Debian's 3.4.1).
+//! Pixels are not read here: tiling a DICOM slide still needs OpenSlide ≥ 4.
+
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{open_file, InMemDicomObject, OpenFileOptions};
+
+use crate::error::{PathologyError, Result};
+use crate::mpp::{Mpp, MppSource};
+use crate::slide::{LevelInfo, SlideInfo};
+
+const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
+
+fn text(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let s = ds.element_opt(tag).ok()??.to_str().ok()?.to_string();
+    let s = s
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn number(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+    ds.element_opt(tag).ok()??.to_float64().ok()
+}
+
+fn first_item(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<&InMemDicomObject> {
+    ds.element_opt(tag).ok()??.items()?.first()
+}
+
+/// True for a DICOM file of the whole-slide microscopy class (or modality SM).
+pub fn is_wsi(path: &Path) -> bool {
+    let Ok(obj) = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+    else {
+        return false;
+    };
+    text(&obj, tags::SOP_CLASS_UID).as_deref() == Some(WSI_SOP_CLASS)
+        || text(&obj, tags::MODALITY).as_deref() == Some("SM")
+}
+
+struct Instance {
+    kind: String,
+    width: u64,
+    height: u64,
+    mpp: Option<(f64, f64)>,
+    objective: Option<f64>,
+}
+
+fn instance(path: &Path) -> Option<(String, Instance)> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    let series = text(&obj, tags::SERIES_INSTANCE_UID)?;
+    // ImageType value 3: VOLUME, THUMBNAIL, LABEL or OVERVIEW.
+    let kind = text(&obj, tags::IMAGE_TYPE)
+        .and_then(|t| t.split('\\').nth(2).map(|s| s.trim().to_ascii_uppercase()))
+        .unwrap_or_else(|| "VOLUME".into());
+    let width = number(&obj, tags::TOTAL_PIXEL_MATRIX_COLUMNS)
+        .or_else(|| number(&obj, tags::COLUMNS))? as u64;
+    let height =
+        number(&obj, tags::TOTAL_PIXEL_MATRIX_ROWS).or_else(|| number(&obj, tags::ROWS))? as u64;
+    let spacing = first_item(&obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|g| first_item(g, tags::PIXEL_MEASURES_SEQUENCE))
+        .and_then(|m| m.element_opt(tags::PIXEL_SPACING).ok()?)
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| v.len() >= 2);
+    // PixelSpacing is (row spacing, column spacing) in mm.
+    let mpp = spacing.map(|v| (v[1] * 1000.0, v[0] * 1000.0));
+    let objective = first_item(&obj, tags::OPTICAL_PATH_SEQUENCE)
+        .and_then(|o| number(o, tags::OBJECTIVE_LENS_POWER));
+    Some((
+        series,
+        Instance {
+            kind,
+            width,
+            height,
+            mpp,
+            objective,
+        },
+    ))
+}
+
+/// The slide `path` belongs to: every instance of its series in its folder.
+pub fn describe(path: &Path) -> Result<SlideInfo> {
+    let not_wsi = |reason: &str| PathologyError::Invalid {
+        path: path.to_path_buf(),
+        what: format!("not a DICOM whole-slide image: {reason}"),
+    };
+    open_file(path).map_err(|e| not_wsi(&e.to_string()))?;
+    let (series, _) = instance(path).ok_or_else(|| not_wsi("no slide geometry"))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(PathologyError::io(dir, "cannot list the slide's folder"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut volumes = Vec::new();
+    let mut associated = Vec::new();
+    for f in files {
+        if let Some((s, inst)) = instance(&f) {
+            if s != series {
+                continue;
+            }
+            match inst.kind.as_str() {
+                "VOLUME" => volumes.push(inst),
+                other => associated.push(other.to_ascii_lowercase()),
+            }
+        }
+    }
+    volumes.sort_by_key(|v| std::cmp::Reverse(v.width));
+    let base = volumes
+        .first()
+        .ok_or_else(|| not_wsi("no VOLUME instance"))?;
+    let levels = volumes
+        .iter()
+        .map(|v| LevelInfo {
+            width: v.width,
+            height: v.height,
+            downsample: base.width as f64 / v.width as f64,
+        })
+        .collect();
+    associated.sort();
+    associated.dedup();
+    Ok(SlideInfo {
+        backend: "dicom".into(),
+        format: "dicom".into(),
+        openslide_version: None,
+        width: base.width,
+        height: base.height,
+        levels,
+        mpp: base.mpp.map(|(x, y)| Mpp {
+            x,
+            y,
+            source: MppSource::Dicom,
+        }),
+        mpp_note: None,
+        objective_power: volumes.iter().find_map(|v| v.objective),
+        bounds: None,
+        associated_images: associated,
+    })
+}
