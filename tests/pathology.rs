@@ -246,3 +246,87 @@ checkpoint_every = 3
     .unwrap();
     assert_eq!(summary["steps"], 3, "{summary}");
 }
+
+/// A pyramidal tiled TIFF (levels 1, 2, 4) at 0.25 µm/px with a tissue-coloured ellipse,
+/// written with GDAL (tiled, DEFLATE, internal overviews, resolution tags in px/cm).
+fn pyramidal_tiff(path: &Path) {
+    let (w, h) = (800usize, 600usize);
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let options = gdal::raster::RasterCreationOptions::from_iter([
+        "TILED=YES",
+        "BLOCKXSIZE=128",
+        "BLOCKYSIZE=128",
+        "COMPRESS=DEFLATE",
+        "PHOTOMETRIC=RGB",
+    ]);
+    let mut ds = driver
+        .create_with_band_type_with_options::<u8, _>(path, w, h, 3, &options)
+        .unwrap();
+    for (k, v) in [
+        ("TIFFTAG_XRESOLUTION", "40000"),
+        ("TIFFTAG_YRESOLUTION", "40000"),
+        ("TIFFTAG_RESOLUTIONUNIT", "3"),
+    ] {
+        gdal::Metadata::set_metadata_item(&mut ds, k, v, "").unwrap();
+    }
+    let tissue = [200u8, 110, 170];
+    for b in 0..3 {
+        let data: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                let (dx, dy) = ((x as f64 - 400.0) / 300.0, (y as f64 - 300.0) / 200.0);
+                if dx * dx + dy * dy < 1.0 {
+                    tissue[b]
+                } else {
+                    245
+                }
+            })
+            .collect();
+        ds.rasterband(b + 1)
+            .unwrap()
+            .write((0, 0), (w, h), &mut gdal::raster::Buffer::new((w, h), data))
+            .unwrap();
+    }
+    ds.build_overviews("AVERAGE", &[2, 4], &[]).unwrap();
+}
+
+#[test]
+fn a_generated_pyramid_is_read_from_the_level_that_matches_the_target_mpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slide = tmp.path().join("pyramid.tif");
+    pyramidal_tiff(&slide);
+    let info: Value =
+        serde_json::from_str(&ok(&["inspect", slide.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(info["level_count"], 3, "{info}");
+    assert_eq!(
+        info["level_downsamples"],
+        serde_json::json!([1.0, 2.0, 4.0])
+    );
+    assert!((info["mpp_x"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+    assert_eq!(info["mpp_usable"], true);
+    for (mpp, level) in [("0.25", 0), ("0.5", 1), ("1.0", 2)] {
+        let out = tmp.path().join(format!("out_{mpp}"));
+        ok(&[
+            "pathology",
+            "tile",
+            slide.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--target-mpp",
+            mpp,
+            "--size",
+            "32",
+            "--quiet",
+        ]);
+        let t = table(&out.join("tiles/pyramid.parquet"));
+        assert!(t.height() > 0, "tiles at {mpp}");
+        let levels = t.column("level").unwrap().u32().unwrap();
+        assert!(
+            (0..t.height()).all(|i| levels.get(i) == Some(level)),
+            "{mpp} um/px"
+        );
+        // Each tile covers exactly 32 px x mpp um: 32 * mpp / 0.25 level-0 px.
+        let w = t.column("width").unwrap().f64().unwrap().get(0).unwrap();
+        assert!((w - 32.0 * mpp.parse::<f64>().unwrap() / 0.25).abs() < 1e-9);
+    }
+}
