@@ -270,13 +270,13 @@ fn pyramidal_tiff(path: &Path) {
         gdal::Metadata::set_metadata_item(&mut ds, k, v, "").unwrap();
     }
     let tissue = [200u8, 110, 170];
-    for b in 0..3 {
+    for (b, &value) in tissue.iter().enumerate() {
         let data: Vec<u8> = (0..h)
             .flat_map(|y| (0..w).map(move |x| (x, y)))
             .map(|(x, y)| {
                 let (dx, dy) = ((x as f64 - 400.0) / 300.0, (y as f64 - 300.0) / 200.0);
                 if dx * dx + dy * dy < 1.0 {
-                    tissue[b]
+                    value
                 } else {
                     245
                 }
