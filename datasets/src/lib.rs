@@ -13,6 +13,6 @@ pub mod transforms;
 pub use feature_store::{FeatureWriter, StoreError};
 pub use image_source::{ImageFiles, ImageSource};
 pub use images::{collect_images, open_image, ImageError};
-pub use manifest::{embed_manifest, write_parquet, EmbedRecord, ManifestError};
+pub use manifest::{column, embed_manifest, write_parquet, EmbedRecord, ManifestError};
 pub use regions::{regions_table, Region, RegionBatch, RegionSource};
 pub use transforms::{Preprocess, ResizeFilter};

@@ -31,7 +31,8 @@ pub struct EmbedRecord {
     pub error: String,
 }
 
-fn col<T>(name: &str, v: Vec<T>) -> Column
+/// A named Parquet column from a vector (the one helper every table writer uses).
+pub fn column<T>(name: &str, v: Vec<T>) -> Column
 where
     Series: NamedFrom<Vec<T>, [T]>,
 {
@@ -40,7 +41,7 @@ where
 
 /// The manifest as a DataFrame.
 pub fn embed_manifest(records: &[EmbedRecord]) -> DataFrame {
-    let c = |name: &str, v: Vec<u32>| col::<u32>(name, v);
+    let c = |name: &str, v: Vec<u32>| column::<u32>(name, v);
     let columns = vec![
         Series::new(
             "index".into(),
@@ -50,16 +51,16 @@ pub fn embed_manifest(records: &[EmbedRecord]) -> DataFrame {
                 .collect::<Vec<Option<u32>>>(),
         )
         .into_column(),
-        col::<String>(
+        column::<String>(
             "status",
             records
                 .iter()
                 .map(|r| if r.error.is_empty() { "ok" } else { "failed" }.to_string())
                 .collect(),
         ),
-        col::<String>("path", records.iter().map(|r| r.path.clone()).collect()),
-        col::<String>("model", records.iter().map(|r| r.model.clone()).collect()),
-        col::<String>(
+        column::<String>("path", records.iter().map(|r| r.path.clone()).collect()),
+        column::<String>("model", records.iter().map(|r| r.model.clone()).collect()),
+        column::<String>(
             "checkpoint_sha256",
             records
                 .iter()
@@ -76,9 +77,9 @@ pub fn embed_manifest(records: &[EmbedRecord]) -> DataFrame {
             "input_height",
             records.iter().map(|r| r.input_height).collect(),
         ),
-        col::<u64>("file_bytes", records.iter().map(|r| r.file_bytes).collect()),
-        col::<f64>("seconds", records.iter().map(|r| r.seconds).collect()),
-        col::<String>("error", records.iter().map(|r| r.error.clone()).collect()),
+        column::<u64>("file_bytes", records.iter().map(|r| r.file_bytes).collect()),
+        column::<f64>("seconds", records.iter().map(|r| r.seconds).collect()),
+        column::<String>("error", records.iter().map(|r| r.error.clone()).collect()),
     ];
     DataFrame::new(records.len(), columns).expect("columns have one length")
 }

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::DataFrame;
+
+use crate::manifest::column as col;
 use serde::Serialize;
 
 /// One region of a source.
@@ -48,13 +50,6 @@ pub trait RegionSource: Send {
     fn next_batch(&mut self, max: usize) -> Result<Option<RegionBatch>, String>;
     /// What to record in every output about this source (preprocessing, layout, units).
     fn metadata(&self) -> HashMap<String, String>;
-}
-
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
 }
 
 /// The regions as a table: row `i` describes feature row `i`.

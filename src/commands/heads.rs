@@ -13,10 +13,11 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dinoadapt_core::checkpoint::safetensors_io::{read_safetensors, write_safetensors};
 use dinoadapt_core::eval::knn::knn_votes as knn_scores;
+use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::write_parquet;
 use dinoadapt_heads::metrics::ClassificationMetrics;
 use dinoadapt_heads::{few_shot, sweep_linear, LinearProbe, LinearProbeConfig};
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
@@ -210,13 +211,6 @@ fn encode(names: &[String], classes: &[String]) -> anyhow::Result<Vec<usize>> {
             })
         })
         .collect()
-}
-
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
 }
 
 fn results_table(rows: &[(String, String, ClassificationMetrics)]) -> anyhow::Result<DataFrame> {

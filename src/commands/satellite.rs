@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
+use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::{regions_table, write_parquet, Region};
 use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
 use dinoadapt_satellite::predict::{
@@ -17,7 +18,7 @@ use dinoadapt_satellite::predict::{
 use dinoadapt_satellite::source::{crs_label, ChipConfig, ChipSource};
 use dinoadapt_satellite::{Blend, ChipGrid, Normalization, Raster};
 use indicatif::{ProgressBar, ProgressStyle};
-use polars::prelude::{Column, IntoColumn, NamedFrom, Series};
+use polars::prelude::{IntoColumn, NamedFrom, Series};
 
 use crate::commands::regions::{EmbedSettings, RegionEmbedJob};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
@@ -149,13 +150,6 @@ fn open_all(paths: &[PathBuf]) -> anyhow::Result<Vec<Raster>> {
         .iter()
         .map(|p| Raster::open(p).map_err(anyhow::Error::from))
         .collect()
-}
-
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
 }
 
 fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {

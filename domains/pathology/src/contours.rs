@@ -242,18 +242,7 @@ fn round3(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn from_rows(rows: &[&str]) -> Binary {
-        let (w, h) = (rows[0].len(), rows.len());
-        Binary {
-            width: w,
-            height: h,
-            data: rows
-                .iter()
-                .flat_map(|r| r.bytes().map(|b| b == b'#'))
-                .collect(),
-        }
-    }
+    use crate::morphology::from_rows;
 
     fn trace(rows: &[&str]) -> Vec<(u32, Polygon)> {
         let b = from_rows(rows);

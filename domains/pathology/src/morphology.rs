@@ -182,21 +182,23 @@ impl Binary {
     }
 }
 
+/// A mask drawn in text: `#` is set (for tests).
+#[cfg(test)]
+pub(crate) fn from_rows(rows: &[&str]) -> Binary {
+    let (w, h) = (rows[0].len(), rows.len());
+    Binary {
+        width: w,
+        height: h,
+        data: rows
+            .iter()
+            .flat_map(|r| r.bytes().map(|b| b == b'#'))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn from_rows(rows: &[&str]) -> Binary {
-        let (w, h) = (rows[0].len(), rows.len());
-        Binary {
-            width: w,
-            height: h,
-            data: rows
-                .iter()
-                .flat_map(|r| r.bytes().map(|b| b == b'#'))
-                .collect(),
-        }
-    }
 
     #[test]
     fn median_removes_salt_and_keeps_blocks() {

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::write_parquet;
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 use serde::{Deserialize, Serialize};
 
 /// File endings taken from folders: what OpenSlide reads, and plain images.
@@ -248,13 +249,6 @@ pub fn write_status(out: &Path, s: &SlideStatus) -> anyhow::Result<()> {
     std::fs::write(&tmp, serde_json::to_string_pretty(s)?)?;
     std::fs::rename(&tmp, &path)?;
     Ok(())
-}
-
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
 }
 
 /// `manifest.parquet` from every status file in `out/status` (all shards so far).

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
+use dinoadapt_datasets::column as col;
 use dinoadapt_radiology::dicom::load_series;
 use dinoadapt_radiology::nifti::read_nifti;
 use dinoadapt_radiology::{Pseudonymizer, Volume};
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 
 use super::VolumeInputs;
 
@@ -154,13 +155,6 @@ pub fn for_each_volume(
         }
     }
     Ok(())
-}
-
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
 }
 
 /// `volumes.parquet`.
