@@ -69,7 +69,8 @@ fn host<B: Backend>(t: Tensor<B, 3>) -> anyhow::Result<Vec<f32>> {
         .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))
 }
 
-/// Run the backbone on `pixels` ([n][3][h][w]) and append the rows to `writer`.
+/// Run the backbone on `pixels` ([n][3][h][w]) and append the rows to `writer`; returns the
+/// class tokens written ([n, dim]), for callers that also pool or export them.
 pub fn append_batch<B: Backend>(
     model: &VisionTransformer<B>,
     layout: &FeatureLayout,
@@ -78,7 +79,7 @@ pub fn append_batch<B: Backend>(
     chunks: usize,
     device: &B::Device,
     writer: &mut FeatureWriter,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<f32>> {
     let (d, r, np) = (layout.dim, layout.registers, layout.patches);
     let x = Tensor::<B, 4>::from_data(
         TensorData::new(pixels, [n, 3, layout.size.0, layout.size.1]),
@@ -97,7 +98,8 @@ pub fn append_batch<B: Backend>(
             })
             .collect()
     };
-    writer.append("cls", &rows(0, 1))?;
+    let cls = rows(0, 1);
+    writer.append("cls", &cls)?;
     writer.append("patch", &rows(1 + r, np))?;
     if r > 0 {
         writer.append("reg", &rows(1, r))?;
@@ -110,7 +112,7 @@ pub fn append_batch<B: Backend>(
         };
         writer.append(&format!("layer.{i}"), &host(layer)?)?;
     }
-    Ok(())
+    Ok(cls)
 }
 
 /// Patch tokens of a batch: `[image][patch][dim]` and the patch grid.

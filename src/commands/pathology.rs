@@ -16,18 +16,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
-use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
+use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::write_parquet;
 use dinoadapt_pathology::source::TileSource;
 use dinoadapt_pathology::tiling::{plan_tiles, TilePlan, TilingConfig};
 use dinoadapt_pathology::tissue::{detect_tissue, TissueConfig};
 use dinoadapt_pathology::{OpenOptions, Slide};
 use indicatif::{ProgressBar, ProgressStyle};
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::DataFrame;
 
 use crate::commands::regions::{EmbedSettings, RegionEmbedder};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
@@ -167,13 +166,6 @@ fn tissue_config(b: &BatchArgs) -> TissueConfig {
     }
 }
 
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
-}
-
 /// The tile table of a plan.
 fn tiles_table(plan: &TilePlan) -> anyhow::Result<DataFrame> {
     let t = &plan.tiles;
@@ -262,19 +254,14 @@ fn process<B: Backend>(
             std::fs::create_dir_all(out.join("features"))?;
             let features = out.join(format!("features/{id}.safetensors"));
             let source = TileSource::new(Arc::new(slide), id.clone(), plan);
-            e.embedder.embed(source, &features)?;
+            let embedded = e.embedder.embed(source, &features)?;
             status.outputs.push(format!("features/{id}.safetensors"));
             if e.h5 {
-                let (tensors, _) = read_safetensors(&features)?;
-                let (_, cls) = tensors
-                    .into_iter()
-                    .find(|(n, _)| n == "cls")
-                    .context("cls features")?;
                 std::fs::create_dir_all(out.join("h5"))?;
                 h5::write_bag(
                     &out.join(format!("h5/{id}.h5")),
-                    &cls.data,
-                    cls.shape[1],
+                    &embedded.cls,
+                    embedded.cls.len() / coords.len(),
                     &coords,
                     &h5::TileAttrs {
                         patch_size: cfg.size as u64,

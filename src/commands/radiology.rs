@@ -14,14 +14,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
-use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
+use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::{write_parquet, FeatureWriter};
 use dinoadapt_radiology::inputs::{Channels, InputSpec};
 use dinoadapt_radiology::intensity::Intensity;
 use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
 use dinoadapt_radiology::slices::Axis;
 use dinoadapt_radiology::source::{SliceOptions, SliceSource};
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::DataFrame;
 
 use crate::commands::regions::{EmbedSettings, RegionEmbedder};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
@@ -183,13 +183,6 @@ pub fn run(cmd: RadiologyCommand) -> anyhow::Result<ExitCode> {
         RadiologyCommand::Embed(a) => embed(*a),
         RadiologyCommand::Predict(a) => predict(*a),
     }
-}
-
-fn col<T>(name: &str, v: Vec<T>) -> Column
-where
-    Series: NamedFrom<Vec<T>, [T]>,
-{
-    Series::new(name.into(), v).into_column()
 }
 
 /// Write the per-volume table and say how it went; failures leave a non-zero count.
@@ -409,15 +402,10 @@ impl BackendJob for RadiologyEmbedJob {
                         &mut slice_table(&records[..e.regions.len()])?,
                     )?;
                     // The pooled volume feature: the mean class token over its slices.
-                    let (tensors, _) = read_safetensors(&features)?;
-                    let (_, cls) = tensors
-                        .into_iter()
-                        .find(|(n, _)| n == "cls")
-                        .context("cls features")?;
-                    dim = cls.shape[1];
-                    let n = cls.shape[0];
+                    let n = e.regions.len();
+                    dim = e.cls.len() / n;
                     let mut mean = vec![0f32; dim];
-                    for r in cls.data.chunks(dim) {
+                    for r in e.cls.chunks(dim) {
                         for (m, v) in mean.iter_mut().zip(r) {
                             *m += v / n as f32;
                         }

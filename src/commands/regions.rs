@@ -43,6 +43,8 @@ pub struct RegionEmbedder<B: Backend> {
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub regions: Vec<Region>,
+    /// The class tokens written, [regions, dim].
+    pub cls: Vec<f32>,
     pub seconds: f64,
 }
 
@@ -106,10 +108,11 @@ impl<B: Backend> RegionEmbedder<B> {
             .progress_chars("=> "),
         );
         let mut regions: Vec<Region> = Vec::with_capacity(max);
+        let mut cls = Vec::new();
         for b in rx.iter() {
             let b = b.map_err(anyhow::Error::msg)?;
             let n = b.regions.len();
-            append_batch(
+            cls.extend(append_batch(
                 &self.model,
                 &layout,
                 b.pixels,
@@ -117,7 +120,7 @@ impl<B: Backend> RegionEmbedder<B> {
                 s.chunks,
                 &self.device,
                 &mut writer,
-            )?;
+            )?);
             regions.extend(b.regions);
             bar.set_position(regions.len() as u64);
         }
@@ -129,6 +132,7 @@ impl<B: Backend> RegionEmbedder<B> {
         writer.finish_rows(regions.len())?;
         Ok(Embedded {
             regions,
+            cls,
             seconds: t0.elapsed().as_secs_f64(),
         })
     }
