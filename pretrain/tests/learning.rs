@@ -9,12 +9,16 @@ use dinoadapt_core::eval::knn_accuracy;
 use dinoadapt_pretrain::monitor::LabelledImages;
 use dinoadapt_pretrain::{run, Recipe, RunOptions};
 
+/// The crate's folder as cargo gives it at run time, else where the test was compiled.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// `../shared/data/mnist5k` beside the repository (required under `CI=true`).
 fn digits() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/mnist5k"
-    ));
+    let dir = crate_dir().join("../../shared/data/mnist5k");
     if dir.is_dir() {
         return Some(dir);
     }
@@ -63,10 +67,7 @@ fn knn_on_raw_pixels_classifies_the_digits() {
 fn pretraining_improves_knn_accuracy_over_initialisation() {
     let Some(_) = digits() else { return };
     let out = tempfile::tempdir().unwrap();
-    let recipe_path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../recipes/mnist_tiny.toml"
-    ));
+    let recipe_path = crate_dir().join("../recipes/mnist_tiny.toml");
     let recipe = Recipe::load(
         &recipe_path,
         &[format!(

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 /// `../shared` beside the repository. Under `CI=true` its absence fails the test; elsewhere the
 /// test is skipped with a message.
 pub fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let dir = crate_dir().join("../shared");
     if dir.join("fixtures").is_dir() {
         return Some(dir);
     }
@@ -69,4 +69,13 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// The crate's folder as cargo gives it when it runs the test (a test binary built in another
+/// checkout that shares the target directory still finds this checkout's `../shared`), else
+/// where the test was compiled.
+pub fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -5,11 +5,7 @@ use std::path::PathBuf;
 /// `../shared/fixtures/<name>` beside the repository. Under `CI=true` its absence fails the
 /// test; elsewhere the test is skipped with a message.
 pub fn fixture(name: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures"
-    ))
-    .join(name);
+    let dir = crate_dir().join("../../shared/fixtures").join(name);
     if dir.is_dir() {
         return Some(dir);
     }
@@ -18,4 +14,13 @@ pub fn fixture(name: &str) -> Option<PathBuf> {
     }
     eprintln!("skipping: ../shared/fixtures not found");
     None
+}
+
+/// The crate's folder as cargo gives it when it runs the test (a test binary built in another
+/// checkout that shares the target directory still finds this checkout's `../shared`), else
+/// where the test was compiled.
+pub fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// `<workspace>/../shared/data`, or `None` (after printing a skip message) when it is missing.
 /// Under `CI=true` a missing folder is a test failure.
 pub fn shared_data() -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = crate_dir();
     let workspace = manifest.join("../..");
     let data = workspace.join("../shared/data");
     if data.join("REFERENCE.json").is_file() {
@@ -367,4 +367,13 @@ pub fn stack(
 /// Whether `haystack` contains `needle` as bytes.
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The crate's folder as cargo gives it when it runs the test (a test binary built in another
+/// checkout that shares the target directory still finds this checkout's `../shared`), else
+/// where the test was compiled.
+pub fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -1,6 +1,4 @@
-//! `dinoadapt heads train|eval|predict`: heads on frozen features.
-//!
-//! `--task classify` runs the probes of DINOv2's evaluation on feature files that `embed`
+//! `heads train|eval|predict --task classify`: runs the probes of DINOv2's evaluation on feature files that `embed`
 //! wrote: kNN (k = 20, T = 0.07), the linear probe with an lr × weight-decay sweep chosen on the
 //! validation split, and optional few-shot subsets. Labels come from the image paths of the
 //! manifest beside each feature file (the parent folder, ImageFolder style) or from a CSV.
@@ -10,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::Args;
+
+use super::{required, Common};
 use dinoadapt_core::checkpoint::safetensors_io::{read_safetensors, write_safetensors};
 use dinoadapt_core::eval::knn::knn_votes as knn_scores;
 use dinoadapt_datasets::column as col;
@@ -20,90 +20,50 @@ use dinoadapt_heads::{few_shot, sweep_linear, LinearProbe, LinearProbeConfig};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
 use serde_json::json;
 
-#[derive(Subcommand, Debug)]
-pub enum HeadsCommand {
-    /// Train heads on frozen features and report their metrics.
-    Train(TrainArgs),
-    /// Metrics of a trained head on labelled features.
-    Eval(EvalArgs),
-    /// Class probabilities of a trained head for features (Parquet).
-    Predict(PredictArgs),
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct FeatureArgs {
-    /// Which features: `cls`, or `cls+avgpool` (class token and mean patch token
+    /// classify: which features, `cls` or `cls+avgpool` (class token and mean patch token
     /// concatenated, as DINOv2's linear evaluation does).
     #[arg(long, default_value = "cls")]
     pub features: String,
-    /// Labels: `folder` (the parent folder of each image path in the manifest beside the
-    /// feature file) or `csv:FILE` (columns path,label).
+    /// classify: labels, `folder` (the parent folder of each image path in the manifest beside
+    /// the feature file) or `csv:FILE` (columns path,label).
     #[arg(long, default_value = "folder")]
     pub labels: String,
 }
 
+/// `heads train --task classify`.
 #[derive(Args, Debug)]
-pub struct TrainArgs {
-    /// classify (segment, canopy and survival are not built yet).
-    #[arg(long, default_value = "classify")]
-    pub task: String,
-    /// Training features (safetensors from `embed`, with its .parquet manifest).
+pub struct ClassifyTrainArgs {
+    /// classify: training features (safetensors from `embed`, with its .parquet manifest).
     #[arg(long)]
-    pub train: PathBuf,
-    /// Validation features (the sweep is chosen on them).
+    pub train: Option<PathBuf>,
+    /// classify: validation features (the sweep is chosen on them).
     #[arg(long)]
-    pub val: PathBuf,
-    /// Test features (reported, never used for choices).
+    pub val: Option<PathBuf>,
+    /// classify: test features (reported, never used for choices).
     #[arg(long)]
     pub test: Option<PathBuf>,
     #[command(flatten)]
     pub feats: FeatureArgs,
-    /// kNN neighbours and temperature.
+    /// classify: kNN neighbours and temperature.
     #[arg(long, default_value_t = 20)]
     pub k: usize,
     #[arg(long, default_value_t = 0.07)]
     pub temperature: f64,
-    /// Learning rates of the linear sweep.
+    /// classify: learning rates of the linear sweep.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "0.001,0.003,0.01,0.03,0.1"
     )]
     pub lrs: Vec<f64>,
-    /// Weight decays of the linear sweep.
+    /// classify: weight decays of the linear sweep.
     #[arg(long, value_delimiter = ',', default_value = "0,0.0001,0.001,0.01")]
     pub wds: Vec<f64>,
-    #[arg(long, default_value_t = 300)]
-    pub epochs: usize,
-    /// Also run few-shot probes with these many training samples per class (e.g. 1,5,10).
+    /// classify: also run few-shot probes with these many training samples per class (e.g. 1,5,10).
     #[arg(long, value_delimiter = ',')]
     pub few_shot: Vec<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long, short)]
-    pub out: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    /// The folder `heads train` wrote.
-    #[arg(long)]
-    pub head: PathBuf,
-    #[arg(long)]
-    pub features: PathBuf,
-    /// Labels: `folder` or `csv:FILE` (as for train).
-    #[arg(long, default_value = "folder")]
-    pub labels: String,
-}
-
-#[derive(Args, Debug)]
-pub struct PredictArgs {
-    #[arg(long)]
-    pub head: PathBuf,
-    #[arg(long)]
-    pub features: PathBuf,
-    #[arg(long, short)]
-    pub out: PathBuf,
 }
 
 /// Features of one file and the image path of each row.
@@ -308,16 +268,13 @@ fn load_head(dir: &Path) -> anyhow::Result<(LinearProbe, Vec<String>, String)> {
     ))
 }
 
-fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    if args.task != "classify" {
-        bail!(
-            "--task {}: only `classify` is built so far (segmentation, canopy height and survival \
-             heads are still to come)",
-            args.task
-        );
-    }
-    let tr = load_features(&args.train, &args.feats.features)?;
-    let va = load_features(&args.val, &args.feats.features)?;
+pub fn train(args: &ClassifyTrainArgs, common: &Common) -> anyhow::Result<ExitCode> {
+    let train_path = required(&args.train, "--train", "classify")?;
+    let val_path = required(&args.val, "--val", "classify")?;
+    let out = required(&common.out, "--out", "classify")?;
+    let epochs = common.epochs.unwrap_or(300);
+    let tr = load_features(train_path, &args.feats.features)?;
+    let va = load_features(val_path, &args.feats.features)?;
     let tr_names = label_names(&tr, &args.feats.labels)?;
     let classes: Vec<String> = tr_names
         .iter()
@@ -366,8 +323,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         c,
         &args.lrs,
         &args.wds,
-        args.epochs,
-        args.seed,
+        epochs,
+        common.seed,
     );
     for (name, x, y) in &eval_splits {
         rows.push((
@@ -378,7 +335,7 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     // Few-shot: k samples per class from train, the best sweep settings.
     for &k in &args.few_shot {
-        let pick = few_shot(&ytr, c, k, args.seed);
+        let pick = few_shot(&ytr, c, k, common.seed);
         let xs: Vec<f32> = pick
             .iter()
             .flat_map(|&i| tr.x[i * dim..(i + 1) * dim].iter().copied())
@@ -407,11 +364,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    std::fs::create_dir_all(&args.out)?;
-    write_parquet(
-        &args.out.join("results.parquet"),
-        &mut results_table(&rows)?,
-    )?;
+    std::fs::create_dir_all(out)?;
+    write_parquet(&out.join("results.parquet"), &mut results_table(&rows)?)?;
     let mut sweep_df = DataFrame::new(
         sweep.len(),
         vec![
@@ -430,8 +384,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             ),
         ],
     )?;
-    write_parquet(&args.out.join("sweep.parquet"), &mut sweep_df)?;
-    save_head(&args.out, &best, &classes, &args.feats)?;
+    write_parquet(&out.join("sweep.parquet"), &mut sweep_df)?;
+    save_head(out, &best, &classes, &args.feats)?;
     let summary: Vec<_> = rows
         .iter()
         .map(|(m, s, r)| {
@@ -450,9 +404,9 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let (probe, classes, features) = load_head(&args.head)?;
-    let s = load_features(&args.features, &features)?;
+pub fn eval(head: &Path, features_path: &Path, labels: &str) -> anyhow::Result<ExitCode> {
+    let (probe, classes, features) = load_head(head)?;
+    let s = load_features(features_path, &features)?;
     if s.dim != probe.dim {
         bail!(
             "the features have dimension {}, the head takes {}",
@@ -460,15 +414,15 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             probe.dim
         );
     }
-    let y = encode(&label_names(&s, &args.labels)?, &classes)?;
+    let y = encode(&label_names(&s, labels)?, &classes)?;
     let m = ClassificationMetrics::compute(&y, &probe.predict_proba(&s.x), classes.len());
     println!("{}", serde_json::to_string_pretty(&m)?);
     Ok(ExitCode::SUCCESS)
 }
 
-fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    let (probe, classes, features) = load_head(&args.head)?;
-    let s = load_features(&args.features, &features)?;
+pub fn predict(head: &Path, features_path: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+    let (probe, classes, features) = load_head(head)?;
+    let s = load_features(features_path, &features)?;
     if s.dim != probe.dim {
         bail!(
             "the features have dimension {}, the head takes {}",
@@ -493,15 +447,7 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let mut df = DataFrame::new(s.paths.len(), columns)?;
-    write_parquet(&args.out, &mut df)?;
-    eprintln!("{} predictions -> {}", s.paths.len(), args.out.display());
+    write_parquet(out, &mut df)?;
+    eprintln!("{} predictions -> {}", s.paths.len(), out.display());
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn run(cmd: HeadsCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        HeadsCommand::Train(a) => train(a),
-        HeadsCommand::Eval(a) => eval(a),
-        HeadsCommand::Predict(a) => predict(a),
-    }
 }

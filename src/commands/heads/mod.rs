@@ -1,0 +1,183 @@
+//! `dinoadapt heads train|eval|predict --task classify|segment|canopy|survival`: heads on
+//! frozen features.
+//!
+//! Every task shares `--out`, `--epochs`, `--seed` and `--device`; the task's own flags are
+//! named in its module and checked when the task runs. A trained head is a folder with
+//! `head.json` (its task and configuration) and `head.safetensors`; `eval` and `predict` read the
+//! task from it.
+
+mod classify;
+mod dense;
+mod survival;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use dinoadapt_core::backend::DeviceSpec;
+
+#[derive(Subcommand, Debug)]
+pub enum HeadsCommand {
+    /// Train a head on frozen features and report its metrics.
+    Train(Box<TrainArgs>),
+    /// Metrics of a trained head on labelled data.
+    Eval(Box<EvalArgs>),
+    /// Predictions of a trained head: Parquet tables, or the domain's own format for dense heads.
+    Predict(Box<PredictArgs>),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// kNN, linear and few-shot probes on class tokens.
+    Classify,
+    /// Per-pixel classes from patch tokens (linear or multi-layer linear head).
+    Segment,
+    /// Canopy height in metres from 4 intermediate layers (DPT head).
+    Canopy,
+    /// Survival from slide feature bags (gated-attention MIL).
+    Survival,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Segment => "segment",
+            Task::Canopy => "canopy",
+            Task::Survival => "survival",
+        }
+    }
+}
+
+/// Flags every task shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Output: the head folder (train) or the predictions (predict).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Training epochs (default: the task's own).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu or cuda:N (CUDA needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long, value_enum)]
+    pub task: Task,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub classify: classify::ClassifyTrainArgs,
+    #[command(flatten)]
+    pub dense: dense::DenseTrainArgs,
+    #[command(flatten)]
+    pub survival: survival::SurvivalTrainArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The folder `heads train` wrote.
+    #[arg(long)]
+    pub head: PathBuf,
+    /// Check that the head is of this task (it is read from head.json).
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
+    /// classify: labelled features (safetensors from `embed`).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// classify: labels, `folder` or `csv:FILE` (as for train).
+    #[arg(long, default_value = "folder")]
+    pub labels: String,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub dense: dense::DenseEvalArgs,
+    #[command(flatten)]
+    pub survival: survival::SurvivalEvalArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The folder `heads train` wrote.
+    #[arg(long)]
+    pub head: PathBuf,
+    /// Check that the head is of this task (it is read from head.json).
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
+    /// classify: features to classify (safetensors from `embed`).
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub dense: dense::DensePredictArgs,
+    #[command(flatten)]
+    pub survival: survival::SurvivalPredictArgs,
+}
+
+/// A flag the task needs.
+pub fn required<'a, T>(value: &'a Option<T>, flag: &str, task: &str) -> anyhow::Result<&'a T> {
+    value
+        .as_ref()
+        .with_context(|| format!("--task {task} needs {flag}"))
+}
+
+/// The task a head folder holds (its head.json `task`), checked against `--task` if given.
+fn head_task(dir: &Path, expected: Option<Task>) -> anyhow::Result<Task> {
+    let path = dir.join("head.json");
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: not a head folder (no head.json)", dir.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", path.display()))?;
+    let name = info["task"].as_str().unwrap_or("classify");
+    let task = Task::from_str(name, true)
+        .map_err(|_| anyhow::anyhow!("{}: unknown task `{name}`", path.display()))?;
+    if let Some(e) = expected {
+        anyhow::ensure!(
+            e == task,
+            "{} holds a {} head, not {}",
+            dir.display(),
+            task.name(),
+            e.name()
+        );
+    }
+    Ok(task)
+}
+
+pub fn run(cmd: HeadsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        HeadsCommand::Train(a) => match a.task {
+            Task::Classify => classify::train(&a.classify, &a.common),
+            Task::Segment | Task::Canopy => dense::train(a.task, &a.dense, &a.common),
+            Task::Survival => survival::train(&a.survival, &a.common),
+        },
+        HeadsCommand::Eval(a) => match head_task(&a.head, a.task)? {
+            Task::Classify => classify::eval(
+                &a.head,
+                required(&a.features, "--features", "classify")?,
+                &a.labels,
+            ),
+            Task::Segment | Task::Canopy => dense::eval(&a.head, &a.dense, &a.common),
+            Task::Survival => survival::eval(&a.head, &a.survival, &a.common),
+        },
+        HeadsCommand::Predict(a) => match head_task(&a.head, a.task)? {
+            Task::Classify => classify::predict(
+                &a.head,
+                required(&a.features, "--features", "classify")?,
+                required(&a.common.out, "--out", "classify")?,
+            ),
+            Task::Segment | Task::Canopy => dense::predict(&a.head, &a.dense, &a.common),
+            Task::Survival => survival::predict(&a.head, &a.survival, &a.common),
+        },
+    }
+}
