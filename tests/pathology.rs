@@ -330,3 +330,45 @@ fn a_generated_pyramid_is_read_from_the_level_that_matches_the_target_mpp() {
         assert!((w - 32.0 * mpp.parse::<f64>().unwrap() / 0.25).abs() < 1e-9);
     }
 }
+
+/// A DICOM slide (two instances of one series: the level and its thumbnail) is one slide of the
+/// batch, read with dicom-rs on OpenSlide 3.4, tiled and embedded.
+#[test]
+fn a_dicom_slide_in_a_folder_is_one_slide_and_is_embedded() {
+    let Some(shared) = shared() else { return };
+    let data = shared.join("data/pathology");
+    let tmp = tempfile::tempdir().unwrap();
+    let slides = tmp.path().join("slides");
+    std::fs::create_dir_all(&slides).unwrap();
+    for f in ["boxes_0.dcm", "boxes_1.dcm"] {
+        std::fs::copy(data.join(f), slides.join(f)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let r = dinoadapt(&[
+        "pathology",
+        "embed",
+        "--random-init",
+        "--preset",
+        "vits14",
+        slides.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--size",
+        "14",
+        "--target-mpp",
+        "0.5",
+        "--min-tissue",
+        "0",
+        "--min-area-um2",
+        "0",
+        "--quiet",
+    ]);
+    assert!(r.status.success());
+    let m = table(&out.join("manifest.parquet"));
+    assert_eq!(m.height(), 1, "one slide for the two instances");
+    let (st, err, tiles) = status_of(&m, "boxes_0");
+    assert_eq!(st, "done", "{err}");
+    assert!(tiles >= 1);
+    let f = read_tensors(&out.join("features/boxes_0.safetensors"));
+    assert_eq!(f["cls"].0, vec![tiles as usize, 384]);
+}

@@ -49,15 +49,6 @@ pub enum PathologyError {
         message: String,
     },
 
-    /// A DICOM whole-slide image, which OpenSlide reads only from version 4.0.
-    #[error(
-        "{}: DICOM whole-slide images need OpenSlide >= 4.0 (this build links OpenSlide {openslide}); \
-         install OpenSlide 4 or convert the slide to a pyramidal TIFF (e.g. with wsidicomizer or \
-         vips)",
-        path.display()
-    )]
-    NeedsOpenSlide4 { path: PathBuf, openslide: String },
-
     /// No trustworthy pixel size: neither OpenSlide nor the TIFF resolution tags give one.
     #[error(
         "{}: the slide records no usable microns per pixel ({detail}); pass --mpp <um per pixel> \
@@ -135,14 +126,5 @@ mod tests {
         let m = e.to_string();
         assert!(m.starts_with("a.tiff: "), "{m}");
         assert!(m.contains("--mpp"), "{m}");
-    }
-
-    #[test]
-    fn dicom_message_names_the_version() {
-        let e = PathologyError::NeedsOpenSlide4 {
-            path: "s.dcm".into(),
-            openslide: "3.4.1".into(),
-        };
-        assert!(e.to_string().contains("OpenSlide >= 4.0"));
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::dicom_wsi::DicomSlide;
 use crate::error::{PathologyError, Result};
 use crate::image_slide::ImageSlide;
 use crate::mpp::{self, Mpp, MppSource, MPP_RANGE};
@@ -73,6 +74,8 @@ pub struct OpenOptions {
 #[derive(Debug)]
 pub enum Backend {
     OpenSlide(Box<OpenSlideSlide>),
+    /// DICOM WSI read with dicom-rs (OpenSlide < 4 cannot open DICOM).
+    Dicom(DicomSlide),
     Image(ImageSlide),
 }
 
@@ -120,10 +123,8 @@ impl Slide {
             };
             (Backend::OpenSlide(Box::new(s)), info)
         } else if is_dicom(path) {
-            return Err(PathologyError::NeedsOpenSlide4 {
-                path: path.to_path_buf(),
-                openslide: openslide_version(),
-            });
+            let (s, info) = crate::dicom_wsi::open(path)?;
+            (Backend::Dicom(s), info)
         } else {
             // Not a slide OpenSlide knows and not a decodable image (also: a truncated slide
             // whose directories are cut off, which OpenSlide then does not recognise).
@@ -316,6 +317,7 @@ impl Slide {
     fn read_inside(&self, level: u32, x0: u64, y0: u64, w: u32, h: u32) -> Result<RgbImage> {
         match &self.backend {
             Backend::OpenSlide(s) => s.read(level, x0, y0, w, h),
+            Backend::Dicom(s) => s.read(level, x0, y0, w, h),
             Backend::Image(s) => s.read(x0, y0, w, h),
         }
     }

@@ -117,6 +117,12 @@ pub fn collect_slides(inputs: &[PathBuf]) -> anyhow::Result<Vec<SlideEntry>> {
         if input.is_dir() {
             let mut files = Vec::new();
             walk(input, &mut files)?;
+            // A DICOM slide is one file per level and associated image: keep its first file.
+            let mut series = BTreeSet::new();
+            files.retain(|p| match dinoadapt_pathology::dicom_wsi::series_uid(p) {
+                Some(uid) => series.insert(uid),
+                None => true,
+            });
             out.extend(files.into_iter().map(|p| SlideEntry {
                 slide_id: stem(&p),
                 path: p,

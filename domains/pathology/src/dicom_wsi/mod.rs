@@ -1,7 +1,12 @@
 //! DICOM whole-slide images (VL Whole Slide Microscopy, one instance per level or associated
 //! image, instances of a slide share a SeriesInstanceUID in one folder): their geometry read
-//! with dicom-rs, for `inspect` on OpenSlide builds that cannot open DICOM (Debian's 3.4.1).
-//! Pixels are not read here: tiling a DICOM slide still needs OpenSlide ≥ 4.
+//! and its pixels read with dicom-rs, for OpenSlide builds that cannot open DICOM (Debian's
+//! 3.4.1; OpenSlide ≥ 4 opens them itself and is preferred when present).
+
+mod fragments;
+mod reader;
+
+pub use reader::DicomSlide;
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +19,7 @@ use crate::slide::{LevelInfo, SlideInfo};
 
 const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
 
-fn text(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+pub(crate) fn text(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     let s = ds.element_opt(tag).ok()??.to_str().ok()?.to_string();
     let s = s
         .trim_matches(|c: char| c.is_whitespace() || c == '\0')
@@ -22,11 +27,11 @@ fn text(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn number(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+pub(crate) fn number(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
     ds.element_opt(tag).ok()??.to_float64().ok()
 }
 
-fn first_item(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<&InMemDicomObject> {
+pub(crate) fn first_item(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<&InMemDicomObject> {
     ds.element_opt(tag).ok()??.items()?.first()
 }
 
@@ -42,7 +47,21 @@ pub fn is_wsi(path: &Path) -> bool {
         || text(&obj, tags::MODALITY).as_deref() == Some("SM")
 }
 
+/// The SeriesInstanceUID of a DICOM whole-slide image file (the slide it belongs to); None for
+/// anything else.
+pub fn series_uid(path: &Path) -> Option<String> {
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
+        || !is_wsi(path)
+    {
+        return None;
+    }
+    instance(path).map(|(series, _)| series)
+}
+
 struct Instance {
+    path: PathBuf,
     kind: String,
     width: u64,
     height: u64,
@@ -76,6 +95,7 @@ fn instance(path: &Path) -> Option<(String, Instance)> {
     Some((
         series,
         Instance {
+            path: path.to_path_buf(),
             kind,
             width,
             height,
@@ -87,6 +107,17 @@ fn instance(path: &Path) -> Option<(String, Instance)> {
 
 /// The slide `path` belongs to: every instance of its series in its folder.
 pub fn describe(path: &Path) -> Result<SlideInfo> {
+    series(path).map(|(info, _)| info)
+}
+
+/// The slide `path` belongs to, opened for reading pixels.
+pub fn open(path: &Path) -> Result<(DicomSlide, SlideInfo)> {
+    let (info, volumes) = series(path)?;
+    Ok((DicomSlide::open(&volumes)?, info))
+}
+
+/// The slide's description and its VOLUME instances, largest first.
+fn series(path: &Path) -> Result<(SlideInfo, Vec<PathBuf>)> {
     let not_wsi = |reason: &str| PathologyError::Invalid {
         path: path.to_path_buf(),
         what: format!("not a DICOM whole-slide image: {reason}"),
@@ -128,7 +159,8 @@ pub fn describe(path: &Path) -> Result<SlideInfo> {
         .collect();
     associated.sort();
     associated.dedup();
-    Ok(SlideInfo {
+    let paths = volumes.iter().map(|v| v.path.clone()).collect();
+    let info = SlideInfo {
         backend: "dicom".into(),
         format: "dicom".into(),
         openslide_version: None,
@@ -144,5 +176,6 @@ pub fn describe(path: &Path) -> Result<SlideInfo> {
         objective_power: volumes.iter().find_map(|v| v.objective),
         bounds: None,
         associated_images: associated,
-    })
+    };
+    Ok((info, paths))
 }
