@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::rows::RowsError;
-use super::search::{normalise, squared_norms, Metric, RowBlocks};
+use super::search::{normalise, squared_distance, squared_norms, Metric, RowBlocks};
 
 /// A fitted clustering.
 #[derive(Debug, Clone)]
@@ -35,10 +35,6 @@ const CACHE_BYTES: usize = 2 << 30;
 
 /// Pool rows sampled for the k-means++ seeding: enough for every cluster, bounded in cost.
 const SEEDING_SAMPLE_PER_CLUSTER: usize = 64;
-
-fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
-}
 
 /// k-means++ on `rows` [n, dim]: the first centre uniformly, each next one with probability
 /// proportional to the squared distance to the nearest centre chosen so far.
@@ -75,6 +71,22 @@ fn plus_plus(rows: &[f32], dim: usize, k: usize, rng: &mut StdRng) -> Vec<f32> {
     centres
 }
 
+/// A block of rows on the device with their squared norms.
+struct Block<B: Backend> {
+    rows: Tensor<B, 2>,
+    norms: Vec<f32>,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(x: &[f32], dim: usize, device: &B::Device) -> Self {
+        let n = x.len() / dim;
+        Block {
+            rows: Tensor::from_data(TensorData::new(x.to_vec(), [n, dim]), device),
+            norms: squared_norms(x, dim),
+        }
+    }
+}
+
 /// Centroids on the device, ready to score blocks of rows.
 struct Scorer<B: Backend> {
     /// [dim, k]
@@ -104,9 +116,16 @@ impl<B: Backend> Scorer<B> {
         labels: &mut Vec<u32>,
         dists: &mut Vec<f32>,
     ) {
-        let n = x.len() / dim;
-        let x_norms = squared_norms(x, dim);
-        let dots = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [n, dim]), device)
+        let block = Block::new(x, dim, device);
+        self.nearest_block(&block, labels, dists);
+    }
+
+    /// As [`Scorer::nearest`] for a block already on the device.
+    fn nearest_block(&self, x: &Block<B>, labels: &mut Vec<u32>, dists: &mut Vec<f32>) {
+        let x_norms = &x.norms;
+        let dots = x
+            .rows
+            .clone()
             .matmul(self.ct.clone())
             .into_data()
             .convert::<f32>()
@@ -241,7 +260,12 @@ pub fn kmeans<B: Backend>(
         if metric == Metric::Cosine {
             normalise(&mut rows, dim);
         }
-        Some(rows)
+        // ... and put on the device once, with their norms.
+        let blocks: Vec<Block<B>> = rows
+            .chunks(block_rows.max(1) * dim)
+            .map(|x| Block::new(x, dim, device))
+            .collect();
+        Some((rows, blocks))
     } else {
         None
     };
@@ -255,10 +279,12 @@ pub fn kmeans<B: Backend>(
         let mut sums = vec![0f64; if last { 0 } else { k * dim }];
         let mut counts = vec![0usize; if last { 0 } else { k }];
         let mut start = 0;
+        let mut index = 0;
         while start < n {
             let block = match &cached {
-                Some(rows) => {
+                Some((rows, blocks)) => {
                     let end = (start + block_rows.max(1)).min(n);
+                    scorer.nearest_block(&blocks[index], &mut assignments, &mut distances);
                     std::borrow::Cow::Borrowed(&rows[start * dim..end * dim])
                 }
                 None => {
@@ -266,10 +292,11 @@ pub fn kmeans<B: Backend>(
                     if metric == Metric::Cosine {
                         normalise(&mut x, dim);
                     }
+                    scorer.nearest(&x, dim, device, &mut assignments, &mut distances);
                     std::borrow::Cow::Owned(x)
                 }
             };
-            scorer.nearest(&block, dim, device, &mut assignments, &mut distances);
+            index += 1;
             if !last {
                 accumulate(
                     &block,
