@@ -5,6 +5,7 @@
 //! Privacy: label and macro images are never read, and no slide property outside a technical
 //! whitelist (vendor, mpp, objective power, bounds, levels) is copied anywhere.
 
+pub mod annotations;
 pub mod augment;
 pub mod contours;
 pub mod dicom_wsi;
@@ -21,6 +22,7 @@ pub mod thumbnail;
 pub mod tiling;
 pub mod tissue;
 
+pub use annotations::Annotations;
 pub use augment::{HeAugment, HedJitter};
 pub use error::{PathologyError, Result};
 pub use mpp::{Mpp, MppSource};

@@ -23,6 +23,7 @@ pub mod error;
 pub mod inputs;
 pub mod inspect;
 pub mod intensity;
+pub mod labels;
 pub(crate) mod linalg;
 pub mod nifti;
 pub mod predictions;
