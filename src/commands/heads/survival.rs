@@ -731,10 +731,7 @@ fn km_and_logrank(
             let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
             let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
             let km = KaplanMeier::fit(&t, &e)?;
-            panel = panel.series(
-                format!("{name} (n={})", idx.len()),
-                km.step_points(0.0),
-            );
+            panel = panel.series(format!("{name} (n={})", idx.len()), km.step_points(0.0));
         }
         panels_png(path, &[panel], 1)?;
     }
