@@ -89,21 +89,12 @@ pub struct SurvivalTrainArgs {
     /// survival: the loss.
     #[arg(long, value_enum, default_value = "nll")]
     pub loss: LossKind,
-    /// survival: time bins of the NLL loss (quantiles of the event times).
-    #[arg(long, default_value_t = 4)]
-    pub bins: usize,
     /// survival: NLL weight of the uncensored term (MCAT's alpha_surv).
     #[arg(long, default_value_t = 0.0)]
     pub alpha: f64,
     /// survival: cross-validation folds (by patient).
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
-    /// survival: AdamW learning rate.
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f64,
-    /// survival: AdamW weight decay.
-    #[arg(long, default_value_t = 1e-5)]
-    pub weight_decay: f64,
     /// survival: width of the tile embedding (and of the attention branches).
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
@@ -844,10 +835,18 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
+/// Defaults of the flags survival shares with the other tasks.
+const DEFAULT_LR: f64 = 2e-4;
+const DEFAULT_WEIGHT_DECAY: f64 = 1e-5;
+const DEFAULT_BINS: usize = 4;
+
 pub fn train(args: &SurvivalTrainArgs, common: &Common) -> anyhow::Result<ExitCode> {
+    let lr = common.lr.unwrap_or(DEFAULT_LR);
+    let weight_decay = common.weight_decay.unwrap_or(DEFAULT_WEIGHT_DECAY);
+    let n_bins = common.bins.unwrap_or(DEFAULT_BINS);
     let out = required(&common.out, "--out", TASK)?;
-    ensure!(args.lr > 0.0, "--lr must be positive");
-    ensure!(args.weight_decay >= 0.0, "--weight-decay must be 0 or more");
+    ensure!(lr > 0.0, "--lr must be positive");
+    ensure!(weight_decay >= 0.0, "--weight-decay must be 0 or more");
     ensure!(args.batch_slides > 0, "--batch-slides must be positive");
     ensure!(
         (0.0..1.0).contains(&args.dropout),
@@ -879,7 +878,7 @@ pub fn train(args: &SurvivalTrainArgs, common: &Common) -> anyhow::Result<ExitCo
                 .collect();
             let t: Vec<f64> = first.iter().map(|&i| time[i]).collect();
             let e: Vec<bool> = first.iter().map(|&i| event[i]).collect();
-            let bins = TimeBins::quantiles(&t, &e, args.bins).context("--bins")?;
+            let bins = TimeBins::quantiles(&t, &e, n_bins).context("--bins")?;
             SurvivalLoss::Nll {
                 bins,
                 alpha: args.alpha,
@@ -892,8 +891,8 @@ pub fn train(args: &SurvivalTrainArgs, common: &Common) -> anyhow::Result<ExitCo
         attention: args.hidden,
         dropout: args.dropout,
         epochs,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
+        lr,
+        weight_decay,
         batch_size: args.batch_slides,
         seed: common.seed,
     };
