@@ -1,0 +1,299 @@
+//! Training a dense head on frozen features: AdamW (decoupled weight decay on convolution
+//! weights only, not on biases or BatchNorm), shuffled mini-batches, a fixed number of epochs,
+//! one [`EpochLog`] per epoch with the validation metric (mIoU or R²) when a validation set is
+//! given. Seeded: the same seed gives the same head on the same device.
+
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use dinoadapt_core::train::optimizer::{AdamW, AdamWConfig};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::error::{DenseError, DenseResult};
+use super::head::{DenseHead, DenseHeadConfig};
+use super::loss::{regression_loss, segmentation_loss, LossTargets, RegressionLoss};
+use super::set::{DenseSet, DenseTargets};
+use crate::regression_metrics::RegressionMetrics;
+use crate::segmentation_metrics::{SegmentationConfusion, SegmentationMetrics};
+
+#[derive(Config, Debug, PartialEq)]
+pub struct DenseTrainConfig {
+    #[config(default = 30)]
+    pub epochs: usize,
+    #[config(default = 8)]
+    pub batch_size: usize,
+    #[config(default = 1e-3)]
+    pub lr: f64,
+    #[config(default = 1e-4)]
+    pub weight_decay: f64,
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Weight of the soft Dice term added to the cross-entropy (segmentation).
+    #[config(default = 0.0)]
+    pub dice_weight: f64,
+    /// Per-pixel error of height regression.
+    #[config(default = "RegressionLoss::L1")]
+    pub regression_loss: RegressionLoss,
+    /// Block side (pixels) of the block-R² reported for heights.
+    #[config(default = 50)]
+    pub block: usize,
+}
+
+/// One epoch of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Loss on the validation set (None without one).
+    pub val_loss: Option<f64>,
+    /// mIoU (segment) or per-pixel R² (canopy) on the validation set.
+    pub val_metric: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Metrics of a head on a labelled set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DenseMetrics {
+    Segmentation(SegmentationMetrics),
+    Regression(RegressionMetrics),
+}
+
+impl DenseMetrics {
+    /// mIoU or per-pixel R² (NaN when undefined): the number the epoch logs follow.
+    pub fn headline(&self) -> f64 {
+        match self {
+            DenseMetrics::Segmentation(m) => m.miou,
+            DenseMetrics::Regression(m) => m.r2.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// What [`evaluate`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub metrics: DenseMetrics,
+}
+
+/// A trained head and its history.
+pub struct Trained<B: Backend> {
+    pub head: DenseHead<B>,
+    pub log: Vec<EpochLog>,
+}
+
+fn check_set(config: &DenseHeadConfig, set: &DenseSet, which: &'static str) -> DenseResult<()> {
+    config.check_input([set.n, set.layers, set.tokens(), set.dim], set.grid)?;
+    match (&set.targets, config) {
+        (DenseTargets::Classes { classes, .. }, DenseHeadConfig::Linear(c)) => {
+            if *classes != c.classes {
+                return Err(DenseError::Shape(format!(
+                    "the {which} targets have {classes} classes, the head {}",
+                    c.classes
+                )));
+            }
+        }
+        (DenseTargets::Heights(_), DenseHeadConfig::Dpt(_)) => {}
+        _ => {
+            return Err(DenseError::Shape(format!(
+                "the {which} targets do not fit a {:?} head",
+                config.task()
+            )))
+        }
+    }
+    if set.valid_pixels() == 0 {
+        return Err(DenseError::NoTargets(which));
+    }
+    Ok(())
+}
+
+fn batch_loss<B: Backend>(
+    head: &DenseHead<B>,
+    config: &DenseHeadConfig,
+    set: &DenseSet,
+    idx: &[usize],
+    cfg: &DenseTrainConfig,
+    device: &B::Device,
+) -> (burn::tensor::Tensor<B, 1>, burn::tensor::Tensor<B, 4>) {
+    let tokens = set.tokens_of::<B>(idx, device);
+    let y = head.forward(config, tokens, set.grid, set.size);
+    let loss = match LossTargets::<B>::new(&set.targets_of(idx), idx.len(), set.size, device) {
+        LossTargets::Classes { one_hot, valid } => {
+            segmentation_loss(y.clone(), one_hot, valid, cfg.dice_weight)
+        }
+        LossTargets::Heights { values, valid } => {
+            regression_loss(y.clone(), values, valid, cfg.regression_loss)
+        }
+    };
+    (loss, y)
+}
+
+fn scalar<B: Backend>(t: burn::tensor::Tensor<B, 1>) -> DenseResult<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .map_err(|e| DenseError::Readback(format!("{e:?}")))
+        .map(|v| v[0])
+}
+
+/// Train a head of `config` on `train` (validated on `val` after every epoch); `on_epoch` sees
+/// each epoch's log as it ends. Returns the head on the inner (non-autodiff) backend.
+pub fn train<B: AutodiffBackend>(
+    config: &DenseHeadConfig,
+    train: &DenseSet,
+    val: Option<&DenseSet>,
+    cfg: &DenseTrainConfig,
+    device: &B::Device,
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> DenseResult<Trained<B::InnerBackend>> {
+    config.check()?;
+    check_set(config, train, "training")?;
+    if let Some(v) = val {
+        check_set(config, v, "validation")?;
+    }
+    if cfg.batch_size == 0 {
+        return Err(DenseError::Config("batch size 0".into()));
+    }
+    B::seed(device, cfg.seed);
+    let mut head = config.init::<B>(device)?;
+    let mut optim = AdamW::<B::InnerBackend>::new(AdamWConfig::default());
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..train.n).collect();
+    let mut log = Vec::with_capacity(cfg.epochs);
+    let (lr, wd) = (cfg.lr, cfg.weight_decay);
+    for epoch in 1..=cfg.epochs {
+        let t0 = Instant::now();
+        order.shuffle(&mut rng);
+        let (mut sum, mut batches) = (0f64, 0usize);
+        for idx in order.chunks(cfg.batch_size) {
+            let (loss, _) = batch_loss(&head, config, train, idx, cfg, device);
+            sum += scalar(loss.clone().inner())?;
+            batches += 1;
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            head = optim.step(head, grads, |name: &str| {
+                let decays = name.ends_with(".weight") && !name.contains("bn.");
+                Some((lr, if decays { wd } else { 0.0 }))
+            });
+        }
+        let (val_loss, val_metric) = match val {
+            Some(v) => {
+                let e = evaluate(&head.valid(), config, v, cfg, device)?;
+                (Some(e.loss), Some(e.metrics.headline()))
+            }
+            None => (None, None),
+        };
+        let entry = EpochLog {
+            epoch,
+            train_loss: sum / batches.max(1) as f64,
+            val_loss,
+            val_metric,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on_epoch(&entry);
+        log.push(entry);
+    }
+    Ok(Trained {
+        head: head.valid(),
+        log,
+    })
+}
+
+/// Predictions of `head` on every sample of `set`: [n, channels, height, width] (class
+/// probabilities or metres), computed `batch_size` samples at a time.
+pub fn predict_set<B: Backend>(
+    head: &DenseHead<B>,
+    config: &DenseHeadConfig,
+    set: &DenseSet,
+    batch_size: usize,
+    device: &B::Device,
+) -> DenseResult<Vec<f32>> {
+    config.check_input([set.n, set.layers, set.tokens(), set.dim], set.grid)?;
+    let all: Vec<usize> = (0..set.n).collect();
+    let mut out = Vec::with_capacity(set.n * config.output_channels() * set.size.0 * set.size.1);
+    for idx in all.chunks(batch_size.max(1)) {
+        let y = head.predict(config, set.tokens_of::<B>(idx, device), set.grid, set.size);
+        out.extend(
+            y.into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| DenseError::Readback(format!("{e:?}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Loss and metrics of `head` on `set` (block-R² with `cfg.block`).
+pub fn evaluate<B: Backend>(
+    head: &DenseHead<B>,
+    config: &DenseHeadConfig,
+    set: &DenseSet,
+    cfg: &DenseTrainConfig,
+    device: &B::Device,
+) -> DenseResult<Evaluation> {
+    check_set(config, set, "evaluation")?;
+    let all: Vec<usize> = (0..set.n).collect();
+    let plane = set.size.0 * set.size.1;
+    let (mut loss_sum, mut batches) = (0f64, 0usize);
+    let mut confusion = match &set.targets {
+        DenseTargets::Classes {
+            classes,
+            ignore_index,
+            ..
+        } => Some(SegmentationConfusion::new(*classes, *ignore_index)),
+        DenseTargets::Heights(_) => None,
+    };
+    let mut heights = Vec::new();
+    for idx in all.chunks(cfg.batch_size.max(1)) {
+        let (loss, y) = batch_loss(head, config, set, idx, cfg, device);
+        loss_sum += scalar(loss)? * idx.len() as f64;
+        batches += idx.len();
+        let y = y
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| DenseError::Readback(format!("{e:?}")))?;
+        match (&mut confusion, set.targets_of(idx)) {
+            (Some(conf), DenseTargets::Classes { values, .. }) => {
+                let c = conf.classes;
+                let pred: Vec<u32> = y
+                    .chunks(c * plane)
+                    .flat_map(|s| {
+                        (0..plane).map(move |p| {
+                            (0..c)
+                                .fold((0u32, f32::NEG_INFINITY), |b, k| {
+                                    let v = s[k * plane + p];
+                                    if v > b.1 {
+                                        (k as u32, v)
+                                    } else {
+                                        b
+                                    }
+                                })
+                                .0
+                        })
+                    })
+                    .collect();
+                conf.add(&values, &pred)?;
+            }
+            _ => heights.extend(y),
+        }
+    }
+    let metrics = match (confusion, &set.targets) {
+        (Some(c), _) => DenseMetrics::Segmentation(c.metrics()),
+        (None, DenseTargets::Heights(t)) => {
+            DenseMetrics::Regression(RegressionMetrics::compute(&heights, t, set.size, cfg.block))
+        }
+        (None, DenseTargets::Classes { .. }) => unreachable!("classes have a confusion"),
+    };
+    Ok(Evaluation {
+        loss: loss_sum / batches.max(1) as f64,
+        metrics,
+    })
+}
