@@ -36,7 +36,11 @@ pub fn r2_score(pred: &[f64], target: &[f64]) -> Option<f64> {
     let n = target.len() as f64;
     let mean = target.iter().sum::<f64>() / n;
     let ss_tot: f64 = target.iter().map(|t| (t - mean) * (t - mean)).sum();
-    let ss_res: f64 = pred.iter().zip(target).map(|(p, t)| (p - t) * (p - t)).sum();
+    let ss_res: f64 = pred
+        .iter()
+        .zip(target)
+        .map(|(p, t)| (p - t) * (p - t))
+        .sum();
     (ss_tot > 0.0).then(|| 1.0 - ss_res / ss_tot)
 }
 

@@ -63,7 +63,10 @@ impl SegmentationConfusion {
 
     /// Add the counts of another confusion of the same classes.
     pub fn merge(&mut self, other: &SegmentationConfusion) {
-        assert_eq!(self.classes, other.classes, "merging different class counts");
+        assert_eq!(
+            self.classes, other.classes,
+            "merging different class counts"
+        );
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -133,7 +136,11 @@ mod tests {
     }
 
     fn f64s(v: &Value) -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     }
 
     #[test]

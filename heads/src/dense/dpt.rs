@@ -13,7 +13,7 @@
 //! The class token is not used (DPT's "ignore" readout).
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
@@ -21,7 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::bins::Bins;
+use super::bins::{BinNorm, Bins};
 use super::error::{DenseError, DenseResult};
 use super::tokens::{patch_map, resize};
 
@@ -74,7 +74,7 @@ impl DptHeadConfig {
             b.check()?;
         }
         let (min, max) = self.output.range();
-        if !(min < max) {
+        if min.partial_cmp(&max) != Some(std::cmp::Ordering::Less) {
             return Err(DenseError::Config(format!(
                 "height range [{min}, {max}]: min must be below max"
             )));
@@ -96,8 +96,12 @@ impl DptHeadConfig {
         let c = self.scale_channels;
         let f = self.features;
         let conv = |i: usize, o: usize, k: usize| {
-            Conv2dConfig::new([i, o], [k, k])
-                .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
+            Conv2dConfig::new([i, o], [k, k]).with_padding(PaddingConfig2d::Explicit(
+                k / 2,
+                k / 2,
+                k / 2,
+                k / 2,
+            ))
         };
         DptHead {
             project: (0..4)
@@ -116,7 +120,20 @@ impl DptHeadConfig {
             fusion: (0..4).map(|_| FusionBlock::init(f, device)).collect(),
             head1: conv(f, f / 2, 3).init(device),
             head2: conv(f / 2, self.head_channels, 3).init(device),
-            head3: conv(self.head_channels, self.output.channels(), 1).init(device),
+            head3: {
+                let mut c = conv(self.head_channels, self.output.channels(), 1).init(device);
+                if let DptOutput::Bins(Bins {
+                    norm: BinNorm::ReluEps { .. },
+                    n,
+                    ..
+                }) = self.output
+                {
+                    // Bin scores start positive: under relu a score below 0 has no gradient, and
+                    // a head whose scores all start there never leaves the uniform weights.
+                    c.bias = Some(Param::from_tensor(Tensor::ones([n], device)));
+                }
+                c
+            },
         }
     }
 }
@@ -142,7 +159,9 @@ impl<B: Backend> ResidualConvUnit<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.conv2.forward(relu(self.conv1.forward(relu(x.clone()))));
+        let y = self
+            .conv2
+            .forward(relu(self.conv1.forward(relu(x.clone()))));
         y + x
     }
 }
@@ -248,7 +267,6 @@ impl<B: Backend> DptHead<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dense::bins::BinNorm;
     use burn::backend::Flex;
 
     #[test]

@@ -108,6 +108,8 @@ impl DenseHeadConfig {
 }
 
 /// A dense head of either kind.
+// Built once per run and moved rarely: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum DenseHead<B: Backend> {
     Linear(LinearHead<B>),

@@ -35,3 +35,6 @@ pub use set::{DenseSet, DenseTargets};
 pub use train::{
     evaluate, predict_set, train, DenseMetrics, DenseTrainConfig, EpochLog, Evaluation, Trained,
 };
+
+#[cfg(test)]
+mod learning_tests;

@@ -72,7 +72,12 @@ impl<B: Backend> DensePredictor<B> {
 
     /// Predictions [n, channels, h, w] for normalised `pixels` [n, 3, h, w] (class
     /// probabilities, or heights in metres).
-    pub fn predict(&self, pixels: Vec<f32>, n: usize, (h, w): (usize, usize)) -> DenseResult<Vec<f32>> {
+    pub fn predict(
+        &self,
+        pixels: Vec<f32>,
+        n: usize,
+        (h, w): (usize, usize),
+    ) -> DenseResult<Vec<f32>> {
         if pixels.len() != n * 3 * h * w {
             return Err(DenseError::Shape(format!(
                 "{} pixel values for {n} images of 3x{h}x{w}",

@@ -131,9 +131,11 @@ impl DenseSet {
                 classes: *classes,
                 ignore_index: *ignore_index,
             },
-            DenseTargets::Heights(h) => {
-                DenseTargets::Heights(idx.iter().flat_map(|&i| h[pick(i)].iter().copied()).collect())
-            }
+            DenseTargets::Heights(h) => DenseTargets::Heights(
+                idx.iter()
+                    .flat_map(|&i| h[pick(i)].iter().copied())
+                    .collect(),
+            ),
         }
     }
 }

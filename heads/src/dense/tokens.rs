@@ -62,7 +62,8 @@ mod tests {
         let data: Vec<f32> = (0..l * t * d)
             .map(|i| (100 * (i / (t * d)) + 10 * ((i / d) % t) + i % d) as f32)
             .collect();
-        let x = Tensor::<Flex, 4>::from_data(TensorData::new(data, [1, l, t, d]), &Default::default());
+        let x =
+            Tensor::<Flex, 4>::from_data(TensorData::new(data, [1, l, t, d]), &Default::default());
         let m = patch_map(&x, 1, (2, 3));
         assert_eq!(m.dims(), [1, 2, 2, 3]);
         let v = m.into_data().to_vec::<f32>().unwrap();
