@@ -144,6 +144,8 @@ fn scalar<B: Backend>(t: burn::tensor::Tensor<B, 1>) -> DenseResult<f64> {
         .map(|v| v[0])
 }
 
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Train a head of `config` on `train` (validated on `val` after every epoch); `on_epoch` sees
 /// each epoch's log as it ends. Returns the head on the inner (non-autodiff) backend.
 pub fn train<B: AutodiffBackend>(
@@ -162,8 +164,17 @@ pub fn train<B: AutodiffBackend>(
     if cfg.batch_size == 0 {
         return Err(DenseError::Config("batch size 0".into()));
     }
-    B::seed(device, cfg.seed);
-    let mut head = config.init::<B>(device)?;
+    // The backend's random generator is process-wide: seeding and drawing the initial weights
+    // under one lock keeps a run reproducible when other threads also seed or draw (parallel
+    // tests, several trainings in one process).
+    let mut head = {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, cfg.seed);
+        let head = config.init::<B>(device)?;
+        // Parameters are drawn lazily, on first use: draw them all now, under the lock.
+        let _ = head.to_named();
+        head
+    };
     let mut optim = AdamW::<B::InnerBackend>::new(AdamWConfig::default());
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..train.n).collect();
@@ -296,4 +307,60 @@ pub fn evaluate<B: Backend>(
         loss: loss_sum / batches.max(1) as f64,
         metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dense::linear::LinearHeadConfig;
+    use burn::backend::{Autodiff, Flex};
+
+    #[test]
+    fn the_same_seed_gives_the_same_head_even_with_concurrent_trainings() {
+        // 8 samples, 2 layers, a 2 x 2 grid of dim 4, 4 x 4 px; classes from a feature sign.
+        let (n, layers, dim) = (8, 2, 4);
+        let features: Vec<f32> = (0..n * layers * 5 * dim)
+            .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let values = (0..n * 16).map(|i| (i % 3 == 0) as u32).collect();
+        let set = DenseSet::new(
+            features,
+            (n, layers, dim),
+            (2, 2),
+            (4, 4),
+            DenseTargets::Classes {
+                values,
+                classes: 2,
+                ignore_index: 255,
+            },
+        )
+        .unwrap();
+        let config = DenseHeadConfig::Linear(LinearHeadConfig::new(dim, 2).with_layers(2));
+        let cfg = DenseTrainConfig::new()
+            .with_epochs(2)
+            .with_batch_size(3)
+            .with_seed(7);
+        let run = || {
+            let t = train::<Autodiff<Flex>>(&config, &set, None, &cfg, &Default::default(), |_| {})
+                .unwrap();
+            (t.head.to_named(), t.log)
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(run);
+            let b = s.spawn(run);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1.len(), 2);
+        let other = train::<Autodiff<Flex>>(
+            &config,
+            &set,
+            None,
+            &cfg.clone().with_seed(8),
+            &Default::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_ne!(other.head.to_named(), a.0);
+    }
 }
