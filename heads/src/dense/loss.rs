@@ -3,7 +3,7 @@
 //! - segmentation: cross-entropy averaged over pixels whose truth is not the ignore index, plus
 //!   optionally `dice_weight` × the soft Dice loss (1 − mean over classes of
 //!   (2 Σ p·y + 1) / (Σ p + Σ y + 1) on valid pixels; smoothing 1 keeps absent classes at ~0 loss);
-//! - heights: squared (default) or absolute error averaged over pixels with a finite target.
+//! - heights: absolute (default) or squared error averaged over pixels with a finite target.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -16,12 +16,10 @@ use super::set::DenseTargets;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RegressionLoss {
-    /// Mean absolute error: robust to the outliers of lidar canopy models, but its constant
-    /// gradient can leave a bins head stuck at the median height (seen on the planted-signal
-    /// test: R² ≈ 0 where L2 reached 0.98).
-    L1,
-    /// Mean squared error (the default).
+    /// Mean absolute error: robust to the outliers of lidar canopy models (the default).
     #[default]
+    L1,
+    /// Mean squared error.
     L2,
 }
 

@@ -38,7 +38,7 @@ pub struct DenseTrainConfig {
     #[config(default = 0.0)]
     pub dice_weight: f64,
     /// Per-pixel error of height regression.
-    #[config(default = "RegressionLoss::L2")]
+    #[config(default = "RegressionLoss::L1")]
     pub regression_loss: RegressionLoss,
     /// Block side (pixels) of the block-R² reported for heights.
     #[config(default = 50)]

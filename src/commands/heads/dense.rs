@@ -82,8 +82,8 @@ pub struct DenseTrainArgs {
     /// canopy: highest height (default: the largest training target, rounded up).
     #[arg(long)]
     pub max_height: Option<f64>,
-    /// canopy: l2 (squared error) or l1 (absolute error).
-    #[arg(long, default_value = "l2")]
+    /// canopy: l1 (absolute error) or l2 (squared error).
+    #[arg(long, default_value = "l1")]
     pub height_loss: String,
     /// canopy: width of the DPT fusion path.
     #[arg(long, default_value_t = 64)]
