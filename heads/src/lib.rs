@@ -4,12 +4,19 @@
 //! - [`linear`]: the linear (multinomial logistic) probe, trained full-batch with AdamW.
 //! - [`probe`]: the classification protocol: kNN (k = 20, T = 0.07, DINOv2's `eval_knn`),
 //!   the linear probe's lr × weight-decay sweep chosen on a validation split, few-shot subsets.
+//! - [`dense`]: dense heads on patch tokens — DINOv2's linear / multi-layer segmentation heads
+//!   and the DPT canopy-height head (regression over bins) — their training and prediction.
+//! - [`segmentation_metrics`]: confusion → per-class IoU / Dice, mIoU, pixel accuracy.
+//! - [`regression_metrics`]: MAE, RMSE, R², bias and block-R² of per-pixel heights.
 //! - [`survival`]: gated-attention MIL (ABMIL) on slide feature bags with the Cox or the
 //!   discrete-time NLL loss; C-index, Kaplan–Meier, log-rank, time bins, folds by patient.
 
+pub mod dense;
 pub mod linear;
 pub mod metrics;
 pub mod probe;
+pub mod regression_metrics;
+pub mod segmentation_metrics;
 pub mod survival;
 
 pub use linear::{LinearProbe, LinearProbeConfig};

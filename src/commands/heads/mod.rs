@@ -61,14 +61,14 @@ pub struct Common {
     pub epochs: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// AdamW learning rate (default: the task's own; survival 2e-4).
+    /// AdamW learning rate (default: the task's own; survival 2e-4, segment/canopy 1e-3).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// AdamW weight decay (default: the task's own; survival 1e-5).
+    /// AdamW weight decay (default: the task's own; survival 1e-5, segment/canopy 1e-4).
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Bins of a binned output: survival time bins (quantiles of the event times, default 4) or
-    /// canopy height bins (default 256).
+    /// canopy height bins of the DPT output (default 256; 0 = plain regression).
     #[arg(long)]
     pub bins: Option<usize>,
     /// cpu or cuda:N (CUDA needs a `--features cuda` build).
