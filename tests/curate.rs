@@ -140,4 +140,47 @@ output_dir = "run"
     .unwrap();
     let json = ok(&["pretrain", "--recipe", recipe.to_str().unwrap()]);
     assert!(json.contains("\"steps\":2"), "{json}");
+
+    // Hierarchical balanced sampling (its k-means reads each cluster's rows from the file):
+    // the budget is met from the rows that survived deduplication.
+    let hier = t.join("hierarchical.parquet");
+    let summary = ok(&[
+        "curate",
+        "--pool",
+        t.join("pool.safetensors").to_str().unwrap(),
+        "--mode",
+        "hierarchical",
+        "--levels",
+        "3,2",
+        "--budget",
+        "12",
+        "--dedup-threshold",
+        "0.9999",
+        "--out",
+        hier.to_str().unwrap(),
+    ]);
+    let s: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    assert_eq!(s["kept"], 12);
+    let df = ParquetReader::new(std::fs::File::open(&hier).unwrap())
+        .finish()
+        .unwrap();
+    let kept = df.column("kept").unwrap().bool().unwrap().clone();
+    let reason = df.column("reason").unwrap().str().unwrap().clone();
+    let cluster = df.column("cluster").unwrap().i64().unwrap().clone();
+    for row in 0..63 {
+        if kept.get(row) == Some(true) {
+            assert!(reason.get(row).unwrap().starts_with("sampled from cluster"));
+        }
+    }
+    for row in [60, 61, 62] {
+        assert_eq!(kept.get(row), Some(false), "duplicates are never sampled");
+    }
+    // Every top-level cluster gives rows (evenly, as far as the clusters allow).
+    let mut top: Vec<i64> = (0..63)
+        .filter(|&r| kept.get(r) == Some(true))
+        .map(|r| cluster.get(r).unwrap())
+        .collect();
+    top.sort();
+    top.dedup();
+    assert_eq!(top.len(), 3, "{top:?}");
 }

@@ -145,4 +145,50 @@ mod tests {
         assert!((m.macro_f1 - 1.3 / 3.0).abs() < 1e-12);
         assert_eq!(m.confusion[0], vec![2, 1, 0]);
     }
+
+    /// Every metric equals scikit-learn's on the cases of
+    /// tests/data/make_classification_reference.py (ties, a class never predicted, a class
+    /// absent from the labels, two classes).
+    #[test]
+    fn equals_scikit_learn_on_the_reference_cases() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/classification_reference.json"
+        );
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = reference["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 5);
+        for (i, case) in cases.iter().enumerate() {
+            let classes = case["classes"].as_u64().unwrap() as usize;
+            let labels: Vec<usize> = case["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let scores: Vec<f64> = case["scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let m = ClassificationMetrics::compute(&labels, &scores, classes);
+            let f = |k: &str| case[k].as_f64().unwrap();
+            let close = |a: f64, b: f64, what: &str| {
+                assert!((a - b).abs() < 1e-12, "case {i} {what}: {a} vs {b}")
+            };
+            close(m.accuracy, f("accuracy"), "accuracy");
+            close(
+                m.balanced_accuracy,
+                f("balanced_accuracy"),
+                "balanced accuracy",
+            );
+            close(m.macro_f1, f("macro_f1"), "macro-F1");
+            close(m.auroc.unwrap(), f("auroc"), "AUROC");
+            let confusion: Vec<Vec<u64>> =
+                serde_json::from_value(case["confusion"].clone()).unwrap();
+            assert_eq!(m.confusion, confusion, "case {i} confusion");
+        }
+    }
 }

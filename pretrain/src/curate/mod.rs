@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use kmeans::{assign, kmeans, KMeans};
 use rows::{FeatureRows, RowsError};
-use search::{search, InMemory, Metric};
+use search::{search, search_chunked, InMemory, Metric, RowBlocks};
 use select::{balanced_sample, contaminated, duplicates, retrieve, Retrieved};
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +151,42 @@ fn pool_paths(features: &Path, rows: usize) -> Result<Vec<String>, CurateError> 
     Ok(out)
 }
 
+/// Query rows read at a time for the pool's self-search and decontamination.
+const QUERY_CHUNK: usize = 65536;
+
+/// Some rows of a feature file (ascending indices), read on demand: what hierarchical k-means
+/// clusters at each level without copying the members.
+struct Subset<'a> {
+    rows: &'a mut FeatureRows,
+    members: &'a [usize],
+}
+
+impl RowBlocks for Subset<'_> {
+    fn rows(&self) -> usize {
+        self.members.len()
+    }
+
+    fn dim(&self) -> usize {
+        self.rows.dim
+    }
+
+    fn block(&mut self, start: usize, count: usize) -> Result<Vec<f32>, RowsError> {
+        let end = (start + count).min(self.members.len());
+        let mut out = Vec::with_capacity(end.saturating_sub(start) * self.rows.dim);
+        let mut i = start;
+        while i < end {
+            // One read per run of consecutive rows.
+            let mut j = i + 1;
+            while j < end && self.members[j] == self.members[j - 1] + 1 {
+                j += 1;
+            }
+            out.extend(self.rows.read(self.members[i], j - i)?);
+            i = j;
+        }
+        Ok(out)
+    }
+}
+
 /// Curate the pool in `pool` (a feature file), against `seeds` and `eval` feature files.
 pub fn curate<B: Backend>(
     pool_path: &Path,
@@ -176,19 +212,18 @@ pub fn curate<B: Backend>(
     };
     let mut removed: Vec<Option<(String, f64)>> = vec![None; n];
 
-    // Near duplicates: a self-search of the pool.
+    // Near duplicates: a self-search of the pool, streamed on both sides (the pool never has
+    // to fit in memory: QUERY_CHUNK query rows and one pool block at a time).
     progress("near-duplicate search");
-    let pool_rows = pool.read_all()?;
+    let mut queries = FeatureRows::open(pool_path, &cfg.key)?;
     let k = cfg.dedup_neighbours.max(1);
-    let self_knn = search::<B>(
-        &pool_rows,
-        &mut InMemory {
-            data: &pool_rows,
-            dim,
-        },
+    let self_knn = search_chunked::<B>(
+        &mut queries,
+        &mut pool,
         k,
         cfg.metric,
         cfg.block_rows,
+        QUERY_CHUNK,
         true,
         device,
         &mut |_| {},
@@ -212,12 +247,13 @@ pub fn curate<B: Backend>(
     if let Some(e) = eval_path {
         progress("decontamination");
         let eval = read_all(e)?;
-        let knn = search::<B>(
-            &pool_rows,
+        let knn = search_chunked::<B>(
+            &mut queries,
             &mut InMemory { data: &eval, dim },
             1,
             cfg.metric,
             cfg.block_rows,
+            QUERY_CHUNK,
             false,
             device,
             &mut |_| {},
@@ -258,9 +294,9 @@ pub fn curate<B: Backend>(
         fallback_seeds: None,
         kmeans_inertia: None,
     };
-    let fit = |rows: &[f32], k: usize, seed: u64| -> Result<KMeans, CurateError> {
+    let fit = |rows: &mut dyn RowBlocks, k: usize, seed: u64| -> Result<KMeans, CurateError> {
         Ok(kmeans::<B>(
-            &mut InMemory { data: rows, dim },
+            rows,
             k,
             cfg.kmeans_iterations,
             cfg.metric,
@@ -301,7 +337,7 @@ pub fn curate<B: Backend>(
             )?;
             let km = if *clusters > 0 {
                 progress("k-means");
-                Some(fit(&pool_rows, *clusters, cfg.seed)?)
+                Some(fit(&mut pool, *clusters, cfg.seed)?)
             } else {
                 None
             };
@@ -366,12 +402,11 @@ pub fn curate<B: Backend>(
                     if members.is_empty() {
                         continue;
                     }
-                    let data: Vec<f32> = members
-                        .iter()
-                        .flat_map(|&r| pool_rows[r * dim..(r + 1) * dim].iter().copied())
-                        .collect();
                     let km = fit(
-                        &data,
+                        &mut Subset {
+                            rows: &mut pool,
+                            members,
+                        },
                         k.min(members.len()),
                         cfg.seed + (level * 7919 + g) as u64,
                     )?;

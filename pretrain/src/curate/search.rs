@@ -263,6 +263,67 @@ pub fn search<B: Backend>(
     })
 }
 
+/// [`search`] with the queries read `chunk` rows at a time from `queries`, so that memory is
+/// bounded by the chunk and the pool block, not by the number of queries. With `self_rows` the
+/// queries are the pool itself (query i is pool row i) and a row is not its own neighbour.
+#[allow(clippy::too_many_arguments)]
+pub fn search_chunked<B: Backend>(
+    queries: &mut dyn RowBlocks,
+    pool: &mut dyn RowBlocks,
+    k: usize,
+    metric: Metric,
+    block_rows: usize,
+    chunk: usize,
+    self_rows: bool,
+    device: &B::Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Knn, RowsError> {
+    let (m, k) = (queries.rows(), k.max(1));
+    // One more neighbour when the query's own row has to be dropped from its list.
+    let wide = k + usize::from(self_rows);
+    let mut indices = Vec::with_capacity(m * k);
+    let mut scores = Vec::with_capacity(m * k);
+    let mut start = 0;
+    while start < m {
+        let q = queries.block(start, chunk.max(1))?;
+        let rows = q.len() / queries.dim().max(1);
+        if rows == 0 {
+            break;
+        }
+        let knn = search::<B>(
+            &q,
+            pool,
+            wide,
+            metric,
+            block_rows,
+            false,
+            device,
+            &mut |_| {},
+        )?;
+        for i in 0..rows {
+            let own = (start + i) as u32;
+            let row = i * wide..(i + 1) * wide;
+            let kept = knn.indices[row.clone()]
+                .iter()
+                .zip(&knn.scores[row])
+                .filter(|(j, _)| !(self_rows && **j == own))
+                .take(k);
+            for (j, s) in kept {
+                indices.push(*j);
+                scores.push(*s);
+            }
+        }
+        start += rows;
+        progress(start);
+    }
+    Ok(Knn {
+        k,
+        metric,
+        indices,
+        scores,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +436,50 @@ mod tests {
             let r: Vec<usize> = got.row(q).map(|x| x.0).collect();
             assert_eq!(r.len(), 2);
             assert!(!r.contains(&q));
+        }
+    }
+
+    #[test]
+    fn chunked_queries_give_the_same_neighbours() {
+        let dim = 16;
+        let pool = random(50, dim, 5);
+        let queries = random(23, dim, 6);
+        for metric in [Metric::Cosine, Metric::L2] {
+            for (q, self_rows) in [(&pool, true), (&queries, false)] {
+                let whole = search::<Flex>(
+                    q,
+                    &mut InMemory { data: &pool, dim },
+                    5,
+                    metric,
+                    9,
+                    self_rows,
+                    &Default::default(),
+                    &mut |_| {},
+                )
+                .unwrap();
+                let chunked = search_chunked::<Flex>(
+                    &mut InMemory { data: q, dim },
+                    &mut InMemory { data: &pool, dim },
+                    5,
+                    metric,
+                    9,
+                    7,
+                    self_rows,
+                    &Default::default(),
+                    &mut |_| {},
+                )
+                .unwrap();
+                assert_eq!(
+                    chunked.indices, whole.indices,
+                    "{metric:?} self {self_rows}"
+                );
+                let close = chunked
+                    .scores
+                    .iter()
+                    .zip(&whole.scores)
+                    .all(|(a, b)| (a - b).abs() < 1e-5);
+                assert!(close);
+            }
         }
     }
 }
