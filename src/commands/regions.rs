@@ -77,6 +77,8 @@ impl<B: Backend> RegionEmbedder<B> {
         }
         let layout = FeatureLayout::new(&self.model, size, s.layers.clone(), s.norm_layers)?;
         let mut metadata = s.metadata.clone();
+        metadata.insert("layers".into(), serde_json::to_string(&s.layers)?);
+        metadata.insert("layers_normed".into(), s.norm_layers.to_string());
         metadata.extend(source.metadata());
         let mut writer = FeatureWriter::create(output, &layout.specs(max), &metadata)?;
         let (tx, rx) = sync_channel::<Result<RegionBatch, String>>(2);

@@ -192,9 +192,9 @@ fn load_features(path: &Path, want: usize) -> anyhow::Result<Features> {
         );
     }
     let chosen = recorded[recorded.len() - want..].to_vec();
-    // Whether layer.{i} went through the final norm: recorded, or seen when the last block is
-    // among them (normed, it equals the final output).
-    let norm_layers = match m.get("norm_layers") {
+    // Whether layer.{i} went through the final norm: recorded by the embed commands, or (older
+    // files) seen when the last block is among them (normed, it equals the final output).
+    let norm_layers = match m.get("layers_normed") {
         Some(v) => v == "true",
         None => match tensors.get(&format!("layer.{}", depth.saturating_sub(1))) {
             Some(last) => {
