@@ -8,8 +8,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{dinoadapt, ok, p, shared};
-use polars::prelude::{DataFrame, ParquetReader, SerReader};
+use common::{dinoadapt, ok, p, shared, table};
+use polars::prelude::SerReader;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -23,12 +23,6 @@ static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn table(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
 }
 
 fn normal(rng: &mut StdRng) -> f32 {

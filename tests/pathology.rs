@@ -7,15 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{dinoadapt, ok, read_tensors, shared};
-use polars::prelude::{DataFrame, ParquetReader, SerReader};
+use common::{dinoadapt, ok, read_tensors, shared, table};
+use polars::prelude::DataFrame;
 use serde_json::Value;
-
-fn table(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
-}
 
 fn status_of(df: &DataFrame, id: &str) -> (String, String, u64) {
     let ids = df.column("slide_id").unwrap().str().unwrap();

@@ -7,12 +7,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dinoadapt, read_tensors, shared};
+use common::{dinoadapt, read_tensors, shared, table};
 use dinoadapt_radiology::dicom::load_series;
 use dinoadapt_radiology::nifti::read_nifti;
 use dinoadapt_radiology::privacy::identifying_values;
 use dinoadapt_radiology::Pseudonymizer;
-use polars::prelude::{ParquetReader, SerReader};
 use serde_json::Value;
 
 const FOLDER: &str = "DOE^JOHN 1961";
@@ -72,12 +71,6 @@ fn run(args: &[&str], log: &mut Vec<u8>) -> std::process::Output {
     log.extend(&out.stdout);
     log.extend(&out.stderr);
     out
-}
-
-fn table(path: &Path) -> polars::prelude::DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
 }
 
 #[test]

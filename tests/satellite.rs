@@ -3,33 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{dinoadapt, ok, read_tensors, shared};
-use dinoadapt_satellite::{Raster, Window};
-use polars::prelude::{ParquetReader, SerReader};
+use common::{dinoadapt, ok, read_tensors, shared, table, whole};
+use dinoadapt_satellite::Raster;
 use serde_json::Value;
-
-fn whole(r: &Raster, band: usize) -> Vec<f32> {
-    let i = r.info();
-    r.read_window(
-        &[band],
-        Window {
-            col: 0,
-            row: 0,
-            width: i.width,
-            height: i.height,
-        },
-    )
-    .unwrap()
-    .data
-}
-
-fn table(path: &Path) -> polars::prelude::DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap()
-}
 
 #[test]
 fn inspect_json_reports_gdal_geometry_for_every_shared_raster() {

@@ -79,3 +79,27 @@ pub fn crate_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+/// A Parquet file as a DataFrame.
+pub fn table(path: &Path) -> polars::prelude::DataFrame {
+    use polars::prelude::{ParquetReader, SerReader};
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+/// Band `band` (1-based) of a raster, whole.
+pub fn whole(r: &dinoadapt_satellite::Raster, band: usize) -> Vec<f32> {
+    let i = r.info();
+    r.read_window(
+        &[band],
+        dinoadapt_satellite::Window {
+            col: 0,
+            row: 0,
+            width: i.width,
+            height: i.height,
+        },
+    )
+    .unwrap()
+    .data
+}
