@@ -8,6 +8,7 @@ use image::{ImageFormat, ImageReader, RgbImage};
 
 use crate::error::Result;
 use crate::mpp::{self, Mpp, MppSource};
+use crate::slide::{LevelInfo, SlideInfo};
 
 /// A plain image as a one-level slide.
 #[derive(Debug)]
@@ -74,6 +75,29 @@ impl ImageSlide {
             u64::from(self.pixels.width()),
             u64::from(self.pixels.height()),
         )
+    }
+
+    /// Its description as a one-level slide.
+    pub fn info(&self) -> SlideInfo {
+        let (width, height) = self.dimensions();
+        let (mpp, mpp_note) = self.mpp();
+        SlideInfo {
+            backend: "image".into(),
+            format: self.format().to_string(),
+            openslide_version: None,
+            width,
+            height,
+            levels: vec![LevelInfo {
+                width,
+                height,
+                downsample: 1.0,
+            }],
+            mpp,
+            mpp_note,
+            objective_power: None,
+            bounds: None,
+            associated_images: Vec::new(),
+        }
     }
 
     /// The pixel size from the TIFF resolution tags, and why there is none otherwise.

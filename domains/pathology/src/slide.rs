@@ -133,25 +133,7 @@ impl Slide {
                 openslide: openslide_version(),
                 reason: format!("as a plain image: {e}"),
             })?;
-            let (width, height) = s.dimensions();
-            let (mpp, mpp_note) = s.mpp();
-            let info = SlideInfo {
-                backend: "image".into(),
-                format: s.format().to_string(),
-                openslide_version: None,
-                width,
-                height,
-                levels: vec![LevelInfo {
-                    width,
-                    height,
-                    downsample: 1.0,
-                }],
-                mpp,
-                mpp_note,
-                objective_power: None,
-                bounds: None,
-                associated_images: Vec::new(),
-            };
+            let info = s.info();
             (Backend::Image(s), info)
         };
         if let Some(v) = options.mpp_override {
@@ -193,27 +175,10 @@ impl Slide {
             y: v,
             source: MppSource::Override,
         });
-        let (width, height) = (u64::from(pixels.width()), u64::from(pixels.height()));
         let s = ImageSlide::from_rgb(Path::new(name), pixels, mpp);
         Slide {
             path: PathBuf::from(name),
-            info: SlideInfo {
-                backend: "image".into(),
-                format: s.format().to_string(),
-                openslide_version: None,
-                width,
-                height,
-                levels: vec![LevelInfo {
-                    width,
-                    height,
-                    downsample: 1.0,
-                }],
-                mpp,
-                mpp_note: None,
-                objective_power: None,
-                bounds: None,
-                associated_images: Vec::new(),
-            },
+            info: s.info(),
             backend: Backend::Image(s),
         }
     }

@@ -404,7 +404,11 @@ pub fn train(args: &ClassifyTrainArgs, common: &Common) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn eval(head: &Path, features_path: &Path, labels: &str) -> anyhow::Result<ExitCode> {
+/// A saved head and the features it is applied to, in the head's feature kind.
+fn head_and_features(
+    head: &Path,
+    features_path: &Path,
+) -> anyhow::Result<(LinearProbe, Vec<String>, Split)> {
     let (probe, classes, features) = load_head(head)?;
     let s = load_features(features_path, &features)?;
     if s.dim != probe.dim {
@@ -414,6 +418,11 @@ pub fn eval(head: &Path, features_path: &Path, labels: &str) -> anyhow::Result<E
             probe.dim
         );
     }
+    Ok((probe, classes, s))
+}
+
+pub fn eval(head: &Path, features_path: &Path, labels: &str) -> anyhow::Result<ExitCode> {
+    let (probe, classes, s) = head_and_features(head, features_path)?;
     let y = encode(&label_names(&s, labels)?, &classes)?;
     let m = ClassificationMetrics::compute(&y, &probe.predict_proba(&s.x), classes.len());
     println!("{}", serde_json::to_string_pretty(&m)?);
@@ -421,15 +430,7 @@ pub fn eval(head: &Path, features_path: &Path, labels: &str) -> anyhow::Result<E
 }
 
 pub fn predict(head: &Path, features_path: &Path, out: &Path) -> anyhow::Result<ExitCode> {
-    let (probe, classes, features) = load_head(head)?;
-    let s = load_features(features_path, &features)?;
-    if s.dim != probe.dim {
-        bail!(
-            "the features have dimension {}, the head takes {}",
-            s.dim,
-            probe.dim
-        );
-    }
+    let (probe, classes, s) = head_and_features(head, features_path)?;
     let p = probe.predict_proba(&s.x);
     let c = classes.len();
     let best = dinoadapt_heads::metrics::argmax_rows(&p, c);

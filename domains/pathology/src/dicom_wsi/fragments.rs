@@ -97,12 +97,11 @@ pub fn locate(path: &Path) -> std::io::Result<Option<Vec<Fragment>>> {
     Ok(None)
 }
 
-/// Reads one fragment's bytes.
-pub fn read(path: &Path, fragment: Fragment) -> std::io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(fragment.offset))?;
+/// Reads one fragment's bytes from the open file (a positional read: threads may share it).
+pub fn read(file: &File, fragment: Fragment) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
     let mut bytes = vec![0u8; fragment.len as usize];
-    f.read_exact(&mut bytes)?;
+    file.read_exact_at(&mut bytes, fragment.offset)?;
     Ok(bytes)
 }
 
@@ -139,8 +138,9 @@ mod tests {
         let frags = locate(&path).unwrap().unwrap();
         assert_eq!(frags.len(), 2);
         assert_eq!(frags[0].offset, top + 8 + 4 + 8);
-        assert_eq!(read(&path, frags[0]).unwrap(), vec![1, 2, 3]);
-        assert_eq!(read(&path, frags[1]).unwrap(), vec![4, 5]);
+        let f = File::open(&path).unwrap();
+        assert_eq!(read(&f, frags[0]).unwrap(), vec![1, 2, 3]);
+        assert_eq!(read(&f, frags[1]).unwrap(), vec![4, 5]);
     }
 
     #[test]

@@ -35,16 +35,24 @@ pub(crate) fn first_item(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<
     ds.element_opt(tag).ok()??.items()?.first()
 }
 
-/// True for a DICOM file of the whole-slide microscopy class (or modality SM).
-pub fn is_wsi(path: &Path) -> bool {
-    let Ok(obj) = OpenFileOptions::new()
+/// The header of a DICOM file (everything before its pixel data).
+fn header(path: &Path) -> Option<InMemDicomObject> {
+    OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-    else {
-        return false;
-    };
-    text(&obj, tags::SOP_CLASS_UID).as_deref() == Some(WSI_SOP_CLASS)
-        || text(&obj, tags::MODALITY).as_deref() == Some("SM")
+        .ok()
+        .map(|o| o.into_inner())
+}
+
+/// Whether a header is of the whole-slide microscopy class (or modality SM).
+fn header_is_wsi(obj: &InMemDicomObject) -> bool {
+    text(obj, tags::SOP_CLASS_UID).as_deref() == Some(WSI_SOP_CLASS)
+        || text(obj, tags::MODALITY).as_deref() == Some("SM")
+}
+
+/// True for a DICOM file of the whole-slide microscopy class (or modality SM).
+pub fn is_wsi(path: &Path) -> bool {
+    header(path).is_some_and(|h| header_is_wsi(&h))
 }
 
 /// The SeriesInstanceUID of a DICOM whole-slide image file (the slide it belongs to); None for
@@ -53,11 +61,13 @@ pub fn series_uid(path: &Path) -> Option<String> {
     if !path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
-        || !is_wsi(path)
     {
         return None;
     }
-    instance(path).map(|(series, _)| series)
+    let h = header(path)?;
+    header_is_wsi(&h)
+        .then(|| text(&h, tags::SERIES_INSTANCE_UID))
+        .flatten()
 }
 
 struct Instance {

@@ -30,8 +30,8 @@ const CACHED_FRAMES: usize = 64;
 
 /// How a level's frames are reached.
 enum Frames {
-    /// One JPEG baseline fragment per frame, read from the file on demand.
-    Jpeg(Vec<Fragment>),
+    /// One JPEG baseline fragment per frame, read from the open file on demand.
+    Jpeg(std::fs::File, Vec<Fragment>),
     /// Decoded by dicom-pixeldata from the whole instance, opened on first use.
     Decoder(Mutex<Option<Arc<DefaultDicomObject>>>),
 }
@@ -193,7 +193,9 @@ impl DicomLevel {
         };
         let frames = match (ts.as_str(), fragments::locate(path)) {
             (JPEG_BASELINE, Ok(Some(frags))) if frags.len() == n_frames as usize => {
-                Frames::Jpeg(frags)
+                let file = std::fs::File::open(path)
+                    .map_err(PathologyError::io(path, "cannot open the level"))?;
+                Frames::Jpeg(file, frags)
             }
             _ => Frames::Decoder(Mutex::new(None)),
         };
@@ -211,8 +213,8 @@ impl DicomLevel {
     fn decode(&self, frame: u32) -> Result<RgbImage> {
         let fail = |why: String| invalid(&self.path, format!("frame {frame}: {why}"));
         match &self.frames {
-            Frames::Jpeg(frags) => {
-                let bytes = fragments::read(&self.path, frags[frame as usize])
+            Frames::Jpeg(file, frags) => {
+                let bytes = fragments::read(file, frags[frame as usize])
                     .map_err(PathologyError::io(&self.path, "cannot read a frame"))?;
                 image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg)
                     .map(|i| i.to_rgb8())
