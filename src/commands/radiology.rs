@@ -5,7 +5,7 @@
 //! patient names, so messages keep base names only).
 
 mod kmeans_head;
-mod volumes;
+pub(crate) mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -186,7 +186,7 @@ pub fn run(cmd: RadiologyCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Write the per-volume table and say how it went; failures leave a non-zero count.
-fn finish(out: &Path, rows: &[VolumeRow], what: &str) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(out: &Path, rows: &[VolumeRow], what: &str) -> anyhow::Result<ExitCode> {
     let table = out.join("volumes.parquet");
     write_parquet(&table, &mut volumes::table(rows))?;
     let failed = rows.iter().filter(|r| r.status != "ok").count();

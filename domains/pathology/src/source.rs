@@ -155,6 +155,18 @@ impl RegionSource for TileSource {
                 "normalization".into(),
                 format!("mean={:?} std={:?}", self.mean, self.std),
             ),
+            (
+                "tiling".into(),
+                serde_json::to_string(cfg).unwrap_or_default(),
+            ),
+            (
+                "normalization_mean".into(),
+                serde_json::to_string(&self.mean).unwrap_or_default(),
+            ),
+            (
+                "normalization_std".into(),
+                serde_json::to_string(&self.std).unwrap_or_default(),
+            ),
             ("tiles_kept".into(), self.plan.tiles.len().to_string()),
             (
                 "tiles_considered".into(),

@@ -304,6 +304,7 @@ impl RegionSource for SliceSource {
             ("mean", format!("{:?}", spec.mean)),
             ("std", format!("{:?}", spec.std)),
             ("step", o.step.to_string()),
+            ("slice_options", serde_json::to_string(o).unwrap_or_default()),
             ("skip_empty", o.skip_empty.to_string()),
             ("background", self.background.to_string()),
             ("spacing_mm", format!("{:?}", self.canonical.spacing)),

@@ -7,7 +7,7 @@
 //! task from it.
 
 mod classify;
-mod dense;
+pub mod dense;
 mod survival;
 
 use std::path::{Path, PathBuf};

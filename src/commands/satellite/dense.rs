@@ -5,102 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
-use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
-use dinoadapt_core::checkpoint::NamedTensors;
-use dinoadapt_heads::dense::{DenseHead, DenseHeadConfig, DensePredictor, DenseTask, TokenSpec};
+use dinoadapt_heads::dense::{DensePredictor, DenseTask};
 use dinoadapt_satellite::predict::{ChipBatch, ChipModel, PredictConfig, PredictSummary};
 use dinoadapt_satellite::{GeoTiffWriter, Normalization, OutputSpec, Raster, Window};
-use serde::{Deserialize, Serialize};
 
 use super::{run_predict, HeadChoice};
-use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
+use crate::commands::heads::dense::folder::{
+    argmax_at, load, predictor, HeadFolder, Preprocessing,
+};
+use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::backend::DeviceSpec;
 
-/// The backbone a head was trained on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backbone {
-    pub model: String,
-    pub checkpoint_sha256: String,
-    pub architecture: serde_json::Value,
-}
-
-/// How chips were cut and normalised for the backbone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Preprocessing {
-    pub domain: String,
-    pub normalization: Normalization,
-    pub bands: Vec<usize>,
-    pub chip_size: usize,
-    pub chip_stride: usize,
-}
-
-/// `head.json` of a dense head folder (the fields prediction needs; the file holds more).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeadInfo {
-    pub task: String,
-    pub head: DenseHeadConfig,
-    pub tokens: TokenSpec,
-    pub backbone: Backbone,
-    pub preprocessing: Preprocessing,
-    /// Class names (segment), in class-index order.
-    #[serde(default)]
-    pub class_names: Vec<String>,
-}
-
-/// A head folder read from disk.
-pub struct HeadFolder {
-    pub dir: PathBuf,
-    pub info: HeadInfo,
-    pub tensors: NamedTensors,
-}
-
-pub fn is_head_folder(dir: &Path) -> bool {
-    dir.join("head.json").is_file()
-}
-
-pub fn load(dir: &Path) -> anyhow::Result<HeadFolder> {
-    let path = dir.join("head.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: not a head folder (no head.json)", dir.display()))?;
-    let info: HeadInfo = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: not a dense head (segment / canopy) description",
-            path.display()
-        )
-    })?;
-    let (tensors, _) = read_safetensors(&dir.join("head.safetensors"))
-        .with_context(|| format!("{}: reading head.safetensors", dir.display()))?;
-    Ok(HeadFolder {
-        dir: dir.to_path_buf(),
-        info,
-        tensors,
-    })
-}
-
-/// The backbone for a head: the model flags when given, else the head's recorded model;
-/// refused when its checkpoint hash differs from the head's.
-pub fn backbone_args(head: &HeadFolder, given: &ModelArgs) -> ModelArgs {
-    let mut args = given.clone();
-    if args.model.is_none() && !args.random_init {
-        args.model = Some(PathBuf::from(&head.info.backbone.model));
-    }
-    args
-}
-
-pub fn check_backbone(head: &HeadFolder, sha256: &str, model: &str) -> anyhow::Result<()> {
-    let want = &head.info.backbone.checkpoint_sha256;
-    if sha256 != want {
-        bail!(
-            "{}: the head was trained on the backbone {} (checkpoint sha256 {want}); \
-             the backbone given ({model}) has sha256 {sha256}. Give the head's backbone \
-             with --model (or --random-init --preset ... --seed N for random-init-seed-N)",
-            head.dir.display(),
-            head.info.backbone.model
-        );
-    }
-    Ok(())
-}
+pub use crate::commands::heads::dense::folder::is_head_folder;
 
 struct DenseChipModel<B: Backend> {
     predictor: DensePredictor<B>,
@@ -124,6 +41,7 @@ impl<B: Backend> ChipModel for DenseChipModel<B> {
 }
 
 struct Job<'a> {
+    norm: Normalization,
     head: HeadFolder,
     model: ModelArgs,
     device: DeviceSpec,
@@ -138,23 +56,10 @@ impl BackendJob for Job<'_> {
     type Output = PredictSummary;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<PredictSummary> {
-        let ck = self.model.load()?;
-        check_backbone(&self.head, &ck.sha256, &ck.path.display().to_string())?;
-        let precision = matmul_precision(self.device, self.tf32);
-        let backbone = ck.build::<B>(&device)?.with_precision(precision);
-        let info = &self.head.info;
-        let head = DenseHead::<B>::from_named(&info.head, self.head.tensors.clone(), &device)
-            .with_context(|| format!("{}: head.safetensors", self.head.dir.display()))?;
+        let predictor = predictor::<B>(&self.head, &self.model, self.device, self.tf32, device)?;
         let mut model = DenseChipModel {
-            predictor: DensePredictor {
-                backbone,
-                tokens: info.tokens.clone(),
-                config: info.head.clone(),
-                head,
-                device,
-                chunks: batch_chunks(self.device),
-            },
-            norm: info.preprocessing.normalization.clone(),
+            predictor,
+            norm: self.norm,
         };
         run_predict(self.raster, self.out, &self.cfg, &mut model, self.quiet)
     }
@@ -192,19 +97,11 @@ fn class_map(probs: &Path, out: &Path, classes: usize, cog: bool) -> anyhow::Res
         let plane = rows * w;
         let mut data = Vec::with_capacity((1 + classes) * plane);
         data.extend((0..plane).map(|p| {
-            if !px.valid[p] {
-                return f32::NAN;
+            if px.valid[p] {
+                argmax_at(&px.data, classes, plane, p) as f32
+            } else {
+                f32::NAN
             }
-            (0..classes)
-                .fold((0usize, f32::NEG_INFINITY), |b, k| {
-                    let v = px.data[k * plane + p];
-                    if v > b.1 {
-                        (k, v)
-                    } else {
-                        b
-                    }
-                })
-                .0 as f32
         }));
         data.extend_from_slice(&px.data);
         writer.write_rows(row0, rows, data)?;
@@ -220,7 +117,15 @@ pub fn predict(
     choice: &HeadChoice,
 ) -> anyhow::Result<PredictSummary> {
     let head = load(Path::new(choice.head))?;
-    let pre = head.info.preprocessing.clone();
+    let pre = match &head.info.preprocessing {
+        Preprocessing::Satellite(s) => s.clone(),
+        other => bail!(
+            "{}: a {} head; predict with `dinoadapt heads predict --head {} --input ...`",
+            choice.head,
+            other.domain(),
+            choice.head
+        ),
+    };
     let size = pre.chip_size;
     let cfg = PredictConfig {
         bands: pre.bands.clone(),
@@ -234,7 +139,7 @@ pub fn predict(
         ..cfg.clone()
     };
     let task = head.info.head.task();
-    let model = backbone_args(&head, choice.model);
+    let model = choice.model.clone();
     let classes = head.info.head.output_channels();
     let target = match task {
         DenseTask::Canopy => out.to_path_buf(),
@@ -247,6 +152,7 @@ pub fn predict(
     let mut summary = on_device(
         choice.device,
         Job {
+            norm: pre.normalization.clone(),
             head,
             model,
             device: choice.device,

@@ -1,0 +1,561 @@
+//! `heads train|eval|predict --task segment|canopy`: dense heads on the layer tokens of any
+//! domain's `embed --layers ...` (satellite chips, volume slices, slide tiles), with per-pixel
+//! targets in the domain's own label format (a label raster, a label volume, GeoJSON
+//! annotations; see [`targets`]). A trained head is a folder ([`folder`]): `head.json` (task,
+//! head configuration, backbone identity, preprocessing), `head.safetensors`,
+//! `metrics.parquet`, `training.parquet` (one row per epoch) and `training.png`. `predict` runs
+//! backbone + head over a whole raster, volume or slide and writes the domain's own format.
+
+pub mod features;
+pub mod folder;
+mod pathology;
+mod radiology;
+mod satellite;
+mod tables;
+mod targets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use dinoadapt_core::checkpoint::safetensors_io::write_safetensors;
+use dinoadapt_datasets::write_parquet;
+use dinoadapt_heads::dense::{
+    evaluate, train as train_head, BinNorm, Bins, DenseHead, DenseHeadConfig, DenseMetrics,
+    DenseSet, DenseTargets, DenseTrainConfig, DptHeadConfig, DptOutput, EpochLog, LinearHeadConfig,
+    RegressionLoss,
+};
+use serde_json::{json, Value};
+
+use super::{required, Common, Task};
+use crate::device::{on_device, BackendJob};
+use crate::model_args::ModelArgs;
+use features::{load_features, Features};
+use folder::{HeadFolder, HeadInfo, Preprocessing};
+use targets::{class_targets, labelled, Labelled, TargetArgs};
+
+/// `heads train` flags of the dense tasks.
+#[derive(Args, Debug)]
+pub struct DenseTrainArgs {
+    /// segment/canopy: training features with layer tokens (`satellite|radiology|pathology
+    /// embed --layers last:4`; the table the command writes beside them is read too).
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
+    /// segment/canopy: the targets in the domain's format. Satellite: a raster (class values,
+    /// or heights in metres) warped onto each source raster's grid, nodata ignored. Radiology:
+    /// a label volume (NIfTI or DICOM) on the image's grid or resampled onto it. Pathology:
+    /// GeoJSON annotations in level-0 pixels (class 0 = no polygon).
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// segment (radiology): the image volume the features were made from.
+    #[arg(long)]
+    pub volume: Option<PathBuf>,
+    /// segment/canopy: validation features (per-epoch metric; default: none).
+    #[arg(long)]
+    pub val_embeddings: Option<PathBuf>,
+    /// segment/canopy: validation targets (default: --targets).
+    #[arg(long)]
+    pub val_targets: Option<PathBuf>,
+    /// segment (radiology): the image volume of the validation features.
+    #[arg(long)]
+    pub val_volume: Option<PathBuf>,
+    /// segment/canopy: linear (last layer), ms (last 4 layers) or dpt (default: linear for
+    /// segment, dpt for canopy).
+    #[arg(long)]
+    pub head_kind: Option<String>,
+    /// segment: number of classes (default: the largest class value in the targets + 1).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// segment: class names, comma-separated, in class-value order (recorded in head.json;
+    /// pathology: the background first, then the annotation classes to learn).
+    #[arg(long, value_delimiter = ',')]
+    pub class_names: Vec<String>,
+    /// segment: target value to ignore (besides nodata).
+    #[arg(long, default_value_t = 255)]
+    pub ignore_index: u32,
+    /// segment: do not concatenate the class token to the patch tokens (DINOv2 does).
+    #[arg(long)]
+    pub no_cls_token: bool,
+    /// segment: weight of the soft Dice term added to the cross-entropy.
+    #[arg(long, default_value_t = 0.0)]
+    pub dice_weight: f64,
+    /// canopy: bin weights, relu-eps (Meta's model) or softmax.
+    #[arg(long, default_value = "relu-eps")]
+    pub bin_norm: String,
+    /// canopy: lowest height (metres) of the bins / regression range.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_height: f64,
+    /// canopy: highest height (default: the largest training target, rounded up).
+    #[arg(long)]
+    pub max_height: Option<f64>,
+    /// canopy: l1 (absolute error) or l2 (squared error).
+    #[arg(long, default_value = "l1")]
+    pub height_loss: String,
+    /// canopy: width of the DPT fusion path.
+    #[arg(long, default_value_t = 64)]
+    pub dpt_features: usize,
+    /// canopy: block side (pixels) of the block-R².
+    #[arg(long, default_value_t = 50)]
+    pub block: usize,
+    /// segment/canopy: resampling of the target raster onto the imagery grid (default: nearest
+    /// for segment, bilinear for canopy).
+    #[arg(long)]
+    pub target_resampling: Option<String>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+}
+
+/// Defaults of the flags the dense tasks share with the others (`--lr`, `--weight-decay`,
+/// `--bins`: canopy height bins of the DPT output, 0 for plain regression).
+const DEFAULT_LR: f64 = 1e-3;
+const DEFAULT_WEIGHT_DECAY: f64 = 1e-4;
+const DEFAULT_BINS: usize = 256;
+
+/// `heads eval` flags of the dense tasks.
+#[derive(Args, Debug)]
+pub struct DenseEvalArgs {
+    /// segment/canopy: features to evaluate on (from the head's backbone).
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
+    /// segment/canopy: their targets (as for train).
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// segment (radiology): the image volume of the features.
+    #[arg(long)]
+    pub volume: Option<PathBuf>,
+}
+
+/// `heads predict` flags of the dense tasks.
+#[derive(Args, Debug)]
+pub struct DensePredictArgs {
+    /// segment/canopy: what to predict, in the head's domain. A raster (--out: a GeoTIFF on
+    /// its grid); a volume, NIfTI or DICOM series (--out: a folder of NIfTI label maps on the
+    /// source grid); a slide (--out: a folder with the mask PNG and GeoJSON).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// segment (slides): level-0 µm/px for a slide that records none.
+    #[arg(long)]
+    pub mpp: Option<f64>,
+    /// segment/canopy: the backbone checkpoint (default: the head's recorded model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// segment/canopy: a random-init backbone (--preset, --backbone-seed), for tests.
+    #[arg(long, conflicts_with = "model")]
+    pub random_init: bool,
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub backbone_seed: u64,
+    /// segment/canopy: chip stride (rasters, default: half the chip size) or tile stride
+    /// (slides, default: the stride of the features) in input pixels.
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// segment/canopy: blending of overlapping chips: cosine, gaussian, uniform.
+    #[arg(long, default_value = "cosine")]
+    pub blend: String,
+    #[arg(long, default_value_t = 8)]
+    pub predict_batch: usize,
+    /// segment/canopy: write a Cloud-Optimised GeoTIFF.
+    #[arg(long)]
+    pub cog: bool,
+}
+
+fn dense_set(f: &Features, l: &Labelled, targets: DenseTargets) -> anyhow::Result<DenseSet> {
+    let s = l.preprocessing.input_size();
+    Ok(DenseSet::new(
+        f.tokens.clone(),
+        (f.n, f.layers, f.dim),
+        f.grid,
+        (s, s),
+        targets,
+    )?)
+}
+
+fn head_config(
+    task: Task,
+    args: &DenseTrainArgs,
+    bins: usize,
+    dim: usize,
+    train_values: &[f32],
+) -> anyhow::Result<DenseHeadConfig> {
+    let kind = args.head_kind.as_deref().unwrap_or(match task {
+        Task::Segment => "linear",
+        _ => "dpt",
+    });
+    Ok(match (task, kind) {
+        (Task::Segment, "linear" | "ms") => {
+            let classes = match args.classes {
+                Some(c) => c,
+                None => {
+                    let max = train_values
+                        .iter()
+                        .filter(|v| v.is_finite() && **v != args.ignore_index as f32)
+                        .fold(-1f32, |m, &v| m.max(v));
+                    if max < 0.0 {
+                        bail!("the targets have no class values; give --classes");
+                    }
+                    max as usize + 1
+                }
+            };
+            DenseHeadConfig::Linear(
+                LinearHeadConfig::new(dim, classes)
+                    .with_layers(if kind == "ms" { 4 } else { 1 })
+                    .with_use_cls(!args.no_cls_token),
+            )
+        }
+        (Task::Canopy, "dpt") => {
+            let max = match args.max_height {
+                Some(m) => m,
+                None => {
+                    let m = train_values
+                        .iter()
+                        .filter(|v| v.is_finite())
+                        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    if !m.is_finite() {
+                        bail!("the targets have no valid height");
+                    }
+                    (m as f64).ceil()
+                }
+            };
+            let output = if bins == 0 {
+                DptOutput::Regression {
+                    min: args.min_height,
+                    max,
+                }
+            } else {
+                let norm = match args.bin_norm.as_str() {
+                    "relu-eps" => BinNorm::default(),
+                    "softmax" => BinNorm::Softmax,
+                    o => bail!("--bin-norm `{o}`: relu-eps or softmax"),
+                };
+                DptOutput::Bins(Bins::new(bins, args.min_height, max, norm)?)
+            };
+            let f = args.dpt_features;
+            DenseHeadConfig::Dpt(
+                DptHeadConfig::new(dim, output)
+                    .with_features(f)
+                    .with_scale_channels([f / 2, f, 2 * f, 2 * f])
+                    .with_head_channels(32.min(f)),
+            )
+        }
+        (Task::Segment, o) => bail!("--head-kind `{o}` for segment: linear or ms"),
+        (_, o) => bail!("--head-kind `{o}` for canopy: dpt"),
+    })
+}
+
+struct TrainJob<'a> {
+    config: &'a DenseHeadConfig,
+    train: &'a DenseSet,
+    val: Option<&'a DenseSet>,
+    cfg: &'a DenseTrainConfig,
+    quiet: bool,
+}
+
+type TrainOutput = (
+    dinoadapt_core::checkpoint::NamedTensors,
+    Vec<EpochLog>,
+    Vec<(String, DenseMetrics)>,
+);
+
+impl BackendJob for TrainJob<'_> {
+    type Output = TrainOutput;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<TrainOutput> {
+        let quiet = self.quiet;
+        let trained =
+            train_head::<Autodiff<B>>(self.config, self.train, self.val, self.cfg, &device, |e| {
+                if !quiet {
+                    eprintln!(
+                        "epoch {:>3}  loss {:.4}{}  {:.1} s",
+                        e.epoch,
+                        e.train_loss,
+                        match (e.val_loss, e.val_metric) {
+                            (Some(l), Some(m)) => format!("  val loss {l:.4}  val metric {m:.4}"),
+                            _ => String::new(),
+                        },
+                        e.seconds
+                    );
+                }
+            })?;
+        let mut metrics = vec![(
+            "train".to_string(),
+            evaluate(&trained.head, self.config, self.train, self.cfg, &device)?.metrics,
+        )];
+        if let Some(v) = self.val {
+            metrics.push((
+                "val".into(),
+                evaluate(&trained.head, self.config, v, self.cfg, &device)?.metrics,
+            ));
+        }
+        Ok((trained.head.to_named(), trained.log, metrics))
+    }
+}
+
+/// Features and their targets, checked to come from `backbone` when given.
+fn labelled_features(
+    emb: &Path,
+    layers: usize,
+    targets: TargetArgs,
+    backbone: Option<&str>,
+) -> anyhow::Result<(Features, Labelled)> {
+    let f = load_features(emb, layers)?;
+    if let Some(sha) = backbone.filter(|s| *s != f.backbone.checkpoint_sha256) {
+        bail!(
+            "{}: made with the backbone {} (sha256 {}), not the one of the head (sha256 {sha})",
+            emb.display(),
+            f.backbone.model,
+            f.backbone.checkpoint_sha256
+        );
+    }
+    let l = labelled(&f, &targets)?;
+    Ok((f, l))
+}
+
+pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Result<ExitCode> {
+    let name = task.name();
+    let emb = required(&args.embeddings, "--embeddings", name)?;
+    let targets = required(&args.targets, "--targets", name)?;
+    let out = required(&common.out, "--out", name)?;
+    let kind_layers = match (task, args.head_kind.as_deref()) {
+        (Task::Segment, None | Some("linear")) => 1,
+        _ => 4,
+    };
+    let target_args = |targets, volume| TargetArgs {
+        task,
+        targets,
+        volume,
+        resampling: args.target_resampling.as_deref(),
+        class_names: &args.class_names,
+        ignore_index: args.ignore_index,
+    };
+    let (f, l) = labelled_features(
+        emb,
+        kind_layers,
+        target_args(targets, args.volume.as_deref()),
+        None,
+    )?;
+    let config = head_config(
+        task,
+        args,
+        common.bins.unwrap_or(DEFAULT_BINS),
+        f.dim,
+        &l.values,
+    )?;
+    let to_targets = |values: &[f32]| -> anyhow::Result<DenseTargets> {
+        Ok(match &config {
+            DenseHeadConfig::Linear(c) => class_targets(values, c.classes, args.ignore_index)?,
+            DenseHeadConfig::Dpt(_) => DenseTargets::Heights(values.to_vec()),
+        })
+    };
+    let train_set = dense_set(&f, &l, to_targets(&l.values)?)?;
+    let val_set = match &args.val_embeddings {
+        Some(p) => {
+            let (v, vl) = labelled_features(
+                p,
+                config.layers(),
+                target_args(
+                    args.val_targets.as_deref().unwrap_or(targets),
+                    args.val_volume.as_deref(),
+                ),
+                Some(&f.backbone.checkpoint_sha256),
+            )?;
+            if vl.preprocessing.input_size() != l.preprocessing.input_size() {
+                bail!(
+                    "{}: inputs of {} px; the training features are of {} px",
+                    p.display(),
+                    vl.preprocessing.input_size(),
+                    l.preprocessing.input_size()
+                );
+            }
+            Some(dense_set(&v, &vl, to_targets(&vl.values)?)?)
+        }
+        None => None,
+    };
+    let loss = match args.height_loss.as_str() {
+        "l1" => RegressionLoss::L1,
+        "l2" => RegressionLoss::L2,
+        o => bail!("--height-loss `{o}`: l1 or l2"),
+    };
+    let cfg = DenseTrainConfig::new()
+        .with_epochs(common.epochs.unwrap_or(30))
+        .with_batch_size(args.batch_size)
+        .with_lr(common.lr.unwrap_or(DEFAULT_LR))
+        .with_weight_decay(common.weight_decay.unwrap_or(DEFAULT_WEIGHT_DECAY))
+        .with_seed(common.seed)
+        .with_dice_weight(args.dice_weight)
+        .with_regression_loss(loss)
+        .with_block(args.block);
+    let (tensors, log, metrics) = on_device(
+        common.device,
+        TrainJob {
+            config: &config,
+            train: &train_set,
+            val: val_set.as_ref(),
+            cfg: &cfg,
+            quiet: common.quiet,
+        },
+    )?;
+    std::fs::create_dir_all(out)?;
+    let info = HeadInfo {
+        task: name.to_string(),
+        head: config.clone(),
+        tokens: f.spec.clone(),
+        backbone: f.backbone.clone(),
+        preprocessing: l.preprocessing.clone(),
+        class_names: l.class_names.clone(),
+    };
+    let mut record = serde_json::to_value(&info)?;
+    record["training"] = serde_json::to_value(&cfg)?;
+    record["targets"] = l.record.clone();
+    record["targets"]["ignore_index"] = json!(args.ignore_index);
+    record["features"] = json!(emb.display().to_string());
+    record["metrics"] = json!(metrics.iter().cloned().collect::<BTreeMap<_, _>>());
+    record["dinoadapt_version"] = json!(env!("CARGO_PKG_VERSION"));
+    let st_meta = HashMap::from([
+        ("dinoadapt.head".to_string(), name.to_string()),
+        ("config".to_string(), serde_json::to_string(&config)?),
+        (
+            "checkpoint_sha256".to_string(),
+            f.backbone.checkpoint_sha256.clone(),
+        ),
+    ]);
+    write_safetensors(&out.join("head.safetensors"), &tensors, st_meta)?;
+    let json_path = out.join("head.json");
+    let part = out.join("head.json.part");
+    std::fs::write(&part, serde_json::to_string_pretty(&record)?)?;
+    std::fs::rename(&part, &json_path)?;
+    write_parquet(
+        &out.join("metrics.parquet"),
+        &mut tables::metrics_table(&metrics)?,
+    )?;
+    write_parquet(
+        &out.join("training.parquet"),
+        &mut tables::training_table(&log)?,
+    )?;
+    let metric = if task == Task::Segment { "mIoU" } else { "R²" };
+    tables::training_plot(&out.join("training.png"), &log, metric)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "task": name,
+            "domain": l.preprocessing.domain(),
+            "head": config,
+            "samples": {"train": train_set.n, "val": val_set.as_ref().map(|v| v.n)},
+            "metrics": record["metrics"],
+        }))?
+    );
+    eprintln!("head -> {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+struct EvalJob<'a> {
+    head: &'a HeadFolder,
+    set: &'a DenseSet,
+    cfg: DenseTrainConfig,
+}
+
+impl BackendJob for EvalJob<'_> {
+    type Output = DenseMetrics;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<DenseMetrics> {
+        let head =
+            DenseHead::<B>::from_named(&self.head.info.head, self.head.tensors.clone(), &device)?;
+        Ok(evaluate(&head, &self.head.info.head, self.set, &self.cfg, &device)?.metrics)
+    }
+}
+
+pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::Result<ExitCode> {
+    let head = folder::load(head_dir)?;
+    let task = if head.info.task == "canopy" {
+        Task::Canopy
+    } else {
+        Task::Segment
+    };
+    let emb = required(&args.embeddings, "--embeddings", &head.info.task)?;
+    let targets = required(&args.targets, "--targets", &head.info.task)?;
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(head_dir.join("head.json"))?)?;
+    let ignore = record["targets"]["ignore_index"].as_u64().unwrap_or(255) as u32;
+    let (f, l) = labelled_features(
+        emb,
+        head.info.head.layers(),
+        TargetArgs {
+            task,
+            targets,
+            volume: args.volume.as_deref(),
+            resampling: record["targets"]["resampling"].as_str(),
+            class_names: &head.info.class_names,
+            ignore_index: ignore,
+        },
+        Some(&head.info.backbone.checkpoint_sha256),
+    )?;
+    if f.spec != head.info.tokens {
+        bail!(
+            "{}: layers {:?} (norm {}), the head reads {:?} (norm {})",
+            emb.display(),
+            f.spec.layers,
+            f.spec.norm_layers,
+            head.info.tokens.layers,
+            head.info.tokens.norm_layers
+        );
+    }
+    if l.preprocessing.input_size() != head.info.preprocessing.input_size() {
+        bail!(
+            "{}: inputs of {} px; the head was trained on {} px",
+            emb.display(),
+            l.preprocessing.input_size(),
+            head.info.preprocessing.input_size()
+        );
+    }
+    let mut cfg: DenseTrainConfig = serde_json::from_value(record["training"].clone())
+        .unwrap_or_else(|_| DenseTrainConfig::new());
+    cfg.block = record["training"]["block"].as_u64().unwrap_or(50) as usize;
+    let t = match &head.info.head {
+        DenseHeadConfig::Linear(c) => class_targets(&l.values, c.classes, ignore)?,
+        DenseHeadConfig::Dpt(_) => DenseTargets::Heights(l.values.clone()),
+    };
+    let set = dense_set(&f, &l, t)?;
+    let m = on_device(
+        common.device,
+        EvalJob {
+            head: &head,
+            set: &set,
+            cfg,
+        },
+    )?;
+    println!("{}", serde_json::to_string_pretty(&m)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Backbone + head over the input of `--input`, written in the head's domain's format.
+pub fn predict(
+    head_dir: &Path,
+    args: &DensePredictArgs,
+    common: &Common,
+) -> anyhow::Result<ExitCode> {
+    required(&args.input, "--input", "segment/canopy")?;
+    required(&common.out, "--out", "segment/canopy")?;
+    let head = folder::load(head_dir)?;
+    let model = ModelArgs {
+        model: args.model.clone(),
+        random_init: args.random_init,
+        seed: args.backbone_seed,
+        preset: args.preset.clone(),
+        arch_file: None,
+        num_heads: None,
+        interpolation: None,
+    };
+    match &head.info.preprocessing {
+        Preprocessing::Satellite(input) => {
+            satellite::predict(&head, input, args, &model, common)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Preprocessing::Radiology { slices } => {
+            radiology::predict(&head, slices, args, &model, common)
+        }
+        Preprocessing::Pathology(input) => pathology::predict(&head, input, args, &model, common),
+    }
+}
