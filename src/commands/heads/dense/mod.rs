@@ -38,11 +38,11 @@ use features::{load_features, Features};
 use folder::{HeadFolder, HeadInfo, Preprocessing};
 use targets::{class_targets, labelled, Labelled, TargetArgs};
 
-/// `heads train` flags of the dense tasks.
+/// Features and their targets (train and eval).
 #[derive(Args, Debug)]
-pub struct DenseTrainArgs {
-    /// segment/canopy: training features with layer tokens (`satellite|radiology|pathology
-    /// embed --layers last:4`; the table the command writes beside them is read too).
+pub struct DenseData {
+    /// segment/canopy: features with layer tokens (`satellite|radiology|pathology embed
+    /// --layers last:4`; the table the command writes beside them is read too).
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
     /// segment/canopy: the targets in the domain's format. Satellite: a raster (class values,
@@ -54,6 +54,13 @@ pub struct DenseTrainArgs {
     /// segment (radiology): the image volume the features were made from.
     #[arg(long)]
     pub volume: Option<PathBuf>,
+}
+
+/// `heads train` flags of the dense tasks.
+#[derive(Args, Debug)]
+pub struct DenseTrainArgs {
+    #[command(flatten)]
+    pub data: DenseData,
     /// segment/canopy: validation features (per-epoch metric; default: none).
     #[arg(long)]
     pub val_embeddings: Option<PathBuf>,
@@ -115,18 +122,11 @@ const DEFAULT_LR: f64 = 1e-3;
 const DEFAULT_WEIGHT_DECAY: f64 = 1e-4;
 const DEFAULT_BINS: usize = 256;
 
-/// `heads eval` flags of the dense tasks.
+/// `heads eval` flags of the dense tasks: features of the head's backbone and their targets.
 #[derive(Args, Debug)]
 pub struct DenseEvalArgs {
-    /// segment/canopy: features to evaluate on (from the head's backbone).
-    #[arg(long)]
-    pub embeddings: Option<PathBuf>,
-    /// segment/canopy: their targets (as for train).
-    #[arg(long)]
-    pub targets: Option<PathBuf>,
-    /// segment (radiology): the image volume of the features.
-    #[arg(long)]
-    pub volume: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DenseData,
 }
 
 /// `heads predict` flags of the dense tasks.
@@ -317,8 +317,8 @@ fn labelled_features(
 
 pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Result<ExitCode> {
     let name = task.name();
-    let emb = required(&args.embeddings, "--embeddings", name)?;
-    let targets = required(&args.targets, "--targets", name)?;
+    let emb = required(&args.data.embeddings, "--embeddings", name)?;
+    let targets = required(&args.data.targets, "--targets", name)?;
     let out = required(&common.out, "--out", name)?;
     let kind_layers = match (task, args.head_kind.as_deref()) {
         (Task::Segment, None | Some("linear")) => 1,
@@ -335,7 +335,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
     let (f, l) = labelled_features(
         emb,
         kind_layers,
-        target_args(targets, args.volume.as_deref()),
+        target_args(targets, args.data.volume.as_deref()),
         None,
     )?;
     let config = head_config(
@@ -474,8 +474,8 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     } else {
         Task::Segment
     };
-    let emb = required(&args.embeddings, "--embeddings", &head.info.task)?;
-    let targets = required(&args.targets, "--targets", &head.info.task)?;
+    let emb = required(&args.data.embeddings, "--embeddings", &head.info.task)?;
+    let targets = required(&args.data.targets, "--targets", &head.info.task)?;
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(head_dir.join("head.json"))?)?;
     let ignore = record["targets"]["ignore_index"].as_u64().unwrap_or(255) as u32;
@@ -485,7 +485,7 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
         TargetArgs {
             task,
             targets,
-            volume: args.volume.as_deref(),
+            volume: args.data.volume.as_deref(),
             resampling: record["targets"]["resampling"].as_str(),
             class_names: &head.info.class_names,
             ignore_index: ignore,
