@@ -11,7 +11,7 @@ pub use reader::DicomSlide;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::{open_file, InMemDicomObject, OpenFileOptions};
+use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use crate::error::{PathologyError, Result};
 use crate::mpp::{Mpp, MppSource};
@@ -132,7 +132,11 @@ fn series(path: &Path) -> Result<(SlideInfo, Vec<PathBuf>)> {
         path: path.to_path_buf(),
         what: format!("not a DICOM whole-slide image: {reason}"),
     };
-    open_file(path).map_err(|e| not_wsi(&e.to_string()))?;
+    // The header only: the pixel data of a level can be gigabytes.
+    OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| not_wsi(&e.to_string()))?;
     let (series, _) = instance(path).ok_or_else(|| not_wsi("no slide geometry"))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
