@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use dinoadapt_core::objective::ScheduleConfig;
-use dinoadapt_core::train::{OptimConfig, SslLossConfig};
+use dinoadapt_core::train::{CropForward, OptimConfig, SslLossConfig};
 use serde::{Deserialize, Serialize};
 
 /// Why a recipe could not be used.
@@ -118,6 +118,9 @@ pub struct CropsSection {
     pub local_crops: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// How the student's global and local crops go through the backbone: `packed` (one
+    /// sequence, block-diagonal attention; the default) or `per_size` (one forward each).
+    pub forward: CropForward,
 }
 
 impl Default for CropsSection {
@@ -130,6 +133,7 @@ impl Default for CropsSection {
             local_crops: 8,
             mean: dinoadapt_datasets::transforms::IMAGENET_MEAN,
             std: dinoadapt_datasets::transforms::IMAGENET_STD,
+            forward: CropForward::Packed,
         }
     }
 }

@@ -189,6 +189,7 @@ pub fn run<B: AutodiffBackend>(
         device,
     );
     let mut trainer = Trainer::new(student, recipe.loss, recipe.optim.optimizer);
+    trainer.crop_forward = recipe.crops.forward;
 
     let metrics_path = out.join("metrics.parquet");
     let mut records: Vec<StepRecord> = Vec::new();

@@ -144,12 +144,19 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Train(args) => {
             let out = super::bench_train::run(args)?;
-            eprintln!(
-                "{:.3} images/s ({:.2} s/iteration), peak RSS {:.0} MiB",
-                out["images_per_s"].as_f64().unwrap_or(0.0),
-                out["step_s"].as_f64().unwrap_or(0.0),
-                out["peak_rss_mib"].as_f64().unwrap_or(0.0)
-            );
+            let runs = match &out {
+                serde_json::Value::Array(runs) => runs.clone(),
+                one => vec![one.clone()],
+            };
+            for r in &runs {
+                eprintln!(
+                    "{}: {:.3} images/s ({:.2} s/iteration), peak RSS {:.0} MiB",
+                    r["crop_forward"].as_str().unwrap_or("?"),
+                    r["images_per_s"].as_f64().unwrap_or(0.0),
+                    r["step_s"].as_f64().unwrap_or(0.0),
+                    r["peak_rss_mib"].as_f64().unwrap_or(0.0)
+                );
+            }
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }

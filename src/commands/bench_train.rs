@@ -10,7 +10,9 @@ use clap::Args;
 use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
-use dinoadapt_core::train::{CropBatch, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer};
+use dinoadapt_core::train::{
+    CropBatch, CropForward, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer,
+};
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
 use serde_json::json;
 
@@ -41,11 +43,16 @@ pub struct BenchTrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// Student crops through the backbone: per-size (one forward per crop size) or packed (one
+    /// sequence with block-diagonal attention); `both` times the two in one run.
+    #[arg(long, default_value = "packed")]
+    pub crop_forward: String,
 }
 
 fn bench<B: AutodiffBackend>(
     args: &BenchTrainArgs,
     cfg: &VitConfig,
+    forward: CropForward,
     device: &B::Device,
 ) -> serde_json::Value {
     B::seed(device, 0);
@@ -58,6 +65,7 @@ fn bench<B: AutodiffBackend>(
         device,
     );
     let mut trainer = Trainer::new(student, SslLossConfig::default(), OptimConfig::default());
+    trainer.crop_forward = forward;
     let inner = trainer.teacher.backbone.device();
     let n = args.batch;
     let (g, l) = (args.global_size, args.local_size);
@@ -116,6 +124,7 @@ fn bench<B: AutodiffBackend>(
         "model": args.arch,
         "batch": n,
         "local_crops": args.local_crops,
+        "crop_forward": forward,
         "threads": rayon::current_num_threads(),
         "device": args.device.to_string(),
         "step_s": mean,
@@ -148,17 +157,34 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
         args.device,
         rayon::current_num_threads()
     );
-    Ok(match args.device {
-        DeviceSpec::Cpu => bench::<Autodiff<CpuBackend>>(&args, &cfg, &Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => bench::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
-            &args,
-            &cfg,
-            &burn::backend::cuda::CudaDevice::new(i),
-        ),
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => {
-            anyhow::bail!("this dinoadapt was built without CUDA; rebuild with --features cuda")
-        }
+    let forwards = match args.crop_forward.as_str() {
+        "per-size" => vec![CropForward::PerSize],
+        "packed" => vec![CropForward::Packed],
+        "both" => vec![CropForward::PerSize, CropForward::Packed],
+        o => anyhow::bail!("--crop-forward `{o}`: per-size, packed or both"),
+    };
+    let mut runs = Vec::new();
+    for forward in forwards {
+        runs.push(match args.device {
+            DeviceSpec::Cpu => {
+                bench::<Autodiff<CpuBackend>>(&args, &cfg, forward, &Default::default())
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(i) => bench::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
+                &args,
+                &cfg,
+                forward,
+                &burn::backend::cuda::CudaDevice::new(i),
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => {
+                anyhow::bail!("this dinoadapt was built without CUDA; rebuild with --features cuda")
+            }
+        });
+    }
+    Ok(if runs.len() == 1 {
+        runs.remove(0)
+    } else {
+        serde_json::Value::Array(runs)
     })
 }

@@ -10,5 +10,7 @@ pub mod optimizer;
 pub mod ssl;
 pub mod trainer;
 
-pub use ssl::{Centering, CropBatch, LossReport, SslLossConfig, SslModel};
+pub use ssl::{
+    Centering, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
+};
 pub use trainer::{OptimConfig, StepReport, StepValues, Trainer};

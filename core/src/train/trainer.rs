@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::clip::clip_grad_norm;
 use super::named::{param_names, snapshot};
 use super::optimizer::{AdamW, AdamWConfig};
-use super::ssl::{ssl_forward, Centers, CropBatch, LossReport, SslLossConfig, SslModel};
+use super::ssl::{
+    ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
+};
 use crate::checkpoint::{HostTensor, NamedTensors};
 use crate::objective::ema::ema_update;
 use crate::objective::param_groups::{param_group, ParamGroup};
@@ -74,6 +76,8 @@ pub struct Trainer<B: AutodiffBackend> {
     pub centers: Centers<B::InnerBackend>,
     pub loss: SslLossConfig,
     pub optim: OptimConfig,
+    /// How the student's crops go through the backbone (per size or packed).
+    pub crop_forward: CropForward,
     groups: HashMap<String, ParamGroup>,
 }
 
@@ -118,6 +122,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             student,
             loss,
             optim,
+            crop_forward: CropForward::default(),
             groups,
         }
     }
@@ -136,7 +141,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             v.teacher_temp,
             &self.loss,
             &mut self.centers,
-            v.backbone_frozen,
+            StudentPass {
+                frozen: v.backbone_frozen,
+                forward: self.crop_forward,
+            },
         );
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &self.student);
         let max = if self.optim.clip_grad > 0.0 {

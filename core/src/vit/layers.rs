@@ -36,20 +36,22 @@ impl<B: Backend> Attention<B> {
 
     /// x: [B, T, D] -> [B, T, D]
     pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
-        let [b, t, d] = x.dims();
-        let h = self.num_heads;
-        let qkv = linear(&self.qkv, x, precision)
-            .reshape([b, t, 3, h, d / h])
-            .permute([2, 0, 3, 1, 4]);
+        let qkv = linear(&self.qkv, x, precision);
+        linear(&self.proj, self.attend(qkv, precision), precision)
+    }
+
+    /// Multi-head attention of projected [q | k | v] rows [B, T, 3D] -> [B, T, D] (heads
+    /// concatenated, before the output projection).
+    pub fn attend(&self, qkv: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
+        let [b, t, d3] = qkv.dims();
+        let (h, d) = (self.num_heads, d3 / 3);
+        let qkv = qkv.reshape([b, t, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
         let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
         let k = qkv.clone().narrow(0, 1, 1).squeeze_dim::<4>(0);
         let v = qkv.narrow(0, 2, 1).squeeze_dim::<4>(0);
-        let out = scaled_dot_product(q, k, v, precision);
-        linear(
-            &self.proj,
-            out.swap_dims(1, 2).reshape([b, t, d]),
-            precision,
-        )
+        scaled_dot_product(q, k, v, precision)
+            .swap_dims(1, 2)
+            .reshape([b, t, d])
     }
 }
 
@@ -181,19 +183,25 @@ impl<B: Backend> Block<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
-        let scale = |ls: &Option<LayerScale<B>>, y: Tensor<B, 3>| match ls {
+        let a = self.scale1(self.attn.forward(self.norm1.forward(x.clone()), precision));
+        let x = x + drop_path(a, self.drop_path);
+        let f = self.scale2(self.mlp.forward(self.norm2.forward(x.clone()), precision));
+        x + drop_path(f, self.drop_path)
+    }
+
+    /// LayerScale of the attention branch (identity without LayerScale).
+    pub(crate) fn scale1(&self, y: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.ls1 {
             Some(ls) => ls.forward(y),
             None => y,
-        };
-        let a = scale(
-            &self.ls1,
-            self.attn.forward(self.norm1.forward(x.clone()), precision),
-        );
-        let x = x + drop_path(a, self.drop_path);
-        let f = scale(
-            &self.ls2,
-            self.mlp.forward(self.norm2.forward(x.clone()), precision),
-        );
-        x + drop_path(f, self.drop_path)
+        }
+    }
+
+    /// LayerScale of the feed-forward branch.
+    pub(crate) fn scale2(&self, y: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.ls2 {
+            Some(ls) => ls.forward(y),
+            None => y,
+        }
     }
 }

@@ -3,12 +3,14 @@
 pub mod config;
 pub mod layers;
 pub mod model;
+pub mod packed;
 pub mod pos_embed;
 pub mod precision;
 pub mod weights;
 
 pub use config::{FfnConfig, PosEmbedPrefix, VitConfig, PRESETS};
 pub use model::{patches_to_grid, VisionTransformer, VitFeatures};
+pub use packed::Packing;
 pub use pos_embed::{PosEmbedInterpolation, PosEmbedSkip};
 pub use precision::MatmulPrecision;
 pub use weights::{check_state, expected_keys, StateDict, WeightError};
