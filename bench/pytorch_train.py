@@ -152,6 +152,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check runs it on cuda)")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
+    p.add_argument("--bf16", action="store_true", help="autocast forward and backward to bfloat16 (f32 weights): mixed precision")
     return p.parse_args(argv)
 
 
@@ -564,7 +565,12 @@ def main(argv=None):
     def train_step():
         apply_optim_scheduler()
         optimizer.zero_grad(set_to_none=True)
-        loss_dict = model.forward_backward(data, teacher_temp=teacher_temp)
+        if args.bf16:
+            kind = "cuda" if args.device.startswith("cuda") else "cpu"
+            with torch.autocast(device_type=kind, dtype=torch.bfloat16):
+                loss_dict = model.forward_backward(data, teacher_temp=teacher_temp)
+        else:
+            loss_dict = model.forward_backward(data, teacher_temp=teacher_temp)
         norms = [nn.utils.clip_grad_norm_(v.parameters(), CLIP_GRAD) for v in model.student.values()]
         optimizer.step()
         model.update_teacher(mom)
@@ -613,7 +619,7 @@ def main(argv=None):
         "separate_ibot_head": args.separate_ibot_head,
         "drop_path": args.drop_path,
         "attn": args.attn,
-        "dtype": "float32",
+        "dtype": "bfloat16 autocast" if args.bf16 else "float32",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

@@ -58,10 +58,14 @@ bench vitb14 64
 torch_bench vitb14 64
 bench vitb14 64 --tf32
 log "dinoadapt bench train (ViT-S/14, batch 8, 2x224 + 8x98)"
-peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 2>&1 | tee -a "$out/summary.txt"
+peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 --crop-forward both 2>&1 | tee -a "$out/summary.txt"
+log "dinoadapt bench train, bf16 mixed precision"
+peak_mem timeout 90 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 --precision bf16 2>&1 | tee -a "$out/summary.txt"
 if [ "$have_torch" = 1 ]; then
   log "pytorch train step (same shapes)"
   peak_mem timeout 90 python3 "$work/pytorch_train.py" --device cuda --warmup 2 --steps 5 --json 2>&1 | tail -1 | tee -a "$out/summary.txt"
+  log "pytorch train step, bf16 autocast"
+  peak_mem timeout 90 python3 "$work/pytorch_train.py" --device cuda --warmup 2 --steps 5 --bf16 --json 2>&1 | tail -1 | tee -a "$out/summary.txt"
 fi
 log "parity on cpu"
 timeout 40 "$bin" parity --fixtures "$fixtures" --device cpu --json "$out/parity_cpu.json" 2>&1 | tail -1 | tee -a "$out/summary.txt"

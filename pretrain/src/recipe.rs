@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use dinoadapt_core::objective::ScheduleConfig;
 use dinoadapt_core::train::{CropForward, OptimConfig, SslLossConfig};
+use dinoadapt_core::vit::MatmulPrecision;
 use serde::{Deserialize, Serialize};
 
 /// Why a recipe could not be used.
@@ -55,6 +56,10 @@ pub struct ModelSection {
     /// Stochastic depth at the last block.
     #[serde(default)]
     pub drop_path_rate: f64,
+    /// How the backbone's products run: `backend` (f32 on CPU, TF32 on CUDA), `split` (f32
+    /// accuracy on TF32 tensor cores) or `bf16` (mixed precision: bf16 products, f32 weights).
+    #[serde(default)]
+    pub precision: MatmulPrecision,
 }
 
 /// DINO / iBOT heads (`dino.head_*`, `ibot.separate_head`).

@@ -174,6 +174,7 @@ pub fn run<B: AutodiffBackend>(
     let seed = recipe.train.seed;
     B::seed(device, seed);
     let (backbone, source_sha) = build_backbone::<B>(recipe, device)?;
+    let backbone = backbone.with_precision(recipe.model.precision);
     let cfg = backbone.config.clone();
     check_crops(recipe, cfg.patch_size)?;
     let h = &recipe.heads;

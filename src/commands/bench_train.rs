@@ -13,7 +13,7 @@ use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRand
 use dinoadapt_core::train::{
     CropBatch, CropForward, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer,
 };
-use dinoadapt_core::vit::{VisionTransformer, VitConfig};
+use dinoadapt_core::vit::{MatmulPrecision, VisionTransformer, VitConfig};
 use serde_json::json;
 
 use crate::device::peak_rss_mib;
@@ -47,17 +47,22 @@ pub struct BenchTrainArgs {
     /// sequence with block-diagonal attention); `both` times the two in one run.
     #[arg(long, default_value = "packed")]
     pub crop_forward: String,
+    /// The backbone's products: backend (f32 on CPU, TF32 on CUDA), split or bf16 (mixed
+    /// precision).
+    #[arg(long, default_value = "backend")]
+    pub precision: String,
 }
 
 fn bench<B: AutodiffBackend>(
     args: &BenchTrainArgs,
     cfg: &VitConfig,
     forward: CropForward,
+    precision: MatmulPrecision,
     device: &B::Device,
 ) -> serde_json::Value {
     B::seed(device, 0);
     let head = DinoHeadConfig::new(cfg.embed_dim).with_num_prototypes(args.prototypes);
-    let backbone = VisionTransformer::<B>::init(cfg, device);
+    let backbone = VisionTransformer::<B>::init(cfg, device).with_precision(precision);
     let student = SslModel::new(
         backbone,
         &head,
@@ -125,6 +130,7 @@ fn bench<B: AutodiffBackend>(
         "batch": n,
         "local_crops": args.local_crops,
         "crop_forward": forward,
+        "precision": precision,
         "threads": rayon::current_num_threads(),
         "device": args.device.to_string(),
         "step_s": mean,
@@ -163,17 +169,22 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
         "both" => vec![CropForward::PerSize, CropForward::Packed],
         o => anyhow::bail!("--crop-forward `{o}`: per-size, packed or both"),
     };
+    let precision: MatmulPrecision = serde_json::from_value(serde_json::Value::String(
+        args.precision.clone(),
+    ))
+    .map_err(|_| anyhow::anyhow!("--precision `{}`: backend, split or bf16", args.precision))?;
     let mut runs = Vec::new();
     for forward in forwards {
         runs.push(match args.device {
             DeviceSpec::Cpu => {
-                bench::<Autodiff<CpuBackend>>(&args, &cfg, forward, &Default::default())
+                bench::<Autodiff<CpuBackend>>(&args, &cfg, forward, precision, &Default::default())
             }
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(i) => bench::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
                 &args,
                 &cfg,
                 forward,
+                precision,
                 &burn::backend::cuda::CudaDevice::new(i),
             ),
             #[cfg(not(feature = "cuda"))]

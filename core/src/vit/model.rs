@@ -181,9 +181,9 @@ impl<B: Backend> VisionTransformer<B> {
         let wide = matmul(
             matrix(w).unsqueeze_dim::<3>(0).expand([m, w, m]),
             table.reshape([m, m, d]),
-            self.precision,
+            self.precision.exact(),
         );
-        let out = matmul(matrix(h), wide.reshape([m, w * d]), self.precision);
+        let out = matmul(matrix(h), wide.reshape([m, w * d]), self.precision.exact());
         (prefix, out.reshape([h * w, d]))
     }
 
