@@ -147,6 +147,17 @@ fn by_name(t: Vec<(String, dinoadapt_core::checkpoint::HostTensor)>) -> HashMap<
 }
 
 #[test]
+fn a_new_trainer_s_teacher_is_a_copy_of_the_student() {
+    let t = trainer(3);
+    let student = by_name(snapshot::<AB, _>(&t.student));
+    let teacher = by_name(snapshot::<Flex, _>(&t.teacher));
+    assert_eq!(student.len(), teacher.len());
+    for (k, v) in &student {
+        assert_eq!(teacher.get(k), Some(v), "{k}");
+    }
+}
+
+#[test]
 fn head_warm_up_leaves_the_backbone_and_moves_the_heads() {
     let mut t = trainer(5);
     let before = by_name(snapshot::<AB, _>(&t.student));
