@@ -156,10 +156,6 @@ pub fn train<B: AutodiffBackend>(
     let mut optim = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
         .init::<B, Abmil<B>>();
-    let bags: Vec<_> = samples
-        .iter()
-        .map(|&i| set.upload::<B>(i, device))
-        .collect();
     let mut order: Vec<usize> = (0..samples.len()).collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let (mut t, mut e) = (
@@ -174,7 +170,8 @@ pub fn train<B: AutodiffBackend>(
             e.clear();
             let mut outs = Vec::with_capacity(batch.len());
             for &k in batch {
-                let (bag, cov) = bags[k].clone();
+                // One bag at a time on the device: a cohort's bags need not fit in its memory.
+                let (bag, cov) = set.upload::<B>(samples[k], device);
                 outs.push(model.forward(bag, cov).out);
                 t.push(time[samples[k]]);
                 e.push(event[samples[k]]);
