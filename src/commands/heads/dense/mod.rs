@@ -164,10 +164,11 @@ pub struct DensePredictArgs {
     pub cog: bool,
 }
 
-fn dense_set(f: &Features, l: &Labelled, targets: DenseTargets) -> anyhow::Result<DenseSet> {
+/// The training set of `f`'s tokens (moved out of `f`, not copied) and `targets`.
+fn dense_set(f: &mut Features, l: &Labelled, targets: DenseTargets) -> anyhow::Result<DenseSet> {
     let s = l.preprocessing.input_size();
     Ok(DenseSet::new(
-        f.tokens.clone(),
+        std::mem::take(&mut f.tokens),
         (f.n, f.layers, f.dim),
         f.grid,
         (s, s),
@@ -332,7 +333,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         class_names: &args.class_names,
         ignore_index: args.ignore_index,
     };
-    let (f, l) = labelled_features(
+    let (mut f, l) = labelled_features(
         emb,
         kind_layers,
         target_args(targets, args.data.volume.as_deref()),
@@ -351,10 +352,10 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
             DenseHeadConfig::Dpt(_) => DenseTargets::Heights(values.to_vec()),
         })
     };
-    let train_set = dense_set(&f, &l, to_targets(&l.values)?)?;
+    let train_set = dense_set(&mut f, &l, to_targets(&l.values)?)?;
     let val_set = match &args.val_embeddings {
         Some(p) => {
-            let (v, vl) = labelled_features(
+            let (mut v, vl) = labelled_features(
                 p,
                 config.layers(),
                 target_args(
@@ -371,7 +372,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
                     l.preprocessing.input_size()
                 );
             }
-            Some(dense_set(&v, &vl, to_targets(&vl.values)?)?)
+            Some(dense_set(&mut v, &vl, to_targets(&vl.values)?)?)
         }
         None => None,
     };
@@ -479,7 +480,7 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(head_dir.join("head.json"))?)?;
     let ignore = record["targets"]["ignore_index"].as_u64().unwrap_or(255) as u32;
-    let (f, l) = labelled_features(
+    let (mut f, l) = labelled_features(
         emb,
         head.info.head.layers(),
         TargetArgs {
@@ -517,7 +518,7 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
         DenseHeadConfig::Linear(c) => class_targets(&l.values, c.classes, ignore)?,
         DenseHeadConfig::Dpt(_) => DenseTargets::Heights(l.values.clone()),
     };
-    let set = dense_set(&f, &l, t)?;
+    let set = dense_set(&mut f, &l, t)?;
     let m = on_device(
         common.device,
         EvalJob {
