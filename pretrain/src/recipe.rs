@@ -110,6 +110,46 @@ pub struct DataSection {
     /// Tiles that make one epoch (default 10000).
     #[serde(default)]
     pub slide_tiles_per_epoch: Option<usize>,
+    /// Volumes (NIfTI files, DICOM files or folders) whose slices are the images (the radiology
+    /// plugin): rendered once when the run starts, held as 8-bit RGB.
+    #[serde(default)]
+    pub volumes: Vec<PathBuf>,
+    /// Slicing of `volumes`: axis (default axial), intensity mapping (default minmax), channels
+    /// (default repeat) and side in pixels (default 224), as `radiology slices` takes them.
+    #[serde(default)]
+    pub volume_axis: Option<String>,
+    #[serde(default)]
+    pub volume_intensity: Option<String>,
+    #[serde(default)]
+    pub volume_channels: Option<String>,
+    #[serde(default)]
+    pub volume_size: Option<usize>,
+    /// Rasters (GeoTIFF, COG, ...) to read random chips from online (the satellite plugin).
+    #[serde(default)]
+    pub rasters: Vec<PathBuf>,
+    /// The three bands of a chip, 1-based, in RGB order (default 1, 2, 3).
+    #[serde(default)]
+    pub raster_bands: Vec<usize>,
+    /// Chip side in pixels (default 224).
+    #[serde(default)]
+    pub raster_chip_size: Option<usize>,
+    /// Chips that make one epoch (default 10000).
+    #[serde(default)]
+    pub raster_chips_per_epoch: Option<usize>,
+}
+
+impl DataSection {
+    /// The domain source the images come from instead of image files: `slides`, `volumes` or
+    /// `rasters` (at most one of them is set).
+    pub fn domain_source(&self) -> Option<&'static str> {
+        [
+            (!self.slides.is_empty(), "slides"),
+            (!self.volumes.is_empty(), "volumes"),
+            (!self.rasters.is_empty(), "rasters"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
 }
 
 /// `crops.*` (official `DataAugmentationDINO` settings by default).
@@ -399,6 +439,8 @@ impl Recipe {
         };
         recipe.data.images.iter_mut().for_each(anchor);
         recipe.data.slides.iter_mut().for_each(anchor);
+        recipe.data.volumes.iter_mut().for_each(anchor);
+        recipe.data.rasters.iter_mut().for_each(anchor);
         if let Some(m) = recipe.data.manifest.as_mut() {
             anchor(m);
         }
@@ -421,15 +463,22 @@ impl Recipe {
         if self.model.arch.is_none() && self.model.checkpoint.is_none() {
             return Err("[model] needs `arch` (a preset) or `checkpoint`".into());
         }
-        if self.data.images.is_empty()
-            && self.data.manifest.is_none()
-            && self.data.slides.is_empty()
-        {
+        let domains = [
+            !self.data.slides.is_empty(),
+            !self.data.volumes.is_empty(),
+            !self.data.rasters.is_empty(),
+        ];
+        if self.data.images.is_empty() && self.data.manifest.is_none() && !domains.contains(&true) {
             return Err(
                 "[data] needs `images` (image files, folders or list files), `manifest` (a \
-                 curated manifest) or `slides` (whole-slide images to sample tissue tiles from)"
+                 curated manifest), `slides` (whole-slide images to sample tissue tiles from), \
+                 `volumes` (CT/MR volumes whose slices are the images) or `rasters` (rasters to \
+                 read random chips from)"
                     .into(),
             );
+        }
+        if domains.iter().filter(|d| **d).count() > 1 {
+            return Err("[data] takes one of `slides`, `volumes` and `rasters`".into());
         }
         if self.data.batch_size == 0 {
             return Err("data.batch_size must be at least 1".into());

@@ -225,12 +225,11 @@ pub fn run<B: AutodiffBackend>(
     let pool = match &options.images {
         Some(source) => ImagePool::new(source.clone(), seed),
         None => {
-            if !recipe.data.slides.is_empty() {
-                return Err(RunError::Config(
-                    "[data] slides need the pathology plugin's tile sampler (run the recipe with \
-                     `dinoadapt pretrain`)"
-                        .into(),
-                ));
+            if let Some(domain) = recipe.data.domain_source() {
+                return Err(RunError::Config(format!(
+                    "[data] {domain} need their domain plugin's image source (run the recipe \
+                     with `dinoadapt pretrain`)"
+                )));
             }
             let mut inputs = recipe.data.images.clone();
             if let Some(m) = &recipe.data.manifest {

@@ -4,10 +4,12 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use burn::backend::Autodiff;
 use clap::Args;
 use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
+use dinoadapt_datasets::ImageSource;
 use dinoadapt_pretrain::{run, Recipe, RunOptions, RunSummary};
 
 #[derive(Args, Debug)]
@@ -32,6 +34,20 @@ pub struct PretrainArgs {
     pub quiet: bool,
 }
 
+/// The image source of a recipe whose data comes from a domain plugin (slides, volumes or
+/// rasters), sampled online; None for image files.
+fn domain_images(recipe: &Recipe) -> anyhow::Result<Option<Arc<dyn ImageSource>>> {
+    use crate::commands::pathology::tiles_for_pretraining::SlideTiles;
+    use crate::commands::radiology::slices_for_pretraining::VolumeSlices;
+    use crate::commands::satellite::chips_for_pretraining::RasterChips;
+    Ok(match recipe.data.domain_source() {
+        Some("slides") => Some(Arc::new(SlideTiles::from_recipe(recipe)?)),
+        Some("volumes") => Some(Arc::new(VolumeSlices::from_recipe(recipe)?)),
+        Some("rasters") => Some(Arc::new(RasterChips::from_recipe(recipe)?)),
+        _ => None,
+    })
+}
+
 pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     crate::device::keep_freed_memory();
     let mut overrides = args.set.clone();
@@ -52,15 +68,7 @@ pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         resume: args.resume,
         progress: !args.quiet && std::io::stderr().is_terminal(),
-        images: if recipe.data.slides.is_empty() {
-            None
-        } else {
-            Some(std::sync::Arc::new(
-                crate::commands::pathology::tiles_for_pretraining::SlideTiles::from_recipe(
-                    &recipe,
-                )?,
-            ))
-        },
+        images: domain_images(&recipe)?,
     };
     let summary: RunSummary = match spec {
         DeviceSpec::Cpu => run::<Autodiff<CpuBackend>>(&recipe, &options, &Default::default())?,

@@ -5,6 +5,7 @@
 //! patient names, so messages keep base names only).
 
 mod kmeans_head;
+pub mod slices_for_pretraining;
 pub(crate) mod volumes;
 
 use std::collections::HashMap;
@@ -222,7 +223,7 @@ fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A model-input slice `[3][size][size]` back to RGB bytes (undoing the mean/std).
-fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
+pub(crate) fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
     let plane = spec.size * spec.size;
     let mut rgb = vec![0u8; 3 * plane];
     for c in 0..3 {

@@ -1,0 +1,158 @@
+//! The recipe's `data.rasters` as the pre-training image pool: random chips read online, window
+//! by window (a raster is never read whole), each chip determined by its draw seed so that a
+//! resumed run sees the same chips. Values become 8-bit RGB as `satellite embed` scales them to
+//! [0, 1]: 8-bit bands as they are, other types stretched between their 2nd and 98th
+//! percentiles; the recipe's `crops.mean/std` then apply as for any image.
+
+use std::path::PathBuf;
+
+use dinoadapt_datasets::{ImageError, ImageSource};
+use dinoadapt_pretrain::Recipe;
+use dinoadapt_satellite::normalize::Normalization;
+use dinoadapt_satellite::{Raster, Window};
+use image::{DynamicImage, RgbImage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Draws until a chip has at least this fraction of valid pixels.
+const MIN_VALID: f64 = 0.5;
+const DRAWS: usize = 16;
+
+pub struct RasterChips {
+    paths: Vec<PathBuf>,
+    /// (width, height) of each raster.
+    sizes: Vec<(usize, usize)>,
+    /// Cumulative chip positions: a raster is drawn in proportion to its area.
+    cumulative: Vec<f64>,
+    bands: Vec<usize>,
+    size: usize,
+    /// To [0, 1] (mean 0, std 1).
+    scale: Normalization,
+    len: usize,
+}
+
+impl RasterChips {
+    /// Open the recipe's rasters and measure their value ranges.
+    pub fn from_recipe(recipe: &Recipe) -> anyhow::Result<RasterChips> {
+        let d = &recipe.data;
+        let bands = if d.raster_bands.is_empty() {
+            vec![1, 2, 3]
+        } else {
+            d.raster_bands.clone()
+        };
+        anyhow::ensure!(
+            bands.len() == 3,
+            "data.raster_bands: three bands (RGB order), not {:?}",
+            bands
+        );
+        let size = d.raster_chip_size.unwrap_or(224);
+        let rasters = d
+            .rasters
+            .iter()
+            .map(|p| Raster::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sizes = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut total = 0.0;
+        for r in &rasters {
+            let info = r.info();
+            anyhow::ensure!(
+                info.width >= size && info.height >= size,
+                "{}: {}x{} px, smaller than data.raster_chip_size {size}",
+                r.path().display(),
+                info.width,
+                info.height
+            );
+            sizes.push((info.width, info.height));
+            total += ((info.width - size + 1) * (info.height - size + 1)) as f64;
+            cumulative.push(total);
+        }
+        let refs: Vec<&Raster> = rasters.iter().collect();
+        let mut scale = Normalization::preset("imagenet", &refs, &bands)?;
+        scale.mean = vec![0.0; 3];
+        scale.std = vec![1.0; 3];
+        Ok(RasterChips {
+            paths: d.rasters.clone(),
+            sizes,
+            cumulative,
+            bands,
+            size,
+            scale,
+            len: d.raster_chips_per_epoch.unwrap_or(10_000).max(1),
+        })
+    }
+
+    fn chip(&self, rng: &mut StdRng) -> Result<(RgbImage, f64), String> {
+        let total = *self.cumulative.last().unwrap_or(&0.0);
+        let at = rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
+        let i = self
+            .cumulative
+            .iter()
+            .position(|&c| at < c)
+            .unwrap_or(self.paths.len() - 1);
+        let (w, h) = self.sizes[i];
+        let col = rng.random_range(0..=w - self.size);
+        let row = rng.random_range(0..=h - self.size);
+        let raster = Raster::open(&self.paths[i]).map_err(|e| e.to_string())?;
+        let mut px = raster
+            .read_window(
+                &self.bands,
+                Window {
+                    col: col as i64,
+                    row: row as i64,
+                    width: self.size,
+                    height: self.size,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        let valid = px.valid_fraction();
+        self.scale.apply(&mut px.data, &px.valid);
+        let plane = self.size * self.size;
+        let mut rgb = vec![0u8; 3 * plane];
+        for (p, o) in rgb.chunks_exact_mut(3).enumerate() {
+            for (c, v) in o.iter_mut().enumerate() {
+                *v = (px.data[c * plane + p].clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+        let size = self.size as u32;
+        Ok((
+            RgbImage::from_raw(size, size, rgb).expect("sized above"),
+            valid,
+        ))
+    }
+}
+
+impl ImageSource for RasterChips {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn image(&self, index: usize, seed: u64) -> Result<DynamicImage, ImageError> {
+        let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).rotate_left(32));
+        let fail = |reason: String| ImageError::Decode {
+            path: format!("chip {index} of the recipe's rasters").into(),
+            reason,
+        };
+        let mut best: Option<(RgbImage, f64)> = None;
+        for _ in 0..DRAWS {
+            let (img, valid) = self.chip(&mut rng).map_err(fail)?;
+            if valid >= MIN_VALID {
+                return Ok(DynamicImage::ImageRgb8(img));
+            }
+            if best.as_ref().is_none_or(|b| valid > b.1) {
+                best = Some((img, valid));
+            }
+        }
+        Ok(DynamicImage::ImageRgb8(best.expect("DRAWS > 0").0))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "random {}-px chips (bands {:?}) of {} rasters ({} per epoch)",
+            self.size,
+            self.bands,
+            self.paths.len(),
+            self.len
+        )
+    }
+}
