@@ -58,7 +58,7 @@ bench vitb14 64
 torch_bench vitb14 64
 bench vitb14 64 --tf32
 log "dinoadapt bench train (ViT-S/14, batch 8, 2x224 + 8x98)"
-peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 --crop-forward both 2>&1 | tee -a "$out/summary.txt"
+peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 2>&1 | tee -a "$out/summary.txt"
 log "dinoadapt bench train, bf16 mixed precision"
 peak_mem timeout 90 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 --precision bf16 2>&1 | tee -a "$out/summary.txt"
 if [ "$have_torch" = 1 ]; then
