@@ -34,23 +34,9 @@ fn a_volume_segmentation_head_trains_on_a_label_volume_and_predicts_nifti_on_the
     let pseudo = Pseudonymizer::new("dinoadapt");
     let source = read_nifti(&image, &pseudo).unwrap().volume;
     // Planted target: voxels above the median intensity are class 1.
-    let mut sorted = source.voxels.clone();
-    sorted.sort_by(f32::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let mut labels = source.clone();
-    for v in labels.voxels.iter_mut() {
-        *v = if *v > median { 1.0 } else { 0.0 };
-    }
     let label_path = dir.path().join("labels.nii.gz");
-    write_nifti(
-        &labels,
-        &label_path,
-        &NiftiWriteOptions {
-            datatype: NiftiDatatype::U8,
-            ..NiftiWriteOptions::default()
-        },
-    )
-    .unwrap();
+    median_labels(&image, &label_path);
+    let labels = read_nifti(&label_path, &pseudo).unwrap().volume;
 
     let emb = dir.path().join("emb");
     let backbone = ["--random-init", "--preset", "vits14"];
@@ -301,4 +287,108 @@ fn a_slide_segmentation_head_trains_on_geojson_annotations_and_predicts_a_mask_a
         .count() as f64
         / (w * h) as f64;
     assert!(same > 0.99, "polygons redraw {same} of the mask");
+}
+
+/// A label volume next to `image`: voxels above its median intensity are class 1.
+fn median_labels(image: &Path, out: &Path) -> String {
+    let pseudo = Pseudonymizer::new("dinoadapt");
+    let source = read_nifti(image, &pseudo).unwrap().volume;
+    let mut sorted = source.voxels.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mut labels = source.clone();
+    for v in labels.voxels.iter_mut() {
+        *v = if *v > median { 1.0 } else { 0.0 };
+    }
+    let options = NiftiWriteOptions {
+        datatype: NiftiDatatype::U8,
+        ..NiftiWriteOptions::default()
+    };
+    write_nifti(&labels, out, &options).unwrap();
+    source.id
+}
+
+#[test]
+fn a_volume_head_trains_on_several_volumes_at_once() {
+    let Some(shared) = shared() else { return };
+    let images = [
+        shared.join("data/nifti/anatomical.nii"),
+        shared.join("data/nifti/reoriented_anat_moved.nii"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let labels: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("labels{i}.nii.gz")))
+        .collect();
+    let ids: Vec<String> = (0..2)
+        .map(|i| median_labels(&images[i], &labels[i]))
+        .collect();
+    let emb = dir.path().join("emb");
+    ok(&[
+        "radiology",
+        "embed",
+        p(&images[0]),
+        p(&images[1]),
+        "--random-init",
+        "--preset",
+        "vits14",
+        "--size",
+        "56",
+        "--layers",
+        "last:1",
+        "-o",
+        p(&emb),
+        "--quiet",
+    ]);
+    let feats: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| emb.join(format!("{id}.safetensors")))
+        .collect();
+    let list = |v: &[PathBuf]| {
+        v.iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (f, v, l) = (list(&feats), list(&images), list(&labels));
+    let head = dir.path().join("head");
+    let train = |volumes: &str| {
+        dinoadapt(&[
+            "heads",
+            "train",
+            "--task",
+            "segment",
+            "--embeddings",
+            &f,
+            "--volume",
+            volumes,
+            "--targets",
+            &l,
+            "--epochs",
+            "2",
+            "-o",
+            p(&head),
+            "--quiet",
+        ])
+    };
+    // One image volume per feature file.
+    let refused = train(p(&images[0]));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("one volume per file"));
+    let out = train(&v);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let slices: usize = feats
+        .iter()
+        .map(|f| common::read_tensors(f)["cls"].0[0])
+        .sum();
+    assert_eq!(report["samples"]["train"], slices, "{report}");
+    // Swapped volumes are refused: the features are of the other volume.
+    let swapped = format!("{},{}", images[1].display(), images[0].display());
+    let refused = train(&swapped);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("the features are of volume"));
 }

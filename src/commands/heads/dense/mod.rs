@@ -42,18 +42,20 @@ use targets::{class_targets, labelled, Labelled, TargetArgs};
 #[derive(Args, Debug)]
 pub struct DenseData {
     /// segment/canopy: features with layer tokens (`satellite|radiology|pathology embed
-    /// --layers last:4`; the table the command writes beside them is read too).
-    #[arg(long)]
-    pub embeddings: Option<PathBuf>,
-    /// segment/canopy: the targets in the domain's format. Satellite: a raster (class values,
-    /// or heights in metres) warped onto each source raster's grid, nodata ignored. Radiology:
-    /// a label volume (NIfTI or DICOM) on the image's grid or resampled onto it. Pathology:
-    /// GeoJSON annotations in level-0 pixels (class 0 = no polygon).
-    #[arg(long)]
-    pub targets: Option<PathBuf>,
-    /// segment (radiology): the image volume the features were made from.
-    #[arg(long)]
-    pub volume: Option<PathBuf>,
+    /// --layers last:4`; the table the command writes beside them is read too). Several files
+    /// (comma-separated or repeated: one per volume or slide) are joined into one set.
+    #[arg(long, value_delimiter = ',')]
+    pub embeddings: Vec<PathBuf>,
+    /// segment/canopy: the targets in the domain's format, one for all feature files or one
+    /// per file. Satellite: a raster (class values, or heights in metres) warped onto each
+    /// source raster's grid, nodata ignored. Radiology: a label volume (NIfTI or DICOM) on the
+    /// image's grid or resampled onto it. Pathology: GeoJSON annotations in level-0 pixels
+    /// (class 0 = no polygon).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<PathBuf>,
+    /// segment (radiology): the image volume each feature file was made from, in order.
+    #[arg(long, value_delimiter = ',')]
+    pub volume: Vec<PathBuf>,
 }
 
 /// `heads train` flags of the dense tasks.
@@ -61,15 +63,16 @@ pub struct DenseData {
 pub struct DenseTrainArgs {
     #[command(flatten)]
     pub data: DenseData,
-    /// segment/canopy: validation features (per-epoch metric; default: none).
-    #[arg(long)]
-    pub val_embeddings: Option<PathBuf>,
+    /// segment/canopy: validation features (per-epoch metric; default: none), as
+    /// --embeddings.
+    #[arg(long, value_delimiter = ',')]
+    pub val_embeddings: Vec<PathBuf>,
     /// segment/canopy: validation targets (default: --targets).
-    #[arg(long)]
-    pub val_targets: Option<PathBuf>,
-    /// segment (radiology): the image volume of the validation features.
-    #[arg(long)]
-    pub val_volume: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',')]
+    pub val_targets: Vec<PathBuf>,
+    /// segment (radiology): the image volumes of the validation features.
+    #[arg(long, value_delimiter = ',')]
+    pub val_volume: Vec<PathBuf>,
     /// segment/canopy: linear (last layer), ms (last 4 layers) or dpt (default: linear for
     /// segment, dpt for canopy).
     #[arg(long)]
@@ -296,49 +299,142 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
-/// Features and their targets, checked to come from `backbone` when given.
+/// Feature files, their targets (one for all, or one per file) and image volumes (none, or one
+/// per file).
+struct Sources<'a> {
+    embeddings: &'a [PathBuf],
+    targets: &'a [PathBuf],
+    volumes: &'a [PathBuf],
+}
+
+impl Sources<'_> {
+    fn check(&self, flags: &str) -> anyhow::Result<()> {
+        let n = self.embeddings.len();
+        if n == 0 {
+            bail!("segment/canopy need {flags}embeddings");
+        }
+        if self.targets.len() != 1 && self.targets.len() != n {
+            bail!(
+                "{n} {flags}embeddings files and {} {flags}targets: give one target for all, or \
+                 one per file",
+                self.targets.len()
+            );
+        }
+        if !self.volumes.is_empty() && self.volumes.len() != n {
+            bail!(
+                "{n} {flags}embeddings files and {} {flags}volume: one volume per file",
+                self.volumes.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The feature files of `sources` and their targets joined into one set, checked to share a
+/// backbone (`backbone` when given), layers and input size.
 fn labelled_features(
-    emb: &Path,
+    sources: &Sources,
     layers: usize,
-    targets: TargetArgs,
+    template: &TargetArgs,
     backbone: Option<&str>,
 ) -> anyhow::Result<(Features, Labelled)> {
-    let f = load_features(emb, layers)?;
-    if let Some(sha) = backbone.filter(|s| *s != f.backbone.checkpoint_sha256) {
-        bail!(
-            "{}: made with the backbone {} (sha256 {}), not the one of the head (sha256 {sha})",
-            emb.display(),
-            f.backbone.model,
-            f.backbone.checkpoint_sha256
-        );
+    let mut joined: Option<(Features, Labelled)> = None;
+    let mut names = template.class_names.to_vec();
+    for (i, emb) in sources.embeddings.iter().enumerate() {
+        let mut f = load_features(emb, layers)?;
+        let want = match &joined {
+            Some((first, _)) => first.backbone.checkpoint_sha256.clone(),
+            None => backbone
+                .unwrap_or(&f.backbone.checkpoint_sha256)
+                .to_string(),
+        };
+        if f.backbone.checkpoint_sha256 != want {
+            bail!(
+                "{}: made with the backbone {} (sha256 {}), not the one of the head or of the \
+                 other features (sha256 {want})",
+                emb.display(),
+                f.backbone.model,
+                f.backbone.checkpoint_sha256
+            );
+        }
+        let target = &sources.targets[i.min(sources.targets.len() - 1)];
+        // Slides: one class list for every annotation file, so that ids agree across slides.
+        if names.is_empty() && f.domain() == "pathology" {
+            names = pathology::class_names(sources.targets)?;
+        }
+        let volume = sources.volumes.get(i).map(PathBuf::as_path);
+        let t = TargetArgs {
+            targets: target,
+            volume,
+            class_names: &names,
+            ..*template
+        };
+        let l = labelled(&f, &t)?;
+        match joined.as_mut() {
+            None => joined = Some((f, l)),
+            Some((jf, jl)) => {
+                if f.spec != jf.spec || f.dim != jf.dim || f.grid != jf.grid {
+                    bail!(
+                        "{}: layers {:?} of dimension {} on a {:?} grid; {} has {:?}, {}, {:?}",
+                        emb.display(),
+                        f.spec.layers,
+                        f.dim,
+                        f.grid,
+                        sources.embeddings[0].display(),
+                        jf.spec.layers,
+                        jf.dim,
+                        jf.grid
+                    );
+                }
+                if l.preprocessing.input_size() != jl.preprocessing.input_size()
+                    || l.preprocessing.domain() != jl.preprocessing.domain()
+                {
+                    bail!(
+                        "{}: {} inputs of {} px; {} has {} inputs of {} px",
+                        emb.display(),
+                        l.preprocessing.domain(),
+                        l.preprocessing.input_size(),
+                        sources.embeddings[0].display(),
+                        jl.preprocessing.domain(),
+                        jl.preprocessing.input_size()
+                    );
+                }
+                jf.tokens.append(&mut f.tokens);
+                jf.n += f.n;
+                jl.values.extend(l.values);
+            }
+        }
     }
-    let l = labelled(&f, &targets)?;
+    let (f, mut l) = joined.expect("checked: at least one file");
+    if sources.embeddings.len() > 1 {
+        l.record["files"] = serde_json::json!(sources.embeddings.len());
+    }
     Ok((f, l))
 }
 
 pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Result<ExitCode> {
     let name = task.name();
-    let emb = required(&args.data.embeddings, "--embeddings", name)?;
-    let targets = required(&args.data.targets, "--targets", name)?;
     let out = required(&common.out, "--out", name)?;
+    let train_sources = Sources {
+        embeddings: &args.data.embeddings,
+        targets: &args.data.targets,
+        volumes: &args.data.volume,
+    };
+    train_sources.check("--")?;
+    let emb = &args.data.embeddings[0];
     let kind_layers = match (task, args.head_kind.as_deref()) {
         (Task::Segment, None | Some("linear")) => 1,
         _ => 4,
     };
-    let target_args = |targets, volume| TargetArgs {
+    let template = TargetArgs {
         task,
-        targets,
-        volume,
+        targets: emb,
+        volume: None,
         resampling: args.target_resampling.as_deref(),
         class_names: &args.class_names,
         ignore_index: args.ignore_index,
     };
-    let (mut f, l) = labelled_features(
-        emb,
-        kind_layers,
-        target_args(targets, args.data.volume.as_deref()),
-        None,
-    )?;
+    let (mut f, l) = labelled_features(&train_sources, kind_layers, &template, None)?;
     let config = head_config(
         task,
         args,
@@ -353,28 +449,37 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         })
     };
     let train_set = dense_set(&mut f, &l, to_targets(&l.values)?)?;
-    let val_set = match &args.val_embeddings {
-        Some(p) => {
-            let (mut v, vl) = labelled_features(
-                p,
-                config.layers(),
-                target_args(
-                    args.val_targets.as_deref().unwrap_or(targets),
-                    args.val_volume.as_deref(),
-                ),
-                Some(&f.backbone.checkpoint_sha256),
-            )?;
-            if vl.preprocessing.input_size() != l.preprocessing.input_size() {
-                bail!(
-                    "{}: inputs of {} px; the training features are of {} px",
-                    p.display(),
-                    vl.preprocessing.input_size(),
-                    l.preprocessing.input_size()
-                );
-            }
-            Some(dense_set(&mut v, &vl, to_targets(&vl.values)?)?)
+    let val_set = if args.val_embeddings.is_empty() {
+        None
+    } else {
+        let val_sources = Sources {
+            embeddings: &args.val_embeddings,
+            targets: if args.val_targets.is_empty() {
+                &args.data.targets
+            } else {
+                &args.val_targets
+            },
+            volumes: &args.val_volume,
+        };
+        val_sources.check("--val-")?;
+        let (mut v, vl) = labelled_features(
+            &val_sources,
+            config.layers(),
+            &TargetArgs {
+                class_names: &l.class_names,
+                ..template
+            },
+            Some(&f.backbone.checkpoint_sha256),
+        )?;
+        if vl.preprocessing.input_size() != l.preprocessing.input_size() {
+            bail!(
+                "{}: inputs of {} px; the training features are of {} px",
+                args.val_embeddings[0].display(),
+                vl.preprocessing.input_size(),
+                l.preprocessing.input_size()
+            );
         }
-        None => None,
+        Some(dense_set(&mut v, &vl, to_targets(&vl.values)?)?)
     };
     let loss = match args.height_loss.as_str() {
         "l1" => RegressionLoss::L1,
@@ -413,7 +518,12 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
     record["training"] = serde_json::to_value(&cfg)?;
     record["targets"] = l.record.clone();
     record["targets"]["ignore_index"] = json!(args.ignore_index);
-    record["features"] = json!(emb.display().to_string());
+    record["features"] = json!(args
+        .data
+        .embeddings
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>());
     record["metrics"] = json!(metrics.iter().cloned().collect::<BTreeMap<_, _>>());
     record["dinoadapt_version"] = json!(env!("CARGO_PKG_VERSION"));
     let st_meta = HashMap::from([
@@ -475,19 +585,25 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     } else {
         Task::Segment
     };
-    let emb = required(&args.data.embeddings, "--embeddings", &head.info.task)?;
-    let targets = required(&args.data.targets, "--targets", &head.info.task)?;
+    let sources = Sources {
+        embeddings: &args.data.embeddings,
+        targets: &args.data.targets,
+        volumes: &args.data.volume,
+    };
+    sources.check("--")?;
+    let emb = &args.data.embeddings[0];
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(head_dir.join("head.json"))?)?;
     let ignore = record["targets"]["ignore_index"].as_u64().unwrap_or(255) as u32;
+    let resampling = record["targets"]["resampling"].as_str();
     let (mut f, l) = labelled_features(
-        emb,
+        &sources,
         head.info.head.layers(),
-        TargetArgs {
+        &TargetArgs {
             task,
-            targets,
-            volume: args.data.volume.as_deref(),
-            resampling: record["targets"]["resampling"].as_str(),
+            targets: emb,
+            volume: None,
+            resampling,
             class_names: &head.info.class_names,
             ignore_index: ignore,
         },

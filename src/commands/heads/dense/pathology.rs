@@ -85,6 +85,20 @@ fn tile_rects(f: &Features) -> anyhow::Result<Vec<[f64; 4]>> {
         .collect()
 }
 
+/// The classes of annotation files: the background, then every annotation class in first-seen
+/// order over the files.
+pub fn class_names(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut names = vec!["background".to_string()];
+    for f in files {
+        for c in Annotations::read(f, "annotation")?.classes() {
+            if !names.contains(&c) {
+                names.push(c);
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// Per-tile class maps from GeoJSON annotations: class 0 the background (no polygon), then the
 /// annotation classes (`--class-names` order when given, else first seen in the file).
 pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {

@@ -13,6 +13,7 @@ use super::{pathology, radiology, satellite};
 use crate::commands::heads::Task;
 
 /// Where the targets of a feature file come from.
+#[derive(Clone, Copy)]
 pub struct TargetArgs<'a> {
     pub task: Task,
     /// Label raster, label volume or GeoJSON annotations.
