@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dinoadapt, ok, read_tensors, shared, table};
+use common::{dinoadapt, ok, pretrain_steps, read_tensors, shared, table, tiny_pretrain_recipe};
 use polars::prelude::DataFrame;
 use serde_json::Value;
 
@@ -189,56 +189,15 @@ fn pretraining_samples_tissue_tiles_from_slides() {
     let Some(shared) = shared() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let slide = shared.join("data/pathology/CMU-1-Small-Region.svs");
-    let recipe = tmp.path().join("recipe.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            r#"
-[model]
-arch = "vits14"
-embed_dim = 32
-depth = 2
-num_heads = 2
-patch_size = 8
-img_size = 32
-mlp_ratio = 2.0
-
-[heads]
-prototypes = 64
-hidden_dim = 32
-bottleneck_dim = 16
-
-[data]
-slides = ["{}"]
-slide_mpp = [0.5, 1.0]
-slide_tile_size = 64
-slide_tiles_per_epoch = 16
-batch_size = 4
-
-[crops]
-global_size = 32
-local_size = 16
-local_crops = 2
-
-[optim]
-epochs = 1
-epoch_length = 3
-warmup_epochs = 0
-
-[train]
-output_dir = "run"
-checkpoint_every = 3
-"#,
-            slide.display()
+    let recipe = tiny_pretrain_recipe(
+        tmp.path(),
+        &format!(
+            "slides = [{:?}]\nslide_mpp = [0.5, 1.0]\nslide_tile_size = 64\nslide_tiles_per_epoch = 16",
+            slide.display().to_string()
         ),
-    )
-    .unwrap();
+    );
     ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("run/summary.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(summary["steps"], 3, "{summary}");
+    assert_eq!(pretrain_steps(tmp.path()), 3);
 }
 
 /// A pyramidal tiled TIFF (levels 1, 2, 4) at 0.25 µm/px with a tissue-coloured ellipse,

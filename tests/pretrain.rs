@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dinoadapt, ok, read_tensors, shared};
+use common::{dinoadapt, ok, pretrain_steps, read_tensors, shared, tiny_pretrain_recipe};
 use polars::prelude::{ParquetReader, SerReader};
 
 /// A small recipe over the shared MNIST validation digits.
@@ -284,60 +284,6 @@ fn recipe_mistakes_are_reported() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of the patch size"));
 }
 
-/// A tiny recipe whose `[data]` section is `data` (plus a batch size).
-fn domain_recipe(dir: &Path, data: &str) -> PathBuf {
-    let recipe = dir.join("recipe.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            r#"
-[model]
-arch = "vits14"
-embed_dim = 32
-depth = 2
-num_heads = 2
-patch_size = 8
-img_size = 32
-mlp_ratio = 2.0
-
-[heads]
-prototypes = 64
-hidden_dim = 32
-bottleneck_dim = 16
-
-[data]
-{data}
-batch_size = 4
-
-[crops]
-global_size = 32
-local_size = 16
-local_crops = 2
-mean = [0.5, 0.5, 0.5]
-std = [0.25, 0.25, 0.25]
-
-[optim]
-epochs = 1
-epoch_length = 3
-warmup_epochs = 0
-
-[train]
-output_dir = "run"
-checkpoint_every = 3
-"#
-        ),
-    )
-    .unwrap();
-    recipe
-}
-
-fn steps_of(dir: &Path) -> serde_json::Value {
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap())
-            .unwrap();
-    summary["steps"].clone()
-}
-
 #[test]
 fn pretraining_reads_volume_slices_and_raster_chips_online() {
     let Some(shared) = shared() else { return };
@@ -345,7 +291,7 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
     let raster = shared.join("data/satellite/rgbn.tif");
 
     let dir = tempfile::tempdir().unwrap();
-    let recipe = domain_recipe(
+    let recipe = tiny_pretrain_recipe(
         dir.path(),
         &format!(
             "volumes = [{:?}]\nvolume_axis = \"coronal\"\nvolume_size = 64",
@@ -353,10 +299,10 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
         ),
     );
     let out = ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
-    assert_eq!(steps_of(dir.path()), 3, "{out}");
+    assert_eq!(pretrain_steps(dir.path()), 3, "{out}");
 
     let dir = tempfile::tempdir().unwrap();
-    let recipe = domain_recipe(
+    let recipe = tiny_pretrain_recipe(
         dir.path(),
         &format!(
             "rasters = [{:?}]\nraster_bands = [3, 2, 1]\nraster_chip_size = 48\nraster_chips_per_epoch = 12",
@@ -364,11 +310,11 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
         ),
     );
     let out = ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
-    assert_eq!(steps_of(dir.path()), 3, "{out}");
+    assert_eq!(pretrain_steps(dir.path()), 3, "{out}");
 
     // One domain source at a time.
     let dir = tempfile::tempdir().unwrap();
-    let recipe = domain_recipe(
+    let recipe = tiny_pretrain_recipe(
         dir.path(),
         &format!(
             "volumes = [{:?}]\nrasters = [{:?}]",

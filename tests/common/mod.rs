@@ -103,3 +103,59 @@ pub fn whole(r: &dinoadapt_satellite::Raster, band: usize) -> Vec<f32> {
     .unwrap()
     .data
 }
+
+/// A tiny pre-training recipe (ViT of dimension 32, 3 iterations of 4 images, 32- and 16-px
+/// crops) in `dir`, whose `[data]` section is `data` plus the batch size; it writes to `dir/run`.
+pub fn tiny_pretrain_recipe(dir: &Path, data: &str) -> PathBuf {
+    let recipe = dir.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"
+[model]
+arch = "vits14"
+embed_dim = 32
+depth = 2
+num_heads = 2
+patch_size = 8
+img_size = 32
+mlp_ratio = 2.0
+
+[heads]
+prototypes = 64
+hidden_dim = 32
+bottleneck_dim = 16
+
+[data]
+{data}
+batch_size = 4
+
+[crops]
+global_size = 32
+local_size = 16
+local_crops = 2
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+
+[optim]
+epochs = 1
+epoch_length = 3
+warmup_epochs = 0
+
+[train]
+output_dir = "run"
+checkpoint_every = 3
+"#
+        ),
+    )
+    .unwrap();
+    recipe
+}
+
+/// The iterations `dir/run/summary.json` reports.
+pub fn pretrain_steps(dir: &Path) -> serde_json::Value {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap())
+            .unwrap();
+    summary["steps"].clone()
+}
