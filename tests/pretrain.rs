@@ -290,27 +290,22 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
     let volume = shared.join("data/nifti/anatomical.nii");
     let raster = shared.join("data/satellite/rgbn.tif");
 
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = tiny_pretrain_recipe(
-        dir.path(),
-        &format!(
+    let sources = [
+        format!(
             "volumes = [{:?}]\nvolume_axis = \"coronal\"\nvolume_size = 64",
             volume.display().to_string()
         ),
-    );
-    let out = ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
-    assert_eq!(pretrain_steps(dir.path()), 3, "{out}");
-
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = tiny_pretrain_recipe(
-        dir.path(),
-        &format!(
+        format!(
             "rasters = [{:?}]\nraster_bands = [3, 2, 1]\nraster_chip_size = 48\nraster_chips_per_epoch = 12",
             raster.display().to_string()
         ),
-    );
-    let out = ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
-    assert_eq!(pretrain_steps(dir.path()), 3, "{out}");
+    ];
+    for data in &sources {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = tiny_pretrain_recipe(dir.path(), data);
+        let out = ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
+        assert_eq!(pretrain_steps(dir.path()), 3, "{out}");
+    }
 
     // One domain source at a time.
     let dir = tempfile::tempdir().unwrap();

@@ -21,13 +21,13 @@ use dinoadapt_radiology::inputs::{Channels, InputSpec};
 use dinoadapt_radiology::intensity::Intensity;
 use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
 use dinoadapt_radiology::slices::Axis;
-use dinoadapt_radiology::source::{SliceOptions, SliceSource};
+use dinoadapt_radiology::source::SliceOptions;
 use polars::prelude::DataFrame;
 
 use crate::commands::regions::{EmbedSettings, RegionEmbedder};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
-use volumes::{for_each_volume, VolumeItem, VolumeRow};
+use volumes::{for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow};
 
 #[derive(Subcommand, Debug)]
 pub enum RadiologyCommand {
@@ -242,50 +242,39 @@ fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     let (mut ids, mut index, mut pos, mut valid, mut png) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for_each_volume(&args.volumes, |item| {
-        let (volume, mut row) = match item {
-            VolumeItem::Failed(row) => {
-                rows.push(row);
-                return Ok(());
+    for_each_sliced_volume(
+        &args.volumes,
+        options,
+        &mut rows,
+        |volume, mut source, row| {
+            let dir = args.out.join(&volume.id);
+            std::fs::create_dir_all(&dir)?;
+            let records = source.records().to_vec();
+            let mut n = 0;
+            while let Some(batch) = source.next_batch(16).map_err(anyhow::Error::msg)? {
+                let per = 3 * options.input.size * options.input.size;
+                for (i, _) in batch.regions.iter().enumerate() {
+                    let r = &records[n];
+                    let name = format!("{}/{}_{:04}.png", volume.id, options.axis, r.slice_index);
+                    let rgb = to_rgb(&batch.pixels[i * per..(i + 1) * per], &options.input);
+                    let size = options.input.size as u32;
+                    image::RgbImage::from_raw(size, size, rgb)
+                        .context("slice image")?
+                        .save(args.out.join(&name))
+                        .with_context(|| format!("writing {name}"))?;
+                    ids.push(volume.id.clone());
+                    index.push(r.slice_index as u64);
+                    pos.push(r.position_lps);
+                    valid.push(r.valid_fraction);
+                    png.push(name);
+                    n += 1;
+                }
             }
-            VolumeItem::Volume(v, row) => (v, row),
-        };
-        let mut source = match SliceSource::new(&volume, options) {
-            Ok(s) => s,
-            Err(e) => {
-                row.fail(e.to_string());
-                rows.push(row);
-                return Ok(());
-            }
-        };
-        let dir = args.out.join(&volume.id);
-        std::fs::create_dir_all(&dir)?;
-        let records = source.records().to_vec();
-        let mut n = 0;
-        while let Some(batch) = source.next_batch(16).map_err(anyhow::Error::msg)? {
-            let per = 3 * options.input.size * options.input.size;
-            for (i, _) in batch.regions.iter().enumerate() {
-                let r = &records[n];
-                let name = format!("{}/{}_{:04}.png", volume.id, options.axis, r.slice_index);
-                let rgb = to_rgb(&batch.pixels[i * per..(i + 1) * per], &options.input);
-                let size = options.input.size as u32;
-                image::RgbImage::from_raw(size, size, rgb)
-                    .context("slice image")?
-                    .save(args.out.join(&name))
-                    .with_context(|| format!("writing {name}"))?;
-                ids.push(volume.id.clone());
-                index.push(r.slice_index as u64);
-                pos.push(r.position_lps);
-                valid.push(r.valid_fraction);
-                png.push(name);
-                n += 1;
-            }
-        }
-        row.output = format!("{}/", volume.id);
-        row.regions = n;
-        rows.push(row);
-        Ok(())
-    })?;
+            row.output = format!("{}/", volume.id);
+            row.regions = n;
+            Ok(())
+        },
+    )?;
     let mut df = DataFrame::new(
         ids.len(),
         vec![
@@ -377,50 +366,39 @@ impl BackendJob for RadiologyEmbedJob {
         let mut rows = Vec::new();
         let mut pooled: Vec<f32> = Vec::new();
         let mut dim = 0;
-        for_each_volume(&args.volumes, |item| {
-            let (volume, mut row) = match item {
-                VolumeItem::Failed(row) => {
-                    rows.push(row);
-                    return Ok(());
-                }
-                VolumeItem::Volume(v, row) => (v, row),
-            };
-            let source = match SliceSource::new(&volume, self.options) {
-                Ok(s) => s,
-                Err(e) => {
-                    row.fail(e.to_string());
-                    rows.push(row);
-                    return Ok(());
-                }
-            };
-            let records = source.records().to_vec();
-            let name = format!("{}.safetensors", volume.id);
-            let features = args.out.join(&name);
-            match embedder.embed(source, &features) {
-                Ok(e) => {
-                    write_parquet(
-                        &args.out.join(format!("{}.parquet", volume.id)),
-                        &mut slice_table(&records[..e.regions.len()])?,
-                    )?;
-                    // The pooled volume feature: the mean class token over its slices.
-                    let n = e.regions.len();
-                    dim = e.cls.len() / n;
-                    let mut mean = vec![0f32; dim];
-                    for r in e.cls.chunks(dim) {
-                        for (m, v) in mean.iter_mut().zip(r) {
-                            *m += v / n as f32;
+        for_each_sliced_volume(
+            &args.volumes,
+            self.options,
+            &mut rows,
+            |volume, source, row| {
+                let records = source.records().to_vec();
+                let name = format!("{}.safetensors", volume.id);
+                let features = args.out.join(&name);
+                match embedder.embed(source, &features) {
+                    Ok(e) => {
+                        write_parquet(
+                            &args.out.join(format!("{}.parquet", volume.id)),
+                            &mut slice_table(&records[..e.regions.len()])?,
+                        )?;
+                        // The pooled volume feature: the mean class token over its slices.
+                        let n = e.regions.len();
+                        dim = e.cls.len() / n;
+                        let mut mean = vec![0f32; dim];
+                        for r in e.cls.chunks(dim) {
+                            for (m, v) in mean.iter_mut().zip(r) {
+                                *m += v / n as f32;
+                            }
                         }
+                        row.feature_row = Some((pooled.len() / dim.max(1)) as u64);
+                        pooled.extend(mean);
+                        row.output = name;
+                        row.regions = e.regions.len();
                     }
-                    row.feature_row = Some((pooled.len() / dim.max(1)) as u64);
-                    pooled.extend(mean);
-                    row.output = name;
-                    row.regions = e.regions.len();
+                    Err(e) => row.fail(format!("{e:#}")),
                 }
-                Err(e) => row.fail(format!("{e:#}")),
-            }
-            rows.push(row);
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         if let Some(n) = pooled.len().checked_div(dim) {
             meta.insert("pooling".into(), "mean of the slices' cls tokens".into());
             meta.insert("slices".into(), serde_json::to_string(&self.options)?);

@@ -10,9 +10,9 @@ use dinoadapt_datasets::RegionSource;
 use dinoadapt_pretrain::curate::kmeans::kmeans;
 use dinoadapt_pretrain::curate::search::{InMemory, Metric};
 use dinoadapt_radiology::predictions::{write_predictions, SlicePrediction, SliceValues};
-use dinoadapt_radiology::source::{SliceOptions, SliceSource};
+use dinoadapt_radiology::source::SliceOptions;
 
-use super::volumes::{for_each_volume, VolumeItem};
+use super::volumes::for_each_sliced_volume;
 use super::{finish, PredictArgs};
 use crate::commands::features::patch_tokens;
 use crate::device::{batch_chunks, matmul_precision, BackendJob};
@@ -37,84 +37,73 @@ impl BackendJob for KmeansPredictJob {
         let chunks = batch_chunks(args.run.device);
         std::fs::create_dir_all(&args.out)?;
         let mut rows = Vec::new();
-        for_each_volume(&args.volumes, |item| {
-            let (volume, mut row) = match item {
-                VolumeItem::Failed(row) => {
-                    rows.push(row);
-                    return Ok(());
+        for_each_sliced_volume(
+            &args.volumes,
+            self.options,
+            &mut rows,
+            |volume, mut source, row| {
+                let fit = source.fit();
+                let records = source.records().to_vec();
+                let (mut tokens, mut grid) = (Vec::new(), (0, 0));
+                while let Some(b) = source
+                    .next_batch(args.run.batch_size.max(1))
+                    .map_err(anyhow::Error::msg)?
+                {
+                    let n = b.regions.len();
+                    let (t, g) = patch_tokens(&model, &device, b.pixels, n, size, chunks)?;
+                    tokens.extend(t);
+                    grid = g;
                 }
-                VolumeItem::Volume(v, row) => (v, row),
-            };
-            let mut source = match SliceSource::new(&volume, self.options) {
-                Ok(s) => s,
-                Err(e) => {
-                    row.fail(e.to_string());
-                    rows.push(row);
-                    return Ok(());
-                }
-            };
-            let fit = source.fit();
-            let records = source.records().to_vec();
-            let (mut tokens, mut grid) = (Vec::new(), (0, 0));
-            while let Some(b) = source
-                .next_batch(args.run.batch_size.max(1))
-                .map_err(anyhow::Error::msg)?
-            {
-                let n = b.regions.len();
-                let (t, g) = patch_tokens(&model, &device, b.pixels, n, size, chunks)?;
-                tokens.extend(t);
-                grid = g;
-            }
-            let dim = model.config.embed_dim;
-            let clusters = kmeans::<B>(
-                &mut InMemory { data: &tokens, dim },
-                self.k,
-                25,
-                Metric::Cosine,
-                args.kmeans_seed,
-                4096,
-                &device,
-                &mut |_| {},
-            )
-            .map_err(|e| anyhow::anyhow!("k-means: {e}"))?;
-            let (gh, gw) = grid;
-            let np = gh * gw;
-            // Labels 1..K inside the slice's canvas rectangle, 0 in the padding.
-            let predictions: Vec<SlicePrediction> = records
-                .iter()
-                .enumerate()
-                .map(|(s, r)| {
-                    let labels = &clusters.assignments[s * np..(s + 1) * np];
-                    let mut canvas = vec![0u8; size * size];
-                    for y in fit.y0..fit.y0 + fit.h {
-                        for x in fit.x0..fit.x0 + fit.w {
-                            let (py, px) = ((y / p).min(gh - 1), (x / p).min(gw - 1));
-                            canvas[y * size + x] = labels[py * gw + px] as u8 + 1;
+                let dim = model.config.embed_dim;
+                let clusters = kmeans::<B>(
+                    &mut InMemory { data: &tokens, dim },
+                    self.k,
+                    25,
+                    Metric::Cosine,
+                    args.kmeans_seed,
+                    4096,
+                    &device,
+                    &mut |_| {},
+                )
+                .map_err(|e| anyhow::anyhow!("k-means: {e}"))?;
+                let (gh, gw) = grid;
+                let np = gh * gw;
+                // Labels 1..K inside the slice's canvas rectangle, 0 in the padding.
+                let predictions: Vec<SlicePrediction> = records
+                    .iter()
+                    .enumerate()
+                    .map(|(s, r)| {
+                        let labels = &clusters.assignments[s * np..(s + 1) * np];
+                        let mut canvas = vec![0u8; size * size];
+                        for y in fit.y0..fit.y0 + fit.h {
+                            for x in fit.x0..fit.x0 + fit.w {
+                                let (py, px) = ((y / p).min(gh - 1), (x / p).min(gw - 1));
+                                canvas[y * size + x] = labels[py * gw + px] as u8 + 1;
+                            }
                         }
+                        SlicePrediction {
+                            index: r.slice_index,
+                            values: SliceValues::U8(canvas),
+                        }
+                    })
+                    .collect();
+                let name = format!("{}_kmeans{}.nii.gz", volume.id, self.k);
+                match write_predictions(
+                    args.out.join(&name),
+                    volume,
+                    self.options.axis,
+                    &self.options.input,
+                    &predictions,
+                ) {
+                    Ok(_) => {
+                        row.output = name;
+                        row.regions = predictions.len();
                     }
-                    SlicePrediction {
-                        index: r.slice_index,
-                        values: SliceValues::U8(canvas),
-                    }
-                })
-                .collect();
-            let name = format!("{}_kmeans{}.nii.gz", volume.id, self.k);
-            match write_predictions(
-                args.out.join(&name),
-                &volume,
-                self.options.axis,
-                &self.options.input,
-                &predictions,
-            ) {
-                Ok(_) => {
-                    row.output = name;
-                    row.regions = predictions.len();
+                    Err(e) => row.fail(e.to_string()),
                 }
-                Err(e) => row.fail(e.to_string()),
-            }
-            rows.push(row);
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         finish(&args.out, &rows, "predict")
     }
 }

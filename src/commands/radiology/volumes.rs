@@ -7,6 +7,7 @@ use std::path::Path;
 use dinoadapt_datasets::column as col;
 use dinoadapt_radiology::dicom::load_series;
 use dinoadapt_radiology::nifti::read_nifti;
+use dinoadapt_radiology::source::{SliceOptions, SliceSource};
 use dinoadapt_radiology::{Pseudonymizer, Volume};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 
@@ -155,6 +156,29 @@ pub fn for_each_volume(
         }
     }
     Ok(())
+}
+
+/// [`for_each_volume`] with each volume's slice source: inputs that fail to load or slice
+/// become failed rows; `f` fills in the row of every other volume, which is then kept.
+pub fn for_each_sliced_volume(
+    inputs: &VolumeInputs,
+    options: SliceOptions,
+    rows: &mut Vec<VolumeRow>,
+    mut f: impl FnMut(&Volume, SliceSource, &mut VolumeRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for_each_volume(inputs, |item| {
+        match item {
+            VolumeItem::Failed(row) => rows.push(row),
+            VolumeItem::Volume(volume, mut row) => {
+                match SliceSource::new(&volume, options) {
+                    Ok(source) => f(&volume, source, &mut row)?,
+                    Err(e) => row.fail(e.to_string()),
+                }
+                rows.push(row);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `volumes.parquet`.

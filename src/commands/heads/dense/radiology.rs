@@ -23,7 +23,9 @@ use super::folder::{argmax_at, predictor, HeadFolder, Preprocessing};
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
 use crate::commands::heads::Common;
-use crate::commands::radiology::volumes::{for_each_volume, VolumeItem, VolumeRow};
+use crate::commands::radiology::volumes::{
+    for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow,
+};
 use crate::commands::radiology::{finish, VolumeInputs};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
@@ -158,66 +160,55 @@ impl BackendJob for PredictJob<'_> {
         let plane = size * size;
         std::fs::create_dir_all(out)?;
         let mut rows = Vec::new();
-        for_each_volume(&inputs(input), |item| {
-            let (volume, mut row) = match item {
-                VolumeItem::Failed(row) => {
-                    rows.push(row);
-                    return Ok(());
+        for_each_sliced_volume(
+            &inputs(input),
+            self.slices,
+            &mut rows,
+            |volume, mut source, row| {
+                let indices: Vec<usize> = source.records().iter().map(|r| r.slice_index).collect();
+                let mut predictions = Vec::with_capacity(indices.len());
+                while let Some(b) = source
+                    .next_batch(args.predict_batch.max(1))
+                    .map_err(anyhow::Error::msg)?
+                {
+                    let n = b.regions.len();
+                    let probs = p.predict(b.pixels, n, (size, size))?;
+                    for s in 0..n {
+                        let one = &probs[s * classes * plane..(s + 1) * classes * plane];
+                        let labels = (0..plane)
+                            .map(|q| argmax_at(one, classes, plane, q) as u8)
+                            .collect();
+                        predictions.push(SlicePrediction {
+                            index: indices[predictions.len()],
+                            values: SliceValues::U8(labels),
+                        });
+                    }
                 }
-                VolumeItem::Volume(v, row) => (v, row),
-            };
-            let mut source = match SliceSource::new(&volume, self.slices) {
-                Ok(s) => s,
-                Err(e) => {
-                    row.fail(e.to_string());
-                    rows.push(row);
-                    return Ok(());
+                let name = format!("{}_segment.nii.gz", volume.id);
+                match write_predictions(
+                    out.join(&name),
+                    volume,
+                    self.slices.axis,
+                    &self.slices.input,
+                    &predictions,
+                ) {
+                    Ok(_) => {
+                        row.output = name;
+                        row.regions = predictions.len();
+                    }
+                    Err(e) => row.fail(e.to_string()),
                 }
-            };
-            let indices: Vec<usize> = source.records().iter().map(|r| r.slice_index).collect();
-            let mut predictions = Vec::with_capacity(indices.len());
-            while let Some(b) = source
-                .next_batch(args.predict_batch.max(1))
-                .map_err(anyhow::Error::msg)?
-            {
-                let n = b.regions.len();
-                let probs = p.predict(b.pixels, n, (size, size))?;
-                for s in 0..n {
-                    let one = &probs[s * classes * plane..(s + 1) * classes * plane];
-                    let labels = (0..plane)
-                        .map(|q| argmax_at(one, classes, plane, q) as u8)
-                        .collect();
-                    predictions.push(SlicePrediction {
-                        index: indices[predictions.len()],
-                        values: SliceValues::U8(labels),
-                    });
+                if !common.quiet {
+                    eprintln!(
+                        "{}: {} slices -> {}",
+                        volume.id,
+                        predictions.len(),
+                        row.output
+                    );
                 }
-            }
-            let name = format!("{}_segment.nii.gz", volume.id);
-            match write_predictions(
-                out.join(&name),
-                &volume,
-                self.slices.axis,
-                &self.slices.input,
-                &predictions,
-            ) {
-                Ok(_) => {
-                    row.output = name;
-                    row.regions = predictions.len();
-                }
-                Err(e) => row.fail(e.to_string()),
-            }
-            if !common.quiet {
-                eprintln!(
-                    "{}: {} slices -> {}",
-                    volume.id,
-                    predictions.len(),
-                    row.output
-                );
-            }
-            rows.push(row);
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         Ok(rows)
     }
 }
