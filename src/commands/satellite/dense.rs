@@ -116,7 +116,17 @@ pub fn predict(
     cfg: &PredictConfig,
     choice: &HeadChoice,
 ) -> anyhow::Result<PredictSummary> {
-    let head = load(Path::new(choice.head))?;
+    predict_loaded(load(Path::new(choice.head))?, raster, out, cfg, choice)
+}
+
+/// [`predict`] with the head folder already read (`choice.head` names it in messages).
+pub fn predict_loaded(
+    head: HeadFolder,
+    raster: &Raster,
+    out: &Path,
+    cfg: &PredictConfig,
+    choice: &HeadChoice,
+) -> anyhow::Result<PredictSummary> {
     let pre = match &head.info.preprocessing {
         Preprocessing::Satellite(s) => s.clone(),
         other => bail!(

@@ -665,14 +665,14 @@ pub fn predict(
         num_heads: None,
         interpolation: None,
     };
-    match &head.info.preprocessing {
+    match head.info.preprocessing.clone() {
         Preprocessing::Satellite(input) => {
-            satellite::predict(&head, input, args, &model, common)?;
+            satellite::predict(head, &input, args, &model, common)?;
             Ok(ExitCode::SUCCESS)
         }
         Preprocessing::Radiology { slices } => {
-            radiology::predict(&head, slices, args, &model, common)
+            radiology::predict(&head, &slices, args, &model, common)
         }
-        Preprocessing::Pathology(input) => pathology::predict(&head, input, args, &model, common),
+        Preprocessing::Pathology(input) => pathology::predict(&head, &input, args, &model, common),
     }
 }

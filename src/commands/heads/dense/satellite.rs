@@ -15,7 +15,8 @@ use super::folder::{HeadFolder, Preprocessing, SatelliteInput};
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
 use crate::commands::heads::{Common, Task};
-use crate::commands::satellite::{predict_config, predict_with_head, ChipArgs, HeadChoice};
+use crate::commands::satellite::dense::predict_loaded;
+use crate::commands::satellite::{predict_config, ChipArgs, HeadChoice};
 use crate::model_args::ModelArgs;
 
 /// The resampling of the label raster (default: nearest for classes, bilinear for heights).
@@ -129,7 +130,7 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
 /// Backbone + head over a whole raster (as `satellite predict --head DIR`): a GeoTIFF on its
 /// grid, class + probabilities (segment) or metres (canopy).
 pub fn predict(
-    head: &HeadFolder,
+    head: HeadFolder,
     input: &SatelliteInput,
     args: &DensePredictArgs,
     model: &ModelArgs,
@@ -153,7 +154,8 @@ pub fn predict(
     };
     let cfg = predict_config(&chips, &args.blend, args.predict_batch, None, args.cog)?;
     let dir = head.dir.to_string_lossy().into_owned();
-    let s = predict_with_head(
+    let s = predict_loaded(
+        head,
         &raster,
         out,
         &cfg,
