@@ -11,10 +11,18 @@ use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::losses::{dino_cross_entropy, ibot_masked_loss, koleo};
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
 use dinoadapt_core::train::named::snapshot;
-use dinoadapt_core::train::{CropBatch, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer};
+use dinoadapt_core::train::{
+    CropBatch, OptimConfig, SslLossConfig, SslModel, StepReport, StepValues, Trainer,
+};
 use dinoadapt_core::vit::{FfnConfig, VisionTransformer, VitConfig};
 
 type AB = Autodiff<Flex>;
+
+/// The backend's RNG is one per process: tests that seed it and compare runs take turns.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn host(t: Tensor<Flex, 2>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
@@ -56,6 +64,7 @@ fn random(shape: [usize; 2], std: f64) -> Tensor<Flex, 2> {
 
 #[test]
 fn dino_loss_gradient_matches_finite_differences() {
+    let _rng = rng_lock();
     <Flex as Backend>::seed(&Default::default(), 1);
     let teacher = burn::tensor::activation::softmax(random([6, 10], 1.0), 1);
     let teacher = Tensor::<AB, 2>::from_inner(teacher);
@@ -66,6 +75,7 @@ fn dino_loss_gradient_matches_finite_differences() {
 
 #[test]
 fn ibot_loss_gradient_matches_finite_differences() {
+    let _rng = rng_lock();
     <Flex as Backend>::seed(&Default::default(), 2);
     let targets = burn::tensor::activation::softmax(random([5, 8], 1.0), 1);
     let targets = Tensor::<AB, 2>::from_inner(targets);
@@ -80,6 +90,7 @@ fn ibot_loss_gradient_matches_finite_differences() {
 
 #[test]
 fn koleo_gradient_matches_finite_differences() {
+    let _rng = rng_lock();
     <Flex as Backend>::seed(&Default::default(), 3);
     check_gradient(random([6, 4], 1.0), &[0, 5, 11, 22], |x| koleo(x).0);
 }
@@ -148,6 +159,7 @@ fn by_name(t: Vec<(String, dinoadapt_core::checkpoint::HostTensor)>) -> HashMap<
 
 #[test]
 fn a_new_trainer_s_teacher_is_a_copy_of_the_student() {
+    let _rng = rng_lock();
     let t = trainer(3);
     let student = by_name(snapshot::<AB, _>(&t.student));
     let teacher = by_name(snapshot::<Flex, _>(&t.teacher));
@@ -159,6 +171,7 @@ fn a_new_trainer_s_teacher_is_a_copy_of_the_student() {
 
 #[test]
 fn head_warm_up_leaves_the_backbone_and_moves_the_heads() {
+    let _rng = rng_lock();
     let mut t = trainer(5);
     let before = by_name(snapshot::<AB, _>(&t.student));
     let teacher_before = by_name(snapshot::<Flex, _>(&t.teacher));
@@ -184,6 +197,7 @@ fn head_warm_up_leaves_the_backbone_and_moves_the_heads() {
 
 #[test]
 fn joint_training_updates_the_backbone_and_reports_clipped_norms() {
+    let _rng = rng_lock();
     let mut t = trainer(6);
     let before = by_name(snapshot::<AB, _>(&t.student));
     let r = t.step(&batch(0), values(false));
@@ -204,6 +218,7 @@ fn joint_training_updates_the_backbone_and_reports_clipped_norms() {
 
 #[test]
 fn saved_state_continues_the_run_exactly() {
+    let _rng = rng_lock();
     let mut straight = trainer(7);
     for s in 0..2 {
         straight.step(&batch(s), values(false));
@@ -235,6 +250,7 @@ fn saved_state_continues_the_run_exactly() {
 
 #[test]
 fn backbone_gradient_matches_finite_differences() {
+    let _rng = rng_lock();
     let device = Default::default();
     <AB as Backend>::seed(&device, 11);
     let model = VisionTransformer::<AB>::init(&tiny_config(), &device);
@@ -250,4 +266,49 @@ fn backbone_gradient_matches_finite_differences() {
             (f.cls() * weights.clone()).sum() + (patches * weights.clone()).sum().mul_scalar(0.1)
         },
     );
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// One iteration of two same-seed trainers, the second with its batch in `slices` slices.
+fn whole_and_sliced(seed: u64, slices: usize, frozen: bool) -> [(StepReport, Trainer<AB>); 2] {
+    [1, slices].map(|k| {
+        let mut t = trainer(seed);
+        t.slices = k;
+        (t.step(&batch(0), values(frozen)), t)
+    })
+}
+
+#[test]
+fn a_sliced_student_takes_the_whole_batch_step() {
+    let _rng = rng_lock();
+    for frozen in [false, true] {
+        let [(whole, a), (sliced, b)] = whole_and_sliced(12, 3, frozen);
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * x.abs().max(1.0);
+        let (l, m) = (whole.loss, sliced.loss);
+        for (x, y) in [
+            (l.total, m.total),
+            (l.dino_local, m.dino_local),
+            (l.dino_global, m.dino_global),
+            (l.koleo, m.koleo),
+            (l.ibot, m.ibot),
+            (whole.grad_norm_backbone, sliced.grad_norm_backbone),
+            (whole.grad_norm_dino_head, sliced.grad_norm_dino_head),
+        ] {
+            assert!(close(x, y), "frozen {frozen}: {whole:?} vs {sliced:?}");
+        }
+        let (a, b) = (
+            by_name(snapshot::<AB, _>(&a.student)),
+            by_name(snapshot::<AB, _>(&b.student)),
+        );
+        for (k, v) in &a {
+            let err = max_abs_diff(v, &b[k]);
+            assert!(err <= 1e-5, "frozen {frozen}, {k}: {err}");
+        }
+    }
 }

@@ -51,15 +51,32 @@ pub struct BenchTrainArgs {
     /// precision).
     #[arg(long, default_value = "backend")]
     pub precision: String,
+    /// Slices of the batch that go through the backbones at once (one per thread by default on
+    /// the CPU, 1 on a GPU); a list (`1,2`) times each in one run.
+    #[arg(long, value_delimiter = ',')]
+    pub slices: Vec<usize>,
+}
+
+/// What one timed configuration runs.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    forward: CropForward,
+    precision: MatmulPrecision,
+    /// Slices of the batch run at once (`Trainer::slices`).
+    slices: usize,
 }
 
 fn bench<B: AutodiffBackend>(
     args: &BenchTrainArgs,
     cfg: &VitConfig,
-    forward: CropForward,
-    precision: MatmulPrecision,
+    setting: Setting,
     device: &B::Device,
 ) -> serde_json::Value {
+    let Setting {
+        forward,
+        precision,
+        slices,
+    } = setting;
     B::seed(device, 0);
     let head = DinoHeadConfig::new(cfg.embed_dim).with_num_prototypes(args.prototypes);
     let backbone = VisionTransformer::<B>::init(cfg, device).with_precision(precision);
@@ -71,6 +88,7 @@ fn bench<B: AutodiffBackend>(
     );
     let mut trainer = Trainer::new(student, SslLossConfig::default(), OptimConfig::default());
     trainer.crop_forward = forward;
+    trainer.slices = slices;
     let inner = trainer.teacher.backbone.device();
     let n = args.batch;
     let (g, l) = (args.global_size, args.local_size);
@@ -131,6 +149,7 @@ fn bench<B: AutodiffBackend>(
         "local_crops": args.local_crops,
         "crop_forward": forward,
         "precision": precision,
+        "batch_slices": slices,
         "threads": rayon::current_num_threads(),
         "device": args.device.to_string(),
         "step_s": mean,
@@ -173,18 +192,29 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
         args.precision.clone(),
     ))
     .map_err(|_| anyhow::anyhow!("--precision `{}`: backend, split or bf16", args.precision))?;
+    let slices = if args.slices.is_empty() {
+        vec![crate::device::batch_chunks(args.device)]
+    } else {
+        args.slices.clone()
+    };
+    let settings = forwards.into_iter().flat_map(|forward| {
+        slices.iter().map(move |&slices| Setting {
+            forward,
+            precision,
+            slices: slices.max(1),
+        })
+    });
     let mut runs = Vec::new();
-    for forward in forwards {
+    for setting in settings {
         runs.push(match args.device {
             DeviceSpec::Cpu => {
-                bench::<Autodiff<CpuBackend>>(&args, &cfg, forward, precision, &Default::default())
+                bench::<Autodiff<CpuBackend>>(&args, &cfg, setting, &Default::default())
             }
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(i) => bench::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
                 &args,
                 &cfg,
-                forward,
-                precision,
+                setting,
                 &burn::backend::cuda::CudaDevice::new(i),
             ),
             #[cfg(not(feature = "cuda"))]

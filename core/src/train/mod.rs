@@ -7,6 +7,7 @@
 pub mod clip;
 pub mod named;
 pub mod optimizer;
+pub mod slices;
 pub mod ssl;
 pub mod trainer;
 

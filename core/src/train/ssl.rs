@@ -6,9 +6,10 @@
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::slices::{frozen_tokens, SlicedStudent};
 use crate::objective::head::{DinoHead, DinoHeadConfig};
 use crate::objective::losses::{
     dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
@@ -146,6 +147,9 @@ pub struct LossReport {
 pub struct SslOutput<B: AutodiffBackend> {
     pub loss: Tensor<B, 1>,
     pub report: LossReport,
+    /// With a sliced student, its slices' graphs: the backbone's gradients come from
+    /// [`SlicedStudent::backward`] after the loss's backward.
+    pub sliced: Option<SlicedStudent<B>>,
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
@@ -201,10 +205,13 @@ pub struct StudentPass {
     /// The backbone outside the autodiff graph (head warm-up): only the heads learn.
     pub frozen: bool,
     pub forward: CropForward,
+    /// Slices of the batch (by image) that go through the backbones at once, one per thread
+    /// ([`super::slices`]); 1 runs the whole batch in one pass, as on a GPU.
+    pub slices: usize,
 }
 
 /// Final tokens of the global crops (with the iBOT mask) and of the local crops.
-fn crop_features<B: Backend>(
+pub(super) fn crop_features<B: Backend>(
     backbone: &VisionTransformer<B>,
     global: Tensor<B, 4>,
     mask: Tensor<B, 2, Bool>,
@@ -225,29 +232,54 @@ fn crop_features<B: Backend>(
 }
 
 /// Student class tokens of the global crops [2n, D], masked patch tokens [M, D] and local class
-/// tokens [L n, D]. With `frozen`, the backbone runs outside the autodiff graph (head warm-up).
+/// tokens [L n, D]; with more than one slice, the slices' graphs that wait for the gradient of
+/// those tokens. With `frozen`, the backbone runs outside the autodiff graph (head warm-up).
+#[allow(clippy::type_complexity)]
 fn student_tokens<B: AutodiffBackend>(
     backbone: &VisionTransformer<B>,
     batch: &CropBatch<B::InnerBackend>,
     mask: Tensor<B::InnerBackend, 2, Bool>,
     indices: &Tensor<B::InnerBackend, 1, Int>,
-    frozen: bool,
-    forward: CropForward,
-) -> (Tensor<B, 2>, Tensor<B, 2>, Option<Tensor<B, 2>>) {
+    pass: StudentPass,
+) -> (
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Option<Tensor<B, 2>>,
+    Option<SlicedStudent<B>>,
+) {
+    let StudentPass {
+        frozen,
+        forward,
+        slices,
+    } = pass;
     if frozen {
-        let inner = backbone.valid();
-        let (g, local) = crop_features(
-            &inner,
-            batch.global.clone(),
-            mask,
-            batch.local.clone(),
-            forward,
-        );
-        let patches = gather_patches(g.patches(), indices);
+        let t = frozen_tokens(&backbone.valid(), batch, mask, forward, slices);
         return (
-            Tensor::from_inner(g.cls()),
-            Tensor::from_inner(patches),
-            local.map(|l| Tensor::from_inner(l.cls())),
+            Tensor::from_inner(t.cls),
+            Tensor::from_inner(gather_patches(t.patches, indices)),
+            t.local.map(Tensor::from_inner),
+            None,
+        );
+    }
+    let indices = Tensor::from_inner(indices.clone());
+    if slices > 1 && batch.images() > 1 {
+        // The seed of the slices' stochastic depth, from the backend's RNG (which the run
+        // seeds every iteration).
+        let seed = Tensor::<B::InnerBackend, 1>::random(
+            [1],
+            Distribution::Uniform(0.0, 1.0),
+            &batch.global.device(),
+        )
+        .into_scalar()
+        .elem::<f64>()
+        .to_bits();
+        let sliced = SlicedStudent::forward(backbone, batch, mask, forward, slices, seed);
+        let t = sliced.tokens.clone();
+        return (
+            t.cls,
+            gather_patches(t.patches, &indices),
+            t.local,
+            Some(sliced),
         );
     }
     let (g, local) = crop_features(
@@ -257,8 +289,8 @@ fn student_tokens<B: AutodiffBackend>(
         batch.local.clone().map(Tensor::from_inner),
         forward,
     );
-    let patches = gather_patches(g.patches(), &Tensor::from_inner(indices.clone()));
-    (g.cls(), patches, local.map(|l| l.cls()))
+    let patches = gather_patches(g.patches(), &indices);
+    (g.cls(), patches, local.map(|l| l.cls()), None)
 }
 
 /// Split `x` [a + b + ..., K] into consecutive row blocks of the given sizes.
@@ -311,7 +343,6 @@ pub fn ssl_forward<B: AutodiffBackend>(
     centers: &mut Centers<B::InnerBackend>,
     pass: StudentPass,
 ) -> SslOutput<B> {
-    let StudentPass { frozen, forward } = pass;
     let device = batch.global.device();
     let n2 = batch.global.dims()[0];
     let n = n2 / 2;
@@ -332,7 +363,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
     // Teacher: class tokens with the two global crops swapped, and the masked patch tokens.
     let t = teacher
         .backbone
-        .forward_features(batch.global.clone(), None, &[]);
+        .forward_features_chunked(batch.global.clone(), &[], pass.slices);
     let t_cls = t.cls();
     let t_cls = Tensor::cat(vec![t_cls.clone().slice(n..n2), t_cls.slice(0..n)], 0);
     let t_patches = (m > 0).then(|| gather_patches(t.patches(), &indices));
@@ -357,8 +388,8 @@ pub fn ssl_forward<B: AutodiffBackend>(
     let teacher_entropy = entropy(&t_dino);
 
     // Student.
-    let (s_cls, s_patches, s_local) =
-        student_tokens::<B>(&student.backbone, batch, mask, &indices, frozen, forward);
+    let (s_cls, s_patches, s_local, sliced) =
+        student_tokens::<B>(&student.backbone, batch, mask, &indices, pass);
     let cls_std = feature_std(&s_cls.clone().inner());
     let mut rows = Vec::new();
     if let Some(l) = &s_local {
@@ -413,5 +444,9 @@ pub fn ssl_forward<B: AutodiffBackend>(
         loss = loss + ibot.mul_scalar(cfg.ibot_weight);
     }
     report.total = scalar(&loss.clone().inner());
-    SslOutput { loss, report }
+    SslOutput {
+        loss,
+        report,
+        sliced,
+    }
 }

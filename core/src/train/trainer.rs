@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::clip::clip_grad_norm;
 use super::named::{param_names, snapshot};
 use super::optimizer::{AdamW, AdamWConfig};
+use super::slices::add_gradients;
 use super::ssl::{
     ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };
@@ -78,6 +79,9 @@ pub struct Trainer<B: AutodiffBackend> {
     pub optim: OptimConfig,
     /// How the student's crops go through the backbone (per size or packed).
     pub crop_forward: CropForward,
+    /// Slices of the batch that go through the backbones at once ([`super::slices`]): one per
+    /// thread on a CPU, 1 (the default) on a GPU.
+    pub slices: usize,
     groups: HashMap<String, ParamGroup>,
 }
 
@@ -123,6 +127,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             loss,
             optim,
             crop_forward: CropForward::default(),
+            slices: 1,
             groups,
         }
     }
@@ -144,9 +149,15 @@ impl<B: AutodiffBackend> Trainer<B> {
             StudentPass {
                 frozen: v.backbone_frozen,
                 forward: self.crop_forward,
+                slices: self.slices,
             },
         );
-        let mut grads = GradientsParams::from_grads(out.loss.backward(), &self.student);
+        let mut raw = out.loss.backward();
+        let sliced = out.sliced.map(|s| s.backward(&mut raw));
+        let mut grads = GradientsParams::from_grads(raw, &self.student);
+        if let Some(backbone) = sliced {
+            add_gradients::<B, _>(&self.student.backbone, backbone, &mut grads);
+        }
         let max = if self.optim.clip_grad > 0.0 {
             self.optim.clip_grad
         } else {

@@ -5,10 +5,11 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 use super::config::{FfnConfig, VitConfig};
 use super::precision::{linear, scaled_dot_product, MatmulPrecision};
+use super::stochastic_depth::keep_mask;
 
 /// Multi-head self-attention with one packed qkv projection (rows [q | k | v], each split by
 /// head), as the official DINOv2 and timm code store it.
@@ -142,7 +143,7 @@ pub fn drop_path<B: Backend>(x: Tensor<B, 3>, rate: f64) -> Tensor<B, 3> {
     }
     let [b, _, _] = x.dims();
     let keep = 1.0 - rate;
-    let mask = Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    let mask = keep_mask::<B>(b, keep, &x.device()).reshape([b, 1, 1]);
     x * mask.div_scalar(keep)
 }
 

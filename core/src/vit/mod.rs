@@ -6,6 +6,7 @@ pub mod model;
 pub mod packed;
 pub mod pos_embed;
 pub mod precision;
+pub mod stochastic_depth;
 pub mod weights;
 
 pub use config::{FfnConfig, PosEmbedPrefix, VitConfig, PRESETS};

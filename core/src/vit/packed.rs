@@ -9,11 +9,12 @@
 //! ever formed). Stochastic depth drops whole images, as in the per-size forward.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Distribution, Tensor};
+use burn::tensor::{Bool, Tensor};
 
 use super::layers::{Attention, Block};
 use super::model::{VisionTransformer, VitFeatures};
 use super::precision::{linear, MatmulPrecision};
+use super::stochastic_depth::keep_mask;
 
 /// A batch of images [B, 3, H, W] with its optional iBOT mask [B, h*w].
 pub type MaskedImages<B> = (Tensor<B, 4>, Option<Tensor<B, 2, Bool>>);
@@ -79,7 +80,8 @@ impl Packing {
             .groups
             .iter()
             .map(|&(b, t)| {
-                Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &device)
+                keep_mask::<B>(b, keep, &device)
+                    .reshape([b, 1, 1])
                     .expand([b, t, 1])
                     .reshape([1, b * t, 1])
             })
@@ -162,7 +164,7 @@ mod tests {
     use super::*;
     use crate::vit::{FfnConfig, VitConfig};
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::TensorData;
+    use burn::tensor::{Distribution, TensorData};
 
     fn tiny() -> VitConfig {
         let mut cfg = VitConfig::preset("vits14_reg").unwrap();
