@@ -70,6 +70,85 @@ pub fn read_safetensors(
     Ok((out, metadata))
 }
 
+/// One tensor's entry in a safetensors header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEntry {
+    pub dtype: StoredDType,
+    pub shape: Vec<usize>,
+    /// Byte range in the file.
+    pub bytes: std::ops::Range<u64>,
+}
+
+/// The entry of tensor `name` from a safetensors file's header, reading nothing else; `None`
+/// when the file has no such tensor.
+pub fn tensor_entry(path: &Path, name: &str) -> Result<Option<TensorEntry>, CheckpointError> {
+    use std::io::Read;
+    let bad = |reason: String| CheckpointError::malformed(path, FORMAT, reason);
+    let mut file = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| CheckpointError::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    let size = file
+        .metadata()
+        .map_err(|e| CheckpointError::io(path, e))?
+        .len();
+    if len > size.saturating_sub(8) || len > 100 << 20 {
+        return Err(bad(format!("header of {len} bytes in a file of {size}")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| CheckpointError::io(path, e))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let Some(entry) = header.get(name) else {
+        return Ok(None);
+    };
+    let dtype: Dtype = serde_json::from_value(entry["dtype"].clone())
+        .map_err(|e| bad(format!("`{name}` dtype: {e}")))?;
+    let shape: Vec<usize> = serde_json::from_value(entry["shape"].clone())
+        .map_err(|e| bad(format!("`{name}` shape: {e}")))?;
+    let [start, end]: [u64; 2] = serde_json::from_value(entry["data_offsets"].clone())
+        .map_err(|e| bad(format!("`{name}` data_offsets: {e}")))?;
+    let dtype = stored_dtype(dtype).ok_or_else(|| CheckpointError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("tensor `{name}` has dtype {dtype:?}, which dinoadapt does not read"),
+    })?;
+    let count: usize = shape.iter().product();
+    let data = 8 + len;
+    if end < start || end - start != (count * dtype.size_of()) as u64 || data + end > size {
+        return Err(bad(format!(
+            "`{name}`: offsets {start}..{end} do not hold its shape {shape:?} in a file of \
+             {size} bytes"
+        )));
+    }
+    Ok(Some(TensorEntry {
+        dtype,
+        shape,
+        bytes: data + start..data + end,
+    }))
+}
+
+/// Tensor `name` of a safetensors file as f32, reading only its header and its bytes; `None`
+/// when the file has no such tensor.
+pub fn read_tensor(path: &Path, name: &str) -> Result<Option<HostTensor>, CheckpointError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(entry) = tensor_entry(path, name)? else {
+        return Ok(None);
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    file.seek(SeekFrom::Start(entry.bytes.start))
+        .map_err(|e| CheckpointError::io(path, e))?;
+    let mut bytes = vec![0u8; (entry.bytes.end - entry.bytes.start) as usize];
+    file.read_exact(&mut bytes)
+        .map_err(|e| CheckpointError::io(path, e))?;
+    let data = bytes
+        .chunks_exact(entry.dtype.size_of())
+        .map(|c| entry.dtype.decode(c))
+        .collect();
+    Ok(Some(HostTensor::new(entry.shape, data)))
+}
+
 /// Write f32 tensors to a safetensors file atomically (temp file + rename).
 pub fn write_safetensors(
     path: &Path,
@@ -125,6 +204,35 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_tensor_reads_from_its_header_and_bytes_alone() {
+        let dir = std::env::temp_dir().join(format!("dinoadapt-st1-{}", std::process::id()));
+        let path = dir.join("t.safetensors");
+        let a = HostTensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect());
+        let b = HostTensor::new(vec![4], vec![-1.5, 0.0, 2.0, 9.0]);
+        write_safetensors(
+            &path,
+            &[("a".into(), a.clone()), ("b".into(), b.clone())],
+            HashMap::new(),
+        )
+        .unwrap();
+        let entry = tensor_entry(&path, "b").unwrap().unwrap();
+        assert_eq!(
+            (entry.dtype, entry.shape.clone()),
+            (StoredDType::F32, vec![4])
+        );
+        assert_eq!(entry.bytes.end - entry.bytes.start, 16);
+        assert_eq!(read_tensor(&path, "a").unwrap(), Some(a));
+        assert_eq!(read_tensor(&path, "b").unwrap(), Some(b));
+        assert_eq!(read_tensor(&path, "c").unwrap(), None);
+        // Cut short: the header promises bytes the file does not have.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let err = read_tensor(&path, "b").unwrap_err().to_string();
+        assert!(err.contains("do not hold its shape"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn round_trips_tensors_and_metadata() {

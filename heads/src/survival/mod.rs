@@ -8,6 +8,7 @@
 //! Events are `true` for an observed event (death, recurrence) and `false` for a censoring.
 
 pub mod abmil;
+pub mod bags;
 pub mod bins;
 pub mod concordance;
 pub mod folds;
@@ -21,15 +22,14 @@ pub mod train;
 pub(crate) mod reference;
 
 pub use abmil::{Abmil, AbmilConfig, AbmilOutput};
+pub use bags::{BagReader, BagSet, Bags};
 pub use bins::TimeBins;
 pub use concordance::{concordance_index, Concordance};
 pub use folds::patient_folds;
 pub use kaplan_meier::KaplanMeier;
 pub use logrank::{logrank_test, LogRank};
 pub use loss::{cox_ph_loss, nll_loss, nll_risk, SurvivalLoss};
-pub use train::{
-    predict, train, train_valid, BagSet, Prediction, SurvivalTrainConfig, TrainProgress,
-};
+pub use train::{predict, train, train_valid, Prediction, SurvivalTrainConfig, TrainProgress};
 
 /// Why a survival computation could not be done.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

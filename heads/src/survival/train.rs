@@ -6,87 +6,16 @@
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::abmil::{Abmil, AbmilConfig};
+use super::bags::BagSet;
 use super::loss::SurvivalLoss;
 use super::SurvivalError;
-
-/// Feature bags held on the host: bag `i` is `bags[i]`, row-major [tiles, dim].
-#[derive(Debug, Clone, Default)]
-pub struct BagSet {
-    pub dim: usize,
-    pub bags: Vec<Vec<f32>>,
-    /// Per bag: the slide's covariates (all the same length; empty when there are none).
-    pub covariates: Vec<Vec<f32>>,
-}
-
-impl BagSet {
-    pub fn len(&self) -> usize {
-        self.bags.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bags.is_empty()
-    }
-
-    pub fn tiles(&self, i: usize) -> usize {
-        self.bags[i].len() / self.dim.max(1)
-    }
-
-    pub fn n_covariates(&self) -> usize {
-        self.covariates.first().map_or(0, Vec::len)
-    }
-
-    /// Every bag has tiles of the set's dimension and the same number of covariates.
-    pub fn check(&self) -> Result<(), SurvivalError> {
-        if self.is_empty() {
-            return Err(SurvivalError::Empty);
-        }
-        let c = self.n_covariates();
-        for (i, b) in self.bags.iter().enumerate() {
-            if b.is_empty() {
-                return Err(SurvivalError::EmptyBag(i));
-            }
-            if self.dim == 0 || b.len() % self.dim != 0 {
-                return Err(SurvivalError::Dimension {
-                    index: i,
-                    expected: self.dim,
-                    found: b.len(),
-                });
-            }
-            if self.covariates.get(i).map_or(0, Vec::len) != c {
-                return Err(SurvivalError::Config(format!(
-                    "bag {i} has {} covariates, bag 0 has {c}",
-                    self.covariates.get(i).map_or(0, Vec::len)
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Bag `i` and its covariates as tensors on `device`.
-    fn upload<B: Backend>(
-        &self,
-        i: usize,
-        device: &B::Device,
-    ) -> (Tensor<B, 2>, Option<Tensor<B, 1>>) {
-        let bag = Tensor::from_data(
-            TensorData::new(self.bags[i].clone(), [self.tiles(i), self.dim]),
-            device,
-        );
-        let cov = self
-            .covariates
-            .get(i)
-            .filter(|c| !c.is_empty())
-            .map(|c| Tensor::from_data(TensorData::new(c.clone(), [c.len()]), device));
-        (bag, cov)
-    }
-}
 
 /// How a head is trained (recorded in head.json).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,28 +91,37 @@ pub fn train<B: AutodiffBackend>(
         Vec::with_capacity(cfg.batch_size),
         Vec::with_capacity(cfg.batch_size),
     );
+    let mut slides = Vec::with_capacity(samples.len());
+    let mut outs = Vec::with_capacity(cfg.batch_size);
     for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
-        let (mut sum, mut batches) = (0.0, 0usize);
-        for batch in order.chunks(cfg.batch_size) {
+        slides.clear();
+        slides.extend(order.iter().map(|&k| samples[k]));
+        let (mut sum, mut batches, mut seen) = (0.0, 0usize, 0usize);
+        // One bag at a time on the device, read ahead from disk when the bags are on files: a
+        // cohort's bags need fit neither in device nor in host memory. Batches of
+        // `cfg.batch_size` slides in shuffled order (the last one may be smaller).
+        set.stream::<B>(&slides, device, |i, bag, cov| {
+            outs.push(model.forward(bag, cov).out);
+            t.push(time[i]);
+            e.push(event[i]);
+            seen += 1;
+            if outs.len() < cfg.batch_size && seen < slides.len() {
+                return Ok(());
+            }
+            let loss = cfg
+                .loss
+                .batch_loss(Tensor::stack(std::mem::take(&mut outs), 0), &t, &e);
             t.clear();
             e.clear();
-            let mut outs = Vec::with_capacity(batch.len());
-            for &k in batch {
-                // One bag at a time on the device: a cohort's bags need not fit in its memory.
-                let (bag, cov) = set.upload::<B>(samples[k], device);
-                outs.push(model.forward(bag, cov).out);
-                t.push(time[samples[k]]);
-                e.push(event[samples[k]]);
+            if let Some(loss) = loss {
+                sum += loss.clone().into_scalar().elem::<f64>();
+                batches += 1;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(cfg.lr, model.clone(), grads);
             }
-            let Some(loss) = cfg.loss.batch_loss(Tensor::stack(outs, 0), &t, &e) else {
-                continue;
-            };
-            sum += loss.clone().into_scalar().elem::<f64>();
-            batches += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.lr, model, grads);
-        }
+            Ok(())
+        })?;
         on_epoch(TrainProgress {
             epoch: epoch + 1,
             loss: if batches == 0 {
@@ -237,19 +175,18 @@ pub fn predict<B: Backend>(
             .into_vec::<f32>()
             .expect("f32 data")
     };
-    Ok(samples
-        .iter()
-        .map(|&i| {
-            let (bag, cov) = set.upload::<B>(i, device);
-            let o = model.forward(bag, cov);
-            let risk = host(loss.risk(o.out.clone().unsqueeze::<2>()))[0] as f64;
-            Prediction {
-                risk,
-                out: host(o.out),
-                attention: host(o.attention),
-            }
-        })
-        .collect())
+    let mut predictions = Vec::with_capacity(samples.len());
+    set.stream::<B>(samples, device, |_, bag, cov| {
+        let o = model.forward(bag, cov);
+        let risk = host(loss.risk(o.out.clone().unsqueeze::<2>()))[0] as f64;
+        predictions.push(Prediction {
+            risk,
+            out: host(o.out),
+            attention: host(o.attention),
+        });
+        Ok(())
+    })?;
+    Ok(predictions)
 }
 
 /// Train on `samples` and return the inference module (convenience for cross-validation).

@@ -3,7 +3,7 @@
 //! censoring. The head must rank held-out slides (C-index > 0.75) and attend to the marker tiles.
 
 use super::*;
-use crate::survival::{concordance_index, TimeBins};
+use crate::survival::{concordance_index, Bags, TimeBins};
 use burn::backend::{Autodiff, Flex};
 use rand::Rng;
 
@@ -30,10 +30,7 @@ fn normal(rng: &mut StdRng) -> f32 {
 fn cohort(slides: usize, seed: u64) -> Cohort {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut c = Cohort {
-        set: BagSet {
-            dim: DIM,
-            ..Default::default()
-        },
+        set: BagSet::on_host(DIM, Vec::new(), Vec::new()),
         time: Vec::new(),
         event: Vec::new(),
         marker: Vec::new(),
@@ -67,7 +64,9 @@ fn cohort(slides: usize, seed: u64) -> Cohort {
         let t_censor = -u.ln() / 0.3;
         c.time.push(t_event.min(t_censor));
         c.event.push(t_event <= t_censor);
-        c.set.bags.push(bag);
+        if let Bags::Host(bags) = &mut c.set.bags {
+            bags.push(bag);
+        }
         c.marker.push(is_marker);
     }
     c
@@ -194,12 +193,17 @@ fn same_seed_same_head_and_bad_input_is_an_error() {
         predict(&m, &SurvivalLoss::Cox, &c.set, &idx, &device).unwrap()
     );
     let mut bad = c.set.clone();
-    bad.bags[3].pop();
+    let Bags::Host(bags) = &mut bad.bags else {
+        unreachable!("the test cohort is on the host")
+    };
+    bags[3].pop();
     assert!(matches!(
         train_valid::<AB>(&bad, &c.time, &c.event, &idx, &cfg, &device, |_| {}),
         Err(SurvivalError::Dimension { index: 3, .. })
     ));
-    bad.bags[3].clear();
+    if let Bags::Host(bags) = &mut bad.bags {
+        bags[3].clear();
+    }
     assert_eq!(
         train_valid::<AB>(&bad, &c.time, &c.event, &idx, &cfg, &device, |_| {}).err(),
         Some(SurvivalError::EmptyBag(3))

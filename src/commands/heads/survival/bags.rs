@@ -4,16 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
-use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
+use dinoadapt_core::checkpoint::safetensors_io::{read_tensor, tensor_entry};
+use dinoadapt_heads::survival::BagReader;
 use polars::prelude::{DataType, ParquetReader, SerReader};
 
 /// Level-0 top-left x, y of each tile of a bag, when the bag records them.
 pub(super) type Coords = Option<Vec<[i64; 2]>>;
 
-/// One slide's bag: features [tiles, dim] and the level-0 top-left corner of each tile when the
-/// bag records it.
-pub(super) struct Bag {
-    pub(super) features: Vec<f32>,
+/// One slide's bag file, opened without reading its features: how many tiles of which
+/// dimension, and the level-0 top-left corner of each tile when the bag records it.
+pub(super) struct BagHeader {
+    pub(super) tiles: usize,
     pub(super) dim: usize,
     pub(super) coords: Coords,
     pub(super) source: PathBuf,
@@ -61,68 +62,73 @@ pub(super) fn bag_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(ids.into_iter().collect())
 }
 
-pub(super) fn read_bag(path: &Path) -> anyhow::Result<Bag> {
-    if path.extension().is_some_and(|e| e == "h5") {
-        let f = hdf5_metno::File::open(path)
-            .with_context(|| format!("{}: not a readable HDF5 file", path.display()))?;
-        let ds = f.dataset("features").with_context(|| {
-            format!(
-                "{}: no `features` dataset (CLAM / TRIDENT bags have one)",
-                path.display()
-            )
-        })?;
-        let shape = ds.shape();
-        ensure!(
-            shape.len() == 2,
-            "{}: `features` has shape {shape:?}, expected [tiles, dim]",
+fn is_h5(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "h5")
+}
+
+fn h5_features(path: &Path) -> anyhow::Result<(hdf5_metno::File, hdf5_metno::Dataset, usize)> {
+    let f = hdf5_metno::File::open(path)
+        .with_context(|| format!("{}: not a readable HDF5 file", path.display()))?;
+    let ds = f.dataset("features").with_context(|| {
+        format!(
+            "{}: no `features` dataset (CLAM / TRIDENT bags have one)",
             path.display()
-        );
-        let features: Vec<f32> = ds
-            .read_raw()
-            .with_context(|| format!("{}: reading `features`", path.display()))?;
+        )
+    })?;
+    let shape = ds.shape();
+    ensure!(
+        shape.len() == 2,
+        "{}: `features` has shape {shape:?}, expected [tiles, dim]",
+        path.display()
+    );
+    Ok((f, ds, shape[0]))
+}
+
+/// The header of a bag: `.h5` (`features` [N, D], optional `coords` [N, 2]) or a `pathology
+/// embed` feature file (`cls` [N, D], with the tile table beside it for the corners). The
+/// features themselves are read by [`read_features`] when the bag is used.
+pub(super) fn open_bag(path: &Path) -> anyhow::Result<BagHeader> {
+    if is_h5(path) {
+        let (f, ds, tiles) = h5_features(path)?;
+        let dim = ds.shape()[1];
         let coords = match f.dataset("coords") {
             Ok(c) => {
                 let flat: Vec<i64> = c
                     .read_raw()
                     .with_context(|| format!("{}: reading `coords`", path.display()))?;
                 ensure!(
-                    flat.len() == 2 * shape[0],
-                    "{}: `coords` has {} values for {} tiles (expected [tiles, 2])",
+                    flat.len() == 2 * tiles,
+                    "{}: `coords` has {} values for {tiles} tiles (expected [tiles, 2])",
                     path.display(),
                     flat.len(),
-                    shape[0]
                 );
                 Some(flat.chunks(2).map(|c| [c[0], c[1]]).collect())
             }
             Err(_) => None,
         };
-        return Ok(Bag {
-            features,
-            dim: shape[1],
+        return Ok(BagHeader {
+            tiles,
+            dim,
             coords,
             source: path.to_path_buf(),
         });
     }
-    let (tensors, _) = read_safetensors(path)?;
-    let cls = tensors
-        .into_iter()
-        .find(|(n, _)| n == "cls")
-        .map(|(_, t)| t)
+    let shape = tensor_entry(path, "cls")?
         .with_context(|| {
             format!(
                 "{}: no `cls` tensor (expected the feature file of `pathology embed`)",
                 path.display()
             )
-        })?;
+        })?
+        .shape;
     ensure!(
-        cls.shape.len() == 2,
-        "{}: `cls` has shape {:?}, expected [tiles, dim]",
+        shape.len() == 2,
+        "{}: `cls` has shape {shape:?}, expected [tiles, dim]",
         path.display(),
-        cls.shape
     );
-    let (n, dim) = (cls.shape[0], cls.shape[1]);
+    let (tiles, dim) = (shape[0], shape[1]);
     // features/{id}.safetensors -> tiles/{id}.parquet: row `feature_row` has the tile's x, y.
-    let tiles = path
+    let table = path
         .parent()
         .and_then(Path::parent)
         .zip(path.file_stem())
@@ -131,16 +137,38 @@ pub(super) fn read_bag(path: &Path) -> anyhow::Result<Bag> {
                 .join(format!("{}.parquet", stem.to_string_lossy()))
         })
         .filter(|p| p.is_file());
-    let coords = match tiles {
-        Some(t) => Some(tile_coords(&t, n)?),
+    let coords = match table {
+        Some(t) => Some(tile_coords(&t, tiles)?),
         None => None,
     };
-    Ok(Bag {
-        features: cls.data,
+    Ok(BagHeader {
+        tiles,
         dim,
         coords,
         source: path.to_path_buf(),
     })
+}
+
+/// The features of a bag [tiles, dim], row-major: `.h5` `features` or the feature file's `cls`.
+pub(super) fn read_features(path: &Path) -> anyhow::Result<Vec<f32>> {
+    if is_h5(path) {
+        let (_, ds, _) = h5_features(path)?;
+        return ds
+            .read_raw()
+            .with_context(|| format!("{}: reading `features`", path.display()));
+    }
+    Ok(read_tensor(path, "cls")?
+        .with_context(|| format!("{}: no `cls` tensor", path.display()))?
+        .data)
+}
+
+/// Reads each bag from its file when training or prediction uses it.
+pub(super) struct BagFiles(pub(super) Vec<PathBuf>);
+
+impl BagReader for BagFiles {
+    fn read(&self, i: usize) -> Result<Vec<f32>, String> {
+        read_features(&self.0[i]).map_err(|e| format!("{e:#}"))
+    }
 }
 
 /// x, y of feature rows `0..n` from a `pathology embed` tile table.

@@ -1,13 +1,14 @@
 //! Bags matched to the clinical table.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::bags::{bag_ids, bag_path, read_bag, Coords};
+use super::bags::{bag_ids, bag_path, open_bag, BagFiles, Coords};
 use super::clinical::{list, read_clinical, Clinical};
 use super::{CohortArgs, TASK};
 use crate::commands::heads::required;
 use anyhow::{bail, ensure};
-use dinoadapt_heads::survival::BagSet;
+use dinoadapt_heads::survival::{BagSet, Bags};
 use indicatif::ProgressBar;
 
 /// Slides with their bags, in clinical table order (or bag order without a table).
@@ -19,7 +20,8 @@ pub(super) struct Cohort {
     pub(super) clinical: Option<Clinical>,
 }
 
-/// Read the bags of `ids` from `dir`; every id must have one, of one dimension.
+/// Open the bags of `ids` in `dir` (headers and tile corners; the features are read on use);
+/// every id must have one, of one dimension.
 pub(super) fn load_bags(
     dir: &Path,
     ids: &[String],
@@ -40,35 +42,40 @@ pub(super) fn load_bags(
         list(&missing)
     );
     bar.set_length(ids.len() as u64);
-    bar.set_message("reading bags");
-    let mut set = BagSet::default();
-    let mut coords = Vec::with_capacity(ids.len());
-    let mut first: Option<PathBuf> = None;
-    for (id, path) in ids.iter().zip(paths.into_iter().flatten()) {
-        let bag = read_bag(&path)?;
+    bar.set_message("opening bags");
+    let paths: Vec<PathBuf> = paths.into_iter().flatten().collect();
+    let (mut tiles, mut coords) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    let mut dim: Option<(usize, &Path)> = None;
+    for (id, path) in ids.iter().zip(&paths) {
+        let bag = open_bag(path)?;
         ensure!(
-            bag.features.len() >= bag.dim && bag.dim > 0,
+            bag.tiles > 0 && bag.dim > 0,
             "{}: slide {id} has an empty bag",
             bag.source.display()
         );
-        match &first {
-            None => {
-                set.dim = bag.dim;
-                first = Some(bag.source.clone());
-            }
-            Some(f) => ensure!(
-                bag.dim == set.dim,
-                "{} has features of dimension {}, {} of {}: all bags must come from one model",
+        match dim {
+            None => dim = Some((bag.dim, path)),
+            Some((d, first)) => ensure!(
+                bag.dim == d,
+                "{} has features of dimension {}, {} of {d}: all bags must come from one model",
                 bag.source.display(),
                 bag.dim,
-                f.display(),
-                set.dim
+                first.display(),
             ),
         }
-        set.bags.push(bag.features);
+        tiles.push(bag.tiles);
         coords.push(bag.coords);
         bar.inc(1);
     }
+    // The features stay on disk: each bag is read when training or prediction reaches it.
+    let set = BagSet {
+        dim: dim.map_or(0, |(d, _)| d),
+        bags: Bags::Files {
+            tiles,
+            reader: Arc::new(BagFiles(paths)),
+        },
+        covariates: Vec::new(),
+    };
     Ok((set, coords))
 }
 
