@@ -231,22 +231,27 @@ pub(super) fn crop_features<B: Backend>(
     }
 }
 
-/// Student class tokens of the global crops [2n, D], masked patch tokens [M, D] and local class
-/// tokens [L n, D]; with more than one slice, the slices' graphs that wait for the gradient of
-/// those tokens. With `frozen`, the backbone runs outside the autodiff graph (head warm-up).
-#[allow(clippy::type_complexity)]
+/// What the student backbone gives the objective.
+struct StudentTokens<B: AutodiffBackend> {
+    /// Class tokens of the global crops [2n, D].
+    cls: Tensor<B, 2>,
+    /// The masked patch tokens [M, D].
+    patches: Tensor<B, 2>,
+    /// Class tokens of the local crops [L n, D].
+    local: Option<Tensor<B, 2>>,
+    /// With more than one slice: the slices' graphs, waiting for the gradient of the tokens.
+    sliced: Option<SlicedStudent<B>>,
+}
+
+/// The student backbone over the batch: whole, or in slices. With `frozen`, the backbone runs
+/// outside the autodiff graph (head warm-up).
 fn student_tokens<B: AutodiffBackend>(
     backbone: &VisionTransformer<B>,
     batch: &CropBatch<B::InnerBackend>,
     mask: Tensor<B::InnerBackend, 2, Bool>,
     indices: &Tensor<B::InnerBackend, 1, Int>,
     pass: StudentPass,
-) -> (
-    Tensor<B, 2>,
-    Tensor<B, 2>,
-    Option<Tensor<B, 2>>,
-    Option<SlicedStudent<B>>,
-) {
+) -> StudentTokens<B> {
     let StudentPass {
         frozen,
         forward,
@@ -254,12 +259,12 @@ fn student_tokens<B: AutodiffBackend>(
     } = pass;
     if frozen {
         let t = frozen_tokens(&backbone.valid(), batch, mask, forward, slices);
-        return (
-            Tensor::from_inner(t.cls),
-            Tensor::from_inner(gather_patches(t.patches, indices)),
-            t.local.map(Tensor::from_inner),
-            None,
-        );
+        return StudentTokens {
+            cls: Tensor::from_inner(t.cls),
+            patches: Tensor::from_inner(gather_patches(t.patches, indices)),
+            local: t.local.map(Tensor::from_inner),
+            sliced: None,
+        };
     }
     let indices = Tensor::from_inner(indices.clone());
     if slices > 1 && batch.images() > 1 {
@@ -275,12 +280,12 @@ fn student_tokens<B: AutodiffBackend>(
         .to_bits();
         let sliced = SlicedStudent::forward(backbone, batch, mask, forward, slices, seed);
         let t = sliced.tokens.clone();
-        return (
-            t.cls,
-            gather_patches(t.patches, &indices),
-            t.local,
-            Some(sliced),
-        );
+        return StudentTokens {
+            cls: t.cls,
+            patches: gather_patches(t.patches, &indices),
+            local: t.local,
+            sliced: Some(sliced),
+        };
     }
     let (g, local) = crop_features(
         backbone,
@@ -289,8 +294,12 @@ fn student_tokens<B: AutodiffBackend>(
         batch.local.clone().map(Tensor::from_inner),
         forward,
     );
-    let patches = gather_patches(g.patches(), &indices);
-    (g.cls(), patches, local.map(|l| l.cls()), None)
+    StudentTokens {
+        cls: g.cls(),
+        patches: gather_patches(g.patches(), &indices),
+        local: local.map(|l| l.cls()),
+        sliced: None,
+    }
 }
 
 /// Split `x` [a + b + ..., K] into consecutive row blocks of the given sizes.
@@ -388,8 +397,12 @@ pub fn ssl_forward<B: AutodiffBackend>(
     let teacher_entropy = entropy(&t_dino);
 
     // Student.
-    let (s_cls, s_patches, s_local, sliced) =
-        student_tokens::<B>(&student.backbone, batch, mask, &indices, pass);
+    let StudentTokens {
+        cls: s_cls,
+        patches: s_patches,
+        local: s_local,
+        sliced,
+    } = student_tokens::<B>(&student.backbone, batch, mask, &indices, pass);
     let cls_std = feature_std(&s_cls.clone().inner());
     let mut rows = Vec::new();
     if let Some(l) = &s_local {
