@@ -2,12 +2,15 @@
 //! batches with iBOT masks. Everything an iteration draws depends only on (seed, iteration), so
 //! a resumed run sees exactly the data the uninterrupted run would have seen.
 
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
+use dinoadapt_core::objective::masking::{collate_masks, BatchMasks, MaskingGenerator, PyRandom};
 use dinoadapt_core::train::CropBatch;
 use dinoadapt_datasets::multicrop::{multi_crop, MultiCropConfig};
 use dinoadapt_datasets::{ImageError, ImageFiles, ImageSource};
@@ -115,13 +118,8 @@ impl BatchRecipe {
         }
     }
 
-    /// The batch of iteration `step` on `device`.
-    pub fn batch<B: Backend>(
-        &self,
-        pool: &ImagePool,
-        step: usize,
-        device: &B::Device,
-    ) -> Result<CropBatch<B>, ImageError> {
+    /// The host data of iteration `step`'s batch: images read, cropped and masked.
+    pub fn host_batch(&self, pool: &ImagePool, step: usize) -> Result<HostBatch, ImageError> {
         let indices = pool.batch_indices(step, self.batch_size);
         let crops = indices
             .par_iter()
@@ -139,18 +137,15 @@ impl BatchRecipe {
             })
             .collect::<Result<Vec<_>, ImageError>>()?;
         let n = crops.len();
-        let g = self.crops.global_size as usize;
-        let l = self.crops.local_size as usize;
         // Crop-major: crop j of every image, then crop j + 1.
         let global: Vec<f32> = (0..2)
             .flat_map(|j| crops.iter().flat_map(move |c| c.global[j].iter().copied()))
             .collect();
         let nl = self.crops.local_crops;
         let local = (nl > 0).then(|| {
-            let data: Vec<f32> = (0..nl)
+            (0..nl)
                 .flat_map(|j| crops.iter().flat_map(move |c| c.local[j].iter().copied()))
-                .collect();
-            Tensor::<B, 4>::from_data(TensorData::new(data, [nl * n, 3, l, l]), device)
+                .collect()
         });
         let mut rng = PyRandom::seed(mix(self.seed, 3, step as u64));
         let masks = collate_masks(
@@ -160,11 +155,100 @@ impl BatchRecipe {
             self.mask_probability,
             self.mask_ratio,
         );
-        Ok(CropBatch {
-            global: Tensor::from_data(TensorData::new(global, [2 * n, 3, g, g]), device),
+        Ok(HostBatch {
+            images: n,
+            global_size: self.crops.global_size as usize,
+            local_size: self.crops.local_size as usize,
+            local_crops: nl,
+            global,
             local,
             masks,
         })
+    }
+
+    /// The batch of iteration `step` on `device`.
+    pub fn batch<B: Backend>(
+        &self,
+        pool: &ImagePool,
+        step: usize,
+        device: &B::Device,
+    ) -> Result<CropBatch<B>, ImageError> {
+        Ok(self.host_batch(pool, step)?.upload(device))
+    }
+}
+
+/// A batch on the host, crop-major as [`CropBatch`] lays it out.
+pub struct HostBatch {
+    images: usize,
+    global_size: usize,
+    local_size: usize,
+    local_crops: usize,
+    global: Vec<f32>,
+    local: Option<Vec<f32>>,
+    masks: BatchMasks,
+}
+
+impl HostBatch {
+    pub fn upload<B: Backend>(self, device: &B::Device) -> CropBatch<B> {
+        let (n, g, l) = (self.images, self.global_size, self.local_size);
+        let local = self.local.map(|data| {
+            Tensor::from_data(
+                TensorData::new(data, [self.local_crops * n, 3, l, l]),
+                device,
+            )
+        });
+        CropBatch {
+            global: Tensor::from_data(TensorData::new(self.global, [2 * n, 3, g, g]), device),
+            local,
+            masks: self.masks,
+        }
+    }
+}
+
+/// The batches of iterations `steps`, made one ahead on a background thread: reading, cropping
+/// and masking the next batch overlaps the current iteration, as the DataLoader workers of the
+/// official code do. What a batch holds depends only on (seed, iteration), so prefetching
+/// changes nothing in a run. Dropping it stops the thread after the batch it is making.
+pub struct Prefetch {
+    receive: Option<Receiver<(usize, Result<HostBatch, ImageError>)>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Prefetch {
+    pub fn new(recipe: BatchRecipe, pool: Arc<ImagePool>, steps: Range<usize>) -> Prefetch {
+        let (send, receive) = sync_channel(1);
+        let worker = std::thread::spawn(move || {
+            for step in steps {
+                let batch = recipe.host_batch(&pool, step);
+                if send.send((step, batch)).is_err() {
+                    break;
+                }
+            }
+        });
+        Prefetch {
+            receive: Some(receive),
+            worker: Some(worker),
+        }
+    }
+
+    /// The batch of iteration `step` (iterations come in order).
+    pub fn next(&mut self, step: usize) -> Result<HostBatch, ImageError> {
+        let (made, batch) = self
+            .receive
+            .as_ref()
+            .and_then(|r| r.recv().ok())
+            .expect("the batch thread makes every iteration's batch");
+        assert_eq!(made, step, "batches are taken in iteration order");
+        batch
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.receive.take();
+        if let Some(w) = self.worker.take() {
+            w.join().ok();
+        }
     }
 }
 
@@ -191,5 +275,67 @@ mod tests {
         assert_eq!(b.batch_indices(1, 2), first[2..4].to_vec());
         assert_ne!(pool(2).batch_indices(0, 10), a.batch_indices(0, 10));
         assert_eq!(a.epochs_after(5, 2), 1.0);
+    }
+
+    /// Noise images of 40 px; counts the images made.
+    struct Noise(std::sync::atomic::AtomicUsize);
+
+    impl ImageSource for Noise {
+        fn len(&self) -> usize {
+            12
+        }
+        fn image(&self, index: usize, seed: u64) -> Result<image::DynamicImage, ImageError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 0));
+            let img = image::RgbImage::from_fn(40, 40, |_, _| {
+                image::Rgb(rand::Rng::random::<[u8; 3]>(&mut rng))
+            });
+            Ok(image::DynamicImage::ImageRgb8(img))
+        }
+        fn describe(&self) -> String {
+            "noise".into()
+        }
+    }
+
+    fn recipe() -> BatchRecipe {
+        BatchRecipe {
+            crops: MultiCropConfig {
+                global_size: 16,
+                local_size: 8,
+                local_crops: 2,
+                ..MultiCropConfig::default()
+            },
+            masking: MaskingGenerator::dinov2(4),
+            mask_probability: 0.5,
+            mask_ratio: (0.1, 0.5),
+            batch_size: 3,
+            seed: 5,
+        }
+    }
+
+    #[test]
+    fn prefetched_batches_are_the_batches_of_their_iterations() {
+        let source = Arc::new(Noise(Default::default()));
+        let pool = Arc::new(ImagePool::new(source.clone(), 5));
+        let mut prefetch = Prefetch::new(recipe(), pool.clone(), 4..7);
+        for step in 4..7 {
+            let ahead = prefetch.next(step).unwrap();
+            let direct = recipe().host_batch(&pool, step).unwrap();
+            assert_eq!(ahead.global, direct.global, "iteration {step}");
+            assert_eq!(ahead.local, direct.local);
+            assert_eq!(ahead.masks.masks, direct.masks.masks);
+            assert_eq!(ahead.global.len(), 2 * 3 * 3 * 16 * 16);
+        }
+        drop(prefetch);
+
+        // Dropped early, the thread stops after at most the batch it is making and the one it
+        // holds: it does not run through the remaining iterations.
+        let source = Arc::new(Noise(Default::default()));
+        let pool = Arc::new(ImagePool::new(source.clone(), 5));
+        let mut prefetch = Prefetch::new(recipe(), pool, 0..1000);
+        prefetch.next(0).unwrap();
+        drop(prefetch);
+        let made = source.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(made <= 3 * 3, "{made} images made for 1 batch taken");
     }
 }

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoints::{self, CheckpointMeta};
-use crate::data::{mix, BatchRecipe, ImagePool};
+use crate::data::{mix, BatchRecipe, ImagePool, Prefetch};
 use crate::guard::Guard;
 use crate::metrics::{self, MetricsError, StepRecord};
 use crate::monitor::{KnnMonitor, LabelledImages};
@@ -245,6 +245,7 @@ pub fn run<B: AutodiffBackend>(
             ImagePool::open(&inputs, seed)?
         }
     };
+    let pool = Arc::new(pool);
     tracing::info!("images: {}", pool.source.describe());
     let batches = BatchRecipe::from_recipe(recipe, cfg.patch_size);
     let schedules = recipe.schedule_config().build();
@@ -305,10 +306,13 @@ pub fn run<B: AutodiffBackend>(
     let (mut timed_images, mut timed_secs) = (0usize, 0f64);
     let teacher_dir = out.join("teacher");
 
+    let mut prefetch = Prefetch::new(batches, pool.clone(), start..total);
     for step in start..total {
         B::seed(device, mix(seed, 4, step as u64));
         let t0 = Instant::now();
-        let batch = batches.batch::<B::InnerBackend>(&pool, step, &inner_device)?;
+        let batch = prefetch
+            .next(step)?
+            .upload::<B::InnerBackend>(&inner_device);
         let values = StepValues {
             lr: schedules.lr.at(step),
             last_layer_lr: schedules.last_layer_lr.at(step),
