@@ -11,6 +11,7 @@ pub mod folder;
 mod pathology;
 mod radiology;
 mod satellite;
+mod stitch;
 mod tables;
 mod targets;
 

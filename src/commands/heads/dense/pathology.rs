@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use dinoadapt_pathology::contours::{geojson, trace_polygons};
 use dinoadapt_pathology::morphology::Binary;
 use dinoadapt_pathology::{
-    detect_tissue, plan_tiles, Annotations, OpenOptions, Slide, Tile, TileSource, TilingConfig,
+    detect_tissue, plan_tiles, Annotations, OpenOptions, Slide, TileSource, TilingConfig,
     TissueConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,14 +21,13 @@ use serde_json::{json, Value};
 
 use super::features::Features;
 use super::folder::{predictor, HeadFolder, PathologyInput, Preprocessing};
+use super::stitch::Stitcher;
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
 use crate::commands::heads::Common;
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
 
-/// Longest side of the stitched mask, in pixels.
-const MASK_SIDE: f64 = 4096.0;
 /// Mask value where no tile was predicted.
 pub const NOT_PREDICTED: u8 = 255;
 
@@ -135,71 +134,6 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
         }),
         class_names: classes,
     })
-}
-
-/// Class probabilities of the tiles, accumulated on the mask grid.
-struct Stitcher {
-    /// Level-0 pixels per mask pixel.
-    downsample: f64,
-    width: usize,
-    height: usize,
-    classes: usize,
-    sums: Vec<f32>,
-    counts: Vec<u32>,
-}
-
-impl Stitcher {
-    fn new(slide_w: u64, slide_h: u64, tile_px0: f64, classes: usize) -> Stitcher {
-        let downsample = tile_px0.max(slide_w.max(slide_h) as f64 / MASK_SIDE);
-        let width = (slide_w as f64 / downsample).ceil().max(1.0) as usize;
-        let height = (slide_h as f64 / downsample).ceil().max(1.0) as usize;
-        Stitcher {
-            downsample,
-            width,
-            height,
-            classes,
-            sums: vec![0.0; classes * width * height],
-            counts: vec![0; width * height],
-        }
-    }
-
-    /// Adds a tile's `[classes, size, size]` probabilities to the mask pixels whose centres
-    /// fall inside it.
-    fn add(&mut self, tile: &Tile, probs: &[f32], size: usize) {
-        let ds = self.downsample;
-        let [x, y, w, h] = tile.rect0();
-        let cells = |lo: f64, len: f64, max: usize| {
-            let a = ((lo / ds) - 0.5).ceil().max(0.0) as usize;
-            let b = (((lo + len) / ds) - 0.5).ceil().max(0.0) as usize;
-            a..b.min(max)
-        };
-        let plane = self.width * self.height;
-        for my in cells(y, h, self.height) {
-            let v = ((((my as f64 + 0.5) * ds - y) / h * size as f64) as usize).min(size - 1);
-            for mx in cells(x, w, self.width) {
-                let u = ((((mx as f64 + 0.5) * ds - x) / w * size as f64) as usize).min(size - 1);
-                let cell = my * self.width + mx;
-                self.counts[cell] += 1;
-                for k in 0..self.classes {
-                    self.sums[k * plane + cell] += probs[k * size * size + v * size + u];
-                }
-            }
-        }
-    }
-
-    /// The most probable class of every mask pixel ([`NOT_PREDICTED`] outside the tiles).
-    fn labels(&self) -> Vec<u8> {
-        let plane = self.width * self.height;
-        (0..plane)
-            .map(|c| {
-                if self.counts[c] == 0 {
-                    NOT_PREDICTED
-                } else {
-                    super::folder::argmax_at(&self.sums, self.classes, plane, c) as u8
-                }
-            })
-            .collect()
-    }
 }
 
 const PALETTE: [[u8; 3]; 8] = [
@@ -311,8 +245,8 @@ impl BackendJob for PredictJob<'_> {
             bar.set_position(done as u64);
         }
         bar.finish_and_clear();
-        let labels = stitcher.labels();
         let (w, h, ds) = (stitcher.width, stitcher.height, stitcher.downsample);
+        let labels = stitcher.labels();
         std::fs::create_dir_all(out)?;
         let png = out.join(format!("{id}.mask.png"));
         image::GrayImage::from_raw(w as u32, h as u32, labels.clone())
