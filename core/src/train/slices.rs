@@ -147,9 +147,10 @@ fn join_tokens<B: Backend>(plan: &ImageSlices, parts: Vec<CropTokens<B>>) -> Cro
         patches.push(p.patches);
         local.extend(p.local);
     }
+    let global = plan.joined_order(2);
     CropTokens {
-        cls: join(cls, plan.joined_order(2)),
-        patches: join(patches, plan.joined_order(2)),
+        cls: join(cls, global.clone()),
+        patches: join(patches, global),
         local: (!local.is_empty()).then(|| join(local, plan.joined_order(plan.local_crops))),
     }
 }
@@ -261,14 +262,14 @@ impl<B: AutodiffBackend> SlicedStudent<B> {
             .into_par_iter()
             .enumerate()
             .map(|(s, graph)| {
-                let global = || plan.rows(s, 2);
+                let global = plan.rows(s, 2);
                 let mut terms: Vec<Tensor<B, 1>> = Vec::new();
                 if let Some(g) = &g_cls {
-                    let g = Tensor::from_inner(take(g.clone(), global()));
+                    let g = Tensor::from_inner(take(g.clone(), global.clone()));
                     terms.push((graph.tokens.cls * g).sum());
                 }
                 if let Some(g) = &g_patches {
-                    let g = Tensor::from_inner(take(g.clone(), global()));
+                    let g = Tensor::from_inner(take(g.clone(), global));
                     terms.push((graph.tokens.patches * g).sum());
                 }
                 if let (Some(g), Some(l)) = (&g_local, graph.tokens.local) {

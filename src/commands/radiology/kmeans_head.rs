@@ -9,10 +9,10 @@ use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::RegionSource;
 use dinoadapt_pretrain::curate::kmeans::kmeans;
 use dinoadapt_pretrain::curate::search::{InMemory, Metric};
-use dinoadapt_radiology::predictions::{write_predictions, SlicePrediction, SliceValues};
+use dinoadapt_radiology::predictions::{SlicePrediction, SliceValues};
 use dinoadapt_radiology::source::SliceOptions;
 
-use super::volumes::for_each_sliced_volume;
+use super::volumes::{for_each_sliced_volume, write_label_map};
 use super::{finish, PredictArgs};
 use crate::commands::features::patch_tokens;
 use crate::device::{batch_chunks, matmul_precision, BackendJob};
@@ -88,19 +88,7 @@ impl BackendJob for KmeansPredictJob {
                     })
                     .collect();
                 let name = format!("{}_kmeans{}.nii.gz", volume.id, self.k);
-                match write_predictions(
-                    args.out.join(&name),
-                    volume,
-                    self.options.axis,
-                    &self.options.input,
-                    &predictions,
-                ) {
-                    Ok(_) => {
-                        row.output = name;
-                        row.regions = predictions.len();
-                    }
-                    Err(e) => row.fail(e.to_string()),
-                }
+                write_label_map(&args.out, name, volume, &self.options, &predictions, row);
                 Ok(())
             },
         )?;

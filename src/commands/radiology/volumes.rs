@@ -7,6 +7,7 @@ use std::path::Path;
 use dinoadapt_datasets::column as col;
 use dinoadapt_radiology::dicom::load_series;
 use dinoadapt_radiology::nifti::read_nifti;
+use dinoadapt_radiology::predictions::{write_predictions, SlicePrediction};
 use dinoadapt_radiology::source::{SliceOptions, SliceSource};
 use dinoadapt_radiology::{Pseudonymizer, Volume};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
@@ -156,6 +157,31 @@ pub fn for_each_volume(
         }
     }
     Ok(())
+}
+
+/// Write `volume`'s slice predictions as the NIfTI label map `dir/name` on its source grid,
+/// and record the file and the slices predicted in `row` (or the failure).
+pub fn write_label_map(
+    dir: &Path,
+    name: String,
+    volume: &Volume,
+    options: &SliceOptions,
+    predictions: &[SlicePrediction],
+    row: &mut VolumeRow,
+) {
+    match write_predictions(
+        dir.join(&name),
+        volume,
+        options.axis,
+        &options.input,
+        predictions,
+    ) {
+        Ok(_) => {
+            row.output = name;
+            row.regions = predictions.len();
+        }
+        Err(e) => row.fail(e.to_string()),
+    }
 }
 
 /// [`for_each_volume`] with each volume's slice source: inputs that fail to load or slice

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::RegionSource;
 use dinoadapt_radiology::labels::label_slices;
-use dinoadapt_radiology::predictions::{write_predictions, SlicePrediction, SliceValues};
+use dinoadapt_radiology::predictions::{SlicePrediction, SliceValues};
 use dinoadapt_radiology::source::{SliceOptions, SliceSource};
 use dinoadapt_radiology::volume::Volume;
 use polars::prelude::{ParquetReader, SerReader};
@@ -24,7 +24,7 @@ use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
 use crate::commands::heads::Common;
 use crate::commands::radiology::volumes::{
-    for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow,
+    for_each_sliced_volume, for_each_volume, write_label_map, VolumeItem, VolumeRow,
 };
 use crate::commands::radiology::{finish, VolumeInputs};
 use crate::device::{on_device, BackendJob};
@@ -185,19 +185,7 @@ impl BackendJob for PredictJob<'_> {
                     }
                 }
                 let name = format!("{}_segment.nii.gz", volume.id);
-                match write_predictions(
-                    out.join(&name),
-                    volume,
-                    self.slices.axis,
-                    &self.slices.input,
-                    &predictions,
-                ) {
-                    Ok(_) => {
-                        row.output = name;
-                        row.regions = predictions.len();
-                    }
-                    Err(e) => row.fail(e.to_string()),
-                }
+                write_label_map(out, name, volume, &self.slices, &predictions, row);
                 if !common.quiet {
                     eprintln!(
                         "{}: {} slices -> {}",

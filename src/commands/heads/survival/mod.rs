@@ -437,8 +437,15 @@ fn cohort_for_head(
     Ok(c)
 }
 
-pub fn eval(head: &Path, args: &SurvivalEvalArgs, common: &Common) -> anyhow::Result<ExitCode> {
-    let mut cohort = cohort_for_head(head, &args.cohort, true, common.quiet)?;
+/// The cohort of `a` (its clinical table required with `need_table`) through the head in
+/// `head`: the cohort, each slide's prediction and the head's training settings.
+fn predicted(
+    head: &Path,
+    a: &CohortArgs,
+    need_table: bool,
+    common: &Common,
+) -> anyhow::Result<(Cohort, Vec<Prediction>, SurvivalTrainConfig)> {
+    let mut cohort = cohort_for_head(head, a, need_table, common.quiet)?;
     let (pred, config) = on_device(
         common.device,
         PredictJob {
@@ -446,6 +453,11 @@ pub fn eval(head: &Path, args: &SurvivalEvalArgs, common: &Common) -> anyhow::Re
             cohort: &mut cohort,
         },
     )?;
+    Ok((cohort, pred, config))
+}
+
+pub fn eval(head: &Path, args: &SurvivalEvalArgs, common: &Common) -> anyhow::Result<ExitCode> {
+    let (cohort, pred, config) = predicted(head, &args.cohort, true, common)?;
     let clin = cohort.clinical.as_ref().expect("eval reads the table");
     let risk: Vec<f64> = pred.iter().map(|p| p.risk).collect();
     let c =
@@ -478,14 +490,7 @@ pub fn predict(
     common: &Common,
 ) -> anyhow::Result<ExitCode> {
     let out = required(&common.out, "--out", TASK)?;
-    let mut cohort = cohort_for_head(head, &args.cohort, false, common.quiet)?;
-    let (pred, config) = on_device(
-        common.device,
-        PredictJob {
-            head,
-            cohort: &mut cohort,
-        },
-    )?;
+    let (cohort, pred, config) = predicted(head, &args.cohort, false, common)?;
     let n = pred.len();
     let mut columns = vec![
         col::<String>("slide_id", cohort.ids.clone()),
