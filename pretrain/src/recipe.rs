@@ -56,10 +56,18 @@ pub struct ModelSection {
     /// Stochastic depth at the last block.
     #[serde(default)]
     pub drop_path_rate: f64,
+    /// LayerScale init of a fresh backbone (official `student.layerscale`, 1e-5); 0 builds the
+    /// blocks without LayerScale. Ignored with `checkpoint` (the weights carry their own).
+    #[serde(default = "default_layerscale")]
+    pub layerscale: f64,
     /// How the backbone's products run: `backend` (f32 on CPU, TF32 on CUDA), `split` (f32
     /// accuracy on TF32 tensor cores) or `bf16` (mixed precision: bf16 products, f32 weights).
     #[serde(default)]
     pub precision: MatmulPrecision,
+}
+
+fn default_layerscale() -> f64 {
+    1e-5
 }
 
 /// DINO / iBOT heads (`dino.head_*`, `ibot.separate_head`).
@@ -304,8 +312,14 @@ pub struct GuardSection {
     pub max_entropy_fraction: f64,
     /// Consecutive iterations a symptom must last before the run stops.
     pub patience: usize,
-    /// The entropy check starts after this iteration (default: the teacher temperature warm-up).
+    /// The entropy and uniform-student checks start after this iteration (default: the end of
+    /// the teacher temperature and lr warm-ups, whichever is later).
     pub entropy_after: Option<usize>,
+    /// The DINO terms count as "at ln K" (the student predicts a uniform distribution) within
+    /// this relative distance of ln K times their share...
+    pub uniform_tolerance: f64,
+    /// ...for this many iterations in a row.
+    pub uniform_patience: usize,
 }
 
 impl Default for GuardSection {
@@ -316,6 +330,8 @@ impl Default for GuardSection {
             max_entropy_fraction: 0.999,
             patience: 20,
             entropy_after: None,
+            uniform_tolerance: 2e-3,
+            uniform_patience: 50,
         }
     }
 }

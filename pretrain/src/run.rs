@@ -11,7 +11,7 @@ use dinoadapt_core::checkpoint::export::save_native;
 use dinoadapt_core::checkpoint::{load_checkpoint, CheckpointError, LoadOptions};
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::train::{SslModel, StepValues, Trainer};
-use dinoadapt_core::vit::{FfnConfig, VisionTransformer, VitConfig};
+use dinoadapt_core::vit::{FfnConfig, PosEmbedInterpolation, VisionTransformer, VitConfig};
 use dinoadapt_datasets::ImageError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -124,6 +124,12 @@ pub fn fresh_config(recipe: &Recipe) -> Result<VitConfig, RunError> {
     if let Some(s) = m.img_size {
         c.pos_grid = s / c.patch_size;
     }
+    c.layer_scale = m.layerscale > 0.0;
+    c.layer_scale_init = m.layerscale;
+    // A fresh run resamples position embeddings for the local crops as the official training
+    // config does (`interpolate_offset` 0.1, `interpolate_antialias` false), whatever the preset's
+    // released hub weights use.
+    c.interpolation = PosEmbedInterpolation::OffsetBicubic { offset: 0.1 };
     c.validate()
         .map_err(|e| RunError::Config(format!("[model]: {e}")))?;
     Ok(c)
@@ -283,8 +289,18 @@ pub fn run<B: AutodiffBackend>(
     if start == 0 {
         measure(&trainer, 0, "start", &mut knn)?;
     }
-    let warmup_end = recipe.teacher.warmup_teacher_temp_epochs * recipe.optim.epoch_length;
-    let mut guard = Guard::new(&recipe.guard, h.prototypes, warmup_end);
+    let warmup_end = recipe
+        .teacher
+        .warmup_teacher_temp_epochs
+        .max(recipe.optim.warmup_epochs)
+        * recipe.optim.epoch_length
+        + warmup;
+    let mut guard = Guard::new(
+        &recipe.guard,
+        h.prototypes,
+        recipe.crops.local_crops,
+        warmup_end,
+    );
 
     let bar = if options.progress {
         ProgressBar::new(total as u64)

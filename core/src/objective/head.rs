@@ -1,13 +1,19 @@
 //! The DINO and iBOT projection heads (`dinov2/layers/dino_head.py`): an MLP to a bottleneck,
 //! L2 normalisation, then a weight-normalised prototype layer, so the logits are scaled cosine
-//! similarities to the prototypes.
+//! similarities to the prototypes. New heads are initialised as the official `DINOHead`: MLP
+//! weights truncated-normal(0.02) with zero biases, the prototype directions `weight_v` with
+//! PyTorch's default linear init, `weight_g` at 1 (and, as in DINOv2, `weight_g` trains).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::checkpoint::HostTensor;
+use crate::vit::init::timm_linear;
+use crate::vit::{StateDict, WeightError};
 
 /// Configuration of a DINO / iBOT head (defaults of the official `ssl_default_config`).
 #[derive(Config, Debug)]
@@ -32,7 +38,8 @@ pub struct DinoHead<B: Backend> {
     pub mlp: Vec<Linear<B>>,
     /// Weight-norm direction `weight_v`, stored [bottleneck, K] (burn's input-major layout).
     pub last_layer_v: Param<Tensor<B, 2>>,
-    /// Weight-norm magnitude `weight_g` per prototype, [K] (initialised to 1).
+    /// Weight-norm magnitude `weight_g` per prototype, [K] (initialised to 1; trained, with the
+    /// last layer's learning rate and weight decay, as in DINOv2).
     pub last_layer_g: Param<Tensor<B, 1>>,
 }
 
@@ -47,7 +54,7 @@ impl DinoHeadConfig {
                 } else {
                     self.hidden_dim
                 };
-                LinearConfig::new(d_in, d_out).init(device)
+                timm_linear(d_in, d_out, true, device)
             })
             .collect();
         let v = LinearConfig::new(self.bottleneck_dim, self.num_prototypes)
@@ -62,7 +69,136 @@ impl DinoHeadConfig {
     }
 }
 
+/// The official key of MLP layer `i` of `n`: `mlp` alone for one layer, else the index in the
+/// `nn.Sequential` with a GELU between layers (`mlp.0`, `mlp.2`, ...).
+fn mlp_key(i: usize, n: usize) -> String {
+    if n == 1 {
+        "mlp".into()
+    } else {
+        format!("mlp.{}", 2 * i)
+    }
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>, shape: Vec<usize>) -> HostTensor {
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data");
+    HostTensor::new(shape, data)
+}
+
 impl<B: Backend> DinoHead<B> {
+    /// A head from its official state dict (`mlp.0.weight`, ..., `last_layer.weight_g` [K, 1],
+    /// `last_layer.weight_v` [K, bottleneck]; also the `parametrizations.weight.original0/1`
+    /// names of `torch.nn.utils.parametrizations.weight_norm`), checked against `config`.
+    pub fn from_state(
+        config: &DinoHeadConfig,
+        state: &StateDict,
+        device: &B::Device,
+    ) -> Result<Self, WeightError> {
+        let n = config.nlayers.max(1);
+        let get = |keys: &[String], shape: Vec<usize>| -> Result<&HostTensor, WeightError> {
+            let t = keys
+                .iter()
+                .find_map(|k| state.get(k))
+                .ok_or_else(|| WeightError::Missing(vec![keys[0].clone()]))?;
+            // [K] and [K, 1] are the same weight_g.
+            let squeezed = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+            if squeezed(&t.shape) != squeezed(&shape) {
+                return Err(WeightError::Shape {
+                    key: keys[0].clone(),
+                    expected: shape,
+                    found: t.shape.clone(),
+                });
+            }
+            Ok(t)
+        };
+        let mut mlp = Vec::with_capacity(n);
+        for i in 0..n {
+            let d_in = if i == 0 {
+                config.in_dim
+            } else {
+                config.hidden_dim
+            };
+            let d_out = if i == n - 1 {
+                config.bottleneck_dim
+            } else {
+                config.hidden_dim
+            };
+            let key = mlp_key(i, n);
+            let w = get(&[format!("{key}.weight")], vec![d_out, d_in])?;
+            let b = get(&[format!("{key}.bias")], vec![d_out])?;
+            mlp.push(Linear {
+                weight: Param::from_tensor(
+                    Tensor::<B, 2>::from_data(
+                        TensorData::new(w.data.clone(), [d_out, d_in]),
+                        device,
+                    )
+                    .transpose(),
+                ),
+                bias: Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(b.data.clone(), [d_out]),
+                    device,
+                ))),
+            });
+        }
+        let (k, bn) = (config.num_prototypes, config.bottleneck_dim);
+        let g = get(
+            &[
+                "last_layer.weight_g".into(),
+                "last_layer.parametrizations.weight.original0".into(),
+            ],
+            vec![k, 1],
+        )?;
+        let v = get(
+            &[
+                "last_layer.weight_v".into(),
+                "last_layer.parametrizations.weight.original1".into(),
+            ],
+            vec![k, bn],
+        )?;
+        Ok(DinoHead {
+            mlp,
+            last_layer_v: Param::from_tensor(
+                Tensor::<B, 2>::from_data(TensorData::new(v.data.clone(), [k, bn]), device)
+                    .transpose(),
+            ),
+            last_layer_g: Param::from_tensor(Tensor::from_data(
+                TensorData::new(g.data.clone(), [k]),
+                device,
+            )),
+        })
+    }
+
+    /// The head's official state dict (the inverse of [`from_state`](Self::from_state), with
+    /// the `weight_g` / `weight_v` names of `torch.nn.utils.weight_norm`).
+    pub fn to_state(&self) -> StateDict {
+        let mut s = StateDict::new();
+        let n = self.mlp.len();
+        for (i, layer) in self.mlp.iter().enumerate() {
+            let key = mlp_key(i, n);
+            let [d_in, d_out] = layer.weight.dims();
+            s.insert(
+                format!("{key}.weight"),
+                host(layer.weight.val().transpose(), vec![d_out, d_in]),
+            );
+            if let Some(b) = &layer.bias {
+                s.insert(format!("{key}.bias"), host(b.val(), vec![d_out]));
+            }
+        }
+        let [bn, k] = self.last_layer_v.dims();
+        s.insert(
+            "last_layer.weight_v".into(),
+            host(self.last_layer_v.val().transpose(), vec![k, bn]),
+        );
+        s.insert(
+            "last_layer.weight_g".into(),
+            host(self.last_layer_g.val(), vec![k, 1]),
+        );
+        s
+    }
+
     /// Bottleneck features, L2-normalised (eps 1e-12 as in f32): [N, bottleneck].
     pub fn embed(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let last = self.mlp.len() - 1;

@@ -93,10 +93,17 @@ pub struct Centers<B: Backend> {
 }
 
 impl<B: Backend> Centers<B> {
-    pub fn zeros(prototypes: usize, momentum: f64, device: &B::Device) -> Self {
+    /// Zero centres for the DINO head's and the iBOT head's prototypes (the same head's when it
+    /// is shared).
+    pub fn zeros(
+        dino_prototypes: usize,
+        ibot_prototypes: usize,
+        momentum: f64,
+        device: &B::Device,
+    ) -> Self {
         Centers {
-            dino: SoftmaxCenter::new(Tensor::zeros([1, prototypes], device), momentum),
-            ibot: SoftmaxCenter::new(Tensor::zeros([1, prototypes], device), momentum),
+            dino: SoftmaxCenter::new(Tensor::zeros([1, dino_prototypes], device), momentum),
+            ibot: SoftmaxCenter::new(Tensor::zeros([1, ibot_prototypes], device), momentum),
         }
     }
 }

@@ -114,6 +114,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let teacher = student.valid();
         let device = student.backbone.device();
         let k = student.dino_head.last_layer_g.dims()[0];
+        let k_ibot = student.ibot().last_layer_g.dims()[0];
         let groups = groups_of(&student, &optim);
         Trainer {
             teacher,
@@ -122,7 +123,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 beta2: optim.adamw_beta2,
                 eps: 1e-8,
             }),
-            centers: Centers::zeros(k, loss.center_momentum, &device),
+            centers: Centers::zeros(k, k_ibot, loss.center_momentum, &device),
             student,
             loss,
             optim,
@@ -172,10 +173,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let groups = &self.groups;
         let hyper = |name: &str| {
-            // weight_g of the prototype layer is frozen (`norm_last_layer`).
-            if name.ends_with("last_layer_g")
-                || (v.backbone_frozen && name.starts_with("backbone."))
-            {
+            // Head warm-up: the backbone stays as it is. (The prototype layer's weight_g trains,
+            // as in DINOv2, with the last layer's schedule.)
+            if v.backbone_frozen && name.starts_with("backbone.") {
                 return None;
             }
             let g = groups.get(name)?;

@@ -2,12 +2,13 @@
 //! feed-forward networks, LayerScale and stochastic depth.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::config::{FfnConfig, VitConfig};
+use super::init::timm_linear;
 use super::precision::{linear, scaled_dot_product, MatmulPrecision};
 use super::stochastic_depth::keep_mask;
 
@@ -25,12 +26,8 @@ impl<B: Backend> Attention<B> {
     pub fn init(cfg: &VitConfig, device: &B::Device) -> Self {
         let d = cfg.embed_dim;
         Attention {
-            qkv: LinearConfig::new(d, 3 * d)
-                .with_bias(cfg.qkv_bias)
-                .init(device),
-            proj: LinearConfig::new(d, d)
-                .with_bias(cfg.proj_bias)
-                .init(device),
+            qkv: timm_linear(d, 3 * d, cfg.qkv_bias, device),
+            proj: timm_linear(d, d, cfg.proj_bias, device),
             num_heads: cfg.num_heads,
         }
     }
@@ -85,20 +82,12 @@ impl<B: Backend> Ffn<B> {
         let d = cfg.embed_dim;
         match cfg.ffn {
             FfnConfig::Mlp { hidden } => Ffn::Mlp(Mlp {
-                fc1: LinearConfig::new(d, hidden)
-                    .with_bias(cfg.ffn_bias)
-                    .init(device),
-                fc2: LinearConfig::new(hidden, d)
-                    .with_bias(cfg.ffn_bias)
-                    .init(device),
+                fc1: timm_linear(d, hidden, cfg.ffn_bias, device),
+                fc2: timm_linear(hidden, d, cfg.ffn_bias, device),
             }),
             FfnConfig::SwiGlu { hidden } => Ffn::SwiGlu(SwiGlu {
-                w12: LinearConfig::new(d, 2 * hidden)
-                    .with_bias(cfg.ffn_bias)
-                    .init(device),
-                w3: LinearConfig::new(hidden, d)
-                    .with_bias(cfg.ffn_bias)
-                    .init(device),
+                w12: timm_linear(d, 2 * hidden, cfg.ffn_bias, device),
+                w3: timm_linear(hidden, d, cfg.ffn_bias, device),
                 hidden,
             }),
         }

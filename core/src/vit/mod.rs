@@ -1,6 +1,7 @@
 //! The ViT family: configuration, layers, the model and position-embedding resampling.
 
 pub mod config;
+pub mod init;
 pub mod layers;
 pub mod model;
 pub mod packed;

@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Distribution, Tensor, TensorData};
 
 use super::config::{PosEmbedPrefix, VitConfig};
+use super::init::{trunc_normal, TRUNC_NORMAL_STD};
 use super::layers::Block;
 use super::pos_embed::axis_matrix_cached;
 use super::precision::{linear, matmul, MatmulPrecision};
@@ -87,7 +88,8 @@ pub fn patches_to_grid<B: Backend>(patches: Tensor<B, 3>, grid: (usize, usize)) 
 }
 
 impl<B: Backend> VisionTransformer<B> {
-    /// A model with fresh random weights (truncated-normal-like init as the references use).
+    /// A model with fresh random weights, initialised as the official `init_weights`
+    /// ([`super::init`]).
     pub fn init(config: &VitConfig, device: &B::Device) -> Self {
         let d = config.embed_dim;
         let p = config.patch_size;
@@ -102,7 +104,11 @@ impl<B: Backend> VisionTransformer<B> {
             mask_token: config
                 .mask_token
                 .then(|| Param::from_tensor(Tensor::zeros([1, d], device))),
-            pos_embed: Param::from_tensor(normal([1, config.pos_embed_rows(), d], 0.02)),
+            pos_embed: Param::from_tensor(trunc_normal(
+                [1, config.pos_embed_rows(), d],
+                TRUNC_NORMAL_STD,
+                device,
+            )),
             blocks: (0..config.depth)
                 .map(|i| Block::init(config, i, device))
                 .collect(),
