@@ -58,8 +58,10 @@ impl fmt::Display for Symptom {
                 f,
                 "iteration {step}: the teacher's targets are uniform (entropy {entropy:.4} of a \
                  possible {max:.4} nats): the DINO loss no longer carries information. Likely \
-                 causes: teacher_temp too high, a centre that overwhelms the logits, or heads \
-                 with too many prototypes for this data."
+                 causes: class tokens that are the same for every image (LayerScale 1e-5 on a \
+                 fresh model: try model.layerscale = 0), teacher_temp too high, a centre that \
+                 overwhelms the logits, or heads with too many prototypes for this data \
+                 (recipes/mnist_tiny.toml shows settings that learn at small scale)."
             ),
             Symptom::UniformStudent {
                 step,
