@@ -81,6 +81,14 @@ fn huggingface_export_of_a_huggingface_checkpoint_is_the_same_file_content() {
             assert_eq!(ca[k], cb[k], "{name} config {k}");
         }
         assert_eq!(ca["mlp_ratio"].as_f64(), cb["mlp_ratio"].as_f64(), "{name}");
+        // A whole ratio is written as an int, as transformers' config dataclass requires.
+        if cb["mlp_ratio"].as_f64().is_some_and(|r| r.fract() == 0.0) {
+            assert!(
+                cb["mlp_ratio"].is_u64(),
+                "{name}: mlp_ratio {}",
+                cb["mlp_ratio"]
+            );
+        }
         assert_eq!(
             ca.get("num_register_tokens"),
             cb.get("num_register_tokens"),

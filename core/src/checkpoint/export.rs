@@ -123,7 +123,9 @@ pub fn save_huggingface(
         "hidden_size": cfg.embed_dim,
         "num_hidden_layers": cfg.depth,
         "num_attention_heads": cfg.num_heads,
-        "mlp_ratio": mlp_ratio,
+        // transformers' config dataclass takes an int where the ratio is whole (the hub's own
+        // configs write `4`); `4.0` is refused.
+        "mlp_ratio": if mlp_ratio.fract() == 0.0 { json!(mlp_ratio as i64) } else { json!(mlp_ratio) },
         "image_size": cfg.pos_grid * cfg.patch_size,
         "patch_size": cfg.patch_size,
         "num_channels": cfg.in_chans,

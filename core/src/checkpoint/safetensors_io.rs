@@ -173,12 +173,43 @@ pub fn write_safetensors(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let data =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Write {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    write_atomic(path, &data)
+    let data = safetensors::serialize(views, None).map_err(|e| CheckpointError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &with_sorted_metadata(&data, metadata))
+}
+
+/// `bytes` (a safetensors file without `__metadata__`) with `metadata` added to its header in key
+/// order. The safetensors crate writes `__metadata__` in a `HashMap`'s iteration order, which
+/// changes from run to run: the same tensors then gave files with different sha256. Tensor
+/// entries and data are kept as written (tensors sorted by name); offsets are relative to the
+/// data, so a longer header moves nothing. The header is padded with spaces to 8 bytes, as the
+/// format asks.
+fn with_sorted_metadata(bytes: &[u8], metadata: HashMap<String, String>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n])
+        .expect("safetensors writes a UTF-8 header")
+        .trim_end();
+    let body = &bytes[8 + n..];
+    let mut out = String::from("{");
+    if !metadata.is_empty() {
+        let sorted: std::collections::BTreeMap<_, _> = metadata.into_iter().collect();
+        out.push_str("\"__metadata__\":");
+        out.push_str(&serde_json::to_string(&sorted).expect("strings serialise"));
+        if header != "{}" {
+            out.push(',');
+        }
+    }
+    out.push_str(&header[1..]);
+    while out.len() % 8 != 0 {
+        out.push(' ');
+    }
+    let mut file = Vec::with_capacity(8 + out.len() + body.len());
+    file.extend_from_slice(&(out.len() as u64).to_le_bytes());
+    file.extend_from_slice(out.as_bytes());
+    file.extend_from_slice(body);
+    file
 }
 
 /// Write bytes to `path` through a temporary file in the same folder, then rename.
@@ -203,6 +234,52 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_same_tensors_and_metadata_give_the_same_bytes() {
+        let dir = tempfile_dir();
+        let tensors = vec![
+            ("b".to_string(), HostTensor::new(vec![2], vec![1.0, 2.0])),
+            (
+                "a".to_string(),
+                HostTensor::new(vec![1, 3], vec![3.0, 4.0, 5.0]),
+            ),
+        ];
+        let meta = |order: &[usize]| -> HashMap<String, String> {
+            let keys = ["format", "model", "sha256", "layout", "seed", "version"];
+            order
+                .iter()
+                .map(|&i| (keys[i].to_string(), format!("value {i}")))
+                .collect()
+        };
+        let (p1, p2) = (dir.join("1.safetensors"), dir.join("2.safetensors"));
+        write_safetensors(&p1, &tensors, meta(&[0, 1, 2, 3, 4, 5])).unwrap();
+        write_safetensors(&p2, &tensors, meta(&[5, 3, 1, 0, 4, 2])).unwrap();
+        let (b1, b2) = (std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap());
+        assert_eq!(b1, b2);
+        let n = u64::from_le_bytes(b1[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let (read, metadata) = read_safetensors(&p1).unwrap();
+        assert_eq!(metadata, meta(&[0, 1, 2, 3, 4, 5]));
+        let read: HashMap<_, _> = read.into_iter().collect();
+        assert_eq!(read["a"], tensors[1].1);
+        assert_eq!(read["b"], tensors[0].1);
+        // Without metadata the file is what the safetensors crate writes.
+        write_safetensors(&p1, &tensors, HashMap::new()).unwrap();
+        assert!(read_safetensors(&p1).unwrap().1.is_empty());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "dinoadapt-st-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
     use super::*;
 
     #[test]
