@@ -20,6 +20,20 @@ impl HostTensor {
     pub fn numel(&self) -> usize {
         self.data.len()
     }
+
+    /// A burn tensor's values (as f32) under a `shape` of the same size, e.g. the PyTorch
+    /// shape of a weight stored in burn's layout.
+    pub fn from_tensor<B: burn::tensor::backend::Backend, const D: usize>(
+        t: burn::tensor::Tensor<B, D>,
+        shape: Vec<usize>,
+    ) -> Self {
+        let data = t
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 data");
+        HostTensor::new(shape, data)
+    }
 }
 
 /// The element types found in checkpoint files; all are converted to f32 on load.

@@ -79,15 +79,6 @@ fn mlp_key(i: usize, n: usize) -> String {
     }
 }
 
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>, shape: Vec<usize>) -> HostTensor {
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32 data");
-    HostTensor::new(shape, data)
-}
-
 impl<B: Backend> DinoHead<B> {
     /// A head from its official state dict (`mlp.0.weight`, ..., `last_layer.weight_g` [K, 1],
     /// `last_layer.weight_v` [K, bottleneck]; also the `parametrizations.weight.original0/1`
@@ -181,20 +172,23 @@ impl<B: Backend> DinoHead<B> {
             let [d_in, d_out] = layer.weight.dims();
             s.insert(
                 format!("{key}.weight"),
-                host(layer.weight.val().transpose(), vec![d_out, d_in]),
+                HostTensor::from_tensor(layer.weight.val().transpose(), vec![d_out, d_in]),
             );
             if let Some(b) = &layer.bias {
-                s.insert(format!("{key}.bias"), host(b.val(), vec![d_out]));
+                s.insert(
+                    format!("{key}.bias"),
+                    HostTensor::from_tensor(b.val(), vec![d_out]),
+                );
             }
         }
         let [bn, k] = self.last_layer_v.dims();
         s.insert(
             "last_layer.weight_v".into(),
-            host(self.last_layer_v.val().transpose(), vec![k, bn]),
+            HostTensor::from_tensor(self.last_layer_v.val().transpose(), vec![k, bn]),
         );
         s.insert(
             "last_layer.weight_g".into(),
-            host(self.last_layer_g.val(), vec![k, 1]),
+            HostTensor::from_tensor(self.last_layer_g.val(), vec![k, 1]),
         );
         s
     }

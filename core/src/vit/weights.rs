@@ -251,26 +251,30 @@ impl<B: Backend> VisionTransformer<B> {
     pub fn to_state(&self) -> StateDict {
         let mut s = StateDict::new();
         let cfg = &self.config;
-        fn host<B: Backend, const D: usize>(t: Tensor<B, D>, shape: Vec<usize>) -> HostTensor {
-            let data = t
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .expect("f32 data");
-            HostTensor::new(shape, data)
-        }
         let put_linear = |s: &mut StateDict, name: &str, l: &Linear<B>, shape: Vec<usize>| {
             let w = l.weight.val().transpose();
-            s.insert(format!("{name}.weight"), host(w, shape.clone()));
+            s.insert(
+                format!("{name}.weight"),
+                HostTensor::from_tensor(w, shape.clone()),
+            );
             if let Some(b) = &l.bias {
-                s.insert(format!("{name}.bias"), host(b.val(), vec![shape[0]]));
+                s.insert(
+                    format!("{name}.bias"),
+                    HostTensor::from_tensor(b.val(), vec![shape[0]]),
+                );
             }
         };
         let norm = |s: &mut StateDict, name: &str, n: &LayerNorm<B>| {
             let d = n.gamma.dims()[0];
-            s.insert(format!("{name}.weight"), host(n.gamma.val(), vec![d]));
+            s.insert(
+                format!("{name}.weight"),
+                HostTensor::from_tensor(n.gamma.val(), vec![d]),
+            );
             if let Some(b) = &n.beta {
-                s.insert(format!("{name}.bias"), host(b.val(), vec![d]));
+                s.insert(
+                    format!("{name}.bias"),
+                    HostTensor::from_tensor(b.val(), vec![d]),
+                );
             }
         };
         let d = cfg.embed_dim;
@@ -283,20 +287,23 @@ impl<B: Backend> VisionTransformer<B> {
         );
         s.insert(
             "cls_token".into(),
-            host(self.cls_token.val(), vec![1, 1, d]),
+            HostTensor::from_tensor(self.cls_token.val(), vec![1, 1, d]),
         );
         if let Some(r) = &self.register_tokens {
             s.insert(
                 "register_tokens".into(),
-                host(r.val(), vec![1, cfg.num_register_tokens, d]),
+                HostTensor::from_tensor(r.val(), vec![1, cfg.num_register_tokens, d]),
             );
         }
         if let Some(m) = &self.mask_token {
-            s.insert("mask_token".into(), host(m.val(), vec![1, d]));
+            s.insert(
+                "mask_token".into(),
+                HostTensor::from_tensor(m.val(), vec![1, d]),
+            );
         }
         s.insert(
             "pos_embed".into(),
-            host(self.pos_embed.val(), vec![1, cfg.pos_embed_rows(), d]),
+            HostTensor::from_tensor(self.pos_embed.val(), vec![1, cfg.pos_embed_rows(), d]),
         );
         for (b, block) in self.blocks.iter().enumerate() {
             let pre = format!("blocks.{b}");
@@ -316,7 +323,10 @@ impl<B: Backend> VisionTransformer<B> {
             );
             for (n, ls) in [("ls1", &block.ls1), ("ls2", &block.ls2)] {
                 if let Some(ls) = ls {
-                    s.insert(format!("{pre}.{n}.gamma"), host(ls.gamma.val(), vec![d]));
+                    s.insert(
+                        format!("{pre}.{n}.gamma"),
+                        HostTensor::from_tensor(ls.gamma.val(), vec![d]),
+                    );
                 }
             }
             match &block.mlp {
