@@ -6,6 +6,7 @@
 mod commands;
 mod device;
 mod model_args;
+mod progress;
 
 use std::process::ExitCode;
 

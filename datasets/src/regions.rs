@@ -32,12 +32,30 @@ pub struct Region {
     pub valid_fraction: f64,
 }
 
+/// A region the source could not make model-ready (an unreadable image, one of another size),
+/// with what was known about it, so that the caller can write a row saying why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedRegion {
+    pub source: String,
+    /// Index of the region within the source's layout.
+    pub index: usize,
+    /// The region's own size in pixels, when it was read (0 otherwise).
+    pub width: usize,
+    pub height: usize,
+    /// The size it became after preprocessing, when it got that far (0 otherwise).
+    pub input_width: usize,
+    pub input_height: usize,
+    pub error: String,
+}
+
 /// Regions ready for the backbone: normalised pixels `[n][3][height][width]`.
 #[derive(Debug, Clone)]
 pub struct RegionBatch {
     pub regions: Vec<Region>,
     pub pixels: Vec<f32>,
     pub size: (usize, usize),
+    /// Regions of this batch's part of the layout that were skipped.
+    pub skipped: Vec<SkippedRegion>,
 }
 
 /// A source of model-ready regions, read batch by batch (never all at once).
@@ -50,6 +68,10 @@ pub trait RegionSource: Send {
     fn next_batch(&mut self, max: usize) -> Result<Option<RegionBatch>, String>;
     /// What to record in every output about this source (preprocessing, layout, units).
     fn metadata(&self) -> HashMap<String, String>;
+    /// What a region is called in progress reports ("tiles", "slices", "images").
+    fn unit(&self) -> &'static str {
+        "regions"
+    }
 }
 
 /// The regions as a table: row `i` describes feature row `i`.

@@ -1,32 +1,28 @@
 //! `dinoadapt embed`: images (or a preprocessed pixel tensor) -> features.
 //!
-//! Decoding and preprocessing run on a producer thread (rayon inside a batch) while the backbone
-//! runs on the previous batch; features stream into the safetensors file batch by batch, so
-//! memory stays flat in the number of inputs.
+//! The images (or the tensor) are one more region source of the embedding engine
+//! (`dinoadapt_datasets::embedding`); this command picks the preprocessing and writes the
+//! manifest, one row per input.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
+use dinoadapt_datasets::embedding::{EmbedError, EmbedSettings, RegionEmbedder};
 use dinoadapt_datasets::{
-    collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, FeatureWriter,
-    Preprocess, ResizeFilter,
+    collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, ImageRegions,
+    Preprocess, RegionSource, ResizeFilter, TensorRegions,
 };
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::commands::features::{append_batch, FeatureLayout};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
-use dinoadapt_core::vit::MatmulPrecision;
+use crate::progress::Bar;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
@@ -153,223 +149,75 @@ pub fn parse_layers(spec: &str, depth: usize) -> anyhow::Result<Vec<usize>> {
     Ok(layers)
 }
 
-/// One batch ready for the backbone.
-struct Batch {
-    pixels: Vec<f32>,
-    n: usize,
-    records: Vec<EmbedRecord>,
-}
-
-type BatchResult = anyhow::Result<Batch>;
-
-fn image_batches(
-    paths: Vec<PathBuf>,
-    pre: Preprocess,
-    batch: usize,
-    size: (usize, usize),
-) -> Receiver<BatchResult> {
-    let (tx, rx) = sync_channel::<BatchResult>(2);
-    std::thread::spawn(move || {
-        let mut index = 0u32;
-        for chunk in paths.chunks(batch) {
-            let done: Vec<(EmbedRecord, Option<Vec<f32>>)> = chunk
-                .par_iter()
-                .map(|p| {
-                    let mut record = EmbedRecord {
-                        index: None,
-                        path: p.display().to_string(),
-                        model: String::new(),
-                        checkpoint_sha256: String::new(),
-                        width: 0,
-                        height: 0,
-                        input_width: 0,
-                        input_height: 0,
-                        file_bytes: std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-                        seconds: 0.0,
-                        error: String::new(),
-                    };
-                    let img = match open_image(p) {
-                        Ok(img) => img,
-                        Err(e) => {
-                            record.error = e.to_string();
-                            return (record, None);
-                        }
-                    };
-                    let (x, (h, w)) = pre.apply(&img);
-                    record.width = img.width();
-                    record.height = img.height();
-                    record.input_width = w;
-                    record.input_height = h;
-                    if (h as usize, w as usize) != size {
-                        record.error = format!(
-                            "{}: preprocesses to {h}x{w}, the batch is {}x{}: give --crop-size so every \
-                             image has one size",
-                            p.display(),
-                            size.0,
-                            size.1
-                        );
-                        return (record, None);
-                    }
-                    (record, Some(x))
-                })
-                .collect();
-            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size.0 * size.1);
-            let mut records = Vec::with_capacity(chunk.len());
-            let mut n = 0;
-            for (mut rec, x) in done {
-                match x {
-                    Some(x) => {
-                        rec.index = Some(index);
-                        index += 1;
-                        n += 1;
-                        pixels.extend_from_slice(&x);
-                    }
-                    None => tracing::warn!("skipping an input: {}", rec.error),
-                }
-                records.push(rec);
-            }
-            if tx.send(Ok(Batch { pixels, n, records })).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn pixel_batches(
-    path: &Path,
-    key: Option<&str>,
-    batch: usize,
-) -> anyhow::Result<(usize, (usize, usize), Receiver<BatchResult>)> {
-    let (tensors, _) = read_safetensors(path)?;
-    let (name, t) = match key {
-        Some(k) => tensors
-            .into_iter()
-            .find(|(n, _)| n == k)
-            .with_context(|| format!("{}: no tensor `{k}`", path.display()))?,
-        None if tensors.len() == 1 => tensors.into_iter().next().expect("one tensor"),
-        None => bail!(
-            "{}: holds {} tensors ({:?}); name one with --pixels-key",
-            path.display(),
-            tensors.len(),
-            tensors.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
-        ),
-    };
-    if t.shape.len() != 4 || t.shape[1] != 3 {
-        bail!(
-            "{}: `{name}` has shape {:?}; expected (N, 3, H, W)",
-            path.display(),
-            t.shape
-        );
-    }
-    let (n, h, w) = (t.shape[0], t.shape[2], t.shape[3]);
-    let (tx, rx) = sync_channel::<BatchResult>(2);
-    let file = path.display().to_string();
-    std::thread::spawn(move || {
-        let per = 3 * h * w;
-        for start in (0..n).step_by(batch) {
-            let end = (start + batch).min(n);
-            let records = (start..end)
-                .map(|i| EmbedRecord {
-                    index: Some(i as u32),
-                    path: format!("{file}#{name}[{i}]"),
-                    model: String::new(),
-                    checkpoint_sha256: String::new(),
-                    width: w as u32,
-                    height: h as u32,
-                    input_width: w as u32,
-                    input_height: h as u32,
-                    file_bytes: 0,
-                    seconds: 0.0,
-                    error: String::new(),
-                })
-                .collect();
-            let b = Batch {
-                pixels: t.data[start * per..end * per].to_vec(),
-                n: end - start,
-                records,
-            };
-            if tx.send(Ok(b)).is_err() {
-                return;
-            }
-        }
-    });
-    Ok((n, (h, w), rx))
-}
-
-struct EmbedJob {
+/// Embeds one source of images and turns what happened to each input into its manifest row.
+struct ImageEmbedding<S: RegionSource + 'static> {
     ck: LoadedCheckpoint,
-    batches: Receiver<BatchResult>,
-    total: usize,
-    size: (usize, usize),
-    layers: Vec<usize>,
-    norm_layers: bool,
+    source: S,
+    settings: EmbedSettings,
     output: PathBuf,
-    metadata: HashMap<String, String>,
     quiet: bool,
-    precision: MatmulPrecision,
-    chunks: usize,
+    /// Whether the rows record each input file's size (image files; not a pixel tensor).
+    file_bytes: bool,
 }
 
-impl BackendJob for EmbedJob {
+impl<S: RegionSource + 'static> BackendJob for ImageEmbedding<S> {
     type Output = Vec<EmbedRecord>;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
-        let model = self.ck.build::<B>(&device)?.with_precision(self.precision);
-        let n = self.total;
-        let layout = FeatureLayout::new(&model, self.size, self.layers.clone(), self.norm_layers)?;
-        let specs = layout.specs(n);
-        let mut writer = FeatureWriter::create(&self.output, &specs, &self.metadata)?;
-        let bar = if self.quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(n as u64)
+        let n = self.source.max_regions();
+        let (input_height, input_width) = self.source.size();
+        let embedder = RegionEmbedder::<B>::new(&self.ck, device, self.settings)?;
+        let e = match embedder.embed(
+            self.source,
+            &self.output,
+            &mut Bar::new("embed", self.quiet),
+        ) {
+            Err(EmbedError::NothingEmbedded) => {
+                bail!("none of the {n} inputs could be read (see the warnings above)")
+            }
+            r => r?,
         };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} embed [{bar:40}] {pos}/{len} images {per_sec} eta {eta}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        let model_name = self.ck.path.display().to_string();
-        let mut records = Vec::with_capacity(n);
-        let mut embedded = 0usize;
-        for batch in self.batches.iter() {
-            let batch = batch?;
-            let t0 = Instant::now();
-            if batch.n > 0 {
-                append_batch(
-                    &model,
-                    &layout,
-                    batch.pixels,
-                    batch.n,
-                    self.chunks,
-                    &device,
-                    &mut writer,
-                )?;
-                embedded += batch.n;
-            }
-            let per = t0.elapsed().as_secs_f64() / batch.n.max(1) as f64;
-            bar.inc(batch.records.len() as u64);
-            for mut rec in batch.records {
-                rec.model = model_name.clone();
-                rec.checkpoint_sha256 = self.ck.sha256.clone();
-                if rec.error.is_empty() {
-                    rec.seconds = per;
-                }
-                records.push(rec);
-            }
+        let model = self.ck.path.display().to_string();
+        let bytes = |path: &str| match self.file_bytes {
+            true => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            false => 0,
+        };
+        let mut records: Vec<(usize, EmbedRecord)> = Vec::with_capacity(n);
+        for (row, (r, seconds)) in e.regions.iter().zip(&e.forward_seconds).enumerate() {
+            let record = EmbedRecord {
+                index: Some(row as u32),
+                path: r.source.clone(),
+                model: model.clone(),
+                checkpoint_sha256: self.ck.sha256.clone(),
+                width: r.width as u32,
+                height: r.height as u32,
+                input_width: input_width as u32,
+                input_height: input_height as u32,
+                file_bytes: bytes(&r.source),
+                seconds: *seconds,
+                error: String::new(),
+            };
+            records.push((r.index, record));
         }
-        bar.finish_and_clear();
-        if records.len() != n {
-            bail!("only {} of {n} inputs were read", records.len());
+        for s in &e.skipped {
+            let record = EmbedRecord {
+                index: None,
+                path: s.source.clone(),
+                model: model.clone(),
+                checkpoint_sha256: self.ck.sha256.clone(),
+                width: s.width as u32,
+                height: s.height as u32,
+                input_width: s.input_width as u32,
+                input_height: s.input_height as u32,
+                file_bytes: bytes(&s.source),
+                seconds: 0.0,
+                error: s.error.clone(),
+            };
+            records.push((s.index, record));
         }
-        if embedded == 0 {
-            bail!("none of the {n} inputs could be read (see the warnings above)");
-        }
-        writer.finish_rows(embedded)?;
-        Ok(records)
+        // One row per input, in the order the inputs were given.
+        records.sort_by_key(|(i, _)| *i);
+        Ok(records.into_iter().map(|(_, r)| r).collect())
     }
 }
 
@@ -378,7 +226,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
     let precision = matmul_precision(args.run.device, args.run.tf32);
-    let mut metadata = HashMap::from([
+    let metadata = HashMap::from([
         ("matmul_precision".to_string(), format!("{precision:?}")),
         (
             "dinoadapt.version".to_string(),
@@ -392,18 +240,38 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string(&ck.config)?,
         ),
         ("device".to_string(), args.run.device.to_string()),
-        ("layers".to_string(), serde_json::to_string(&layers)?),
-        ("layers_normed".to_string(), args.layers.norm.to_string()),
     ]);
-    let (total, size, batches) = if let Some(px) = &args.pixels {
-        metadata.insert("preprocessing".into(), "none (--pixels)".into());
-        pixel_batches(px, args.pixels_key.as_deref(), args.run.batch_size)?
+    let manifest = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("parquet"));
+    let settings = EmbedSettings {
+        layers,
+        norm_layers: args.layers.norm,
+        batch_size: args.run.batch_size,
+        precision,
+        chunks: batch_chunks(args.run.device),
+        metadata,
+    };
+    let t0 = Instant::now();
+    let records = if let Some(px) = &args.pixels {
+        let source = TensorRegions::open(px, args.pixels_key.as_deref())?;
+        on_device(
+            args.run.device,
+            ImageEmbedding {
+                ck,
+                source,
+                settings,
+                output: args.output.clone(),
+                quiet: args.run.quiet,
+                file_bytes: false,
+            },
+        )?
     } else {
         if args.inputs.is_empty() {
             bail!("give images (files, folders or list files) or --pixels FILE");
         }
         let pre = preprocessing(&args, &ck)?;
-        metadata.insert("preprocessing".into(), serde_json::to_string(&pre)?);
         let paths = collect_images(&args.inputs)?;
         let size = match pre.crop {
             Some((h, w)) => (h as usize, w as usize),
@@ -413,32 +281,18 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
                 (h as usize, w as usize)
             }
         };
-        let n = paths.len();
-        (
-            n,
-            size,
-            image_batches(paths, pre, args.run.batch_size, size),
-        )
+        on_device(
+            args.run.device,
+            ImageEmbedding {
+                ck,
+                source: ImageRegions::new(paths, pre, size),
+                settings,
+                output: args.output.clone(),
+                quiet: args.run.quiet,
+                file_bytes: true,
+            },
+        )?
     };
-    let manifest = args
-        .manifest
-        .clone()
-        .unwrap_or_else(|| args.output.with_extension("parquet"));
-    let job = EmbedJob {
-        ck,
-        batches,
-        total,
-        size,
-        layers,
-        norm_layers: args.layers.norm,
-        output: args.output.clone(),
-        metadata,
-        quiet: args.run.quiet,
-        precision,
-        chunks: batch_chunks(args.run.device),
-    };
-    let t0 = Instant::now();
-    let records = on_device(args.run.device, job)?;
     write_parquet(&manifest, &mut embed_manifest(&records))?;
     let failed = records.iter().filter(|r| !r.error.is_empty()).count();
     if failed > 0 {

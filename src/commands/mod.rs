@@ -6,7 +6,6 @@ pub mod bench_train;
 pub mod curate;
 pub mod embed;
 pub mod export;
-pub mod features;
 pub mod heads;
 pub mod inspect;
 pub mod parity;

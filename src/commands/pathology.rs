@@ -28,12 +28,12 @@ use dinoadapt_pathology::{OpenOptions, Slide};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::DataFrame;
 
-use crate::commands::regions::{EmbedSettings, RegionEmbedder};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use batch::{
     collect_slides, finished, write_manifest, write_status, Shard, SlideEntry, SlideStatus,
 };
+use dinoadapt_datasets::embedding::{EmbedSettings, RegionEmbedder, Silent};
 
 #[derive(Subcommand, Debug)]
 pub enum PathologyCommand {
@@ -254,7 +254,7 @@ fn process<B: Backend>(
             std::fs::create_dir_all(out.join("features"))?;
             let features = out.join(format!("features/{id}.safetensors"));
             let source = TileSource::new(Arc::new(slide), id.clone(), plan);
-            let embedded = e.embedder.embed(source, &features)?;
+            let embedded = e.embedder.embed(source, &features, &mut Silent)?;
             status.outputs.push(format!("features/{id}.safetensors"));
             if e.h5 {
                 std::fs::create_dir_all(out.join("h5"))?;
@@ -400,7 +400,6 @@ impl BackendJob for EmbedJob {
                 layers: self.layers.clone(),
                 norm_layers: a.layers.norm,
                 batch_size: a.run.batch()?,
-                quiet: true,
                 precision: matmul_precision(a.run.device, a.run.tf32),
                 chunks: batch_chunks(a.run.device),
                 metadata,

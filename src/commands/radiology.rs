@@ -24,9 +24,10 @@ use dinoadapt_radiology::slices::Axis;
 use dinoadapt_radiology::source::SliceOptions;
 use polars::prelude::DataFrame;
 
-use crate::commands::regions::{EmbedSettings, RegionEmbedder};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::progress::Bar;
+use dinoadapt_datasets::embedding::{EmbedSettings, RegionEmbedder};
 use volumes::{for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow};
 
 #[derive(Subcommand, Debug)]
@@ -356,7 +357,6 @@ impl BackendJob for RadiologyEmbedJob {
                 layers: self.layers.clone(),
                 norm_layers: args.layers.norm,
                 batch_size: args.run.batch_size,
-                quiet: args.run.quiet,
                 precision: matmul_precision(args.run.device, args.run.tf32),
                 chunks: batch_chunks(args.run.device),
                 metadata: meta.clone(),
@@ -374,7 +374,7 @@ impl BackendJob for RadiologyEmbedJob {
                 let records = source.records().to_vec();
                 let name = format!("{}.safetensors", volume.id);
                 let features = args.out.join(&name);
-                match embedder.embed(source, &features) {
+                match embedder.embed(source, &features, &mut Bar::new("embed", args.run.quiet)) {
                     Ok(e) => {
                         write_parquet(
                             &args.out.join(format!("{}.parquet", volume.id)),

@@ -22,10 +22,11 @@ use dinoadapt_satellite::{Blend, ChipGrid, Normalization, Raster};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{IntoColumn, NamedFrom, Series};
 
-use crate::commands::regions::{EmbedSettings, RegionEmbedJob};
+use crate::commands::regions::RegionEmbedding;
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_datasets::embedding::EmbedSettings;
 
 #[derive(Subcommand, Debug)]
 pub enum SatelliteCommand {
@@ -288,20 +289,20 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         .table
         .clone()
         .unwrap_or_else(|| args.output.with_extension("parquet"));
-    let job = RegionEmbedJob {
+    let job = RegionEmbedding {
         ck,
         source,
         settings: EmbedSettings {
             layers,
             norm_layers: args.layers.norm,
             batch_size: args.run.batch_size,
-            quiet: args.run.quiet,
             precision,
             chunks: batch_chunks(args.run.device),
             metadata,
         },
         output: args.output.clone(),
         table,
+        quiet: args.run.quiet,
     };
     let s = on_device(args.run.device, job)?;
     eprintln!(

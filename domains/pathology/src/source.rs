@@ -104,6 +104,7 @@ impl TileSource {
             regions,
             pixels,
             size: (size, size),
+            skipped: Vec::new(),
         }))
     }
 }

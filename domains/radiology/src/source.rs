@@ -272,6 +272,7 @@ impl RegionSource for SliceSource {
             regions,
             pixels,
             size: self.size(),
+            skipped: Vec::new(),
         }))
     }
 

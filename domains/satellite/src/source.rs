@@ -137,6 +137,7 @@ impl ChipSource {
             regions,
             pixels,
             size: (self.cfg.size, self.cfg.size),
+            skipped: Vec::new(),
         }))
     }
 }

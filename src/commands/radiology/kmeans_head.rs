@@ -14,8 +14,8 @@ use dinoadapt_radiology::source::SliceOptions;
 
 use super::volumes::{for_each_sliced_volume, write_label_map};
 use super::{finish, PredictArgs};
-use crate::commands::features::patch_tokens;
 use crate::device::{batch_chunks, matmul_precision, BackendJob};
+use dinoadapt_datasets::embedding::patch_tokens;
 
 pub struct KmeansPredictJob {
     pub args: PredictArgs,

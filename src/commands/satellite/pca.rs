@@ -6,7 +6,7 @@ use anyhow::bail;
 use burn::tensor::backend::Backend;
 use dinoadapt_core::vit::VisionTransformer;
 
-use crate::commands::features::patch_tokens;
+use dinoadapt_datasets::embedding::patch_tokens;
 use dinoadapt_satellite::predict::{read_batch, ChipBatch, ChipModel, PredictConfig};
 use dinoadapt_satellite::{ChipGrid, Normalization, Raster};
 

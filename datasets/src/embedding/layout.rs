@@ -1,11 +1,12 @@
-//! The rows every embedding command writes: one backbone forward of a batch, split into
-//! `cls`, `patch`, `reg` and `layer.{i}` rows of the feature store.
+//! The rows every embedding writes: one backbone forward of a batch, split into `cls`, `patch`,
+//! `reg` and `layer.{i}` rows of the feature store.
 
-use anyhow::bail;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use dinoadapt_core::vit::VisionTransformer;
-use dinoadapt_datasets::FeatureWriter;
+
+use super::EmbedError;
+use crate::FeatureWriter;
 
 /// Token counts of one input size.
 #[derive(Debug, Clone)]
@@ -24,16 +25,15 @@ impl FeatureLayout {
         size: (usize, usize),
         layers: Vec<usize>,
         norm_layers: bool,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, EmbedError> {
         let cfg = &model.config;
         let (h, w) = model.grid_of(size.0, size.1);
         if h == 0 || w == 0 {
-            bail!(
-                "inputs of {}x{} px are smaller than one {}-px patch",
-                size.0,
-                size.1,
-                cfg.patch_size
-            );
+            return Err(EmbedError::SmallerThanPatch {
+                height: size.0,
+                width: size.1,
+                patch: cfg.patch_size,
+            });
         }
         Ok(FeatureLayout {
             dim: cfg.embed_dim,
@@ -62,11 +62,11 @@ impl FeatureLayout {
     }
 }
 
-fn host<B: Backend>(t: Tensor<B, 3>) -> anyhow::Result<Vec<f32>> {
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, EmbedError> {
     t.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))
+        .map_err(|e| EmbedError::Device(format!("{e:?}")))
 }
 
 /// Run the backbone on `pixels` ([n][3][h][w]) and append the rows to `writer`; returns the
@@ -79,7 +79,7 @@ pub fn append_batch<B: Backend>(
     chunks: usize,
     device: &B::Device,
     writer: &mut FeatureWriter,
-) -> anyhow::Result<Vec<f32>> {
+) -> Result<Vec<f32>, EmbedError> {
     let (d, r, np) = (layout.dim, layout.registers, layout.patches);
     let x = Tensor::<B, 4>::from_data(
         TensorData::new(pixels, [n, 3, layout.size.0, layout.size.1]),
@@ -115,7 +115,7 @@ pub fn append_batch<B: Backend>(
     Ok(cls)
 }
 
-/// Patch tokens of a batch: `[image][patch][dim]` and the patch grid.
+/// Patch tokens of a batch of square inputs: `[image][patch][dim]` and the patch grid.
 pub fn patch_tokens<B: Backend>(
     model: &VisionTransformer<B>,
     device: &B::Device,
@@ -123,18 +123,12 @@ pub fn patch_tokens<B: Backend>(
     n: usize,
     size: usize,
     chunks: usize,
-) -> anyhow::Result<(Vec<f32>, (usize, usize))> {
+) -> Result<(Vec<f32>, (usize, usize)), EmbedError> {
     let cfg = &model.config;
     let (gh, gw) = model.grid_of(size, size);
     let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, size, size]), device);
     let f = model.forward_features_chunked(x, &[], chunks);
     let prefix = 1 + cfg.num_register_tokens;
-    let patches = f
-        .tokens
-        .narrow(1, prefix, gh * gw)
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading features: {e:?}"))?;
+    let patches = host(f.tokens.narrow(1, prefix, gh * gw))?;
     Ok((patches, (gh, gw)))
 }
