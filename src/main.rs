@@ -5,6 +5,7 @@
 
 mod commands;
 mod device;
+mod domains;
 mod model_args;
 mod progress;
 

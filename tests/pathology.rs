@@ -192,7 +192,7 @@ fn pretraining_samples_tissue_tiles_from_slides() {
     let recipe = tiny_pretrain_recipe(
         tmp.path(),
         &format!(
-            "slides = [{:?}]\nslide_mpp = [0.5, 1.0]\nslide_tile_size = 64\nslide_tiles_per_epoch = 16",
+            "[data.source]\ndomain = \"pathology\"\npaths = [{:?}]\nmpp = [0.5, 1.0]\ntile_size = 64\ntiles_per_epoch = 16",
             slide.display().to_string()
         ),
     );

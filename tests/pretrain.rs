@@ -297,11 +297,11 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
 
     let sources = [
         format!(
-            "volumes = [{:?}]\nvolume_axis = \"coronal\"\nvolume_size = 64",
+            "[data.source]\ndomain = \"radiology\"\npaths = [{:?}]\naxis = \"coronal\"\nsize = 64",
             volume.display().to_string()
         ),
         format!(
-            "rasters = [{:?}]\nraster_bands = [3, 2, 1]\nraster_chip_size = 48\nraster_chips_per_epoch = 12",
+            "[data.source]\ndomain = \"satellite\"\npaths = [{:?}]\nbands = [3, 2, 1]\nchip_size = 48\nchips_per_epoch = 12",
             raster.display().to_string()
         ),
     ];
@@ -312,18 +312,27 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
         assert_eq!(pretrain_steps(dir.path()), 3, "{out}");
     }
 
-    // One domain source at a time.
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = tiny_pretrain_recipe(
-        dir.path(),
-        &format!(
-            "volumes = [{:?}]\nrasters = [{:?}]",
-            volume.display().to_string(),
-            raster.display().to_string()
-        ),
+    // A domain no plugin registers, a key its domain does not take, and the keys of the
+    // former layout are refused with what to write instead.
+    let refused = |data: String, expected: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = tiny_pretrain_recipe(dir.path(), &data);
+        let out = dinoadapt(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    };
+    let path = volume.display().to_string();
+    refused(
+        format!("[data.source]\ndomain = \"microscopy\"\npaths = [{path:?}]"),
+        "the domains are pathology, radiology, satellite",
     );
-    let refused = dinoadapt(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr)
-        .contains("one of `slides`, `volumes` and `rasters`"));
+    refused(
+        format!("[data.source]\ndomain = \"radiology\"\npaths = [{path:?}]\nvolume_size = 64"),
+        "unknown field `volume_size`",
+    );
+    refused(
+        format!("volumes = [{path:?}]"),
+        "`[data.source]` with `domain = \"radiology\"`",
+    );
 }

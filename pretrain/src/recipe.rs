@@ -105,59 +105,31 @@ pub struct DataSection {
     pub manifest: Option<PathBuf>,
     /// Images per iteration.
     pub batch_size: usize,
-    /// Whole-slide images (files, folders, CSV lists) to sample random tissue tiles from
-    /// instead of image files (the pathology plugin).
+    /// Images from a domain plugin instead of image files: `[data.source]` with `domain = "..."`
+    /// and that domain's own keys (e.g. random tissue tiles of slides, slices of volumes, chips
+    /// of rasters); see `docs/adding-a-domain.md`.
     #[serde(default)]
-    pub slides: Vec<PathBuf>,
-    /// Resolutions (µm/px) tiles are sampled at, one drawn per tile (default 0.5).
-    #[serde(default)]
-    pub slide_mpp: Vec<f64>,
-    /// Tile side in pixels at that resolution (default 224).
-    #[serde(default)]
-    pub slide_tile_size: Option<u32>,
-    /// Tiles that make one epoch (default 10000).
-    #[serde(default)]
-    pub slide_tiles_per_epoch: Option<usize>,
-    /// Volumes (NIfTI files, DICOM files or folders) whose slices are the images (the radiology
-    /// plugin): rendered once when the run starts, held as 8-bit RGB.
-    #[serde(default)]
-    pub volumes: Vec<PathBuf>,
-    /// Slicing of `volumes`: axis (default axial), intensity mapping (default minmax), channels
-    /// (default repeat) and side in pixels (default 224), as `radiology slices` takes them.
-    #[serde(default)]
-    pub volume_axis: Option<String>,
-    #[serde(default)]
-    pub volume_intensity: Option<String>,
-    #[serde(default)]
-    pub volume_channels: Option<String>,
-    #[serde(default)]
-    pub volume_size: Option<usize>,
-    /// Rasters (GeoTIFF, COG, ...) to read random chips from online (the satellite plugin).
-    #[serde(default)]
-    pub rasters: Vec<PathBuf>,
-    /// The three bands of a chip, 1-based, in RGB order (default 1, 2, 3).
-    #[serde(default)]
-    pub raster_bands: Vec<usize>,
-    /// Chip side in pixels (default 224).
-    #[serde(default)]
-    pub raster_chip_size: Option<usize>,
-    /// Chips that make one epoch (default 10000).
-    #[serde(default)]
-    pub raster_chips_per_epoch: Option<usize>,
+    pub source: Option<DataSource>,
 }
 
-impl DataSection {
-    /// The domain source the images come from instead of image files: `slides`, `volumes` or
-    /// `rasters` (at most one of them is set).
-    pub fn domain_source(&self) -> Option<&'static str> {
-        [
-            (!self.slides.is_empty(), "slides"),
-            (!self.volumes.is_empty(), "volumes"),
-            (!self.rasters.is_empty(), "rasters"),
-        ]
-        .into_iter()
-        .find_map(|(set, name)| set.then_some(name))
-    }
+/// `[data.source]`: the domain that supplies the images and its own configuration, which only
+/// that domain reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSource {
+    /// The domain plugin's name (`pathology`, `radiology`, `satellite`, ...).
+    pub domain: String,
+    /// Every other key of the table, for the domain.
+    #[serde(flatten)]
+    pub options: toml::Table,
+    /// The folder relative paths in `options` are taken from: the recipe's folder unless the
+    /// table sets `base` (itself taken from the recipe's folder when relative). A run writes it
+    /// out absolute in its `recipe.toml`, so that copy reads the same files.
+    #[serde(default, skip_serializing_if = "is_empty_path")]
+    pub base: PathBuf,
+}
+
+fn is_empty_path(p: &Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 /// `crops.*` (official `DataAugmentationDINO` settings by default).
@@ -444,6 +416,20 @@ impl Recipe {
             set_path(&mut table, k.trim(), parse_value(v.trim()))
                 .map_err(|_| RecipeError::Override(o.clone()))?;
         }
+        if let Some(data) = table.get("data").and_then(|d| d.as_table()) {
+            for (old, domain) in [
+                ("slides", "pathology"),
+                ("volumes", "radiology"),
+                ("rasters", "satellite"),
+            ] {
+                if data.contains_key(old) {
+                    return Err(parse_err(format!(
+                        "data.{old} is now a table of its domain: `[data.source]` with \
+                         `domain = \"{domain}\"` and `paths = [...]` (see README, pre-training)"
+                    )));
+                }
+            }
+        }
         let mut recipe: Recipe = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(e.message().to_string()))?;
@@ -454,9 +440,9 @@ impl Recipe {
             }
         };
         recipe.data.images.iter_mut().for_each(anchor);
-        recipe.data.slides.iter_mut().for_each(anchor);
-        recipe.data.volumes.iter_mut().for_each(anchor);
-        recipe.data.rasters.iter_mut().for_each(anchor);
+        if let Some(source) = recipe.data.source.as_mut() {
+            source.base = base.join(&source.base);
+        }
         if let Some(m) = recipe.data.manifest.as_mut() {
             anchor(m);
         }
@@ -479,22 +465,14 @@ impl Recipe {
         if self.model.arch.is_none() && self.model.checkpoint.is_none() {
             return Err("[model] needs `arch` (a preset) or `checkpoint`".into());
         }
-        let domains = [
-            !self.data.slides.is_empty(),
-            !self.data.volumes.is_empty(),
-            !self.data.rasters.is_empty(),
-        ];
-        if self.data.images.is_empty() && self.data.manifest.is_none() && !domains.contains(&true) {
+        if self.data.images.is_empty() && self.data.manifest.is_none() && self.data.source.is_none()
+        {
             return Err(
                 "[data] needs `images` (image files, folders or list files), `manifest` (a \
-                 curated manifest), `slides` (whole-slide images to sample tissue tiles from), \
-                 `volumes` (CT/MR volumes whose slices are the images) or `rasters` (rasters to \
-                 read random chips from)"
+                 curated manifest) or a `[data.source]` table naming a domain (e.g. \
+                 `domain = \"pathology\"` with the slides to sample tissue tiles from)"
                     .into(),
             );
-        }
-        if domains.iter().filter(|d| **d).count() > 1 {
-            return Err("[data] takes one of `slides`, `volumes` and `rasters`".into());
         }
         if self.data.batch_size == 0 {
             return Err("data.batch_size must be at least 1".into());

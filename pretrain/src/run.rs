@@ -55,8 +55,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
-    /// The images, when a domain plugin samples them (e.g. tissue tiles of the recipe's
-    /// `data.slides`); otherwise the recipe's image files and manifest.
+    /// The images, when a domain plugin samples them (the recipe's `[data.source]`, e.g.
+    /// tissue tiles of slides); otherwise the recipe's image files and manifest.
     pub images: Option<Arc<dyn ImageSource>>,
     /// Slices of each batch that go through the backbones at once, one per thread on a CPU
     /// (`Trainer::slices`); 0 or 1 runs the whole batch in one pass, as on a GPU.
@@ -236,10 +236,11 @@ pub fn run<B: AutodiffBackend>(
     let pool = match &options.images {
         Some(source) => ImagePool::new(source.clone(), seed),
         None => {
-            if let Some(domain) = recipe.data.domain_source() {
+            if let Some(source) = &recipe.data.source {
                 return Err(RunError::Config(format!(
-                    "[data] {domain} need their domain plugin's image source (run the recipe \
-                     with `dinoadapt pretrain`)"
+                    "[data.source] of domain `{}` needs that domain plugin's image source (run \
+                     the recipe with `dinoadapt pretrain`)",
+                    source.domain
                 )));
             }
             let mut inputs = recipe.data.images.clone();

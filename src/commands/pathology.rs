@@ -8,7 +8,6 @@
 
 mod batch;
 mod h5;
-pub mod tiles_for_pretraining;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::backend::Autodiff;
 use clap::Args;
 use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
-use dinoadapt_datasets::ImageSource;
+use dinoadapt_datasets::{find_domain, ImageSource, SourceOptions};
 use dinoadapt_pretrain::{run, Recipe, RunOptions, RunSummary};
 
 #[derive(Args, Debug)]
@@ -34,18 +34,26 @@ pub struct PretrainArgs {
     pub quiet: bool,
 }
 
-/// The image source of a recipe whose data comes from a domain plugin (slides, volumes or
-/// rasters), sampled online; None for image files.
+/// The image source of a recipe whose data comes from a domain plugin (`[data.source]`),
+/// sampled online; None for image files.
 fn domain_images(recipe: &Recipe) -> anyhow::Result<Option<Arc<dyn ImageSource>>> {
-    use crate::commands::pathology::tiles_for_pretraining::SlideTiles;
-    use crate::commands::radiology::slices_for_pretraining::VolumeSlices;
-    use crate::commands::satellite::chips_for_pretraining::RasterChips;
-    Ok(match recipe.data.domain_source() {
-        Some("slides") => Some(Arc::new(SlideTiles::from_recipe(recipe)?)),
-        Some("volumes") => Some(Arc::new(VolumeSlices::from_recipe(recipe)?)),
-        Some("rasters") => Some(Arc::new(RasterChips::from_recipe(recipe)?)),
-        _ => None,
-    })
+    let Some(source) = &recipe.data.source else {
+        return Ok(None);
+    };
+    let domain = find_domain(&crate::domains::all(), &source.domain)?;
+    let options = SourceOptions {
+        options: serde_json::to_value(&source.options)?,
+        base: &source.base,
+        seed: recipe.train.seed,
+        scratch: &recipe.train.output_dir,
+    };
+    match domain.pretraining_images(&options) {
+        Some(images) => Ok(Some(images?)),
+        None => anyhow::bail!(
+            "[data.source] domain `{}` does not supply pre-training images",
+            source.domain
+        ),
+    }
 }
 
 pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {

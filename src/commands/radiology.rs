@@ -5,7 +5,6 @@
 //! patient names, so messages keep base names only).
 
 mod kmeans_head;
-pub mod slices_for_pretraining;
 pub(crate) mod volumes;
 
 use std::collections::HashMap;
@@ -58,6 +57,16 @@ pub struct VolumeInputs {
     /// JSON object mapping original Series/StudyInstanceUIDs to the ids to use.
     #[arg(long)]
     pub id_map: Option<PathBuf>,
+}
+
+impl VolumeInputs {
+    pub fn config(&self) -> dinoadapt_radiology::volume_inputs::InputVolumes {
+        dinoadapt_radiology::volume_inputs::InputVolumes {
+            paths: self.inputs.clone(),
+            id_salt: self.id_salt.clone(),
+            id_map: self.id_map.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -224,18 +233,6 @@ fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A model-input slice `[3][size][size]` back to RGB bytes (undoing the mean/std).
-pub(crate) fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
-    let plane = spec.size * spec.size;
-    let mut rgb = vec![0u8; 3 * plane];
-    for c in 0..3 {
-        for (i, v) in pixels[c * plane..(c + 1) * plane].iter().enumerate() {
-            let x = v * spec.std[c] + spec.mean[c];
-            rgb[3 * i + c] = (x.clamp(0.0, 1.0) * 255.0).round() as u8;
-        }
-    }
-    rgb
-}
-
 fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
     use dinoadapt_datasets::RegionSource;
     let options = args.slices.options()?;
@@ -257,7 +254,10 @@ fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
                 for (i, _) in batch.regions.iter().enumerate() {
                     let r = &records[n];
                     let name = format!("{}/{}_{:04}.png", volume.id, options.axis, r.slice_index);
-                    let rgb = to_rgb(&batch.pixels[i * per..(i + 1) * per], &options.input);
+                    let rgb = dinoadapt_radiology::inputs::to_rgb(
+                        &batch.pixels[i * per..(i + 1) * per],
+                        &options.input,
+                    );
                     let size = options.input.size as u32;
                     image::RgbImage::from_raw(size, size, rgb)
                         .context("slice image")?

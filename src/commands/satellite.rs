@@ -1,6 +1,5 @@
 //! `dinoadapt satellite chips|embed|predict`: rasters through GDAL.
 
-pub mod chips_for_pretraining;
 pub mod dense;
 mod pca;
 

@@ -127,8 +127,8 @@ hidden_dim = 32
 bottleneck_dim = 16
 
 [data]
-{data}
 batch_size = 4
+{data}
 
 [crops]
 global_size = 32

@@ -1314,10 +1314,12 @@ mod tests {
     // --- fixtures
 
     fn fixtures() -> Option<PathBuf> {
-        let dir = PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures"
-        ));
+        // The crate's folder as cargo gives it at run time (a test binary built in another
+        // checkout keeps that checkout's compile-time path).
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+            .join("../../shared/fixtures");
         if dir.is_dir() {
             return Some(dir);
         }

@@ -27,13 +27,16 @@ pub mod labels;
 pub(crate) mod linalg;
 pub mod nifti;
 pub mod predictions;
+pub mod pretraining;
 pub mod privacy;
 pub mod reorient;
 pub mod resample;
 pub mod slices;
 pub mod source;
 pub mod volume;
+pub mod volume_inputs;
 
 pub use error::{Error, Result};
+pub use pretraining::{Radiology, VolumeSlices, VolumeSlicesConfig};
 pub use privacy::Pseudonymizer;
 pub use volume::{axcodes, IntensityStats, Volume};

@@ -1,8 +1,7 @@
-//! Batches of slides: the slide list (folders, files, CSV lists), sharding over a Slurm array,
+//! Batches of slides (the list: `dinoadapt_pathology::slide_list`): sharding over a Slurm array,
 //! one status file per finished slide (written last, atomically) so a rerun skips what
 //! finished and redoes what was cut off, and the manifest merged from every status file.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -11,157 +10,7 @@ use dinoadapt_datasets::write_parquet;
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 use serde::{Deserialize, Serialize};
 
-/// File endings taken from folders: what OpenSlide reads, and plain images.
-const SLIDE_ENDINGS: &[&str] = &[
-    "svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "svslide", "bif", "dcm", "png",
-    "jpg", "jpeg",
-];
-
-/// One slide of the batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlideEntry {
-    pub path: PathBuf,
-    /// The id outputs are named by (the CSV's `slide_id`, else the file stem).
-    pub slide_id: String,
-    /// Per-slide mpp override (CSV column `mpp`).
-    pub mpp: Option<f64>,
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            // MRXS slides keep their data in a folder beside the .mrxs file.
-            walk(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| SLIDE_ENDINGS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "slide".into())
-}
-
-/// A CSV list: a header with `path` (or `slide_path`), optionally `slide_id` and `mpp`;
-/// relative paths are taken from the CSV's folder.
-fn read_csv(path: &Path) -> anyhow::Result<Vec<SlideEntry>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .with_context(|| format!("{}: empty list", path.display()))?
-        .split(',')
-        .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
-        .collect();
-    let find = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
-    let p = find(&["path", "slide_path", "slide"]).with_context(|| {
-        format!(
-            "{}: no `path` column in the header {header:?}",
-            path.display()
-        )
-    })?;
-    let (id, mpp) = (find(&["slide_id", "id"]), find(&["mpp"]));
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
-    for (n, line) in lines.enumerate() {
-        let cells: Vec<&str> = line
-            .split(',')
-            .map(|c| c.trim().trim_matches('"'))
-            .collect();
-        let file = cells
-            .get(p)
-            .filter(|c| !c.is_empty())
-            .with_context(|| format!("{}: row {} has no path", path.display(), n + 2))?;
-        let file = base.join(file);
-        let mpp = match mpp.and_then(|i| cells.get(i)).filter(|c| !c.is_empty()) {
-            Some(v) => Some(v.parse::<f64>().with_context(|| {
-                format!(
-                    "{}: row {}: mpp `{v}` is not a number",
-                    path.display(),
-                    n + 2
-                )
-            })?),
-            None => None,
-        };
-        out.push(SlideEntry {
-            slide_id: id
-                .and_then(|i| cells.get(i))
-                .filter(|c| !c.is_empty())
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| stem(&file)),
-            path: file,
-            mpp,
-        });
-    }
-    Ok(out)
-}
-
-/// Slides from files, folders (recursive, sorted) and CSV lists; ids must be unique.
-pub fn collect_slides(inputs: &[PathBuf]) -> anyhow::Result<Vec<SlideEntry>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut files = Vec::new();
-            walk(input, &mut files)?;
-            // A DICOM slide is one file per level and associated image: keep its first file.
-            let mut series = BTreeSet::new();
-            files.retain(|p| match dinoadapt_pathology::dicom_wsi::series_uid(p) {
-                Some(uid) => series.insert(uid),
-                None => true,
-            });
-            out.extend(files.into_iter().map(|p| SlideEntry {
-                slide_id: stem(&p),
-                path: p,
-                mpp: None,
-            }));
-        } else if input
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        {
-            out.extend(read_csv(input)?);
-        } else {
-            out.push(SlideEntry {
-                slide_id: stem(input),
-                path: input.clone(),
-                mpp: None,
-            });
-        }
-    }
-    let mut seen = BTreeSet::new();
-    for s in &out {
-        if s.slide_id.contains(['/', '\\']) || s.slide_id.is_empty() || s.slide_id.starts_with('.')
-        {
-            bail!(
-                "slide id `{}` cannot name a file; give ids in a CSV list",
-                s.slide_id
-            );
-        }
-        if !seen.insert(s.slide_id.clone()) {
-            bail!(
-                "two slides have the id `{}`; give unique ids in a CSV list (column slide_id)",
-                s.slide_id
-            );
-        }
-    }
-    if out.is_empty() {
-        bail!("no slides found in {inputs:?}");
-    }
-    Ok(out)
-}
+pub use dinoadapt_pathology::slide_list::{collect_slides, SlideEntry};
 
 /// Slide `k` belongs to shard `index` of `count` when `k % count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,22 +177,6 @@ mod tests {
         );
         assert!(Shard::resolve(Some("4/4")).is_err());
         assert!(Shard::resolve(Some("x")).is_err());
-    }
-
-    #[test]
-    fn csv_lists_give_ids_and_mpp_and_ids_must_be_unique() {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("list.csv");
-        std::fs::write(&csv, "slide_id,path,mpp\nA,a.svs,0.25\nB,sub/b.tiff,\n").unwrap();
-        let s = collect_slides(std::slice::from_ref(&csv)).unwrap();
-        assert_eq!(s[0].slide_id, "A");
-        assert_eq!(s[0].mpp, Some(0.25));
-        assert_eq!(s[1].path, dir.path().join("sub/b.tiff"));
-        std::fs::write(&csv, "slide_id,path\nA,a.svs\nA,b.svs\n").unwrap();
-        assert!(collect_slides(&[csv])
-            .unwrap_err()
-            .to_string()
-            .contains("two slides"));
     }
 
     #[test]

@@ -1,23 +1,64 @@
-//! The recipe's `data.rasters` as the pre-training image pool: random chips read online, window
-//! by window (a raster is never read whole), each chip determined by its draw seed so that a
-//! resumed run sees the same chips. Values become 8-bit RGB as `satellite embed` scales them to
-//! [0, 1]: 8-bit bands as they are, other types stretched between their 2nd and 98th
-//! percentiles; the recipe's `crops.mean/std` then apply as for any image.
+//! The satellite domain's pre-training image pool: random chips of the recipe's rasters read
+//! online, window by window (a raster is never read whole), each chip determined by its draw
+//! seed so that a resumed run sees the same chips. Values become 8-bit RGB as `satellite embed`
+//! scales them to [0, 1]: 8-bit bands as they are, other types stretched between their 2nd and
+//! 98th percentiles; the recipe's `crops.mean/std` then apply as for any image.
+//!
+//! ```toml
+//! [data.source]
+//! domain = "satellite"
+//! paths = ["scene.tif"]     # GeoTIFF, COG, anything GDAL opens
+//! bands = [1, 2, 3]         # three bands, 1-based, in RGB order (default 1, 2, 3)
+//! chip_size = 224           # default 224
+//! chips_per_epoch = 10000   # default 10000
+//! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use dinoadapt_datasets::{ImageError, ImageSource};
-use dinoadapt_pretrain::Recipe;
-use dinoadapt_satellite::normalize::Normalization;
-use dinoadapt_satellite::{Raster, Window};
+use dinoadapt_datasets::{Domain, DomainError, ImageError, ImageSource, SourceOptions};
 use image::{DynamicImage, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+
+use crate::normalize::Normalization;
+use crate::{Raster, Window};
+
+/// The `[data.source]` keys of the satellite domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RasterChipsConfig {
+    /// Rasters (GeoTIFF, COG, ...).
+    pub paths: Vec<PathBuf>,
+    /// The three bands of a chip, 1-based, in RGB order.
+    #[serde(default = "default_bands")]
+    pub bands: Vec<usize>,
+    /// Chip side in pixels.
+    #[serde(default = "default_chip_size")]
+    pub chip_size: usize,
+    /// Chips that make one epoch.
+    #[serde(default = "default_chips_per_epoch")]
+    pub chips_per_epoch: usize,
+}
+
+fn default_bands() -> Vec<usize> {
+    vec![1, 2, 3]
+}
+
+fn default_chip_size() -> usize {
+    224
+}
+
+fn default_chips_per_epoch() -> usize {
+    10_000
+}
 
 /// Draws until a chip has at least this fraction of valid pixels.
 const MIN_VALID: f64 = 0.5;
 const DRAWS: usize = 16;
 
+/// Random chips of a set of rasters, as a pre-training image pool.
 pub struct RasterChips {
     paths: Vec<PathBuf>,
     /// (width, height) of each raster.
@@ -32,53 +73,55 @@ pub struct RasterChips {
 }
 
 impl RasterChips {
-    /// Open the recipe's rasters and measure their value ranges.
-    pub fn from_recipe(recipe: &Recipe) -> anyhow::Result<RasterChips> {
-        let d = &recipe.data;
-        let bands = if d.raster_bands.is_empty() {
-            vec![1, 2, 3]
-        } else {
-            d.raster_bands.clone()
+    /// Open the rasters and measure their value ranges.
+    pub fn open(cfg: &RasterChipsConfig) -> Result<RasterChips, DomainError> {
+        let bad = |message: String| DomainError::Options {
+            domain: "satellite",
+            message,
         };
-        anyhow::ensure!(
-            bands.len() == 3,
-            "data.raster_bands: three bands (RGB order), not {:?}",
-            bands
-        );
-        let size = d.raster_chip_size.unwrap_or(224);
-        let rasters = d
-            .rasters
+        let bands = cfg.bands.clone();
+        if bands.len() != 3 {
+            return Err(bad(format!(
+                "bands: three bands (RGB order), not {bands:?}"
+            )));
+        }
+        let size = cfg.chip_size;
+        let input = |e: crate::SatelliteError| DomainError::Input(e.to_string());
+        let rasters = cfg
+            .paths
             .iter()
             .map(|p| Raster::open(p))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(input)?;
         let mut sizes = Vec::new();
         let mut cumulative = Vec::new();
         let mut total = 0.0;
         for r in &rasters {
             let info = r.info();
-            anyhow::ensure!(
-                info.width >= size && info.height >= size,
-                "{}: {}x{} px, smaller than data.raster_chip_size {size}",
-                r.path().display(),
-                info.width,
-                info.height
-            );
+            if info.width < size || info.height < size {
+                return Err(DomainError::Input(format!(
+                    "{}: {}x{} px, smaller than chip_size {size}",
+                    r.path().display(),
+                    info.width,
+                    info.height
+                )));
+            }
             sizes.push((info.width, info.height));
             total += ((info.width - size + 1) * (info.height - size + 1)) as f64;
             cumulative.push(total);
         }
         let refs: Vec<&Raster> = rasters.iter().collect();
-        let mut scale = Normalization::preset("imagenet", &refs, &bands)?;
+        let mut scale = Normalization::preset("imagenet", &refs, &bands).map_err(input)?;
         scale.mean = vec![0.0; 3];
         scale.std = vec![1.0; 3];
         Ok(RasterChips {
-            paths: d.rasters.clone(),
+            paths: cfg.paths.clone(),
             sizes,
             cumulative,
             bands,
             size,
             scale,
-            len: d.raster_chips_per_epoch.unwrap_or(10_000).max(1),
+            len: cfg.chips_per_epoch.max(1),
         })
     }
 
@@ -154,5 +197,26 @@ impl ImageSource for RasterChips {
             self.paths.len(),
             self.len
         )
+    }
+}
+
+/// The satellite domain plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Satellite;
+
+impl Domain for Satellite {
+    fn name(&self) -> &'static str {
+        "satellite"
+    }
+
+    fn pretraining_images(
+        &self,
+        source: &SourceOptions,
+    ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
+        Some((|| {
+            let mut cfg: RasterChipsConfig = source.parse(self.name())?;
+            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+            Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)
+        })())
     }
 }

@@ -1,0 +1,183 @@
+//! The slides of a batch: files, folders (searched recursively, sorted) and CSV lists
+//! (`path`, optional `slide_id` and `mpp` columns), each with the id its outputs are named by.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Why a slide list cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SlideListError {
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}")]
+    List(String),
+}
+
+/// File endings taken from folders: what OpenSlide reads, and plain images.
+const SLIDE_ENDINGS: &[&str] = &[
+    "svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "svslide", "bif", "dcm", "png",
+    "jpg", "jpeg",
+];
+
+/// One slide of the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlideEntry {
+    pub path: PathBuf,
+    /// The id outputs are named by (the CSV's `slide_id`, else the file stem).
+    pub slide_id: String,
+    /// Per-slide mpp override (CSV column `mpp`).
+    pub mpp: Option<f64>,
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SlideListError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| SlideListError::Read(dir.to_path_buf(), e))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            // MRXS slides keep their data in a folder beside the .mrxs file.
+            walk(&p, out)?;
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| SLIDE_ENDINGS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "slide".into())
+}
+
+/// A CSV list: a header with `path` (or `slide_path`), optionally `slide_id` and `mpp`;
+/// relative paths are taken from the CSV's folder.
+fn read_csv(path: &Path) -> Result<Vec<SlideEntry>, SlideListError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| SlideListError::Read(path.to_path_buf(), e))?;
+    let bad = |message: String| SlideListError::List(format!("{}: {message}", path.display()));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines
+        .next()
+        .ok_or_else(|| bad("empty list".into()))?
+        .split(',')
+        .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    let find = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
+    let p = find(&["path", "slide_path", "slide"])
+        .ok_or_else(|| bad(format!("no `path` column in the header {header:?}")))?;
+    let (id, mpp) = (find(&["slide_id", "id"]), find(&["mpp"]));
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let cells: Vec<&str> = line
+            .split(',')
+            .map(|c| c.trim().trim_matches('"'))
+            .collect();
+        let file = cells
+            .get(p)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| bad(format!("row {} has no path", n + 2)))?;
+        let file = base.join(file);
+        let mpp = match mpp.and_then(|i| cells.get(i)).filter(|c| !c.is_empty()) {
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .map_err(|_| bad(format!("row {}: mpp `{v}` is not a number", n + 2)))?,
+            ),
+            None => None,
+        };
+        out.push(SlideEntry {
+            slide_id: id
+                .and_then(|i| cells.get(i))
+                .filter(|c| !c.is_empty())
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| stem(&file)),
+            path: file,
+            mpp,
+        });
+    }
+    Ok(out)
+}
+
+/// Slides from files, folders (recursive, sorted) and CSV lists; ids must be unique.
+pub fn collect_slides(inputs: &[PathBuf]) -> Result<Vec<SlideEntry>, SlideListError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut files = Vec::new();
+            walk(input, &mut files)?;
+            // A DICOM slide is one file per level and associated image: keep its first file.
+            let mut series = BTreeSet::new();
+            files.retain(|p| match crate::dicom_wsi::series_uid(p) {
+                Some(uid) => series.insert(uid),
+                None => true,
+            });
+            out.extend(files.into_iter().map(|p| SlideEntry {
+                slide_id: stem(&p),
+                path: p,
+                mpp: None,
+            }));
+        } else if input
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            out.extend(read_csv(input)?);
+        } else {
+            out.push(SlideEntry {
+                slide_id: stem(input),
+                path: input.clone(),
+                mpp: None,
+            });
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for s in &out {
+        if s.slide_id.contains(['/', '\\']) || s.slide_id.is_empty() || s.slide_id.starts_with('.')
+        {
+            return Err(SlideListError::List(format!(
+                "slide id `{}` cannot name a file; give ids in a CSV list",
+                s.slide_id
+            )));
+        }
+        if !seen.insert(s.slide_id.clone()) {
+            return Err(SlideListError::List(format!(
+                "two slides have the id `{}`; give unique ids in a CSV list (column slide_id)",
+                s.slide_id
+            )));
+        }
+    }
+    if out.is_empty() {
+        return Err(SlideListError::List(format!(
+            "no slides found in {inputs:?}"
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lists_give_ids_and_mpp_and_ids_must_be_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("list.csv");
+        std::fs::write(&csv, "slide_id,path,mpp\nA,a.svs,0.25\nB,sub/b.tiff,\n").unwrap();
+        let s = collect_slides(std::slice::from_ref(&csv)).unwrap();
+        assert_eq!(s[0].slide_id, "A");
+        assert_eq!(s[0].mpp, Some(0.25));
+        assert_eq!(s[1].path, dir.path().join("sub/b.tiff"));
+        std::fs::write(&csv, "slide_id,path\nA,a.svs\nA,b.svs\n").unwrap();
+        assert!(collect_slides(&[csv])
+            .unwrap_err()
+            .to_string()
+            .contains("two slides"));
+    }
+}
