@@ -4,6 +4,9 @@
 //! - [`linear`]: the linear (multinomial logistic) probe, trained full-batch with AdamW.
 //! - [`probe`]: the classification protocol: kNN (k = 20, T = 0.07, DINOv2's `eval_knn`),
 //!   the linear probe's lr × weight-decay sweep chosen on a validation split, few-shot subsets.
+//! - [`classify`]: that protocol run on feature files and their labels, and the classification
+//!   head folder it writes, evaluates and predicts with.
+//! - [`backbone`]: the backbone identity a head records.
 //! - [`dense`]: dense heads on patch tokens — DINOv2's linear / multi-layer segmentation heads
 //!   and the DPT canopy-height head (regression over bins) — their training and prediction.
 //! - [`segmentation_metrics`]: confusion → per-class IoU / Dice, mIoU, pixel accuracy.
@@ -11,6 +14,8 @@
 //! - [`survival`]: gated-attention MIL (ABMIL) on slide feature bags with the Cox or the
 //!   discrete-time NLL loss; C-index, Kaplan–Meier, log-rank, time bins, folds by patient.
 
+pub mod backbone;
+pub mod classify;
 pub mod dense;
 pub mod linear;
 pub mod metrics;

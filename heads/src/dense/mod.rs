@@ -8,7 +8,9 @@
 //!   a serde configuration;
 //! - [`set`], [`loss`], [`train`]: in-memory training sets, losses on valid pixels only,
 //!   AdamW training with per-epoch logs, evaluation with the segmentation / regression metrics;
-//! - [`predict`]: backbone + head as one per-pixel model for the domains' tiled inference.
+//! - [`predict`]: backbone + head as one per-pixel model for the domains' tiled inference;
+//! - [`features`]: the layer tokens of a feature file in this layout; [`tables`]: the tables
+//!   and plot of a dense head folder.
 //!
 //! Token layout everywhere: `[batch, layers, 1 + patches, dim]`, class token first, patches
 //! row-major on the (rows, cols) grid (see [`tokens`]).
@@ -16,11 +18,13 @@
 pub mod bins;
 pub mod dpt;
 pub mod error;
+pub mod features;
 pub mod head;
 pub mod linear;
 pub mod loss;
 pub mod predict;
 pub mod set;
+pub mod tables;
 pub mod tokens;
 pub mod train;
 

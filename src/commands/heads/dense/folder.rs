@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::NamedTensors;
+pub use dinoadapt_heads::backbone::Backbone;
 use dinoadapt_heads::dense::{DenseHead, DenseHeadConfig, DensePredictor, TokenSpec};
 use dinoadapt_pathology::tiling::TilingConfig;
 use dinoadapt_radiology::source::SliceOptions;
@@ -17,14 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::device::{batch_chunks, matmul_precision};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::backend::DeviceSpec;
-
-/// The backbone a head was trained on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backbone {
-    pub model: String,
-    pub checkpoint_sha256: String,
-    pub architecture: serde_json::Value,
-}
 
 /// Satellite chips: bands, size, and the per-band normalisation.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,13 +6,11 @@
 //! `metrics.parquet`, `training.parquet` (one row per epoch) and `training.png`. `predict` runs
 //! backbone + head over a whole raster, volume or slide and writes the domain's own format.
 
-pub mod features;
 pub mod folder;
 mod pathology;
 mod radiology;
 mod satellite;
 mod stitch;
-mod tables;
 mod targets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +23,8 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use dinoadapt_core::checkpoint::safetensors_io::write_safetensors;
 use dinoadapt_datasets::write_parquet;
+use dinoadapt_heads::dense::features::{load_features, Features};
+use dinoadapt_heads::dense::tables;
 use dinoadapt_heads::dense::{
     evaluate, train as train_head, BinNorm, Bins, DenseHead, DenseHeadConfig, DenseMetrics,
     DenseSet, DenseTargets, DenseTrainConfig, DptHeadConfig, DptOutput, EpochLog, LinearHeadConfig,
@@ -35,7 +35,6 @@ use serde_json::{json, Value};
 use super::{required, Common, Task};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
-use features::{load_features, Features};
 use folder::{HeadFolder, HeadInfo, Preprocessing};
 use targets::{class_targets, labelled, Labelled, TargetArgs};
 

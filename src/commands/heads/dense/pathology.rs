@@ -19,7 +19,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{ParquetReader, SerReader};
 use serde_json::{json, Value};
 
-use super::features::Features;
 use super::folder::{predictor, HeadFolder, PathologyInput, Preprocessing};
 use super::stitch::Stitcher;
 use super::targets::{Labelled, TargetArgs};
@@ -27,6 +26,7 @@ use super::DensePredictArgs;
 use crate::commands::heads::Common;
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
+use dinoadapt_heads::dense::features::Features;
 
 /// Mask value where no tile was predicted.
 pub const NOT_PREDICTED: u8 = 255;

@@ -18,7 +18,6 @@ use dinoadapt_radiology::volume::Volume;
 use polars::prelude::{ParquetReader, SerReader};
 use serde_json::json;
 
-use super::features::Features;
 use super::folder::{argmax_at, predictor, HeadFolder, Preprocessing};
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
@@ -29,6 +28,7 @@ use crate::commands::radiology::volumes::{
 use crate::commands::radiology::{finish, VolumeInputs};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
+use dinoadapt_heads::dense::features::Features;
 
 fn inputs(path: &Path) -> VolumeInputs {
     VolumeInputs {

@@ -10,7 +10,6 @@ use dinoadapt_satellite::{Normalization, Raster, Window};
 use polars::prelude::{ParquetReader, SerReader};
 use serde_json::json;
 
-use super::features::Features;
 use super::folder::{HeadFolder, Preprocessing, SatelliteInput};
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
@@ -18,6 +17,7 @@ use crate::commands::heads::{Common, Task};
 use crate::commands::satellite::dense::predict_loaded;
 use crate::commands::satellite::{predict_config, ChipArgs, HeadChoice};
 use crate::model_args::ModelArgs;
+use dinoadapt_heads::dense::features::Features;
 
 /// The resampling of the label raster (default: nearest for classes, bilinear for heights).
 pub fn resampling(name: Option<&str>, task: Task) -> anyhow::Result<LabelResampling> {

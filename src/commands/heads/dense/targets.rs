@@ -7,10 +7,10 @@ use anyhow::bail;
 use dinoadapt_heads::dense::DenseTargets;
 use serde_json::Value;
 
-use super::features::Features;
 use super::folder::Preprocessing;
 use super::{pathology, radiology, satellite};
 use crate::commands::heads::Task;
+use dinoadapt_heads::dense::features::Features;
 
 /// Where the targets of a feature file come from.
 #[derive(Clone, Copy)]

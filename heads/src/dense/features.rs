@@ -5,13 +5,48 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
-use dinoadapt_core::checkpoint::HostTensor;
-use dinoadapt_heads::dense::TokenSpec;
+use dinoadapt_core::checkpoint::{CheckpointError, HostTensor};
 use serde_json::Value;
 
-use super::folder::Backbone;
+use super::TokenSpec;
+use crate::backbone::Backbone;
+
+/// What can go wrong reading a feature file for a dense head.
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("reading features {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Box<CheckpointError>,
+    },
+    /// A key every dinoadapt feature file records is missing.
+    #[error("{}: no `{key}` in the metadata; not a dinoadapt feature file", path.display())]
+    NotAFeatureFile { path: PathBuf, key: String },
+    /// A key the domain needs is missing.
+    #[error(
+        "{}: no `{key}` in the metadata; embed with a `dinoadapt <domain> embed` command",
+        path.display()
+    )]
+    MissingMeta { path: PathBuf, key: String },
+    #[error("{}: no `{name}` tensor", path.display())]
+    MissingTensor { path: PathBuf, name: String },
+    #[error(
+        "{}: the head reads {want} backbone layers, the file has {found} layer tensors; embed \
+         with `... embed --layers last:4` (the intermediate layers)",
+        path.display()
+    )]
+    TooFewLayers {
+        path: PathBuf,
+        want: usize,
+        found: usize,
+    },
+    #[error("{}: {patches} patches are not a square grid", path.display())]
+    NotSquare { path: PathBuf, patches: usize },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// Features of a file in the heads' token layout.
 pub struct Features {
@@ -28,13 +63,14 @@ pub struct Features {
 
 impl Features {
     /// A metadata value the domain needs.
-    pub fn meta(&self, key: &str) -> anyhow::Result<&str> {
-        self.meta.get(key).map(|s| s.as_str()).with_context(|| {
-            format!(
-                "{}: no `{key}` in the metadata; embed with a `dinoadapt <domain> embed` command",
-                self.path.display()
-            )
-        })
+    pub fn meta(&self, key: &str) -> Result<&str, FeaturesError> {
+        self.meta
+            .get(key)
+            .map(|s| s.as_str())
+            .ok_or_else(|| FeaturesError::MissingMeta {
+                path: self.path.clone(),
+                key: key.to_string(),
+            })
     }
 
     /// The domain that made the file (`domain` metadata; satellite files of older versions
@@ -49,30 +85,34 @@ impl Features {
 }
 
 /// Loads `path` keeping its last `want` layers (class token + patches of each).
-pub fn load_features(path: &Path, want: usize) -> anyhow::Result<Features> {
-    let (tensors, meta) =
-        read_safetensors(path).with_context(|| format!("reading features {}", path.display()))?;
+pub fn load_features(path: &Path, want: usize) -> Result<Features, FeaturesError> {
+    let (tensors, meta) = read_safetensors(path).map_err(|source| FeaturesError::Read {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
     let tensors: HashMap<String, HostTensor> = tensors.into_iter().collect();
-    let arch: Value = serde_json::from_str(meta.get("architecture").with_context(|| {
-        format!(
-            "{}: no `architecture` in the metadata; not a dinoadapt feature file",
-            path.display()
-        )
-    })?)?;
+    let field = |key: &str| {
+        meta.get(key).ok_or_else(|| FeaturesError::NotAFeatureFile {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+        })
+    };
+    let missing = |name: String| FeaturesError::MissingTensor {
+        path: path.to_path_buf(),
+        name,
+    };
+    let arch: Value = serde_json::from_str(field("architecture")?)?;
     let registers = arch["num_register_tokens"].as_u64().unwrap_or(0) as usize;
     let depth = arch["depth"].as_u64().unwrap_or(0) as usize;
     let recorded: Vec<usize> = serde_json::from_str(meta.get("layers").map_or("[]", |s| s))?;
-    let cls = tensors
-        .get("cls")
-        .with_context(|| format!("{}: no `cls` tensor", path.display()))?;
+    let cls = tensors.get("cls").ok_or_else(|| missing("cls".into()))?;
     let (n, dim) = (cls.shape[0], cls.shape[1]);
     if recorded.len() < want {
-        bail!(
-            "{}: the head reads {want} backbone layers, the file has {} layer tensors; embed \
-             with `... embed --layers last:4` (the intermediate layers)",
-            path.display(),
-            recorded.len()
-        );
+        return Err(FeaturesError::TooFewLayers {
+            path: path.to_path_buf(),
+            want,
+            found: recorded.len(),
+        });
     }
     let chosen = recorded[recorded.len() - want..].to_vec();
     // Whether layer.{i} went through the final norm: recorded by the embed commands, or (older
@@ -93,16 +133,16 @@ pub fn load_features(path: &Path, want: usize) -> anyhow::Result<Features> {
     for i in &chosen {
         let t = tensors
             .get(&format!("layer.{i}"))
-            .with_context(|| format!("{}: no `layer.{i}` tensor", path.display()))?;
+            .ok_or_else(|| missing(format!("layer.{i}")))?;
         patches = t.shape[1] - 1 - registers;
         layer_data.push(t);
     }
     let side = (patches as f64).sqrt().round() as usize;
     if side * side != patches {
-        bail!(
-            "{}: {patches} patches are not a square grid",
-            path.display()
-        );
+        return Err(FeaturesError::NotSquare {
+            path: path.to_path_buf(),
+            patches,
+        });
     }
     let per = (1 + registers + patches) * dim;
     let mut tokens = Vec::with_capacity(n * want * (1 + patches) * dim);
@@ -113,17 +153,9 @@ pub fn load_features(path: &Path, want: usize) -> anyhow::Result<Features> {
             tokens.extend_from_slice(&row[(1 + registers) * dim..]);
         }
     }
-    let field = |key: &str| {
-        meta.get(key).cloned().with_context(|| {
-            format!(
-                "{}: no `{key}` in the metadata; not a dinoadapt feature file",
-                path.display()
-            )
-        })
-    };
     let backbone = Backbone {
-        model: field("model")?,
-        checkpoint_sha256: field("checkpoint_sha256")?,
+        model: field("model")?.clone(),
+        checkpoint_sha256: field("checkpoint_sha256")?.clone(),
         architecture: arch,
     };
     Ok(Features {

@@ -4,11 +4,14 @@
 use std::path::Path;
 
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::plot::{panels_png, Panel};
-use dinoadapt_heads::dense::{DenseMetrics, EpochLog};
-use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
+use dinoadapt_datasets::plot::{panels_png, Panel, PlotError};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
 
-pub fn metrics_table(rows: &[(String, DenseMetrics)]) -> anyhow::Result<DataFrame> {
+use super::{DenseMetrics, EpochLog};
+
+/// `metrics.parquet`: one row per split (`rows` is not empty; its first row decides the
+/// columns: segmentation or regression metrics).
+pub fn metrics_table(rows: &[(String, DenseMetrics)]) -> Result<DataFrame, PolarsError> {
     let split = col::<String>("split", rows.iter().map(|r| r.0.clone()).collect());
     let opt = |name: &str, v: Vec<Option<f64>>| Series::new(name.into(), v).into_column();
     let mut columns = vec![split];
@@ -59,11 +62,12 @@ pub fn metrics_table(rows: &[(String, DenseMetrics)]) -> anyhow::Result<DataFram
             columns.push(col::<u64>("blocks", reg.iter().map(|m| m.blocks).collect()));
         }
     }
-    Ok(DataFrame::new(rows.len(), columns)?)
+    DataFrame::new(rows.len(), columns)
 }
 
-pub fn training_table(log: &[EpochLog]) -> anyhow::Result<DataFrame> {
-    Ok(DataFrame::new(
+/// `training.parquet`: one row per epoch.
+pub fn training_table(log: &[EpochLog]) -> Result<DataFrame, PolarsError> {
+    DataFrame::new(
         log.len(),
         vec![
             col::<u64>("epoch", log.iter().map(|e| e.epoch as u64).collect()),
@@ -80,10 +84,12 @@ pub fn training_table(log: &[EpochLog]) -> anyhow::Result<DataFrame> {
             .into_column(),
             col::<f64>("seconds", log.iter().map(|e| e.seconds).collect()),
         ],
-    )?)
+    )
 }
 
-pub fn training_plot(path: &Path, log: &[EpochLog], metric: &str) -> anyhow::Result<()> {
+/// `training.png`: the loss per epoch, and the validation `metric` beside it when there is a
+/// validation set.
+pub fn training_plot(path: &Path, log: &[EpochLog], metric: &str) -> Result<(), PlotError> {
     let pts = |f: &dyn Fn(&EpochLog) -> Option<f64>| -> Vec<(f64, f64)> {
         log.iter()
             .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
@@ -108,6 +114,5 @@ pub fn training_plot(path: &Path, log: &[EpochLog], metric: &str) -> anyhow::Res
         panels.push(loss);
     }
     let columns = panels.len();
-    panels_png(path, &panels, columns)?;
-    Ok(())
+    panels_png(path, &panels, columns)
 }

@@ -1,0 +1,366 @@
+//! The classification probes of DINOv2's evaluation run on feature files that `embed` wrote:
+//! kNN (k = 20, T = 0.07), the linear probe with an lr × weight-decay sweep chosen on the
+//! validation split, and optional few-shot subsets. Labels come from the image paths of the
+//! manifest beside each feature file (the parent folder, ImageFolder style) or from a CSV.
+//!
+//! [`train`] writes a head folder ([`ProbeHead`]: `head.json`, `head.safetensors`) with
+//! `results.parquet` (one row per method × split) and `sweep.parquet` (one row per sweep point);
+//! [`eval`] gives a saved head's metrics on labelled features, [`predict`] its class
+//! probabilities as a Parquet table.
+
+mod features;
+mod folder;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use dinoadapt_core::checkpoint::CheckpointError;
+use dinoadapt_core::eval::knn::knn_votes;
+use dinoadapt_datasets::{column as col, write_parquet, ManifestError};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
+
+pub use features::{encode, FeatureKind, Features, Labels};
+pub use folder::ProbeHead;
+
+use crate::linear::LinearProbe;
+use crate::metrics::{argmax_rows, ClassificationMetrics};
+use crate::probe::{few_shot, sweep_linear, ProbeResult, SweepPoint};
+
+/// What can go wrong reading features, labels or a head folder, or writing the outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("--features `{0}`: cls or cls+avgpool")]
+    UnknownFeatures(String),
+    #[error("--labels `{0}`: folder or csv:FILE")]
+    UnknownLabels(String),
+    /// A feature file without the tensor the feature kind needs.
+    #[error("{}: no `{name}` features", path.display())]
+    MissingFeatures { path: PathBuf, name: String },
+    #[error("{}: the manifest beside the features", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` has no parent folder to name its class")]
+    NoClassFolder(String),
+    #[error("reading {}", path.display())]
+    ReadLabels {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The labels CSV `path` has no row for the image `image`.
+    #[error("{}: no label for `{image}`", path.display())]
+    NoLabel { path: PathBuf, image: String },
+    #[error("class `{class}` is not among the training classes {classes:?}")]
+    UnknownClass { class: String, classes: Vec<String> },
+    #[error("the training features have {0} class(es); a probe needs two or more")]
+    TooFewClasses(usize),
+    #[error("{}: not a head folder (no head.json)", dir.display())]
+    NotAHead {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("head.safetensors: no `{0}`")]
+    MissingHeadTensor(String),
+    #[error("the features have dimension {features}, the head takes {head}")]
+    Dimension { features: usize, head: usize },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Table(#[from] PolarsError),
+    #[error(transparent)]
+    Write(#[from] ManifestError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `heads train --task classify`: the splits, their features and labels, and the probes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyConfig {
+    /// Training features (safetensors from `embed`, with its .parquet manifest).
+    pub train: PathBuf,
+    /// Validation features: the sweep is chosen on them.
+    pub val: PathBuf,
+    /// Test features: reported, never used for choices.
+    pub test: Option<PathBuf>,
+    pub features: FeatureKind,
+    pub labels: Labels,
+    /// kNN neighbours and temperature.
+    pub k: usize,
+    pub temperature: f64,
+    /// Learning rates and weight decays of the linear sweep.
+    pub lrs: Vec<f64>,
+    pub weight_decays: Vec<f64>,
+    /// Few-shot probes with these many training samples per class.
+    pub few_shot: Vec<usize>,
+    /// Epochs of every linear probe.
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        ClassifyConfig {
+            train: PathBuf::new(),
+            val: PathBuf::new(),
+            test: None,
+            features: FeatureKind::Cls,
+            labels: Labels::Folder,
+            k: 20,
+            temperature: 0.07,
+            lrs: vec![0.001, 0.003, 0.01, 0.03, 0.1],
+            weight_decays: vec![0.0, 0.0001, 0.001, 0.01],
+            few_shot: Vec::new(),
+            epochs: 300,
+            seed: 0,
+        }
+    }
+}
+
+/// What [`train`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyReport {
+    /// Class names (sorted), in class-index order.
+    pub classes: Vec<String>,
+    /// Samples of the training and validation splits.
+    pub train: usize,
+    pub val: usize,
+    /// The best probe of the sweep (its configuration holds the chosen lr and weight decay).
+    pub best: LinearProbe,
+    pub sweep: Vec<SweepPoint>,
+    /// One per method × split, in `results.parquet` order.
+    pub results: Vec<ProbeResult>,
+}
+
+/// Runs kNN, the linear sweep and the few-shot probes of `cfg`, and writes the head folder
+/// `out` (`head.json`, `head.safetensors`, `results.parquet`, `sweep.parquet`).
+pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, ClassifyError> {
+    let tr = Features::load(&cfg.train, cfg.features)?;
+    let va = Features::load(&cfg.val, cfg.features)?;
+    let tr_names = tr.label_names(&cfg.labels)?;
+    let classes: Vec<String> = tr_names
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if classes.len() < 2 {
+        return Err(ClassifyError::TooFewClasses(classes.len()));
+    }
+    let (c, dim) = (classes.len(), tr.dim);
+    let ytr = encode(&tr_names, &classes)?;
+    let yva = encode(&va.label_names(&cfg.labels)?, &classes)?;
+    let test = match &cfg.test {
+        Some(p) => {
+            let s = Features::load(p, cfg.features)?;
+            let y = encode(&s.label_names(&cfg.labels)?, &classes)?;
+            Some((s, y))
+        }
+        None => None,
+    };
+    let mut rows: Vec<ProbeResult> = Vec::new();
+    let mut push = |method: String, split: &str, metrics| {
+        rows.push(ProbeResult {
+            method,
+            split: split.to_string(),
+            metrics,
+        })
+    };
+    let mut eval_splits: Vec<(&str, &[f32], &[usize])> = vec![("val", &va.x, &yva)];
+    if let Some((s, y)) = &test {
+        eval_splits.push(("test", &s.x, y));
+    }
+    // kNN.
+    for (name, x, y) in &eval_splits {
+        let s = knn_votes(&tr.x, &ytr, x, dim, c, cfg.k, cfg.temperature);
+        push(
+            format!("knn{}", cfg.k),
+            name,
+            ClassificationMetrics::compute(y, &s, c),
+        );
+    }
+    // Linear sweep on val; the best probe reported on every split.
+    let (sweep, best) = sweep_linear(
+        &tr.x,
+        &ytr,
+        &va.x,
+        &yva,
+        dim,
+        c,
+        &cfg.lrs,
+        &cfg.weight_decays,
+        cfg.epochs,
+        cfg.seed,
+    );
+    for (name, x, y) in &eval_splits {
+        push(
+            "linear".into(),
+            name,
+            ClassificationMetrics::compute(y, &best.predict_proba(x), c),
+        );
+    }
+    // Few-shot: k samples per class from train, the best sweep settings.
+    for &k in &cfg.few_shot {
+        let pick = few_shot(&ytr, c, k, cfg.seed);
+        let xs: Vec<f32> = pick
+            .iter()
+            .flat_map(|&i| tr.x[i * dim..(i + 1) * dim].iter().copied())
+            .collect();
+        let ys: Vec<usize> = pick.iter().map(|&i| ytr[i]).collect();
+        let probe = LinearProbe::train(&xs, &ys, dim, c, best.config);
+        for (name, x, y) in &eval_splits {
+            push(
+                format!("linear_{k}shot"),
+                name,
+                ClassificationMetrics::compute(y, &probe.predict_proba(x), c),
+            );
+            let s = knn_votes(
+                &xs,
+                &ys,
+                x,
+                dim,
+                c,
+                cfg.k.min(xs.len() / dim),
+                cfg.temperature,
+            );
+            push(
+                format!("knn_{k}shot"),
+                name,
+                ClassificationMetrics::compute(y, &s, c),
+            );
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    write_parquet(&out.join("results.parquet"), &mut results_table(&rows)?)?;
+    write_parquet(&out.join("sweep.parquet"), &mut sweep_table(&sweep)?)?;
+    let head = ProbeHead {
+        probe: best,
+        classes,
+        features: cfg.features,
+    };
+    head.save(out)?;
+    Ok(ClassifyReport {
+        classes: head.classes,
+        train: ytr.len(),
+        val: yva.len(),
+        best: head.probe,
+        sweep,
+        results: rows,
+    })
+}
+
+/// `results.parquet`: method, split, samples and the metrics of each probe on each split.
+pub fn results_table(rows: &[ProbeResult]) -> Result<DataFrame, PolarsError> {
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col::<String>("method", rows.iter().map(|r| r.method.clone()).collect()),
+            col::<String>("split", rows.iter().map(|r| r.split.clone()).collect()),
+            col::<u64>(
+                "samples",
+                rows.iter().map(|r| r.metrics.samples as u64).collect(),
+            ),
+            col::<f64>(
+                "accuracy",
+                rows.iter().map(|r| r.metrics.accuracy).collect(),
+            ),
+            col::<f64>(
+                "balanced_accuracy",
+                rows.iter().map(|r| r.metrics.balanced_accuracy).collect(),
+            ),
+            col::<f64>(
+                "macro_f1",
+                rows.iter().map(|r| r.metrics.macro_f1).collect(),
+            ),
+            Series::new(
+                "auroc".into(),
+                rows.iter().map(|r| r.metrics.auroc).collect::<Vec<_>>(),
+            )
+            .into_column(),
+        ],
+    )
+}
+
+/// `sweep.parquet`: lr, weight decay and the validation accuracies of each sweep point.
+pub fn sweep_table(sweep: &[SweepPoint]) -> Result<DataFrame, PolarsError> {
+    DataFrame::new(
+        sweep.len(),
+        vec![
+            col::<f64>("lr", sweep.iter().map(|p| p.lr).collect()),
+            col::<f64>(
+                "weight_decay",
+                sweep.iter().map(|p| p.weight_decay).collect(),
+            ),
+            col::<f64>(
+                "val_accuracy",
+                sweep.iter().map(|p| p.val.accuracy).collect(),
+            ),
+            col::<f64>(
+                "val_balanced_accuracy",
+                sweep.iter().map(|p| p.val.balanced_accuracy).collect(),
+            ),
+        ],
+    )
+}
+
+/// A saved head and the features of `features_path` in the head's feature kind.
+fn head_and_features(
+    head: &Path,
+    features_path: &Path,
+) -> Result<(ProbeHead, Features), ClassifyError> {
+    let head = ProbeHead::load(head)?;
+    let s = Features::load(features_path, head.features)?;
+    if s.dim != head.probe.dim {
+        return Err(ClassifyError::Dimension {
+            features: s.dim,
+            head: head.probe.dim,
+        });
+    }
+    Ok((head, s))
+}
+
+/// The metrics of the head folder `head` on the labelled features of `features_path`.
+pub fn eval(
+    head: &Path,
+    features_path: &Path,
+    labels: &Labels,
+) -> Result<ClassificationMetrics, ClassifyError> {
+    let (head, s) = head_and_features(head, features_path)?;
+    let y = encode(&s.label_names(labels)?, &head.classes)?;
+    Ok(ClassificationMetrics::compute(
+        &y,
+        &head.probe.predict_proba(&s.x),
+        head.classes.len(),
+    ))
+}
+
+/// The predictions of the head folder `head` on the features of `features_path`, written to
+/// `out` as Parquet (`path`, `predicted`, `p_<class>` per class); returns how many rows.
+pub fn predict(head: &Path, features_path: &Path, out: &Path) -> Result<usize, ClassifyError> {
+    let (head, s) = head_and_features(head, features_path)?;
+    let p = head.probe.predict_proba(&s.x);
+    let classes = &head.classes;
+    let c = classes.len();
+    let best = argmax_rows(&p, c);
+    let mut columns = vec![
+        col::<String>("path", s.paths.clone()),
+        col::<String>(
+            "predicted",
+            best.iter().map(|&b| classes[b].clone()).collect(),
+        ),
+    ];
+    for (k, name) in classes.iter().enumerate() {
+        columns.push(col::<f64>(
+            &format!("p_{name}"),
+            p.chunks(c).map(|r| r[k]).collect(),
+        ));
+    }
+    let mut df = DataFrame::new(s.paths.len(), columns)?;
+    write_parquet(out, &mut df)?;
+    Ok(s.paths.len())
+}
