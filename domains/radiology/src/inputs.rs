@@ -304,6 +304,20 @@ impl ResolvedInput {
     }
 }
 
+/// Model-input pixels ([3][size][size], normalised with `spec`'s mean and std) back to 8-bit
+/// RGB bytes [size][size][3], as `radiology slices` writes them and pre-training draws them.
+pub fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
+    let plane = spec.size * spec.size;
+    let mut rgb = vec![0u8; 3 * plane];
+    for c in 0..3 {
+        for (i, v) in pixels[c * plane..(c + 1) * plane].iter().enumerate() {
+            let x = v * spec.std[c] + spec.mean[c];
+            rgb[3 * i + c] = (x.clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    rgb
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,18 +435,4 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<InputSpec>(&json).unwrap(), spec);
     }
-}
-
-/// Model-input pixels ([3][size][size], normalised with `spec`'s mean and std) back to 8-bit
-/// RGB bytes [size][size][3], as `radiology slices` writes them and pre-training draws them.
-pub fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
-    let plane = spec.size * spec.size;
-    let mut rgb = vec![0u8; 3 * plane];
-    for c in 0..3 {
-        for (i, v) in pixels[c * plane..(c + 1) * plane].iter().enumerate() {
-            let x = v * spec.std[c] + spec.mean[c];
-            rgb[3 * i + c] = (x.clamp(0.0, 1.0) * 255.0).round() as u8;
-        }
-    }
-    rgb
 }

@@ -6,29 +6,50 @@
 //!
 //! Times are in whatever unit the clinical table uses (days, months); nothing here converts them.
 //! Events are `true` for an observed event (death, recurrence) and `false` for a censoring.
+//!
+//! On disk: a [`Cohort`] is feature bags ([`bag_files`]: `pathology embed` output or CLAM /
+//! TRIDENT `.h5`) matched to a [`Clinical`] table (CSV or Parquet); a [`Study`] cross-validates
+//! heads on it by patient and writes the head folder ([`store`]) with its tables and plots
+//! ([`report`]); a [`SurvivalHead`] read back predicts risk and attention for any cohort.
 
 pub mod abmil;
+pub mod bag_files;
 pub mod bags;
 pub mod bins;
+pub mod clinical;
+pub mod cohort;
 pub mod concordance;
+pub mod error;
 pub mod folds;
 pub mod gamma;
 pub mod kaplan_meier;
 pub mod logrank;
 pub mod loss;
+pub mod report;
+pub mod store;
+pub mod study;
 pub mod train;
 
 #[cfg(test)]
 pub(crate) mod reference;
 
 pub use abmil::{Abmil, AbmilConfig, AbmilOutput};
+pub use bag_files::{BagFiles, BagHeader, Coords};
 pub use bags::{BagReader, BagSet, Bags};
 pub use bins::TimeBins;
+pub use clinical::{Clinical, ClinicalColumns, ColumnRole, CovariateScale};
+pub use cohort::{Cohort, CohortConfig};
 pub use concordance::{concordance_index, Concordance};
+pub use error::StudyError;
 pub use folds::patient_folds;
 pub use kaplan_meier::KaplanMeier;
 pub use logrank::{logrank_test, LogRank};
 pub use loss::{cox_ph_loss, nll_loss, nll_risk, SurvivalLoss};
+pub use store::{head_covariates, save_head, SurvivalHead};
+pub use study::{
+    evaluate, write_predictions, CrossValidation, Study, StudyConfig, StudyLoss, DEFAULT_BINS,
+    DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY,
+};
 pub use train::{predict, train, train_valid, Prediction, SurvivalTrainConfig, TrainProgress};
 
 /// Why a survival computation could not be done.

@@ -1,27 +1,30 @@
-//! Slide feature bags: `pathology embed` folders (safetensors + tile table) or CLAM / TRIDENT
-//! `.h5` files.
+//! Slide feature bags on disk: `pathology embed` folders (`features/{id}.safetensors` tensor
+//! `cls` [N, D], with `tiles/{id}.parquet` giving each feature row's level-0 x, y) or CLAM /
+//! TRIDENT `.h5` files (`features` [N, D], `coords` [N, 2]).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context};
 use dinoadapt_core::checkpoint::safetensors_io::{read_tensor, tensor_entry};
-use dinoadapt_heads::survival::BagReader;
 use polars::prelude::{DataType, ParquetReader, SerReader};
 
+use super::error::chain;
+use super::{BagReader, StudyError};
+
 /// Level-0 top-left x, y of each tile of a bag, when the bag records them.
-pub(super) type Coords = Option<Vec<[i64; 2]>>;
+pub type Coords = Option<Vec<[i64; 2]>>;
 
 /// One slide's bag file, opened without reading its features: how many tiles of which
 /// dimension, and the level-0 top-left corner of each tile when the bag records it.
-pub(super) struct BagHeader {
-    pub(super) tiles: usize,
-    pub(super) dim: usize,
-    pub(super) coords: Coords,
-    pub(super) source: PathBuf,
+#[derive(Debug, Clone, PartialEq)]
+pub struct BagHeader {
+    pub tiles: usize,
+    pub dim: usize,
+    pub coords: Coords,
+    pub source: PathBuf,
 }
 
 /// The bag file of `id` in `dir`, in the order embed output, .h5 in h5/, .h5, .safetensors.
-pub(super) fn bag_path(dir: &Path, id: &str) -> Option<PathBuf> {
+pub fn bag_path(dir: &Path, id: &str) -> Option<PathBuf> {
     [
         dir.join("features").join(format!("{id}.safetensors")),
         dir.join("h5").join(format!("{id}.h5")),
@@ -33,7 +36,7 @@ pub(super) fn bag_path(dir: &Path, id: &str) -> Option<PathBuf> {
 }
 
 /// The slide ids of every bag in `dir` (sorted).
-pub(super) fn bag_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
+pub fn bag_ids(dir: &Path) -> Result<Vec<String>, StudyError> {
     let mut ids = std::collections::BTreeSet::new();
     for (sub, ext) in [
         ("features", "safetensors"),
@@ -54,11 +57,11 @@ pub(super) fn bag_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    ensure!(
-        !ids.is_empty(),
-        "{}: no feature bags (features/*.safetensors from `pathology embed`, or *.h5)",
-        dir.display()
-    );
+    if ids.is_empty() {
+        return Err(StudyError::NoBags {
+            dir: dir.to_path_buf(),
+        });
+    }
     Ok(ids.into_iter().collect())
 }
 
@@ -66,42 +69,53 @@ fn is_h5(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "h5")
 }
 
-fn h5_features(path: &Path) -> anyhow::Result<(hdf5_metno::File, hdf5_metno::Dataset, usize)> {
-    let f = hdf5_metno::File::open(path)
-        .with_context(|| format!("{}: not a readable HDF5 file", path.display()))?;
-    let ds = f.dataset("features").with_context(|| {
-        format!(
-            "{}: no `features` dataset (CLAM / TRIDENT bags have one)",
-            path.display()
-        )
-    })?;
+fn bag_error(path: &Path, what: String) -> StudyError {
+    StudyError::Bag {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
+fn h5_error(path: &Path, what: &'static str) -> impl FnOnce(hdf5_metno::Error) -> StudyError {
+    let path = path.to_path_buf();
+    move |source| StudyError::H5 { path, what, source }
+}
+
+fn h5_features(path: &Path) -> Result<(hdf5_metno::File, hdf5_metno::Dataset, usize), StudyError> {
+    let f = hdf5_metno::File::open(path).map_err(h5_error(path, "not a readable HDF5 file"))?;
+    let ds = f.dataset("features").map_err(h5_error(
+        path,
+        "no `features` dataset (CLAM / TRIDENT bags have one)",
+    ))?;
     let shape = ds.shape();
-    ensure!(
-        shape.len() == 2,
-        "{}: `features` has shape {shape:?}, expected [tiles, dim]",
-        path.display()
-    );
+    if shape.len() != 2 {
+        return Err(bag_error(
+            path,
+            format!("`features` has shape {shape:?}, expected [tiles, dim]"),
+        ));
+    }
     Ok((f, ds, shape[0]))
 }
 
 /// The header of a bag: `.h5` (`features` [N, D], optional `coords` [N, 2]) or a `pathology
 /// embed` feature file (`cls` [N, D], with the tile table beside it for the corners). The
 /// features themselves are read by [`read_features`] when the bag is used.
-pub(super) fn open_bag(path: &Path) -> anyhow::Result<BagHeader> {
+pub fn open_bag(path: &Path) -> Result<BagHeader, StudyError> {
     if is_h5(path) {
         let (f, ds, tiles) = h5_features(path)?;
         let dim = ds.shape()[1];
         let coords = match f.dataset("coords") {
             Ok(c) => {
-                let flat: Vec<i64> = c
-                    .read_raw()
-                    .with_context(|| format!("{}: reading `coords`", path.display()))?;
-                ensure!(
-                    flat.len() == 2 * tiles,
-                    "{}: `coords` has {} values for {tiles} tiles (expected [tiles, 2])",
-                    path.display(),
-                    flat.len(),
-                );
+                let flat: Vec<i64> = c.read_raw().map_err(h5_error(path, "reading `coords`"))?;
+                if flat.len() != 2 * tiles {
+                    return Err(bag_error(
+                        path,
+                        format!(
+                            "`coords` has {} values for {tiles} tiles (expected [tiles, 2])",
+                            flat.len()
+                        ),
+                    ));
+                }
                 Some(flat.chunks(2).map(|c| [c[0], c[1]]).collect())
             }
             Err(_) => None,
@@ -114,18 +128,19 @@ pub(super) fn open_bag(path: &Path) -> anyhow::Result<BagHeader> {
         });
     }
     let shape = tensor_entry(path, "cls")?
-        .with_context(|| {
-            format!(
-                "{}: no `cls` tensor (expected the feature file of `pathology embed`)",
-                path.display()
+        .ok_or_else(|| {
+            bag_error(
+                path,
+                "no `cls` tensor (expected the feature file of `pathology embed`)".into(),
             )
         })?
         .shape;
-    ensure!(
-        shape.len() == 2,
-        "{}: `cls` has shape {shape:?}, expected [tiles, dim]",
-        path.display(),
-    );
+    if shape.len() != 2 {
+        return Err(bag_error(
+            path,
+            format!("`cls` has shape {shape:?}, expected [tiles, dim]"),
+        ));
+    }
     let (tiles, dim) = (shape[0], shape[1]);
     // features/{id}.safetensors -> tiles/{id}.parquet: row `feature_row` has the tile's x, y.
     let table = path
@@ -150,36 +165,38 @@ pub(super) fn open_bag(path: &Path) -> anyhow::Result<BagHeader> {
 }
 
 /// The features of a bag [tiles, dim], row-major: `.h5` `features` or the feature file's `cls`.
-pub(super) fn read_features(path: &Path) -> anyhow::Result<Vec<f32>> {
+pub fn read_features(path: &Path) -> Result<Vec<f32>, StudyError> {
     if is_h5(path) {
         let (_, ds, _) = h5_features(path)?;
-        return ds
-            .read_raw()
-            .with_context(|| format!("{}: reading `features`", path.display()));
+        return ds.read_raw().map_err(h5_error(path, "reading `features`"));
     }
     Ok(read_tensor(path, "cls")?
-        .with_context(|| format!("{}: no `cls` tensor", path.display()))?
+        .ok_or_else(|| bag_error(path, "no `cls` tensor".into()))?
         .data)
 }
 
 /// Reads each bag from its file when training or prediction uses it.
-pub(super) struct BagFiles(pub(super) Vec<PathBuf>);
+pub struct BagFiles(pub Vec<PathBuf>);
 
 impl BagReader for BagFiles {
     fn read(&self, i: usize) -> Result<Vec<f32>, String> {
-        read_features(&self.0[i]).map_err(|e| format!("{e:#}"))
+        read_features(&self.0[i]).map_err(|e| chain(&e))
     }
 }
 
 /// x, y of feature rows `0..n` from a `pathology embed` tile table.
-pub(super) fn tile_coords(path: &Path, n: usize) -> anyhow::Result<Vec<[i64; 2]>> {
+pub fn tile_coords(path: &Path, n: usize) -> Result<Vec<[i64; 2]>, StudyError> {
+    let table_error = |what: String| {
+        let path = path.to_path_buf();
+        move |source| StudyError::TileTable { path, what, source }
+    };
     let df = ParquetReader::new(std::fs::File::open(path)?)
         .finish()
-        .with_context(|| format!("{}: not a Parquet tile table", path.display()))?;
-    let get = |name: &str| -> anyhow::Result<Vec<Option<i64>>> {
+        .map_err(table_error("not a Parquet tile table".into()))?;
+    let get = |name: &str| -> Result<Vec<Option<i64>>, StudyError> {
         let c = df
             .column(name)
-            .with_context(|| format!("{}: no `{name}` column", path.display()))?
+            .map_err(table_error(format!("no `{name}` column")))?
             .cast(&DataType::Int64)?;
         let ca = c.i64()?;
         Ok((0..df.height()).map(|i| ca.get(i)).collect())
@@ -195,14 +212,12 @@ pub(super) fn tile_coords(path: &Path, n: usize) -> anyhow::Result<Vec<[i64; 2]>
             }
         }
     }
-    ensure!(
-        seen == n,
-        "{}: {seen} tiles for {n} feature rows; the tile table and the features disagree \
-         (re-run `pathology embed --overwrite` for this slide)",
-        path.display()
-    );
+    if seen != n {
+        return Err(StudyError::TileRows {
+            path: path.to_path_buf(),
+            seen,
+            rows: n,
+        });
+    }
     Ok(coords)
 }
-
-// ---------------------------------------------------------------------------------------------
-// The clinical table

@@ -1,32 +1,37 @@
-//! C-index, risk groups, Kaplan–Meier curves with the log-rank test, and reporting helpers.
+//! What a survival study reports: C-index, risk groups, Kaplan–Meier curves with the log-rank
+//! test, attention per tile, and JSON helpers.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::plot::{panels_png, Panel, Style};
-use dinoadapt_heads::survival::{concordance_index, logrank_test, KaplanMeier, SurvivalError};
-use indicatif::{ProgressBar, ProgressStyle};
+use dinoadapt_datasets::write_parquet;
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 use serde_json::{json, Value};
 
+use super::bag_files::Coords;
+use super::{concordance_index, logrank_test, KaplanMeier, LogRank, StudyError, SurvivalError};
+
 /// The C-index, or NaN (with a warning) when the slides have no comparable pair.
-pub(super) fn c_index_or_nan(
+pub fn c_index_or_nan(
     time: &[f64],
     event: &[bool],
     risk: &[f64],
     what: &str,
-) -> anyhow::Result<f64> {
+) -> Result<f64, SurvivalError> {
     match concordance_index(time, event, risk) {
         Ok(c) => Ok(c.c_index),
         Err(SurvivalError::NoComparablePairs) => {
             tracing::warn!("{what}: no comparable pair of slides, C-index undefined");
             Ok(f64::NAN)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
 /// High risk (1) when above the median of its group (`group[i]`), else low (0).
-pub(super) fn median_split(risk: &[f64], group: &[usize]) -> Vec<usize> {
+pub fn median_split(risk: &[f64], group: &[usize]) -> Vec<usize> {
     let mut medians: HashMap<usize, f64> = HashMap::new();
     for &g in group {
         medians.entry(g).or_insert_with(|| {
@@ -51,14 +56,15 @@ pub(super) fn median_split(risk: &[f64], group: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// Log-rank of the two risk groups (None when one group is empty) and the KM plot.
-pub(super) fn km_and_logrank(
+/// Log-rank of the two risk groups (None when one group is empty) and, with `path`, the
+/// Kaplan–Meier plot of both.
+pub fn km_and_logrank(
     path: Option<&Path>,
     time: &[f64],
     event: &[bool],
     high: &[usize],
     title: &str,
-) -> anyhow::Result<Option<dinoadapt_heads::survival::LogRank>> {
+) -> Result<Option<LogRank>, StudyError> {
     let both = high.contains(&0) && high.contains(&1);
     let lr = if both {
         Some(logrank_test(time, event, high)?)
@@ -88,21 +94,33 @@ pub(super) fn km_and_logrank(
     Ok(lr)
 }
 
-pub(super) fn progress(quiet: bool) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
+/// `{dir}/{slide}.parquet`: tile (feature row), x, y (level-0 px; null when the bag has no
+/// coordinates) and attention (sums to 1 over the slide).
+pub fn write_attention(
+    dir: &Path,
+    id: &str,
+    attention: &[f32],
+    coords: &Coords,
+) -> Result<(), StudyError> {
+    let n = attention.len();
+    let xy = |k: usize| -> Vec<Option<i64>> {
+        (0..n).map(|i| coords.as_ref().map(|c| c[i][k])).collect()
     };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            col::<u64>("tile", (0..n as u64).collect()),
+            Series::new("x".into(), xy(0)).into_column(),
+            Series::new("y".into(), xy(1)).into_column(),
+            col::<f32>("attention", attention.to_vec()),
+        ],
+    )?;
+    write_parquet(&dir.join(format!("{id}.parquet")), &mut df)?;
+    Ok(())
 }
 
-pub(super) fn mean_std(v: &[f64]) -> (f64, f64) {
+/// Mean and standard deviation of the finite values (NaN when there are none).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let ok: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if ok.is_empty() {
         return (f64::NAN, f64::NAN);
@@ -113,16 +131,13 @@ pub(super) fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// JSON number or null.
-pub(super) fn num(x: f64) -> Value {
+pub fn num(x: f64) -> Value {
     if x.is_finite() {
         json!(x)
     } else {
         Value::Null
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// train
 
 #[cfg(test)]
 mod tests {
