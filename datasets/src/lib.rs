@@ -1,6 +1,7 @@
 //! dinoadapt-datasets: image inputs, model preprocessing, DINOv2 multi-crop augmentation,
 //! batching, the feature store, the embedding engine and PNG plots.
 
+pub mod batch;
 pub mod domain;
 pub mod embedding;
 pub mod feature_store;
@@ -13,6 +14,7 @@ pub mod plot;
 pub mod regions;
 pub mod transforms;
 
+pub use batch::{BatchError, Shard, StatusFiles};
 pub use domain::{find_domain, Domain, DomainError, SourceOptions};
 pub use feature_store::{FeatureWriter, StoreError};
 pub use image_regions::{ImageRegions, PixelTensorError, TensorRegions};

@@ -7,7 +7,6 @@
 //! and redoes the rest; `manifest.parquet` merges every slide's status (all shards).
 
 mod batch;
-mod h5;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +19,7 @@ use clap::{Args, Subcommand};
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::write_parquet;
+use dinoadapt_pathology::h5_bag;
 use dinoadapt_pathology::source::TileSource;
 use dinoadapt_pathology::tiling::{plan_tiles, TilePlan, TilingConfig};
 use dinoadapt_pathology::tissue::{detect_tissue, TissueConfig};
@@ -257,12 +257,12 @@ fn process<B: Backend>(
             status.outputs.push(format!("features/{id}.safetensors"));
             if e.h5 {
                 std::fs::create_dir_all(out.join("h5"))?;
-                h5::write_bag(
+                h5_bag::write_bag(
                     &out.join(format!("h5/{id}.h5")),
                     &embedded.cls,
                     embedded.cls.len() / coords.len(),
                     &coords,
-                    &h5::TileAttrs {
+                    &h5_bag::TileAttrs {
                         patch_size: cfg.size as u64,
                         patch_size_level0: extent,
                         target_mpp: cfg.target_mpp,

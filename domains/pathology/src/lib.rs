@@ -10,6 +10,7 @@ pub mod augment;
 pub mod contours;
 pub mod dicom_wsi;
 pub mod error;
+pub mod h5_bag;
 pub mod image_slide;
 pub mod morphology;
 pub mod mpp;

@@ -1,58 +1,17 @@
-//! Batches of slides (the list: `dinoadapt_pathology::slide_list`): sharding over a Slurm array,
-//! one status file per finished slide (written last, atomically) so a rerun skips what
-//! finished and redoes what was cut off, and the manifest merged from every status file.
+//! Batches of slides: the list (`dinoadapt_pathology::slide_list`), the shard and the status
+//! files (`dinoadapt_datasets::batch`), each slide's status and the manifest merged from every
+//! status file.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::write_parquet;
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 use serde::{Deserialize, Serialize};
 
+pub use dinoadapt_datasets::batch::Shard;
+use dinoadapt_datasets::batch::StatusFiles;
 pub use dinoadapt_pathology::slide_list::{collect_slides, SlideEntry};
-
-/// Slide `k` belongs to shard `index` of `count` when `k % count == index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// `--shard i/n`, else a Slurm array (`SLURM_ARRAY_TASK_ID` relative to
-    /// `SLURM_ARRAY_TASK_MIN`, over `SLURM_ARRAY_TASK_COUNT`), else everything.
-    pub fn resolve(flag: Option<&str>) -> anyhow::Result<Shard> {
-        if let Some(s) = flag {
-            let (i, n) = s
-                .split_once('/')
-                .with_context(|| format!("--shard `{s}`: expected i/n, e.g. 0/4"))?;
-            let (index, count): (usize, usize) = (i.trim().parse()?, n.trim().parse()?);
-            if count == 0 || index >= count {
-                bail!("--shard {s}: needs 0 <= i < n");
-            }
-            return Ok(Shard { index, count });
-        }
-        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
-        if let (Some(id), Some(count)) = (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT"))
-        {
-            let index = id - var("SLURM_ARRAY_TASK_MIN").unwrap_or(0).min(id);
-            if count > 0 && index < count {
-                return Ok(Shard { index, count });
-            }
-        }
-        Ok(Shard { index: 0, count: 1 })
-    }
-
-    pub fn select(self, slides: Vec<SlideEntry>) -> Vec<SlideEntry> {
-        slides
-            .into_iter()
-            .enumerate()
-            .filter(|(k, _)| k % self.count == self.index)
-            .map(|(_, s)| s)
-            .collect()
-    }
-}
 
 /// What happened to one slide (`status/<slide_id>.json`, the last thing written for it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,10 +35,6 @@ pub struct SlideStatus {
     pub outputs: Vec<String>,
 }
 
-pub fn status_path(out: &Path, slide_id: &str) -> PathBuf {
-    out.join("status").join(format!("{slide_id}.json"))
-}
-
 /// The stages in order.
 pub const STAGES: [&str; 3] = ["tissue", "tile", "embed"];
 
@@ -87,9 +42,8 @@ pub const STAGES: [&str; 3] = ["tissue", "tile", "embed"];
 /// all there.
 pub fn finished(out: &Path, slide_id: &str, stage: &str) -> bool {
     let rank = |s: &str| STAGES.iter().position(|x| *x == s);
-    std::fs::read_to_string(status_path(out, slide_id))
-        .ok()
-        .and_then(|t| serde_json::from_str::<SlideStatus>(&t).ok())
+    StatusFiles::new(out)
+        .read::<SlideStatus>(slide_id)
         .is_some_and(|s| {
             s.status == "done"
                 && rank(&s.stage) >= rank(stage)
@@ -98,27 +52,12 @@ pub fn finished(out: &Path, slide_id: &str, stage: &str) -> bool {
 }
 
 pub fn write_status(out: &Path, s: &SlideStatus) -> anyhow::Result<()> {
-    let path = status_path(out, &s.slide_id);
-    std::fs::create_dir_all(path.parent().expect("status folder"))?;
-    let tmp = path.with_extension("json.partial");
-    std::fs::write(&tmp, serde_json::to_string_pretty(s)?)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
+    Ok(StatusFiles::new(out).write(&s.slide_id, s)?)
 }
 
 /// `manifest.parquet` from every status file in `out/status` (all shards so far).
 pub fn write_manifest(out: &Path) -> anyhow::Result<(PathBuf, Vec<SlideStatus>)> {
-    let mut rows: Vec<SlideStatus> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(out.join("status")) {
-        for e in dir.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                if let Ok(s) = serde_json::from_str::<SlideStatus>(&std::fs::read_to_string(&p)?) {
-                    rows.push(s);
-                }
-            }
-        }
-    }
+    let mut rows: Vec<SlideStatus> = StatusFiles::new(out).read_all()?;
     rows.sort_by(|a, b| a.slide_id.cmp(&b.slide_id));
     let s = |g: fn(&SlideStatus) -> &String| rows.iter().map(|r| g(r).clone()).collect::<Vec<_>>();
     let mut df = DataFrame::new(
@@ -153,31 +92,6 @@ pub fn write_manifest(out: &Path) -> anyhow::Result<(PathBuf, Vec<SlideStatus>)>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entries(n: usize) -> Vec<SlideEntry> {
-        (0..n)
-            .map(|i| SlideEntry {
-                path: PathBuf::from(format!("s{i}.svs")),
-                slide_id: format!("s{i}"),
-                mpp: None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn shards_partition_the_slides() {
-        let all: Vec<String> = (0..3)
-            .flat_map(|i| Shard { index: i, count: 3 }.select(entries(10)))
-            .map(|s| s.slide_id)
-            .collect();
-        assert_eq!(all.len(), 10);
-        assert_eq!(
-            Shard::resolve(Some("1/4")).unwrap(),
-            Shard { index: 1, count: 4 }
-        );
-        assert!(Shard::resolve(Some("4/4")).is_err());
-        assert!(Shard::resolve(Some("x")).is_err());
-    }
 
     #[test]
     fn a_finished_slide_needs_its_status_and_outputs() {

@@ -2,10 +2,34 @@
 //! `coords` [N, 2] int64 (level-0 top-left x, y of each tile), with the tiling recorded as
 //! attributes of `coords` (as CLAM does) and the provenance as file attributes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use hdf5_metno::types::VarLenUnicode;
+
+/// Why a bag could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum H5BagError {
+    #[error("{values} feature values for {tiles} tiles of dimension {dim}")]
+    Shape {
+        values: usize,
+        tiles: usize,
+        dim: usize,
+    },
+    #[error("creating {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: hdf5_metno::Error,
+    },
+    #[error(transparent)]
+    Hdf5(#[from] hdf5_metno::Error),
+    #[error("attribute {name}: {message}")]
+    Attribute { name: String, message: String },
+    #[error("writing {path}: {source}")]
+    Rename {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Attributes of `coords` (CLAM's names where it has one).
 #[derive(Debug, Clone)]
@@ -28,19 +52,23 @@ pub fn write_bag(
     coords: &[[i64; 2]],
     tiles: &TileAttrs,
     file_attrs: &[(&str, String)],
-) -> anyhow::Result<()> {
+) -> Result<(), H5BagError> {
     let n = coords.len();
-    anyhow::ensure!(
-        features.len() == n * dim,
-        "{} feature values for {n} tiles of dimension {dim}",
-        features.len()
-    );
+    if features.len() != n * dim {
+        return Err(H5BagError::Shape {
+            values: features.len(),
+            tiles: n,
+            dim,
+        });
+    }
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     let tmp = path.with_file_name(name);
     {
-        let f = hdf5_metno::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let f = hdf5_metno::File::create(&tmp).map_err(|source| H5BagError::Create {
+            path: tmp.clone(),
+            source,
+        })?;
         f.new_dataset::<f32>()
             .shape((n, dim))
             .create("features")?
@@ -70,13 +98,17 @@ pub fn write_bag(
             .create("level_dim_y")?
             .write_scalar(&tiles.level0_height)?;
         for (k, v) in file_attrs {
-            let v: VarLenUnicode = v
-                .parse()
-                .map_err(|e| anyhow::anyhow!("attribute {k}: {e:?}"))?;
+            let v: VarLenUnicode = v.parse().map_err(|e| H5BagError::Attribute {
+                name: k.to_string(),
+                message: format!("{e:?}"),
+            })?;
             f.new_attr::<VarLenUnicode>().create(*k)?.write_scalar(&v)?;
         }
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    std::fs::rename(&tmp, path).map_err(|source| H5BagError::Rename {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
