@@ -1,4 +1,4 @@
-"""faiss-cpu reference for `dinoadapt bench curate`.
+"""faiss-cpu reference for `dinoadapt-dev bench curate`.
 
 Measures, on the same safetensors files and with the same thread count as the Rust side:
 
@@ -18,7 +18,7 @@ Inputs hold one float32 tensor named `cls` of shape [N, D]; without `--queries` 
 own query set. `--write-results DIR` saves DIR/faiss_knn.safetensors (`indices` int64 [M, k],
 `scores` float32 [M, k]) for comparison with the Rust results.
 
-    dinoadapt bench curate          # writes out/bench_curate/{pool,queries}.safetensors
+    dinoadapt-dev bench curate      # writes out/bench_curate/{pool,queries}.safetensors
     python bench/faiss_curate.py --pool out/bench_curate/pool.safetensors \\
         --queries out/bench_curate/queries.safetensors --threads 2 --json
 

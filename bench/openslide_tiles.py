@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""openslide-python + numpy/PIL reference for `dinoadapt bench pathology`.
+"""openslide-python + numpy/PIL reference for `dinoadapt-dev bench pathology`.
 
 Does the same work as dinoadapt's tissue + tiling + tile read/decode path on the same slides:
 tissue mask on a thumbnail (HSV saturation, Otsu, median filter), the tile grid at a target

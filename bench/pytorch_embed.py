@@ -9,7 +9,7 @@ Prints exactly one JSON line on stdout, e.g.
 
   {"impl": "pytorch-transformers", "torch": "2.15.0+cu132", ..., "images_per_s": 12.3, ...}
 
-Used as the reference for `dinoadapt bench embed` (see bench/README.md).
+Used as the reference for `dinoadapt-dev bench embed` (see bench/README.md).
 """
 
 import os

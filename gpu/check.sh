@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Run on the GPU machine (after gpu/prepare.sh here): parity of every fixture on CUDA (f32-accurate
-# split products, and raw TF32 for comparison) and CPU, then inference throughput and peak GPU
-# memory for ViT-S/14 and ViT-B/14 against PyTorch + transformers on the same GPU (when
-# transformers is installed there), and DINOv2 training-step throughput against the PyTorch step.
-# Results go to $OUT. Each step has its own time limit.
+# Run on the GPU machine (after gpu/prepare.sh here), with the developer tools' `dinoadapt-dev`
+# that gpu/prepare.sh builds in the release target (`cargo build --release -p dinoadapt-devtools
+# --features cuda`) and bundles: parity of every fixture on CUDA (f32-accurate split products, and
+# raw TF32 for comparison) and CPU, then inference throughput and peak GPU memory for ViT-S/14 and
+# ViT-B/14 against PyTorch + transformers on the same GPU (when transformers is installed there),
+# and DINOv2 training-step throughput against the PyTorch step. Results go to $OUT. Each step has
+# its own time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu/out}"
 mkdir -p "$out"
 work="$(mktemp -d)"
 tar -C "$work" -xzf gpu/carry/bundle.tar.gz
-bin="$work/dinoadapt"
+bin="$work/dinoadapt-dev"
 fixtures="$work/fixtures"
 start=$(date +%s)
 # cubecl autotunes every new matmul shape by compiling and timing its candidate kernels; on a
@@ -40,7 +42,7 @@ timeout 60 "$bin" parity --fixtures "$fixtures" --device cuda:0 --tf32 --json "$
 have_torch=0
 python3 -c "import torch, transformers" 2>/dev/null && have_torch=1
 bench() {
-  log "dinoadapt bench embed --arch $1 --batch $2 ${3:-}"
+  log "dinoadapt-dev bench embed --arch $1 --batch $2 ${3:-}"
   peak_mem timeout 90 "$bin" bench embed --arch "$1" --batch "$2" --res 224 --device cuda:0 --warmup 3 --iters 20 ${3:-} 2>&1 | tee -a "$out/summary.txt"
 }
 torch_bench() {
@@ -57,9 +59,9 @@ torch_bench vits14 64
 bench vitb14 64
 torch_bench vitb14 64
 bench vitb14 64 --tf32
-log "dinoadapt bench train (ViT-S/14, batch 8, 2x224 + 8x98)"
+log "dinoadapt-dev bench train (ViT-S/14, batch 8, 2x224 + 8x98)"
 peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 2>&1 | tee -a "$out/summary.txt"
-log "dinoadapt bench train, bf16 mixed precision"
+log "dinoadapt-dev bench train, bf16 mixed precision"
 peak_mem timeout 90 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 --precision bf16 2>&1 | tee -a "$out/summary.txt"
 if [ "$have_torch" = 1 ]; then
   log "pytorch train step (same shapes)"

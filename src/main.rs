@@ -14,7 +14,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "dinoadapt", version, about, long_about = None)]
+#[command(
+    name = "dinoadapt",
+    version,
+    about,
+    long_about = None,
+    after_help = "Parity against reference fixtures and the benchmarks are in the developer tools: \
+                  `cargo run --release -p dinoadapt-devtools -- --help` (dinoadapt-dev)."
+)]
 struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -32,8 +39,6 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Write a checkpoint as dinoadapt native safetensors or in the Hugging Face layout.
     Export(commands::export::ExportArgs),
-    /// Compare the backbone against reference fixtures (../shared/fixtures layout).
-    Parity(commands::parity::ParityArgs),
     /// DINOv2 pre-training from a TOML recipe: fresh, or continued from a checkpoint; resumable.
     Pretrain(commands::pretrain::PretrainArgs),
     /// Curation: near-duplicate removal, decontamination, retrieval against seeds or
@@ -54,9 +59,6 @@ enum Command {
     /// metrics.
     #[command(subcommand)]
     Heads(commands::heads::HeadsCommand),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(commands::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -77,14 +79,12 @@ fn main() -> ExitCode {
         Command::Embed(a) => commands::embed::run(*a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Export(a) => commands::export::run(a),
-        Command::Parity(a) => commands::parity::run(a),
         Command::Pretrain(a) => commands::pretrain::run_command(a),
         Command::Curate(a) => commands::curate::run(*a),
         Command::Satellite(c) => commands::satellite::run(c),
         Command::Radiology(c) => commands::radiology::run(c),
         Command::Pathology(c) => commands::pathology::run(c),
         Command::Heads(c) => commands::heads::run(c),
-        Command::Bench(c) => commands::bench::run(c),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ pub mod images;
 pub mod manifest;
 pub mod multicrop;
 pub mod plot;
+pub mod provenance;
 pub mod regions;
 pub mod transforms;
 
@@ -21,5 +22,6 @@ pub use image_regions::{ImageRegions, PixelTensorError, TensorRegions};
 pub use image_source::{ImageFiles, ImageSource};
 pub use images::{collect_images, open_image, ImageError};
 pub use manifest::{column, embed_manifest, write_parquet, EmbedRecord, ManifestError};
+pub use provenance::{Provenance, PROGRAM_VERSION};
 pub use regions::{regions_table, Region, RegionBatch, RegionSource, SkippedRegion};
 pub use transforms::{Preprocess, ResizeFilter};

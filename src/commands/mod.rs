@@ -1,14 +1,8 @@
-pub mod bench;
-pub mod bench_curate;
-pub mod bench_pathology;
-pub mod bench_satellite;
-pub mod bench_train;
 pub mod curate;
 pub mod embed;
 pub mod export;
 pub mod heads;
 pub mod inspect;
-pub mod parity;
 pub mod pathology;
 pub mod pretrain;
 pub mod radiology;

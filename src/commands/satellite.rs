@@ -1,7 +1,6 @@
 //! `dinoadapt satellite chips|embed|predict`: rasters through GDAL.
 
 pub mod dense;
-mod pca;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use dinoadapt_satellite::predict::{
     predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
 };
 use dinoadapt_satellite::source::{crs_label, ChipConfig, ChipSource};
-use dinoadapt_satellite::{Blend, ChipGrid, Normalization, Raster};
+use dinoadapt_satellite::{Blend, ChipGrid, Normalization, PcaHead, Raster};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{IntoColumn, NamedFrom, Series};
 
@@ -342,7 +341,7 @@ fn report(s: &PredictSummary) {
     );
 }
 
-/// Run tiled inference with any chip model (used by `predict` and `bench satellite`).
+/// Run tiled inference with any chip model, with a progress bar unless `quiet`.
 pub fn run_predict(
     raster: &Raster,
     out: &Path,
@@ -377,7 +376,7 @@ impl BackendJob for PcaPredictJob<'_> {
         let ck = self.model.load()?;
         let precision = matmul_precision(self.device, self.tf32);
         let model = ck.build::<B>(&device)?.with_precision(precision);
-        let mut head = pca::PcaHead::fit(
+        let mut head = PcaHead::fit(
             model,
             device,
             self.norm,
@@ -407,24 +406,8 @@ pub fn predict_with_head(
     cfg: &PredictConfig,
     choice: &HeadChoice,
 ) -> anyhow::Result<PredictSummary> {
-    if let Some(n) = choice.head.strip_prefix("band:") {
-        let n: usize = n
-            .parse()
-            .with_context(|| format!("--head `{}`: band:N with N a number", choice.head))?;
-        if n == 0 || n > cfg.bands.len() {
-            bail!(
-                "--head band:{n}: the selection --bands {:?} has bands 1..={}",
-                cfg.bands,
-                cfg.bands.len()
-            );
-        }
-        return run_predict(
-            raster,
-            out,
-            cfg,
-            &mut BandPassthrough { band: n - 1 },
-            choice.quiet,
-        );
+    if let Some(mut band) = BandPassthrough::parse(choice.head, &cfg.bands)? {
+        return run_predict(raster, out, cfg, &mut band, choice.quiet);
     }
     if dense::is_head_folder(Path::new(choice.head)) {
         return dense::predict(raster, out, cfg, choice);

@@ -201,7 +201,7 @@ pub enum CropForward {
     /// Global and local crops packed into one sequence with block-diagonal attention
     /// ([`crate::vit::packed`]), as the official code's `forward_nested`: the same losses, and
     /// 1.13-1.16x the training throughput of `PerSize` on CPU (ViT-S/14, 2x224 + 8x98 crops,
-    /// batch 8, whole batch, `dinoadapt bench train --crop-forward both --slices 1`).
+    /// batch 8, whole batch, `dinoadapt-dev bench train --crop-forward both --slices 1`).
     #[default]
     Packed,
 }

@@ -1,6 +1,7 @@
 //! dinoadapt-satellite: rasters through GDAL (GeoTIFF, COG, VRT, JP2, ...), chips with overlap,
 //! normalisation presets, label rasters warped onto the imagery grid, and tiled inference
-//! stitched with smooth blending into georeferenced GeoTIFF/COG outputs.
+//! stitched with smooth blending into georeferenced GeoTIFF/COG outputs, with the heads that need
+//! no training (`band:N` passthrough, the `pca` feature map of any backbone).
 
 pub mod align;
 pub mod chips;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod geotransform;
 pub mod inspect;
 pub mod normalize;
+pub mod pca_head;
 pub mod predict;
 pub mod pretraining;
 pub mod raster;
@@ -19,6 +21,7 @@ pub use chips::{Chip, ChipGrid};
 pub use error::{Result, SatelliteError};
 pub use geotransform::GeoTransform;
 pub use normalize::Normalization;
+pub use pca_head::{PcaHead, PcaHeadError};
 pub use pretraining::{RasterChips, RasterChipsConfig, Satellite};
 pub use raster::{Crs, Raster, RasterInfo, Window, WindowPixels};
 pub use stitch::{Blend, Stitcher};

@@ -65,9 +65,44 @@ pub trait ChipModel {
 
 /// The check "model": returns one input band unchanged. Stitching its output must reproduce the
 /// band exactly, which proves the chip grid, the blending and the georeferencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BandPassthrough {
     /// Index into the selected bands (0-based).
     pub band: usize,
+}
+
+/// A `band:N` head the selection does not have.
+#[derive(Debug, thiserror::Error)]
+pub enum BandHeadError {
+    #[error("--head `{spec}`: band:N with N a number")]
+    NotANumber {
+        spec: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("--head band:{band}: the selection --bands {bands:?} has bands 1..={}", bands.len())]
+    OutOfRange { band: usize, bands: Vec<usize> },
+}
+
+impl BandPassthrough {
+    /// The head `spec` names when it is `band:N`: band N (1-based) of the selection `bands`;
+    /// `None` for any other head.
+    pub fn parse(spec: &str, bands: &[usize]) -> std::result::Result<Option<Self>, BandHeadError> {
+        let Some(n) = spec.strip_prefix("band:") else {
+            return Ok(None);
+        };
+        let n: usize = n.parse().map_err(|source| BandHeadError::NotANumber {
+            spec: spec.to_string(),
+            source,
+        })?;
+        if n == 0 || n > bands.len() {
+            return Err(BandHeadError::OutOfRange {
+                band: n,
+                bands: bands.to_vec(),
+            });
+        }
+        Ok(Some(BandPassthrough { band: n - 1 }))
+    }
 }
 
 impl ChipModel for BandPassthrough {
@@ -228,4 +263,33 @@ pub fn predict_raster(
         megapixels: (info.width * info.height) as f64 / 1e6,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_heads_name_a_band_of_the_selection() {
+        let bands = [3, 2, 1];
+        assert_eq!(
+            BandPassthrough::parse("band:2", &bands)
+                .unwrap()
+                .unwrap()
+                .band,
+            1
+        );
+        assert!(BandPassthrough::parse("pca", &bands).unwrap().is_none());
+        let err = BandPassthrough::parse("band:x", &bands).unwrap_err();
+        assert_eq!(err.to_string(), "--head `band:x`: band:N with N a number");
+        assert!(std::error::Error::source(&err).is_some());
+        for bad in ["band:0", "band:4"] {
+            let err = BandPassthrough::parse(bad, &bands).unwrap_err();
+            assert!(
+                err.to_string()
+                    .ends_with("the selection --bands [3, 2, 1] has bands 1..=3"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -1,5 +1,11 @@
-//! `dinoadapt bench embed|train|curate|satellite|pathology`: backbone inference and training throughput with
-//! random weights, and curation search / k-means throughput.
+//! `dinoadapt-dev bench embed|train|curate|satellite|pathology`: backbone inference and training
+//! throughput with random weights, curation search / k-means throughput, stitched tiled inference
+//! over rasters and slide tiling.
+
+mod curate;
+mod pathology;
+mod satellite;
+mod train;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -7,27 +13,27 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args, Subcommand};
-use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_core::backend::{
+    batch_chunks, matmul_precision, on_device, peak_rss_mib, BackendJob, DeviceSpec,
+};
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
 use serde_json::json;
-
-use crate::device::{batch_chunks, matmul_precision, on_device, peak_rss_mib, BackendJob};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Forward passes of a random-weight backbone: images/s and peak memory.
     Embed(BenchEmbedArgs),
     /// DINOv2 training iterations on random multi-crop batches: images/s and peak memory.
-    Train(super::bench_train::BenchTrainArgs),
+    Train(train::BenchTrainArgs),
     /// Exact top-k search and k-means over a synthetic embedding pool (compare with
     /// bench/faiss_curate.py on the same files).
-    Curate(super::bench_curate::BenchCurateArgs),
+    Curate(curate::BenchCurateArgs),
     /// Stitched tiled inference over a raster (or an N×N VRT mosaic of it): megapixels/s and
     /// peak memory.
-    Satellite(Box<super::bench_satellite::BenchSatelliteArgs>),
+    Satellite(Box<satellite::BenchSatelliteArgs>),
     /// Tissue + tiling + tile read/decode over slides: tiles/s (compare with
     /// bench/openslide_tiles.py).
-    Pathology(super::bench_pathology::BenchPathologyArgs),
+    Pathology(pathology::BenchPathologyArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -61,7 +67,7 @@ struct Job(BenchEmbedArgs, VitConfig);
 impl BackendJob for Job {
     type Output = serde_json::Value;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+    fn run<B: Backend>(self, device: B::Device) -> serde_json::Value {
         let Job(args, cfg) = self;
         let precision = matmul_precision(args.device, args.tf32);
         let model = VisionTransformer::<B>::init(&cfg, &device).with_precision(precision);
@@ -89,7 +95,7 @@ impl BackendJob for Job {
             step(x.clone());
         }
         let secs = t0.elapsed().as_secs_f64() / args.iters.max(1) as f64;
-        Ok(json!({
+        json!({
             "impl": "dinoadapt",
             "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?"),
             "arch": args.arch,
@@ -102,14 +108,14 @@ impl BackendJob for Job {
             "seconds_per_batch": secs,
             "first_batch_seconds": first,
             "peak_rss_mb": peak_rss_mib(),
-        }))
+        })
     }
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Pathology(args) => {
-            let out = super::bench_pathology::run(args)?;
+            let out = pathology::run(args)?;
             eprintln!(
                 "{:.1} tiles/s ({} tiles in {:.2} s)",
                 out["tiles_per_s"].as_f64().unwrap_or(0.0),
@@ -120,7 +126,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Satellite(args) => {
-            let out = super::bench_satellite::run(*args)?;
+            let out = satellite::run(*args)?;
             eprintln!(
                 "{:.2} Mpx/s ({:.1} Mpx in {:.1} s), peak RSS {:.0} MiB",
                 out["megapixels_per_s"].as_f64().unwrap_or(0.0),
@@ -132,7 +138,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Curate(args) => {
-            let out = super::bench_curate::run(args)?;
+            let out = curate::run(args)?;
             eprintln!(
                 "search {:.3} s ({:.0} queries/s), k-means {:.2} s",
                 out["search_s_best"].as_f64().unwrap_or(0.0),
@@ -143,7 +149,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Train(args) => {
-            let out = super::bench_train::run(args)?;
+            let out = train::run(args)?;
             let runs = match &out {
                 serde_json::Value::Array(runs) => runs.clone(),
                 one => vec![one.clone()],

@@ -1,4 +1,4 @@
-//! `dinoadapt bench train`: DINOv2 training iterations of a random-weight model on random
+//! `dinoadapt-dev bench train`: DINOv2 training iterations of a random-weight model on random
 //! multi-crop batches (the same work as `bench/pytorch_train.py`): images/s and peak memory.
 
 use std::time::Instant;
@@ -7,7 +7,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use clap::Args;
-use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
+use dinoadapt_core::backend::{
+    batch_chunks, keep_freed_memory, peak_rss_mib, CpuBackend, DeviceSpec,
+};
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
 use dinoadapt_core::train::{
@@ -15,8 +17,6 @@ use dinoadapt_core::train::{
 };
 use dinoadapt_core::vit::{MatmulPrecision, VisionTransformer, VitConfig};
 use serde_json::json;
-
-use crate::device::peak_rss_mib;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchTrainArgs {
@@ -161,7 +161,7 @@ fn bench<B: AutodiffBackend>(
 }
 
 pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
-    crate::device::keep_freed_memory();
+    keep_freed_memory();
     let cfg = VitConfig::preset(&args.arch)
         .ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", args.arch))?;
     anyhow::ensure!(
@@ -193,7 +193,7 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
     ))
     .map_err(|_| anyhow::anyhow!("--precision `{}`: backend, split or bf16", args.precision))?;
     let slices = if args.slices.is_empty() {
-        vec![crate::device::batch_chunks(args.device)]
+        vec![batch_chunks(args.device)]
     } else {
         args.slices.clone()
     };

@@ -1,19 +1,59 @@
-//! `dinoadapt bench satellite`: stitched tiled inference throughput (megapixels/s) and peak
+//! `dinoadapt-dev bench satellite`: stitched tiled inference throughput (megapixels/s) and peak
 //! memory, on a raster or on a VRT mosaic of N×N copies of it — a raster far larger than memory
-//! would hold if it were loaded whole, at no disk cost.
+//! would hold if it were loaded whole, at no disk cost. The heads are the library's: `band:N`
+//! (stitching alone) and `pca` (a backbone and its patch tokens' principal components).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
 use clap::Args;
-use dinoadapt_core::backend::DeviceSpec;
-use dinoadapt_satellite::Raster;
+use dinoadapt_core::backend::{
+    batch_chunks, matmul_precision, on_device, peak_rss_mib, BackendJob, DeviceSpec,
+};
+use dinoadapt_satellite::predict::{
+    predict_raster, BandPassthrough, PredictConfig, PredictSummary,
+};
+use dinoadapt_satellite::{Blend, Normalization, PcaHead, Raster};
 use serde_json::json;
 
-use super::satellite::{predict_config, predict_with_head, ChipArgs, HeadChoice};
-use crate::device::peak_rss_mib;
 use crate::model_args::ModelArgs;
+
+/// The chip options of `dinoadapt satellite predict`.
+#[derive(Args, Debug, Clone)]
+pub struct ChipArgs {
+    /// Chip size in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Chip stride in pixels (default: the size, no overlap).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Bands to use, 1-based, in model channel order (e.g. 1,2,3 or 3,2,1).
+    #[arg(long, default_value = "1,2,3", value_delimiter = ',')]
+    pub bands: Vec<usize>,
+    /// Skip chips with a larger nodata fraction (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    pub max_nodata: f64,
+}
+
+/// The prediction settings, as `dinoadapt satellite predict` makes them.
+fn predict_config(chips: &ChipArgs, blend: &str, batch: usize) -> anyhow::Result<PredictConfig> {
+    if !(0.0..=1.0).contains(&chips.max_nodata) {
+        bail!("--max-nodata {} must be within 0..1", chips.max_nodata);
+    }
+    let blend = Blend::parse(blend)
+        .with_context(|| format!("--blend `{blend}`: cosine, gaussian or uniform"))?;
+    Ok(PredictConfig {
+        bands: chips.bands.clone(),
+        chip_size: chips.size,
+        stride: chips.stride.unwrap_or(chips.size),
+        blend,
+        batch_size: batch.max(1),
+        nodata: None,
+        cog: false,
+    })
+}
 
 #[derive(Args, Debug)]
 pub struct BenchSatelliteArgs {
@@ -113,6 +153,66 @@ pub fn write_mosaic(raster: &Raster, n: usize, path: &Path) -> anyhow::Result<()
     std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The backbone and its pca head over the raster.
+struct PcaJob<'a> {
+    model: &'a ModelArgs,
+    device: DeviceSpec,
+    raster: &'a Raster,
+    out: &'a Path,
+    cfg: &'a PredictConfig,
+    norm: Normalization,
+}
+
+impl BackendJob for PcaJob<'_> {
+    type Output = anyhow::Result<PredictSummary>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let ck = self.model.load()?;
+        let precision = matmul_precision(self.device, false);
+        let model = ck.build::<B>(&device)?.with_precision(precision);
+        let mut head = PcaHead::fit(
+            model,
+            device,
+            self.norm,
+            self.raster,
+            self.cfg,
+            batch_chunks(self.device),
+        )?;
+        Ok(predict_raster(
+            self.raster,
+            self.out,
+            self.cfg,
+            &mut head,
+            &mut |_, _| {},
+        )?)
+    }
+}
+
+/// Tiled inference of `raster` into `out` with the head `--head` names.
+fn predict(
+    args: &BenchSatelliteArgs,
+    raster: &Raster,
+    out: &Path,
+    cfg: &PredictConfig,
+) -> anyhow::Result<PredictSummary> {
+    if let Some(mut band) = BandPassthrough::parse(&args.head, &cfg.bands)? {
+        return Ok(predict_raster(raster, out, cfg, &mut band, &mut |_, _| {})?);
+    }
+    if args.head != "pca" {
+        bail!("--head `{}`: pca or band:N", args.head);
+    }
+    let norm = Normalization::preset("imagenet", &[raster], &cfg.bands)?;
+    let job = PcaJob {
+        model: &args.model,
+        device: args.device,
+        raster,
+        out,
+        cfg,
+        norm,
+    };
+    on_device(args.device, job)?
+}
+
 pub fn run(args: BenchSatelliteArgs) -> anyhow::Result<serde_json::Value> {
     std::fs::create_dir_all(&args.out)?;
     let src = Raster::open(&args.raster)?;
@@ -126,7 +226,7 @@ pub fn run(args: BenchSatelliteArgs) -> anyhow::Result<serde_json::Value> {
         src
     };
     let info = raster.info().clone();
-    let cfg = predict_config(&args.chips, &args.blend, args.batch_size, None, false)?;
+    let cfg = predict_config(&args.chips, &args.blend, args.batch_size)?;
     let whole_f32_gib =
         (info.width * info.height * cfg.bands.len() * 4) as f64 / (1u64 << 30) as f64;
     eprintln!(
@@ -142,19 +242,7 @@ pub fn run(args: BenchSatelliteArgs) -> anyhow::Result<serde_json::Value> {
         cfg.stride
     );
     let out = args.out.join("prediction.tif");
-    let s = predict_with_head(
-        &raster,
-        &out,
-        &cfg,
-        &HeadChoice {
-            head: &args.head,
-            model: &args.model,
-            normalize: "imagenet",
-            device: args.device,
-            tf32: false,
-            quiet: true,
-        },
-    )?;
+    let s = predict(&args, &raster, &out, &cfg)?;
     let out_bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     if !args.keep {
         let _ = std::fs::remove_file(&out);

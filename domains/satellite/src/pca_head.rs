@@ -1,15 +1,36 @@
 //! The `pca` head: the backbone's patch tokens projected on their first three principal
 //! components (fitted once on a sample of chips, so colours agree across chips), upsampled
-//! bilinearly to pixels — the classic DINOv2 feature map, here as a georeferenced raster.
+//! bilinearly to pixels — the classic DINOv2 feature map, here as a georeferenced raster. It needs
+//! no training: any backbone, on any backend, turns a raster into a 3-band feature map with
+//! [`predict_raster`](crate::predict::predict_raster).
 
-use anyhow::bail;
 use burn::tensor::backend::Backend;
 use dinoadapt_core::vit::VisionTransformer;
+use dinoadapt_datasets::embedding::{patch_tokens, EmbedError};
 
-use dinoadapt_datasets::embedding::patch_tokens;
-use dinoadapt_satellite::predict::{read_batch, ChipBatch, ChipModel, PredictConfig};
-use dinoadapt_satellite::{ChipGrid, Normalization, Raster};
+use crate::chips::ChipGrid;
+use crate::error::SatelliteError;
+use crate::normalize::Normalization;
+use crate::predict::{read_batch, ChipBatch, ChipModel, PredictConfig};
+use crate::raster::Raster;
 
+/// Why the pca head cannot be fitted.
+#[derive(Debug, thiserror::Error)]
+pub enum PcaHeadError {
+    #[error(
+        "the pca head needs a chip size that is a multiple of the patch size {patch} (got \
+         {chip_size})"
+    )]
+    ChipSize { patch: usize, chip_size: usize },
+    #[error("the backbone takes 3 channels; {selected} bands are selected")]
+    Channels { selected: usize },
+    #[error(transparent)]
+    Raster(#[from] SatelliteError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+}
+
+/// A backbone and the 3-axis projection of its patch tokens, as a [`ChipModel`].
 pub struct PcaHead<B: Backend> {
     model: VisionTransformer<B>,
     device: B::Device,
@@ -85,7 +106,9 @@ fn upsample(grid: &[f64], (gh, gw): (usize, usize), size: usize, out: &mut Vec<f
 }
 
 impl<B: Backend> PcaHead<B> {
-    /// Fit the projection on up to 16 chips spread over the raster.
+    /// Fit the projection on up to 16 chips spread over the raster (chips of `cfg`, bands
+    /// normalised with `norm`); `chunks` slices of each batch run at once (one per CPU thread on
+    /// the CPU, 1 on a GPU).
     pub fn fit(
         model: VisionTransformer<B>,
         device: B::Device,
@@ -93,19 +116,18 @@ impl<B: Backend> PcaHead<B> {
         raster: &Raster,
         cfg: &PredictConfig,
         chunks: usize,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, PcaHeadError> {
         let p = model.config.patch_size;
         if !cfg.chip_size.is_multiple_of(p) {
-            bail!(
-                "the pca head needs a chip size that is a multiple of the patch size {p} (got {})",
-                cfg.chip_size
-            );
+            return Err(PcaHeadError::ChipSize {
+                patch: p,
+                chip_size: cfg.chip_size,
+            });
         }
         if cfg.bands.len() != 3 {
-            bail!(
-                "the backbone takes 3 channels; {} bands are selected",
-                cfg.bands.len()
-            );
+            return Err(PcaHeadError::Channels {
+                selected: cfg.bands.len(),
+            });
         }
         let info = raster.info();
         let gt = info.require_geotransform()?;

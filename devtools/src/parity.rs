@@ -1,4 +1,4 @@
-//! `dinoadapt parity --fixtures DIR`: run the backbone on every reference fixture (the layout of
+//! `dinoadapt-dev parity --fixtures DIR`: run the backbone on every reference fixture (the layout of
 //! `../shared/fixtures`: Hugging Face, official DINOv2 and timm models with their inputs and
 //! expected outputs) and report the worst absolute error per output. Every stored output is
 //! checked; one that nothing computes is a failure, so a new fixture cannot pass unexamined.
@@ -11,16 +11,13 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use clap::Args;
-use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_core::backend::{matmul_precision, on_device, BackendJob, DeviceSpec};
 use dinoadapt_core::checkpoint::infer::ArchOverrides;
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::{load_checkpoint, HostTensor, LoadOptions};
-use dinoadapt_core::vit::{patches_to_grid, VisionTransformer, VitFeatures};
+use dinoadapt_core::vit::{patches_to_grid, MatmulPrecision, VisionTransformer, VitFeatures};
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::device::{matmul_precision, on_device, BackendJob};
-use dinoadapt_core::vit::MatmulPrecision;
 
 #[derive(Args, Debug)]
 pub struct ParityArgs {
@@ -379,7 +376,7 @@ fn check_file<B: Backend>(
 impl BackendJob for ParityJob {
     type Output = Vec<FileReport>;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+    fn run<B: Backend>(self, device: B::Device) -> Vec<FileReport> {
         let mut reports = Vec::new();
         for (fixture, fam, file, heads) in self.files {
             let name = file
@@ -423,7 +420,7 @@ impl BackendJob for ParityJob {
             );
             reports.push(report);
         }
-        Ok(reports)
+        reports
     }
 }
 

@@ -1,11 +1,11 @@
-//! `dinoadapt bench curate`: exact top-k search and k-means over a synthetic embedding pool
+//! `dinoadapt-dev bench curate`: exact top-k search and k-means over a synthetic embedding pool
 //! (written to safetensors so `bench/faiss_curate.py` times faiss on the same data).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_core::backend::{keep_freed_memory, on_device, peak_rss_mib, BackendJob, DeviceSpec};
 use dinoadapt_core::checkpoint::safetensors_io::write_safetensors;
 use dinoadapt_core::checkpoint::HostTensor;
 use dinoadapt_pretrain::curate::kmeans::kmeans;
@@ -14,8 +14,6 @@ use dinoadapt_pretrain::curate::search::{search, InMemory, Metric};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-
-use crate::device::{on_device, peak_rss_mib, BackendJob};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchCurateArgs {
@@ -74,12 +72,9 @@ fn ensure(path: &std::path::Path, n: usize, dim: usize, seed: u64) -> anyhow::Re
 struct Job(BenchCurateArgs);
 
 impl BackendJob for Job {
-    type Output = serde_json::Value;
+    type Output = anyhow::Result<serde_json::Value>;
 
-    fn run<B: burn::tensor::backend::Backend>(
-        self,
-        device: B::Device,
-    ) -> anyhow::Result<Self::Output> {
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
         let a = self.0;
         std::fs::create_dir_all(&a.data_dir)?;
         let (pool_path, query_path) = (
@@ -145,11 +140,11 @@ impl BackendJob for Job {
 }
 
 pub fn run(args: BenchCurateArgs) -> anyhow::Result<serde_json::Value> {
-    crate::device::keep_freed_memory();
+    keep_freed_memory();
     eprintln!(
         "bench curate: top-{} of {} queries over {} x {} (cosine), k-means k={} x {} iterations, {} threads",
         args.k, args.queries, args.pool_size, args.dim, args.kmeans_k, args.kmeans_iters,
         rayon::current_num_threads()
     );
-    on_device(args.device, Job(args))
+    on_device(args.device, Job(args))?
 }

@@ -1,6 +1,7 @@
 //! Parity of the backbone with every reference fixture in ../shared/fixtures (Hugging Face,
 //! official DINOv2 and timm models; native, interpolated and masked inputs; intermediate
-//! layers), at 1e-4 absolute in f32, for every weight format each fixture ships.
+//! layers), at 1e-4 absolute in f32, for every weight format each fixture ships: `dinoadapt-dev
+//! parity`.
 
 mod common;
 
@@ -11,7 +12,7 @@ fn every_backbone_fixture_matches_its_reference() {
     let Some(fixtures) = fixtures() else { return };
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("parity.json");
-    let out = dinoadapt(&["parity", "--fixtures", p(&fixtures), "--json", p(&report)]);
+    let out = dinoadapt_dev(&["parity", "--fixtures", p(&fixtures), "--json", p(&report)]);
     let reports: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let reports = reports.as_array().unwrap();

@@ -1,4 +1,4 @@
-//! `dinoadapt bench pathology`: tissue detection + tiling + tile read/decode/resample/normalise
+//! `dinoadapt-dev bench pathology`: tissue detection + tiling + tile read/decode/resample/normalise
 //! throughput (tiles/s) over slides, the work `bench/openslide_tiles.py` does with
 //! openslide-python, numpy and PIL.
 
@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use dinoadapt_core::backend::peak_rss_mib;
 use dinoadapt_pathology::source::push_normalized;
 use dinoadapt_pathology::tiling::{plan_tiles, read_tiles, TilingConfig};
 use dinoadapt_pathology::tissue::{detect_tissue, TissueConfig};
 use dinoadapt_pathology::Slide;
 use serde_json::json;
-
-use crate::device::peak_rss_mib;
 
 #[derive(Args, Debug)]
 pub struct BenchPathologyArgs {
