@@ -198,3 +198,91 @@ fn bad_inputs_are_clear_errors() {
         "{err}"
     );
 }
+
+/// The `__metadata__` of a safetensors file.
+fn safetensors_metadata(path: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"].as_object().unwrap().clone()
+}
+
+#[test]
+fn every_embedding_command_records_one_provenance() {
+    let Some(shared) = shared() else { return };
+    let model = shared.join("fixtures/hf_dinov2_reg");
+    let data = shared.join("data");
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name);
+    let m = ["--model", p(&model), "--quiet"];
+    let run = |args: &[&str]| ok(&[args, &m[..]].concat());
+    run(&[
+        "embed",
+        "--output",
+        p(&out("images.safetensors")),
+        p(&data.join("pathology/he_tile_240.png")),
+    ]);
+    run(&[
+        "pathology",
+        "embed",
+        "--out",
+        p(&out("slides")),
+        p(&data.join("pathology/CMU-1-Small-Region.svs")),
+    ]);
+    run(&[
+        "radiology",
+        "embed",
+        "--size",
+        "56",
+        "--out",
+        p(&out("volumes")),
+        p(&data.join("nifti/anatomical.nii")),
+    ]);
+    run(&[
+        "satellite",
+        "embed",
+        "--size",
+        "56",
+        "-o",
+        p(&out("chips.safetensors")),
+        p(&data.join("satellite/rmnp-rgb.tif")),
+    ]);
+    let mut files = vec![
+        out("images.safetensors"),
+        out("slides/features/CMU-1-Small-Region.safetensors"),
+        out("volumes/volumes.safetensors"),
+        out("chips.safetensors"),
+    ];
+    files.extend(
+        std::fs::read_dir(out("volumes"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|x| x == "safetensors")),
+    );
+    let keys = [
+        "model",
+        "checkpoint_sha256",
+        "layout",
+        "architecture",
+        "device",
+        "matmul_precision",
+        "dinoadapt_version",
+    ];
+    let first = safetensors_metadata(&files[0]);
+    for f in &files {
+        let meta = safetensors_metadata(f);
+        for k in keys {
+            assert_eq!(meta.get(k), first.get(k), "{}: {k}", f.display());
+        }
+        assert!(!meta.contains_key("dinoadapt.version"), "{}", f.display());
+    }
+    assert_eq!(first["layout"], "huggingface");
+    assert_eq!(first["device"], "cpu");
+    assert_eq!(first["dinoadapt_version"], env!("CARGO_PKG_VERSION"));
+    // The .h5 bag carries the same record as file attributes.
+    let h5 = hdf5_metno::File::open(out("slides/h5/CMU-1-Small-Region.h5")).unwrap();
+    for k in keys {
+        let v: hdf5_metno::types::VarLenUnicode = h5.attr(k).unwrap().read_scalar().unwrap();
+        assert_eq!(Some(&serde_json::json!(v.as_str())), first.get(k), "h5 {k}");
+    }
+}

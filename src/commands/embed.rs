@@ -4,7 +4,6 @@
 //! (`dinoadapt_datasets::embedding`); this command picks the preprocessing and writes the
 //! manifest, one row per input.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,7 +15,7 @@ use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::embedding::{EmbedError, EmbedSettings, RegionEmbedder};
 use dinoadapt_datasets::{
     collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, ImageRegions,
-    Preprocess, RegionSource, ResizeFilter, TensorRegions,
+    Preprocess, Provenance, RegionSource, ResizeFilter, TensorRegions,
 };
 use serde_json::Value;
 
@@ -226,21 +225,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
     let precision = matmul_precision(args.run.device, args.run.tf32);
-    let metadata = HashMap::from([
-        ("matmul_precision".to_string(), format!("{precision:?}")),
-        (
-            "dinoadapt.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        ("model".to_string(), ck.path.display().to_string()),
-        ("checkpoint_sha256".to_string(), ck.sha256.clone()),
-        ("layout".to_string(), ck.layout.short().to_string()),
-        (
-            "architecture".to_string(),
-            serde_json::to_string(&ck.config)?,
-        ),
-        ("device".to_string(), args.run.device.to_string()),
-    ]);
+    let metadata = Provenance::new(&ck, args.run.device, precision).metadata();
     let manifest = args
         .manifest
         .clone()

@@ -8,7 +8,6 @@
 
 mod batch;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::write_parquet;
+use dinoadapt_datasets::{write_parquet, Provenance};
 use dinoadapt_pathology::h5_bag;
 use dinoadapt_pathology::source::TileSource;
 use dinoadapt_pathology::tiling::{plan_tiles, TilePlan, TilingConfig};
@@ -189,9 +188,9 @@ fn tiles_table(plan: &TilePlan) -> anyhow::Result<DataFrame> {
 }
 
 /// The model side of `embed`, built once for the batch.
-struct Embedding<'a, B: Backend> {
+struct Embedding<B: Backend> {
     embedder: RegionEmbedder<B>,
-    ck: &'a LoadedCheckpoint,
+    provenance: Provenance,
     h5: bool,
 }
 
@@ -270,12 +269,9 @@ fn process<B: Backend>(
                         level0_width: info.width,
                         level0_height: info.height,
                     },
-                    &[
-                        ("slide_id", id.clone()),
-                        ("model", e.ck.path.display().to_string()),
-                        ("checkpoint_sha256", e.ck.sha256.clone()),
-                        ("dinoadapt_version", env!("CARGO_PKG_VERSION").to_string()),
-                    ],
+                    &std::iter::once(("slide_id", id.clone()))
+                        .chain(e.provenance.pairs())
+                        .collect::<Vec<_>>(),
                 )?;
                 status.outputs.push(format!("h5/{id}.h5"));
             }
@@ -379,19 +375,9 @@ impl BackendJob for EmbedJob {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
         let a = &self.args;
-        let metadata = HashMap::from([
-            (
-                "dinoadapt.version".to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            ),
-            ("model".to_string(), self.ck.path.display().to_string()),
-            ("checkpoint_sha256".to_string(), self.ck.sha256.clone()),
-            (
-                "architecture".to_string(),
-                serde_json::to_string(&self.ck.config)?,
-            ),
-            ("device".to_string(), a.run.device.to_string()),
-        ]);
+        let precision = matmul_precision(a.run.device, a.run.tf32);
+        let provenance = Provenance::new(&self.ck, a.run.device, precision);
+        let metadata = provenance.metadata();
         let embedder = RegionEmbedder::<B>::new(
             &self.ck,
             device,
@@ -399,14 +385,14 @@ impl BackendJob for EmbedJob {
                 layers: self.layers.clone(),
                 norm_layers: a.layers.norm,
                 batch_size: a.run.batch()?,
-                precision: matmul_precision(a.run.device, a.run.tf32),
+                precision,
                 chunks: batch_chunks(a.run.device),
                 metadata,
             },
         )?;
         let embedding = Embedding {
             embedder,
-            ck: &self.ck,
+            provenance,
             h5: !a.no_h5,
         };
         run_batch(

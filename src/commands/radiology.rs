@@ -7,7 +7,6 @@
 mod kmeans_head;
 pub(crate) mod volumes;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,7 +14,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::{write_parquet, FeatureWriter};
+use dinoadapt_datasets::{write_parquet, FeatureWriter, Provenance};
 use dinoadapt_radiology::inputs::{Channels, InputSpec};
 use dinoadapt_radiology::intensity::Intensity;
 use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
@@ -319,23 +318,6 @@ fn slice_table(records: &[dinoadapt_radiology::source::SliceRecord]) -> anyhow::
     )?)
 }
 
-fn metadata(
-    ck: &dinoadapt_core::checkpoint::LoadedCheckpoint,
-) -> anyhow::Result<HashMap<String, String>> {
-    Ok(HashMap::from([
-        (
-            "dinoadapt.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        ("model".to_string(), ck.path.display().to_string()),
-        ("checkpoint_sha256".to_string(), ck.sha256.clone()),
-        (
-            "architecture".to_string(),
-            serde_json::to_string(&ck.config)?,
-        ),
-    ]))
-}
-
 struct RadiologyEmbedJob {
     args: EmbedArgs,
     options: SliceOptions,
@@ -348,8 +330,8 @@ impl BackendJob for RadiologyEmbedJob {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
         let args = &self.args;
-        let mut meta = metadata(&self.ck)?;
-        meta.insert("device".into(), args.run.device.to_string());
+        let precision = matmul_precision(args.run.device, args.run.tf32);
+        let mut meta = Provenance::new(&self.ck, args.run.device, precision).metadata();
         let embedder = RegionEmbedder::<B>::new(
             &self.ck,
             device,
@@ -357,7 +339,7 @@ impl BackendJob for RadiologyEmbedJob {
                 layers: self.layers.clone(),
                 norm_layers: args.layers.norm,
                 batch_size: args.run.batch_size,
-                precision: matmul_precision(args.run.device, args.run.tf32),
+                precision,
                 chunks: batch_chunks(args.run.device),
                 metadata: meta.clone(),
             },

@@ -2,7 +2,6 @@
 
 pub mod dense;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +9,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::{regions_table, write_parquet, Region};
+use dinoadapt_datasets::{regions_table, write_parquet, Provenance, Region};
 use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
 use dinoadapt_satellite::predict::{
     predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
@@ -268,21 +267,8 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
     let precision = matmul_precision(args.run.device, args.run.tf32);
-    let metadata = HashMap::from([
-        (
-            "dinoadapt.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        ("model".to_string(), ck.path.display().to_string()),
-        ("checkpoint_sha256".to_string(), ck.sha256.clone()),
-        (
-            "architecture".to_string(),
-            serde_json::to_string(&ck.config)?,
-        ),
-        ("device".to_string(), args.run.device.to_string()),
-        ("matmul_precision".to_string(), format!("{precision:?}")),
-        ("layers".to_string(), serde_json::to_string(&layers)?),
-    ]);
+    let mut metadata = Provenance::new(&ck, args.run.device, precision).metadata();
+    metadata.insert("layers".to_string(), serde_json::to_string(&layers)?);
     let table = args
         .table
         .clone()
