@@ -35,11 +35,17 @@ fn crates_depend_only_along_the_arrows() {
         ("datasets", ("dinoadapt-datasets", &["dinoadapt-core"][..])),
         (
             "pretrain",
-            ("dinoadapt-pretrain", &["dinoadapt-core", "dinoadapt-datasets"][..]),
+            (
+                "dinoadapt-pretrain",
+                &["dinoadapt-core", "dinoadapt-datasets"][..],
+            ),
         ),
         (
             "heads",
-            ("dinoadapt-heads", &["dinoadapt-core", "dinoadapt-datasets"][..]),
+            (
+                "dinoadapt-heads",
+                &["dinoadapt-core", "dinoadapt-datasets"][..],
+            ),
         ),
     ]);
     for (dir, (name, ok)) in &allowed {

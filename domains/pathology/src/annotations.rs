@@ -92,6 +92,32 @@ impl Annotations {
         })
     }
 
+    /// The classes of annotation files: the background, then every annotation class in
+    /// first-seen order over the files (one class list, so that ids agree across slides).
+    pub fn class_names_of(files: &[std::path::PathBuf], background: &str) -> Result<Vec<String>> {
+        let mut names = vec![background.to_string()];
+        for f in files {
+            for c in Annotations::read(f, "annotation")?.classes() {
+                if !names.contains(&c) {
+                    names.push(c);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Class ids (as `f32`) of every level-0 rectangle `[x, y, w, h]` of `rects` rasterised
+    /// onto `size` × `size` pixels ([`rasterise`](Self::rasterise), class 0 the background),
+    /// rectangle after rectangle.
+    pub fn rasterise_tiles(&self, classes: &[String], rects: &[[f64; 4]], size: usize) -> Vec<f32> {
+        let mut values = Vec::with_capacity(rects.len() * size * size);
+        for &[x, y, w, h] in rects {
+            let ids = self.rasterise(classes, 0, (x, y), (w, h), (size, size));
+            values.extend(ids.into_iter().map(f32::from));
+        }
+        values
+    }
+
     /// The class names in first-seen order.
     pub fn classes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

@@ -76,6 +76,21 @@ pub fn label_slices(
         .collect())
 }
 
+/// [`label_slices`] as per-pixel target values, slice after slice: the class value, NaN where
+/// the map is `ignore` (outside the fit rectangle, or ignored in the label volume).
+pub fn label_targets(
+    source: &SliceSource,
+    image: &Volume,
+    labels: &Volume,
+    ignore: u8,
+) -> Result<Vec<f32>> {
+    Ok(label_slices(source, image, labels, ignore)?
+        .iter()
+        .flatten()
+        .map(|&v| if v == ignore { f32::NAN } else { f32::from(v) })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

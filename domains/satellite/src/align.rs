@@ -2,6 +2,7 @@
 //! GDAL's warper: same CRS, resolution, extent and size as the imagery, so a chip window reads
 //! the matching label window.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use gdal::raster::RasterCreationOptions;
@@ -9,7 +10,7 @@ use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::DriverManager;
 
 use crate::error::{Result, SatelliteError};
-use crate::raster::{Raster, RasterInfo};
+use crate::raster::{Raster, RasterInfo, Window};
 
 /// Resampling for label rasters: nearest or mode for class maps, bilinear/average for heights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -194,4 +195,45 @@ pub fn warp_to_grid(
         source,
     })?;
     Raster::open(out)
+}
+
+/// Band 1 of `label` under every chip (`(source raster, window)`, each `size` × `size` px), NaN
+/// where the label has no data: the label warped (`resampling`) onto each source raster's grid
+/// once, into `scratch` (an existing folder the caller removes), chip after chip.
+pub fn chip_targets(
+    label: &Raster,
+    chips: &[(String, Window)],
+    size: usize,
+    resampling: LabelResampling,
+    scratch: &Path,
+) -> Result<Vec<f32>> {
+    let mut aligned: BTreeMap<&str, Raster> = BTreeMap::new();
+    let mut out = Vec::with_capacity(chips.len() * size * size);
+    for (source, window) in chips {
+        if !aligned.contains_key(source.as_str()) {
+            let image =
+                Raster::open(Path::new(source)).map_err(|e| SatelliteError::SourceRaster {
+                    name: source.clone(),
+                    source: Box::new(e),
+                })?;
+            let dest = scratch.join(format!("{}.tif", aligned.len()));
+            let a = warp_to_grid(label, image.info(), &dest, resampling)?;
+            aligned.insert(source, a);
+        }
+        let px = aligned[source.as_str()].read_window(&[1], *window)?;
+        if px.width * px.height != size * size {
+            return Err(SatelliteError::ChipSize {
+                width: px.width,
+                height: px.height,
+                size,
+            });
+        }
+        out.extend(
+            px.data
+                .iter()
+                .zip(&px.valid)
+                .map(|(&v, &ok)| if ok { v } else { f32::NAN }),
+        );
+    }
+    Ok(out)
 }

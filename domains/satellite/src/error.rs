@@ -30,6 +30,18 @@ pub enum SatelliteError {
         #[source]
         source: gdal::errors::GdalError,
     },
+    #[error("the source raster {name} of the features")]
+    SourceRaster {
+        name: String,
+        #[source]
+        source: Box<SatelliteError>,
+    },
+    #[error("a chip of {width}x{height} px in the table; the features are of {size} px chips")]
+    ChipSize {
+        width: usize,
+        height: usize,
+        size: usize,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::chips::{Chip, ChipGrid};
 use crate::error::{Result, SatelliteError};
 use crate::normalize::Normalization;
-use crate::raster::Raster;
+use crate::raster::{Raster, Window};
 use crate::stitch::{Blend, Stitcher};
 use crate::writer::{GeoTiffWriter, OutputSpec};
 
@@ -263,6 +263,66 @@ pub fn predict_raster(
         megapixels: (info.width * info.height) as f64 / 1e6,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Index of the largest of `classes` values at pixel `p` of planes of `plane` pixels.
+fn argmax_at(probs: &[f32], classes: usize, plane: usize, p: usize) -> usize {
+    (0..classes)
+        .fold((0usize, f32::NEG_INFINITY), |b, k| {
+            let v = probs[k * plane + p];
+            if v > b.1 {
+                (k, v)
+            } else {
+                b
+            }
+        })
+        .0
+}
+
+/// The class map of a probabilities GeoTIFF (`probs`, one band per class) written to `out` on
+/// its grid: band 1 the most probable class (nodata where the input was), bands 2.. the
+/// probabilities.
+pub fn class_map(probs: &Path, out: &Path, classes: usize, cog: bool) -> Result<PathBuf> {
+    let src = Raster::open(probs)?;
+    let info = src.info().clone();
+    let mut writer = GeoTiffWriter::create(
+        out,
+        OutputSpec {
+            width: info.width,
+            height: info.height,
+            bands: 1 + classes,
+            geotransform: info.require_geotransform()?,
+            crs: info.crs.clone(),
+            nodata: f64::NAN,
+            cog,
+        },
+    )?;
+    let bands: Vec<usize> = (1..=classes).collect();
+    let w = info.width;
+    for row0 in (0..info.height).step_by(256) {
+        let rows = 256.min(info.height - row0);
+        let px = src.read_window(
+            &bands,
+            Window {
+                col: 0,
+                row: row0 as i64,
+                width: w,
+                height: rows,
+            },
+        )?;
+        let plane = rows * w;
+        let mut data = Vec::with_capacity((1 + classes) * plane);
+        data.extend((0..plane).map(|p| {
+            if px.valid[p] {
+                argmax_at(&px.data, classes, plane, p) as f32
+            } else {
+                f32::NAN
+            }
+        }));
+        data.extend_from_slice(&px.data);
+        writer.write_rows(row0, rows, data)?;
+    }
+    writer.finish()
 }
 
 #[cfg(test)]

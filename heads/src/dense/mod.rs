@@ -10,15 +10,20 @@
 //!   AdamW training with per-epoch logs, evaluation with the segmentation / regression metrics;
 //! - [`predict`]: backbone + head as one per-pixel model for the domains' tiled inference;
 //! - [`features`]: the layer tokens of a feature file in this layout; [`tables`]: the tables
-//!   and plot of a dense head folder.
+//!   and plot of a dense head folder; [`folder`]: the head folder itself (read, checked,
+//!   written);
+//! - [`engine`]: `heads train|eval` on any domain's features: the head configuration from plain
+//!   settings and the targets, class targets, training + metrics per split.
 //!
 //! Token layout everywhere: `[batch, layers, 1 + patches, dim]`, class token first, patches
 //! row-major on the (rows, cols) grid (see [`tokens`]).
 
 pub mod bins;
 pub mod dpt;
+pub mod engine;
 pub mod error;
 pub mod features;
+pub mod folder;
 pub mod head;
 pub mod linear;
 pub mod loss;
@@ -30,11 +35,16 @@ pub mod train;
 
 pub use bins::{BinNorm, Bins};
 pub use dpt::{DptHead, DptHeadConfig, DptOutput};
+pub use engine::{
+    class_targets, head_config, targets_for, train_and_measure, HeadChoice, TargetsError,
+    TrainedHead,
+};
 pub use error::{DenseError, DenseResult};
+pub use folder::{HeadFolder, HeadFolderError, HeadInfo, HeadRecord};
 pub use head::{DenseHead, DenseHeadConfig, DenseTask};
 pub use linear::{LinearHead, LinearHeadConfig};
 pub use loss::RegressionLoss;
-pub use predict::{backbone_tokens, DensePredictor, TokenSpec};
+pub use predict::{argmax_at, backbone_tokens, DensePredictor, TokenSpec};
 pub use set::{DenseSet, DenseTargets};
 pub use train::{
     evaluate, predict_set, train, DenseMetrics, DenseTrainConfig, EpochLog, Evaluation, Trained,

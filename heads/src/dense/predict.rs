@@ -96,6 +96,20 @@ impl<B: Backend> DensePredictor<B> {
     }
 }
 
+/// Index of the largest of `classes` values at pixel `p` of planes of `plane` pixels.
+pub fn argmax_at(probs: &[f32], classes: usize, plane: usize, p: usize) -> usize {
+    (0..classes)
+        .fold((0usize, f32::NEG_INFINITY), |b, k| {
+            let v = probs[k * plane + p];
+            if v > b.1 {
+                (k, v)
+            } else {
+                b
+            }
+        })
+        .0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use dinoadapt_heads::dense::{DensePredictor, DenseTask};
-use dinoadapt_satellite::predict::{ChipBatch, ChipModel, PredictConfig, PredictSummary};
-use dinoadapt_satellite::{GeoTiffWriter, Normalization, OutputSpec, Raster, Window};
+use dinoadapt_satellite::predict::{
+    class_map, ChipBatch, ChipModel, PredictConfig, PredictSummary,
+};
+use dinoadapt_satellite::{Normalization, Raster};
 
 use super::{run_predict, HeadChoice};
-use crate::commands::heads::dense::folder::{
-    argmax_at, load, predictor, HeadFolder, Preprocessing,
-};
+use crate::commands::heads::dense::folder::{load, predictor, HeadFolder, Preprocessing};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::backend::DeviceSpec;
@@ -65,50 +65,6 @@ impl BackendJob for Job<'_> {
     }
 }
 
-/// Band 1 the most probable class (nodata where the input was), bands 2.. the probabilities.
-fn class_map(probs: &Path, out: &Path, classes: usize, cog: bool) -> anyhow::Result<PathBuf> {
-    let src = Raster::open(probs)?;
-    let info = src.info().clone();
-    let mut writer = GeoTiffWriter::create(
-        out,
-        OutputSpec {
-            width: info.width,
-            height: info.height,
-            bands: 1 + classes,
-            geotransform: info.require_geotransform()?,
-            crs: info.crs.clone(),
-            nodata: f64::NAN,
-            cog,
-        },
-    )?;
-    let bands: Vec<usize> = (1..=classes).collect();
-    let w = info.width;
-    for row0 in (0..info.height).step_by(256) {
-        let rows = 256.min(info.height - row0);
-        let px = src.read_window(
-            &bands,
-            Window {
-                col: 0,
-                row: row0 as i64,
-                width: w,
-                height: rows,
-            },
-        )?;
-        let plane = rows * w;
-        let mut data = Vec::with_capacity((1 + classes) * plane);
-        data.extend((0..plane).map(|p| {
-            if px.valid[p] {
-                argmax_at(&px.data, classes, plane, p) as f32
-            } else {
-                f32::NAN
-            }
-        }));
-        data.extend_from_slice(&px.data);
-        writer.write_rows(row0, rows, data)?;
-    }
-    Ok(writer.finish()?)
-}
-
 /// Tiled inference of a dense head folder (`choice.head`) over `raster` into `out`.
 pub fn predict(
     raster: &Raster,
@@ -116,18 +72,20 @@ pub fn predict(
     cfg: &PredictConfig,
     choice: &HeadChoice,
 ) -> anyhow::Result<PredictSummary> {
-    predict_loaded(load(Path::new(choice.head))?, raster, out, cfg, choice)
+    let (head, pre) = load(Path::new(choice.head))?;
+    predict_loaded(head, &pre, raster, out, cfg, choice)
 }
 
 /// [`predict`] with the head folder already read (`choice.head` names it in messages).
 pub fn predict_loaded(
     head: HeadFolder,
+    pre: &Preprocessing,
     raster: &Raster,
     out: &Path,
     cfg: &PredictConfig,
     choice: &HeadChoice,
 ) -> anyhow::Result<PredictSummary> {
-    let pre = match &head.info.preprocessing {
+    let pre = match pre {
         Preprocessing::Satellite(s) => s.clone(),
         other => bail!(
             "{}: a {} head; predict with `dinoadapt heads predict --head {} --input ...`",

@@ -1,19 +1,20 @@
 //! `heads train|eval|predict --task segment|canopy`: dense heads on the layer tokens of any
 //! domain's `embed --layers ...` (satellite chips, volume slices, slide tiles), with per-pixel
 //! targets in the domain's own label format (a label raster, a label volume, GeoJSON
-//! annotations; see [`targets`]). A trained head is a folder ([`folder`]): `head.json` (task,
-//! head configuration, backbone identity, preprocessing), `head.safetensors`,
-//! `metrics.parquet`, `training.parquet` (one row per epoch) and `training.png`. `predict` runs
-//! backbone + head over a whole raster, volume or slide and writes the domain's own format.
+//! annotations; see [`targets`]). The engine (head configuration, training, metrics, the head
+//! folder: `head.json`, `head.safetensors`, `metrics.parquet`, `training.parquet`,
+//! `training.png`) is `dinoadapt_heads::dense`; the domains' label readers, stitchers and
+//! writers are in their crates. Here: the flags, the domain picked from the feature file
+//! ([`folder`]: the domains' preprocessing recorded in `head.json`), the device, and printing.
+//! `predict` runs backbone + head over a whole raster, volume or slide and writes the domain's
+//! own format.
 
 pub mod folder;
 mod pathology;
 mod radiology;
 mod satellite;
-mod stitch;
 mod targets;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,22 +22,19 @@ use anyhow::bail;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use dinoadapt_core::checkpoint::safetensors_io::write_safetensors;
-use dinoadapt_datasets::write_parquet;
 use dinoadapt_heads::dense::features::{load_features, Features};
-use dinoadapt_heads::dense::tables;
+use dinoadapt_heads::dense::folder::{self as head_folder, HeadRecord};
 use dinoadapt_heads::dense::{
-    evaluate, train as train_head, BinNorm, Bins, DenseHead, DenseHeadConfig, DenseMetrics,
-    DenseSet, DenseTargets, DenseTrainConfig, DptHeadConfig, DptOutput, EpochLog, LinearHeadConfig,
-    RegressionLoss,
+    head_config, targets_for, train_and_measure, BinNorm, DenseMetrics, DenseSet, DenseTargets,
+    DenseTrainConfig, HeadChoice, HeadFolder, HeadInfo, RegressionLoss, TrainedHead,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{required, Common, Task};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
-use folder::{HeadFolder, HeadInfo, Preprocessing};
-use targets::{class_targets, labelled, Labelled, TargetArgs};
+use folder::Preprocessing;
+use targets::{labelled, Labelled, TargetArgs};
 
 /// Features and their targets (train and eval).
 #[derive(Args, Debug)]
@@ -179,123 +177,71 @@ fn dense_set(f: &mut Features, l: &Labelled, targets: DenseTargets) -> anyhow::R
     )?)
 }
 
-fn head_config(
-    task: Task,
-    args: &DenseTrainArgs,
-    bins: usize,
-    dim: usize,
-    train_values: &[f32],
-) -> anyhow::Result<DenseHeadConfig> {
+/// The head `--head-kind` and the other flags of `task` choose (`bins`: canopy height bins,
+/// 0 for plain regression).
+fn head_choice(task: Task, args: &DenseTrainArgs, bins: usize) -> anyhow::Result<HeadChoice> {
     let kind = args.head_kind.as_deref().unwrap_or(match task {
         Task::Segment => "linear",
         _ => "dpt",
     });
     Ok(match (task, kind) {
-        (Task::Segment, "linear" | "ms") => {
-            let classes = match args.classes {
-                Some(c) => c,
-                None => {
-                    let max = train_values
-                        .iter()
-                        .filter(|v| v.is_finite() && **v != args.ignore_index as f32)
-                        .fold(-1f32, |m, &v| m.max(v));
-                    if max < 0.0 {
-                        bail!("the targets have no class values; give --classes");
-                    }
-                    max as usize + 1
-                }
-            };
-            DenseHeadConfig::Linear(
-                LinearHeadConfig::new(dim, classes)
-                    .with_layers(if kind == "ms" { 4 } else { 1 })
-                    .with_use_cls(!args.no_cls_token),
-            )
-        }
-        (Task::Canopy, "dpt") => {
-            let max = match args.max_height {
-                Some(m) => m,
-                None => {
-                    let m = train_values
-                        .iter()
-                        .filter(|v| v.is_finite())
-                        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    if !m.is_finite() {
-                        bail!("the targets have no valid height");
-                    }
-                    (m as f64).ceil()
-                }
-            };
-            let output = if bins == 0 {
-                DptOutput::Regression {
-                    min: args.min_height,
-                    max,
-                }
-            } else {
-                let norm = match args.bin_norm.as_str() {
-                    "relu-eps" => BinNorm::default(),
-                    "softmax" => BinNorm::Softmax,
-                    o => bail!("--bin-norm `{o}`: relu-eps or softmax"),
-                };
-                DptOutput::Bins(Bins::new(bins, args.min_height, max, norm)?)
-            };
-            let f = args.dpt_features;
-            DenseHeadConfig::Dpt(
-                DptHeadConfig::new(dim, output)
-                    .with_features(f)
-                    .with_scale_channels([f / 2, f, 2 * f, 2 * f])
-                    .with_head_channels(32.min(f)),
-            )
-        }
+        (Task::Segment, "linear" | "ms") => HeadChoice::Linear {
+            layers: if kind == "ms" { 4 } else { 1 },
+            classes: args.classes,
+            ignore_index: args.ignore_index,
+            use_cls: !args.no_cls_token,
+        },
+        (Task::Canopy, "dpt") => HeadChoice::Dpt {
+            bins,
+            bin_norm: match (bins, args.bin_norm.as_str()) {
+                (0, _) | (_, "relu-eps") => BinNorm::default(),
+                (_, "softmax") => BinNorm::Softmax,
+                (_, o) => bail!("--bin-norm `{o}`: relu-eps or softmax"),
+            },
+            min_height: args.min_height,
+            max_height: args.max_height,
+            features: args.dpt_features,
+        },
         (Task::Segment, o) => bail!("--head-kind `{o}` for segment: linear or ms"),
         (_, o) => bail!("--head-kind `{o}` for canopy: dpt"),
     })
 }
 
 struct TrainJob<'a> {
-    config: &'a DenseHeadConfig,
+    config: &'a dinoadapt_heads::dense::DenseHeadConfig,
     train: &'a DenseSet,
     val: Option<&'a DenseSet>,
     cfg: &'a DenseTrainConfig,
     quiet: bool,
 }
 
-type TrainOutput = (
-    dinoadapt_core::checkpoint::NamedTensors,
-    Vec<EpochLog>,
-    Vec<(String, DenseMetrics)>,
-);
-
 impl BackendJob for TrainJob<'_> {
-    type Output = TrainOutput;
+    type Output = TrainedHead;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<TrainOutput> {
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<TrainedHead> {
         let quiet = self.quiet;
-        let trained =
-            train_head::<Autodiff<B>>(self.config, self.train, self.val, self.cfg, &device, |e| {
-                if !quiet {
-                    eprintln!(
-                        "epoch {:>3}  loss {:.4}{}  {:.1} s",
-                        e.epoch,
-                        e.train_loss,
-                        match (e.val_loss, e.val_metric) {
-                            (Some(l), Some(m)) => format!("  val loss {l:.4}  val metric {m:.4}"),
-                            _ => String::new(),
-                        },
-                        e.seconds
-                    );
-                }
-            })?;
-        let mut metrics = vec![(
-            "train".to_string(),
-            evaluate(&trained.head, self.config, self.train, self.cfg, &device)?.metrics,
-        )];
-        if let Some(v) = self.val {
-            metrics.push((
-                "val".into(),
-                evaluate(&trained.head, self.config, v, self.cfg, &device)?.metrics,
-            ));
-        }
-        Ok((trained.head.to_named(), trained.log, metrics))
+        let on_epoch = |e: &dinoadapt_heads::dense::EpochLog| {
+            if !quiet {
+                eprintln!(
+                    "epoch {:>3}  loss {:.4}{}  {:.1} s",
+                    e.epoch,
+                    e.train_loss,
+                    match (e.val_loss, e.val_metric) {
+                        (Some(l), Some(m)) => format!("  val loss {l:.4}  val metric {m:.4}"),
+                        _ => String::new(),
+                    },
+                    e.seconds
+                );
+            }
+        };
+        Ok(train_and_measure::<Autodiff<B>>(
+            self.config,
+            self.train,
+            self.val,
+            self.cfg,
+            &device,
+            on_epoch,
+        )?)
     }
 }
 
@@ -435,18 +381,10 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         ignore_index: args.ignore_index,
     };
     let (mut f, l) = labelled_features(&train_sources, kind_layers, &template, None)?;
-    let config = head_config(
-        task,
-        args,
-        common.bins.unwrap_or(DEFAULT_BINS),
-        f.dim,
-        &l.values,
-    )?;
+    let choice = head_choice(task, args, common.bins.unwrap_or(DEFAULT_BINS))?;
+    let config = head_config(&choice, f.dim, &l.values)?;
     let to_targets = |values: &[f32]| -> anyhow::Result<DenseTargets> {
-        Ok(match &config {
-            DenseHeadConfig::Linear(c) => class_targets(values, c.classes, args.ignore_index)?,
-            DenseHeadConfig::Dpt(_) => DenseTargets::Heights(values.to_vec()),
-        })
+        Ok(targets_for(&config, values, args.ignore_index)?)
     };
     let train_set = dense_set(&mut f, &l, to_targets(&l.values)?)?;
     let val_set = if args.val_embeddings.is_empty() {
@@ -495,7 +433,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         .with_dice_weight(args.dice_weight)
         .with_regression_loss(loss)
         .with_block(args.block);
-    let (tensors, log, metrics) = on_device(
+    let trained = on_device(
         common.device,
         TrainJob {
             config: &config,
@@ -505,50 +443,28 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
             quiet: common.quiet,
         },
     )?;
-    std::fs::create_dir_all(out)?;
     let info = HeadInfo {
         task: name.to_string(),
         head: config.clone(),
         tokens: f.spec.clone(),
         backbone: f.backbone.clone(),
-        preprocessing: l.preprocessing.clone(),
+        preprocessing: l.preprocessing.to_json()?,
         class_names: l.class_names.clone(),
     };
-    let mut record = serde_json::to_value(&info)?;
-    record["training"] = serde_json::to_value(&cfg)?;
-    record["targets"] = l.record.clone();
-    record["targets"]["ignore_index"] = json!(args.ignore_index);
-    record["features"] = json!(args
-        .data
-        .embeddings
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>());
-    record["metrics"] = json!(metrics.iter().cloned().collect::<BTreeMap<_, _>>());
-    record["dinoadapt_version"] = json!(env!("CARGO_PKG_VERSION"));
-    let st_meta = HashMap::from([
-        ("dinoadapt.head".to_string(), name.to_string()),
-        ("config".to_string(), serde_json::to_string(&config)?),
-        (
-            "checkpoint_sha256".to_string(),
-            f.backbone.checkpoint_sha256.clone(),
-        ),
-    ]);
-    write_safetensors(&out.join("head.safetensors"), &tensors, st_meta)?;
-    let json_path = out.join("head.json");
-    let part = out.join("head.json.part");
-    std::fs::write(&part, serde_json::to_string_pretty(&record)?)?;
-    std::fs::rename(&part, &json_path)?;
-    write_parquet(
-        &out.join("metrics.parquet"),
-        &mut tables::metrics_table(&metrics)?,
+    let record = head_folder::write(
+        out,
+        &HeadRecord {
+            info: &info,
+            training: &cfg,
+            targets: &l.record,
+            ignore_index: args.ignore_index,
+            features: &args.data.embeddings,
+            metrics: &trained.metrics,
+            tensors: &trained.tensors,
+            log: &trained.log,
+            metric_name: if task == Task::Segment { "mIoU" } else { "R²" },
+        },
     )?;
-    write_parquet(
-        &out.join("training.parquet"),
-        &mut tables::training_table(&log)?,
-    )?;
-    let metric = if task == Task::Segment { "mIoU" } else { "R²" };
-    tables::training_plot(&out.join("training.png"), &log, metric)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -572,14 +488,12 @@ struct EvalJob<'a> {
 impl BackendJob for EvalJob<'_> {
     type Output = DenseMetrics;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<DenseMetrics> {
-        let head =
-            DenseHead::<B>::from_named(&self.head.info.head, self.head.tensors.clone(), &device)?;
-        Ok(evaluate(&head, &self.head.info.head, self.set, &self.cfg, &device)?.metrics)
+        Ok(self.head.evaluate::<B>(self.set, &self.cfg, &device)?)
     }
 }
 
 pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::Result<ExitCode> {
-    let head = folder::load(head_dir)?;
+    let (head, pre) = folder::load(head_dir)?;
     let task = if head.info.task == "canopy" {
         Task::Canopy
     } else {
@@ -592,10 +506,8 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     };
     sources.check("--")?;
     let emb = &args.data.embeddings[0];
-    let record: Value =
-        serde_json::from_str(&std::fs::read_to_string(head_dir.join("head.json"))?)?;
-    let ignore = record["targets"]["ignore_index"].as_u64().unwrap_or(255) as u32;
-    let resampling = record["targets"]["resampling"].as_str();
+    let ignore = head.ignore_index();
+    let resampling = head.record["targets"]["resampling"].as_str();
     let (mut f, l) = labelled_features(
         &sources,
         head.info.head.layers(),
@@ -619,21 +531,16 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
             head.info.tokens.norm_layers
         );
     }
-    if l.preprocessing.input_size() != head.info.preprocessing.input_size() {
+    if l.preprocessing.input_size() != pre.input_size() {
         bail!(
             "{}: inputs of {} px; the head was trained on {} px",
             emb.display(),
             l.preprocessing.input_size(),
-            head.info.preprocessing.input_size()
+            pre.input_size()
         );
     }
-    let mut cfg: DenseTrainConfig = serde_json::from_value(record["training"].clone())
-        .unwrap_or_else(|_| DenseTrainConfig::new());
-    cfg.block = record["training"]["block"].as_u64().unwrap_or(50) as usize;
-    let t = match &head.info.head {
-        DenseHeadConfig::Linear(c) => class_targets(&l.values, c.classes, ignore)?,
-        DenseHeadConfig::Dpt(_) => DenseTargets::Heights(l.values.clone()),
-    };
+    let cfg = head.training_config();
+    let t = targets_for(&head.info.head, &l.values, ignore)?;
     let set = dense_set(&mut f, &l, t)?;
     let m = on_device(
         common.device,
@@ -655,7 +562,7 @@ pub fn predict(
 ) -> anyhow::Result<ExitCode> {
     required(&args.input, "--input", "segment/canopy")?;
     required(&common.out, "--out", "segment/canopy")?;
-    let head = folder::load(head_dir)?;
+    let (head, pre) = folder::load(head_dir)?;
     let model = ModelArgs {
         model: args.model.clone(),
         random_init: args.random_init,
@@ -665,7 +572,7 @@ pub fn predict(
         num_heads: None,
         interpolation: None,
     };
-    match head.info.preprocessing.clone() {
+    match pre {
         Preprocessing::Satellite(input) => {
             satellite::predict(head, &input, args, &model, common)?;
             Ok(ExitCode::SUCCESS)

@@ -9,27 +9,22 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
-use dinoadapt_pathology::contours::{geojson, trace_polygons};
-use dinoadapt_pathology::morphology::Binary;
+use dinoadapt_pathology::stitch::mask_geojson;
 use dinoadapt_pathology::{
-    detect_tissue, plan_tiles, Annotations, OpenOptions, Slide, TileSource, TilingConfig,
-    TissueConfig,
+    detect_tissue, plan_tiles, Annotations, OpenOptions, Slide, Stitcher, TileSource, TilingConfig,
+    TissueConfig, NOT_PREDICTED,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{ParquetReader, SerReader};
 use serde_json::{json, Value};
 
 use super::folder::{predictor, HeadFolder, PathologyInput, Preprocessing};
-use super::stitch::Stitcher;
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
 use crate::commands::heads::Common;
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
 use dinoadapt_heads::dense::features::Features;
-
-/// Mask value where no tile was predicted.
-pub const NOT_PREDICTED: u8 = 255;
 
 fn input(f: &Features) -> anyhow::Result<PathologyInput> {
     let parse = |key: &str| -> anyhow::Result<[f32; 3]> {
@@ -87,15 +82,7 @@ fn tile_rects(f: &Features) -> anyhow::Result<Vec<[f64; 4]>> {
 /// The classes of annotation files: the background, then every annotation class in first-seen
 /// order over the files.
 pub fn class_names(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
-    let mut names = vec!["background".to_string()];
-    for f in files {
-        for c in Annotations::read(f, "annotation")?.classes() {
-            if !names.contains(&c) {
-                names.push(c);
-            }
-        }
-    }
-    Ok(names)
+    Ok(Annotations::class_names_of(files, "background")?)
 }
 
 /// Per-tile class maps from GeoJSON annotations: class 0 the background (no polygon), then the
@@ -114,11 +101,7 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
         bail!("--class-names: the background and at least one annotation class");
     }
     let size = input.tiling.size as usize;
-    let mut values = Vec::with_capacity(f.n * size * size);
-    for [x, y, w, h] in tile_rects(f)? {
-        let ids = annotations.rasterise(&classes, 0, (x, y), (w, h), (size, size));
-        values.extend(ids.into_iter().map(f32::from));
-    }
+    let values = annotations.rasterise_tiles(&classes, &tile_rects(f)?, size);
     let name = t
         .targets
         .file_name()
@@ -134,46 +117,6 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
         }),
         class_names: classes,
     })
-}
-
-const PALETTE: [[u8; 3]; 8] = [
-    [200, 0, 0],
-    [0, 160, 0],
-    [0, 0, 200],
-    [200, 140, 0],
-    [160, 0, 160],
-    [0, 160, 160],
-    [120, 80, 40],
-    [90, 90, 90],
-];
-
-/// The mask's classes (all but class 0, the background) as polygons in level-0 pixels.
-fn polygons(head: &HeadFolder, labels: &[u8], w: usize, h: usize, ds: f64) -> Value {
-    let mut features = Vec::new();
-    for k in 1..head.info.head.output_channels() {
-        let mask = Binary {
-            width: w,
-            height: h,
-            data: labels.iter().map(|&l| l as usize == k).collect(),
-        };
-        if mask.count() == 0 {
-            continue;
-        }
-        let (components, _) = mask.components();
-        let polys: Vec<_> = trace_polygons(&mask, &components)
-            .into_iter()
-            .map(|(_, p)| p.scaled(ds, ds))
-            .collect();
-        let fc = geojson(
-            &polys,
-            &head.class_name(k),
-            PALETTE[(k - 1) % PALETTE.len()],
-        );
-        if let Value::Array(f) = &fc["features"] {
-            features.extend(f.iter().cloned());
-        }
-    }
-    json!({ "type": "FeatureCollection", "features": features })
 }
 
 struct PredictJob<'a> {
@@ -256,7 +199,14 @@ impl BackendJob for PredictJob<'_> {
         let gj = out.join(format!("{id}.geojson"));
         std::fs::write(
             &gj,
-            serde_json::to_string(&polygons(self.head, &labels, w, h, ds))?,
+            serde_json::to_string(&mask_geojson(
+                &labels,
+                w,
+                h,
+                ds,
+                self.head.info.head.output_channels(),
+                |k| self.head.class_name(k),
+            ))?,
         )?;
         let mut counts = vec![0u64; classes];
         for &l in labels.iter().filter(|&&l| l != NOT_PREDICTED) {

@@ -11,14 +11,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::RegionSource;
-use dinoadapt_radiology::labels::label_slices;
+use dinoadapt_heads::dense::argmax_at;
+use dinoadapt_radiology::labels::label_targets;
 use dinoadapt_radiology::predictions::{SlicePrediction, SliceValues};
 use dinoadapt_radiology::source::{SliceOptions, SliceSource};
 use dinoadapt_radiology::volume::Volume;
 use polars::prelude::{ParquetReader, SerReader};
 use serde_json::json;
 
-use super::folder::{argmax_at, predictor, HeadFolder, Preprocessing};
+use super::folder::{predictor, HeadFolder, Preprocessing};
 use super::targets::{Labelled, TargetArgs};
 use super::DensePredictArgs;
 use crate::commands::heads::Common;
@@ -120,12 +121,7 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
     }
     let labels = one_volume(t.targets, "--targets")?;
     let ignore = t.ignore_index.min(255) as u8;
-    let maps = label_slices(&source, &image, &labels, ignore)?;
-    let values = maps
-        .iter()
-        .flatten()
-        .map(|&v| if v == ignore { f32::NAN } else { f32::from(v) })
-        .collect();
+    let values = label_targets(&source, &image, &labels, ignore)?;
     Ok(Labelled {
         preprocessing: Preprocessing::Radiology { slices },
         values,

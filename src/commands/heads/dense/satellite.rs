@@ -1,11 +1,8 @@
 //! Satellite features (`satellite embed --layers ...`): targets from a label raster warped onto
 //! each source raster's grid; prediction over a whole raster into a GeoTIFF on its grid.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use anyhow::{bail, Context};
-use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
+use anyhow::Context;
+use dinoadapt_satellite::align::{chip_targets, LabelResampling};
 use dinoadapt_satellite::{Normalization, Raster, Window};
 use polars::prelude::{ParquetReader, SerReader};
 use serde_json::json;
@@ -88,32 +85,7 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
     let size = input.chip_size;
     let scratch = std::env::temp_dir().join(format!("dinoadapt-dense-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let mut aligned: BTreeMap<String, Raster> = BTreeMap::new();
-    let mut out = Vec::with_capacity(f.n * size * size);
-    for (source, window) in regions(f)? {
-        if !aligned.contains_key(&source) {
-            let image = Raster::open(Path::new(&source))
-                .with_context(|| format!("the source raster {source} of the features"))?;
-            let dest = scratch.join(format!("{}.tif", aligned.len()));
-            let a = warp_to_grid(&label, image.info(), &dest, res)?;
-            aligned.insert(source.clone(), a);
-        }
-        let px = aligned[&source].read_window(&[1], window)?;
-        if px.width * px.height != size * size {
-            bail!(
-                "a chip of {}x{} px in the table; the features are of {size} px chips",
-                px.width,
-                px.height
-            );
-        }
-        out.extend(
-            px.data
-                .iter()
-                .zip(&px.valid)
-                .map(|(&v, &ok)| if ok { v } else { f32::NAN }),
-        );
-    }
-    drop(aligned);
+    let out = chip_targets(&label, &regions(f)?, size, res, &scratch)?;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(Labelled {
         preprocessing: Preprocessing::Satellite(input),
@@ -156,6 +128,7 @@ pub fn predict(
     let dir = head.dir.to_string_lossy().into_owned();
     let s = predict_loaded(
         head,
+        &Preprocessing::Satellite(input.clone()),
         &raster,
         out,
         &cfg,

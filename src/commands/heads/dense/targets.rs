@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::bail;
-use dinoadapt_heads::dense::DenseTargets;
 use serde_json::Value;
 
 use super::folder::Preprocessing;
@@ -66,28 +65,4 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
         );
     }
     Ok(l)
-}
-
-/// Class targets from values (NaN and `ignore` ignored), refusing values that are not classes.
-pub fn class_targets(values: &[f32], classes: usize, ignore: u32) -> anyhow::Result<DenseTargets> {
-    let values = values
-        .iter()
-        .map(|&v| {
-            if !v.is_finite() || v == ignore as f32 {
-                return Ok(ignore);
-            }
-            if v < 0.0 || v.fract() != 0.0 || v as usize >= classes {
-                bail!(
-                    "target value {v} is not a class in 0..{classes} (nor --ignore-index \
-                     {ignore}); give --classes or fix the targets"
-                );
-            }
-            Ok(v as u32)
-        })
-        .collect::<anyhow::Result<Vec<u32>>>()?;
-    Ok(DenseTargets::Classes {
-        values,
-        classes,
-        ignore_index: ignore,
-    })
 }

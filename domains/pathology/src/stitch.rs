@@ -6,10 +6,12 @@
 //! `r`: those rows are settled into labels and their sums dropped. Memory holds the labels (one
 //! byte a pixel) and the sums of the rows the current tiles span, not classes × the whole mask.
 
-use dinoadapt_pathology::Tile;
+use crate::contours::{geojson, trace_polygons};
+use crate::morphology::Binary;
+use crate::Tile;
 
-use super::folder::argmax_at;
-use super::pathology::NOT_PREDICTED;
+/// Mask value where no tile was predicted.
+pub const NOT_PREDICTED: u8 = 255;
 
 /// Longest side of the stitched mask, in pixels.
 const MASK_SIDE: f64 = 4096.0;
@@ -117,6 +119,65 @@ impl Stitcher {
         self.settle(self.height);
         self.labels
     }
+}
+
+/// Index of the largest of `classes` values at pixel `p` of planes of `plane` pixels.
+fn argmax_at(probs: &[f32], classes: usize, plane: usize, p: usize) -> usize {
+    (0..classes)
+        .fold((0usize, f32::NEG_INFINITY), |b, k| {
+            let v = probs[k * plane + p];
+            if v > b.1 {
+                (k, v)
+            } else {
+                b
+            }
+        })
+        .0
+}
+
+const PALETTE: [[u8; 3]; 8] = [
+    [200, 0, 0],
+    [0, 160, 0],
+    [0, 0, 200],
+    [200, 140, 0],
+    [160, 0, 160],
+    [0, 160, 160],
+    [120, 80, 40],
+    [90, 90, 90],
+];
+
+/// The classes `1..classes` of a mask (class 0 is the background; one mask pixel per
+/// `downsample` level-0 pixels) as one GeoJSON FeatureCollection of polygons in level-0 pixels,
+/// named by `class_name`.
+pub fn mask_geojson(
+    labels: &[u8],
+    width: usize,
+    height: usize,
+    downsample: f64,
+    classes: usize,
+    class_name: impl Fn(usize) -> String,
+) -> serde_json::Value {
+    let mut features = Vec::new();
+    for k in 1..classes {
+        let mask = Binary {
+            width,
+            height,
+            data: labels.iter().map(|&l| l as usize == k).collect(),
+        };
+        if mask.count() == 0 {
+            continue;
+        }
+        let (components, _) = mask.components();
+        let polys: Vec<_> = trace_polygons(&mask, &components)
+            .into_iter()
+            .map(|(_, p)| p.scaled(downsample, downsample))
+            .collect();
+        let fc = geojson(&polys, &class_name(k), PALETTE[(k - 1) % PALETTE.len()]);
+        if let serde_json::Value::Array(f) = &fc["features"] {
+            features.extend(f.iter().cloned());
+        }
+    }
+    serde_json::json!({ "type": "FeatureCollection", "features": features })
 }
 
 #[cfg(test)]
