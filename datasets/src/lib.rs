@@ -2,6 +2,7 @@
 //! batching, the feature store, the embedding engine and PNG plots.
 
 pub mod batch;
+pub mod class_planes;
 pub mod domain;
 pub mod embedding;
 pub mod feature_store;

@@ -9,6 +9,7 @@
 use crate::contours::{geojson, trace_polygons};
 use crate::morphology::Binary;
 use crate::Tile;
+use dinoadapt_datasets::class_planes::argmax_at;
 
 /// Mask value where no tile was predicted.
 pub const NOT_PREDICTED: u8 = 255;
@@ -119,20 +120,6 @@ impl Stitcher {
         self.settle(self.height);
         self.labels
     }
-}
-
-/// Index of the largest of `classes` values at pixel `p` of planes of `plane` pixels.
-fn argmax_at(probs: &[f32], classes: usize, plane: usize, p: usize) -> usize {
-    (0..classes)
-        .fold((0usize, f32::NEG_INFINITY), |b, k| {
-            let v = probs[k * plane + p];
-            if v > b.1 {
-                (k, v)
-            } else {
-                b
-            }
-        })
-        .0
 }
 
 const PALETTE: [[u8; 3]; 8] = [

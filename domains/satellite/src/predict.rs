@@ -9,6 +9,7 @@ use crate::normalize::Normalization;
 use crate::raster::{Raster, Window};
 use crate::stitch::{Blend, Stitcher};
 use crate::writer::{GeoTiffWriter, OutputSpec};
+use dinoadapt_datasets::class_planes::argmax_at;
 
 /// A batch of chips as read from the raster.
 pub struct ChipBatch {
@@ -263,20 +264,6 @@ pub fn predict_raster(
         megapixels: (info.width * info.height) as f64 / 1e6,
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// Index of the largest of `classes` values at pixel `p` of planes of `plane` pixels.
-fn argmax_at(probs: &[f32], classes: usize, plane: usize, p: usize) -> usize {
-    (0..classes)
-        .fold((0usize, f32::NEG_INFINITY), |b, k| {
-            let v = probs[k * plane + p];
-            if v > b.1 {
-                (k, v)
-            } else {
-                b
-            }
-        })
-        .0
 }
 
 /// The class map of a probabilities GeoTIFF (`probs`, one band per class) written to `out` on

@@ -5,6 +5,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use dinoadapt_core::vit::VisionTransformer;
+pub use dinoadapt_datasets::class_planes::argmax_at;
 use serde::{Deserialize, Serialize};
 
 use super::error::{DenseError, DenseResult};
@@ -94,20 +95,6 @@ impl<B: Backend> DensePredictor<B> {
             .to_vec::<f32>()
             .map_err(|e| DenseError::Readback(format!("{e:?}")))
     }
-}
-
-/// Index of the largest of `classes` values at pixel `p` of planes of `plane` pixels.
-pub fn argmax_at(probs: &[f32], classes: usize, plane: usize, p: usize) -> usize {
-    (0..classes)
-        .fold((0usize, f32::NEG_INFINITY), |b, k| {
-            let v = probs[k * plane + p];
-            if v > b.1 {
-                (k, v)
-            } else {
-                b
-            }
-        })
-        .0
 }
 
 #[cfg(test)]
