@@ -7,7 +7,11 @@ use clap::Args;
 use dinoadapt_core::checkpoint::infer::ArchOverrides;
 use dinoadapt_core::checkpoint::load::read_arch_file;
 use dinoadapt_core::checkpoint::{load_checkpoint, LoadOptions, LoadedCheckpoint};
-use dinoadapt_core::vit::PosEmbedInterpolation;
+use dinoadapt_core::vit::{MatmulPrecision, PosEmbedInterpolation};
+use dinoadapt_datasets::embedding::EmbedSettings;
+use dinoadapt_datasets::Provenance;
+
+use crate::device::{batch_chunks, matmul_precision};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -117,6 +121,34 @@ impl RunArgs {
     pub fn batch(&self) -> anyhow::Result<usize> {
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
         Ok(self.batch_size)
+    }
+
+    /// The matmul precision of this run's device.
+    pub fn precision(&self) -> MatmulPrecision {
+        matmul_precision(self.device, self.tf32)
+    }
+
+    /// What every output of `ck` run this way records.
+    pub fn provenance(&self, ck: &LoadedCheckpoint) -> Provenance {
+        Provenance::new(ck, self.device, self.precision())
+    }
+
+    /// How `ck` embeds in this run: the layers kept, the device's precision and batch slicing,
+    /// and the provenance every feature file carries.
+    pub fn embed_settings(
+        &self,
+        ck: &LoadedCheckpoint,
+        layers: Vec<usize>,
+        norm_layers: bool,
+    ) -> EmbedSettings {
+        EmbedSettings {
+            layers,
+            norm_layers,
+            batch_size: self.batch_size,
+            precision: self.precision(),
+            chunks: batch_chunks(self.device),
+            metadata: self.provenance(ck).metadata(),
+        }
     }
 }
 

@@ -15,11 +15,11 @@ use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::embedding::{EmbedError, EmbedSettings, RegionEmbedder};
 use dinoadapt_datasets::{
     collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, ImageRegions,
-    Preprocess, Provenance, RegionSource, ResizeFilter, TensorRegions,
+    Preprocess, RegionSource, ResizeFilter, TensorRegions,
 };
 use serde_json::Value;
 
-use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
+use crate::device::{on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use crate::progress::Bar;
 
@@ -224,20 +224,11 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
-    let precision = matmul_precision(args.run.device, args.run.tf32);
-    let metadata = Provenance::new(&ck, args.run.device, precision).metadata();
     let manifest = args
         .manifest
         .clone()
         .unwrap_or_else(|| args.output.with_extension("parquet"));
-    let settings = EmbedSettings {
-        layers,
-        norm_layers: args.layers.norm,
-        batch_size: args.run.batch_size,
-        precision,
-        chunks: batch_chunks(args.run.device),
-        metadata,
-    };
+    let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
     let t0 = Instant::now();
     let records = if let Some(px) = &args.pixels {
         let source = TensorRegions::open(px, args.pixels_key.as_deref())?;

@@ -26,12 +26,12 @@ use dinoadapt_pathology::{OpenOptions, Slide};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::DataFrame;
 
-use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
+use crate::device::{on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use batch::{
     collect_slides, finished, write_manifest, write_status, Shard, SlideEntry, SlideStatus,
 };
-use dinoadapt_datasets::embedding::{EmbedSettings, RegionEmbedder, Silent};
+use dinoadapt_datasets::embedding::{RegionEmbedder, Silent};
 
 #[derive(Subcommand, Debug)]
 pub enum PathologyCommand {
@@ -375,20 +375,13 @@ impl BackendJob for EmbedJob {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
         let a = &self.args;
-        let precision = matmul_precision(a.run.device, a.run.tf32);
-        let provenance = Provenance::new(&self.ck, a.run.device, precision);
-        let metadata = provenance.metadata();
+        a.run.batch()?;
+        let provenance = a.run.provenance(&self.ck);
         let embedder = RegionEmbedder::<B>::new(
             &self.ck,
             device,
-            EmbedSettings {
-                layers: self.layers.clone(),
-                norm_layers: a.layers.norm,
-                batch_size: a.run.batch()?,
-                precision,
-                chunks: batch_chunks(a.run.device),
-                metadata,
-            },
+            a.run
+                .embed_settings(&self.ck, self.layers.clone(), a.layers.norm),
         )?;
         let embedding = Embedding {
             embedder,

@@ -14,7 +14,7 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::{write_parquet, FeatureWriter, Provenance};
+use dinoadapt_datasets::{write_parquet, FeatureWriter};
 use dinoadapt_radiology::inputs::{Channels, InputSpec};
 use dinoadapt_radiology::intensity::Intensity;
 use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
@@ -22,10 +22,10 @@ use dinoadapt_radiology::slices::Axis;
 use dinoadapt_radiology::source::SliceOptions;
 use polars::prelude::DataFrame;
 
-use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
+use crate::device::{on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use crate::progress::Bar;
-use dinoadapt_datasets::embedding::{EmbedSettings, RegionEmbedder};
+use dinoadapt_datasets::embedding::RegionEmbedder;
 use volumes::{for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow};
 
 #[derive(Subcommand, Debug)]
@@ -330,20 +330,11 @@ impl BackendJob for RadiologyEmbedJob {
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
         let args = &self.args;
-        let precision = matmul_precision(args.run.device, args.run.tf32);
-        let mut meta = Provenance::new(&self.ck, args.run.device, precision).metadata();
-        let embedder = RegionEmbedder::<B>::new(
-            &self.ck,
-            device,
-            EmbedSettings {
-                layers: self.layers.clone(),
-                norm_layers: args.layers.norm,
-                batch_size: args.run.batch_size,
-                precision,
-                chunks: batch_chunks(args.run.device),
-                metadata: meta.clone(),
-            },
-        )?;
+        let settings = args
+            .run
+            .embed_settings(&self.ck, self.layers.clone(), args.layers.norm);
+        let mut meta = settings.metadata.clone();
+        let embedder = RegionEmbedder::<B>::new(&self.ck, device, settings)?;
         std::fs::create_dir_all(&args.out)?;
         let mut rows = Vec::new();
         let mut pooled: Vec<f32> = Vec::new();

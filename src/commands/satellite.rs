@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::{regions_table, write_parquet, Provenance, Region};
+use dinoadapt_datasets::{regions_table, write_parquet, Region};
 use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
 use dinoadapt_satellite::predict::{
     predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
@@ -23,7 +23,6 @@ use crate::commands::regions::RegionEmbedding;
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use dinoadapt_core::backend::DeviceSpec;
-use dinoadapt_datasets::embedding::EmbedSettings;
 
 #[derive(Subcommand, Debug)]
 pub enum SatelliteCommand {
@@ -266,24 +265,15 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let source = ChipSource::new(rasters, cfg, norm)?;
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
-    let precision = matmul_precision(args.run.device, args.run.tf32);
-    let mut metadata = Provenance::new(&ck, args.run.device, precision).metadata();
-    metadata.insert("layers".to_string(), serde_json::to_string(&layers)?);
     let table = args
         .table
         .clone()
         .unwrap_or_else(|| args.output.with_extension("parquet"));
+    let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
     let job = RegionEmbedding {
         ck,
         source,
-        settings: EmbedSettings {
-            layers,
-            norm_layers: args.layers.norm,
-            batch_size: args.run.batch_size,
-            precision,
-            chunks: batch_chunks(args.run.device),
-            metadata,
-        },
+        settings,
         output: args.output.clone(),
         table,
         quiet: args.run.quiet,
