@@ -73,30 +73,7 @@ impl ModelArgs {
 
     /// A checkpoint of seeded random weights for the architecture given.
     fn random(&self, overrides: &ArchOverrides) -> anyhow::Result<LoadedCheckpoint> {
-        use burn::tensor::backend::Backend;
-        use dinoadapt_core::backend::CpuBackend;
-        use dinoadapt_core::checkpoint::infer::explicit_config;
-        use dinoadapt_core::checkpoint::load::FileFormat;
-        use dinoadapt_core::checkpoint::Layout;
-        use dinoadapt_core::vit::VisionTransformer;
-
-        let (config, heads_source) = explicit_config(overrides, None)
-            .ok_or_else(|| anyhow::anyhow!("--random-init needs --preset or --arch-file"))?
-            .map_err(anyhow::Error::msg)?;
-        let device = Default::default();
-        CpuBackend::seed(&device, self.seed);
-        let state = VisionTransformer::<CpuBackend>::init(&config, &device).to_state();
-        Ok(LoadedCheckpoint {
-            path: PathBuf::from(format!("random-init-seed-{}", self.seed)),
-            config_path: None,
-            file_format: FileFormat::Safetensors,
-            layout: Layout::Native,
-            config,
-            heads_source,
-            state,
-            dropped: Vec::new(),
-            sha256: format!("random-init-seed-{}", self.seed),
-        })
+        LoadedCheckpoint::random(overrides, self.seed).map_err(anyhow::Error::msg)
     }
 }
 

@@ -58,6 +58,32 @@ pub struct LoadedCheckpoint {
 }
 
 impl LoadedCheckpoint {
+    /// A checkpoint of seeded random weights (official initialisation) for the architecture the
+    /// overrides name (a preset or an architecture file), named `random-init-seed-N` (path and
+    /// hash alike); `Err` says what is missing or wrong. For tests and benchmarks.
+    pub fn random(overrides: &ArchOverrides, seed: u64) -> Result<LoadedCheckpoint, String> {
+        use crate::backend::CpuBackend;
+        use crate::vit::VisionTransformer;
+
+        let (config, heads_source) = super::infer::explicit_config(overrides, None)
+            .ok_or_else(|| "--random-init needs --preset or --arch-file".to_string())??;
+        let device = Default::default();
+        CpuBackend::seed(&device, seed);
+        let state = VisionTransformer::<CpuBackend>::init(&config, &device).to_state();
+        let name = format!("random-init-seed-{seed}");
+        Ok(LoadedCheckpoint {
+            path: PathBuf::from(&name),
+            config_path: None,
+            file_format: FileFormat::Safetensors,
+            layout: Layout::Native,
+            config,
+            heads_source,
+            state,
+            dropped: Vec::new(),
+            sha256: name,
+        })
+    }
+
     /// Build the model on `device`.
     pub fn build<B: Backend>(
         &self,
