@@ -90,7 +90,7 @@ pub fn matmul_precision(spec: DeviceSpec, tf32: bool) -> MatmulPrecision {
     }
 }
 
-/// How many slices of a batch to run at once: one per CPU thread on the CPU (see
+/// How many chunks of a batch to run at once: one per CPU thread on the CPU (see
 /// `VisionTransformer::forward_features_chunked`), the whole batch on a GPU.
 pub fn batch_chunks(spec: DeviceSpec) -> usize {
     match spec {

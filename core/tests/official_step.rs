@@ -4,7 +4,7 @@
 //! schedule values: every logged loss term, the gradient norms per student module, and every
 //! student and teacher weight after each iteration. Variants: Sinkhorn-Knopp centering with the
 //! iBOT head shared with the DINO head, and softmax centering with a separate iBOT head; the
-//! student runs whole and in slices.
+//! student runs whole and in chunks.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -291,10 +291,10 @@ fn relative(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
 
-fn three_official_iterations(variant: &str, slices: usize) {
+fn three_official_iterations(variant: &str, chunks: usize) {
     let fx = Fixture::load(variant);
     let mut trainer = Trainer::new(fx.student(), fx.loss_config(), fx.optim_config());
-    trainer.slices = slices;
+    trainer.chunks = chunks;
     let schedules = fx.schedules().build();
     let mut lr_sum = 0.0;
     for it in 0..fx.usize("iterations") {
@@ -332,7 +332,7 @@ fn three_official_iterations(variant: &str, slices: usize) {
             (r.loss.ibot, "ibot_loss"),
         ] {
             let e = relative(ours, loss(name));
-            eprintln!("{variant} slices {slices} it {it} {name}: relative error {e:.2e}");
+            eprintln!("{variant} chunks {chunks} it {it} {name}: relative error {e:.2e}");
             assert!(
                 e <= 1e-5,
                 "{variant} it {it} {name}: {ours} vs {} ({e:.2e})",
@@ -349,7 +349,7 @@ fn three_official_iterations(variant: &str, slices: usize) {
         }
         for (ours, name) in norms {
             let e = relative(ours, norm(name));
-            eprintln!("{variant} slices {slices} it {it} grad norm {name}: relative error {e:.2e}");
+            eprintln!("{variant} chunks {chunks} it {it} grad norm {name}: relative error {e:.2e}");
             assert!(
                 e <= 1e-5,
                 "{variant} it {it} grad norm {name}: {ours} vs {} ({e:.2e})",
@@ -362,7 +362,7 @@ fn three_official_iterations(variant: &str, slices: usize) {
             ("teacher", official_state(&trainer.teacher)),
         ] {
             let (worst, key_bias, at) = weight_errors(&fx, &state, who, it);
-            eprintln!("{variant} slices {slices} it {it} {who}: max |w - official| {worst:.2e} at {at}; key bias {key_bias:.2e}");
+            eprintln!("{variant} chunks {chunks} it {it} {who}: max |w - official| {worst:.2e} at {at}; key bias {key_bias:.2e}");
             assert!(
                 worst <= 1e-5,
                 "{variant} it {it} {who}: {worst:.2e} at {at}"
@@ -387,7 +387,7 @@ fn softmax_centering_with_separate_ibot_head_matches_three_official_iterations()
 }
 
 #[test]
-fn a_sliced_student_matches_the_official_iterations_too() {
+fn a_chunked_student_matches_the_official_iterations_too() {
     three_official_iterations("sinkhorn_shared", 2);
 }
 

@@ -276,32 +276,32 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0f32, f32::max)
 }
 
-/// One iteration of two same-seed trainers, the second with its batch in `slices` slices.
-fn whole_and_sliced(seed: u64, slices: usize, frozen: bool) -> [(StepReport, Trainer<AB>); 2] {
-    [1, slices].map(|k| {
+/// One iteration of two same-seed trainers, the second with its batch in `chunks` chunks.
+fn whole_and_chunked(seed: u64, chunks: usize, frozen: bool) -> [(StepReport, Trainer<AB>); 2] {
+    [1, chunks].map(|k| {
         let mut t = trainer(seed);
-        t.slices = k;
+        t.chunks = k;
         (t.step(&batch(0), values(frozen)), t)
     })
 }
 
 #[test]
-fn a_sliced_student_takes_the_whole_batch_step() {
+fn a_chunked_student_takes_the_whole_batch_step() {
     let _rng = rng_lock();
     for frozen in [false, true] {
-        let [(whole, a), (sliced, b)] = whole_and_sliced(12, 3, frozen);
+        let [(whole, a), (chunked, b)] = whole_and_chunked(12, 3, frozen);
         let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * x.abs().max(1.0);
-        let (l, m) = (whole.loss, sliced.loss);
+        let (l, m) = (whole.loss, chunked.loss);
         for (x, y) in [
             (l.total, m.total),
             (l.dino_local, m.dino_local),
             (l.dino_global, m.dino_global),
             (l.koleo, m.koleo),
             (l.ibot, m.ibot),
-            (whole.grad_norm_backbone, sliced.grad_norm_backbone),
-            (whole.grad_norm_dino_head, sliced.grad_norm_dino_head),
+            (whole.grad_norm_backbone, chunked.grad_norm_backbone),
+            (whole.grad_norm_dino_head, chunked.grad_norm_dino_head),
         ] {
-            assert!(close(x, y), "frozen {frozen}: {whole:?} vs {sliced:?}");
+            assert!(close(x, y), "frozen {frozen}: {whole:?} vs {chunked:?}");
         }
         let (a, b) = (
             by_name(snapshot::<AB, _>(&a.student)),

@@ -32,6 +32,38 @@ pub enum DomainError {
     /// The files could not be opened or read.
     #[error("{0}")]
     Input(String),
+    /// The domain's own error, kept whole (its message and its causes).
+    #[error(transparent)]
+    Domain(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DomainError {
+    /// A domain crate's own error, kept whole.
+    pub fn from_domain(e: impl std::error::Error + Send + Sync + 'static) -> DomainError {
+        DomainError::Domain(Box::new(e))
+    }
+}
+
+/// How surely a domain takes a file as its own (`dinoadapt inspect`): the program gives a
+/// file to the first domain, in registry order, that is `Certain` of it, else to the first
+/// that finds it `Possible`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileClaim {
+    /// Not a file of this domain.
+    No,
+    /// A file this domain can read, that another domain may know better (a TIFF OpenSlide
+    /// opens may be a georeferenced raster; any folder may hold a DICOM series).
+    Possible,
+    /// A file of this domain by its format (a `.svs` slide, a NIfTI volume, a georeferenced
+    /// raster).
+    Certain,
+}
+
+/// What `dinoadapt inspect` shows of a file: one JSON object (`--json`) or text lines.
+#[derive(Debug, Clone)]
+pub struct FileDescription {
+    pub json: serde_json::Value,
+    pub text: Vec<String>,
 }
 
 /// A recipe's `[data.source]` table as its domain receives it.
@@ -79,6 +111,29 @@ pub trait Domain: Sync {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>>;
+
+    /// Whether `path` is a file (or folder) of this domain, for `dinoadapt inspect`.
+    fn claim_file(&self, _path: &Path) -> FileClaim {
+        FileClaim::No
+    }
+
+    /// The description of a file this domain claims (see [`Domain::claim_file`]).
+    fn describe_file(&self, path: &Path) -> Result<FileDescription, DomainError> {
+        Err(DomainError::Input(format!(
+            "{}: the {} domain describes no files",
+            path.display(),
+            self.name()
+        )))
+    }
+}
+
+/// The domain that claims `path` (see [`FileClaim`]), if any.
+pub fn claiming_domain<'a>(domains: &[&'a dyn Domain], path: &Path) -> Option<&'a dyn Domain> {
+    let claims: Vec<FileClaim> = domains.iter().map(|d| d.claim_file(path)).collect();
+    [FileClaim::Certain, FileClaim::Possible]
+        .iter()
+        .find_map(|want| claims.iter().position(|c| c == want))
+        .map(|i| domains[i])
 }
 
 /// The domain named `name` among `domains`, or an error listing the names there are.
@@ -97,4 +152,54 @@ pub fn find_domain<'a>(
                 names.join(", ")
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A domain claiming paths by their extension.
+    struct ByExtension(&'static str, &'static [(&'static str, FileClaim)]);
+
+    impl Domain for ByExtension {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn pretraining_images(
+            &self,
+            _: &SourceOptions,
+        ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
+            None
+        }
+
+        fn claim_file(&self, path: &Path) -> FileClaim {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            self.1
+                .iter()
+                .find(|(e, _)| *e == ext)
+                .map_or(FileClaim::No, |(_, c)| *c)
+        }
+    }
+
+    #[test]
+    fn a_certain_claim_wins_over_an_earlier_possible_one_and_ties_go_to_the_first() {
+        let slides = ByExtension(
+            "slides",
+            &[("svs", FileClaim::Certain), ("tif", FileClaim::Possible)],
+        );
+        let rasters = ByExtension(
+            "rasters",
+            &[("tif", FileClaim::Certain), ("png", FileClaim::Possible)],
+        );
+        let images = ByExtension("images", &[("png", FileClaim::Possible)]);
+        let domains: [&dyn Domain; 3] = [&slides, &rasters, &images];
+        let who = |p: &str| claiming_domain(&domains, Path::new(p)).map(|d| d.name());
+        assert_eq!(who("a.svs"), Some("slides"));
+        assert_eq!(who("a.tif"), Some("rasters"));
+        assert_eq!(who("a.png"), Some("rasters"));
+        assert_eq!(who("a.txt"), None);
+        let err = slides.describe_file(Path::new("a.svs")).unwrap_err();
+        assert!(err.to_string().contains("describes no files"), "{err}");
+    }
 }

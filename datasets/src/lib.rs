@@ -17,7 +17,9 @@ pub mod regions;
 pub mod transforms;
 
 pub use batch::{BatchError, Shard, StatusFiles};
-pub use domain::{find_domain, Domain, DomainError, SourceOptions};
+pub use domain::{
+    claiming_domain, find_domain, Domain, DomainError, FileClaim, FileDescription, SourceOptions,
+};
 pub use feature_store::{FeatureWriter, StoreError};
 pub use image_regions::{ImageRegions, PixelTensorError, TensorRegions};
 pub use image_source::{ImageFiles, ImageSource};

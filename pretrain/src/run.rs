@@ -58,9 +58,9 @@ pub struct RunOptions {
     /// The images, when a domain plugin samples them (the recipe's `[data.source]`, e.g.
     /// tissue tiles of slides); otherwise the recipe's image files and manifest.
     pub images: Option<Arc<dyn ImageSource>>,
-    /// Slices of each batch that go through the backbones at once, one per thread on a CPU
-    /// (`Trainer::slices`); 0 or 1 runs the whole batch in one pass, as on a GPU.
-    pub batch_slices: usize,
+    /// Chunks of each batch that go through the backbones at once, one per thread on a CPU
+    /// (`Trainer::chunks`); 0 or 1 runs the whole batch in one pass, as on a GPU.
+    pub batch_chunks: usize,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -69,7 +69,7 @@ impl std::fmt::Debug for RunOptions {
             .field("resume", &self.resume)
             .field("progress", &self.progress)
             .field("images", &self.images.as_ref().map(|i| i.describe()))
-            .field("batch_slices", &self.batch_slices)
+            .field("batch_chunks", &self.batch_chunks)
             .finish()
     }
 }
@@ -201,7 +201,7 @@ pub fn run<B: AutodiffBackend>(
     );
     let mut trainer = Trainer::new(student, recipe.loss, recipe.optim.optimizer);
     trainer.crop_forward = recipe.crops.forward;
-    trainer.slices = options.batch_slices.max(1);
+    trainer.chunks = options.batch_chunks.max(1);
 
     let metrics_path = out.join("metrics.parquet");
     let mut records: Vec<StepRecord> = Vec::new();

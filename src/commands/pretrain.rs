@@ -77,7 +77,7 @@ pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         progress: !args.quiet && std::io::stderr().is_terminal(),
         images: domain_images(&recipe)?,
-        batch_slices: crate::device::batch_chunks(spec),
+        batch_chunks: crate::device::batch_chunks(spec),
     };
     let summary: RunSummary = match spec {
         DeviceSpec::Cpu => run::<Autodiff<CpuBackend>>(&recipe, &options, &Default::default())?,

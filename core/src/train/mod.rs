@@ -4,10 +4,10 @@
 //! that ties them together ([`trainer`]). Data, files and the run loop live in
 //! `dinoadapt-pretrain`.
 
+pub mod batch_chunks;
 pub mod clip;
 pub mod named;
 pub mod optimizer;
-pub mod slices;
 pub mod ssl;
 pub mod trainer;
 

@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::slices::{frozen_tokens, SlicedStudent};
+use super::batch_chunks::{frozen_tokens, ChunkedStudent};
 use crate::objective::head::{DinoHead, DinoHeadConfig};
 use crate::objective::losses::{
     dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
@@ -154,9 +154,9 @@ pub struct LossReport {
 pub struct SslOutput<B: AutodiffBackend> {
     pub loss: Tensor<B, 1>,
     pub report: LossReport,
-    /// With a sliced student, its slices' graphs: the backbone's gradients come from
-    /// [`SlicedStudent::backward`] after the loss's backward.
-    pub sliced: Option<SlicedStudent<B>>,
+    /// With a chunked student, its chunks' graphs: the backbone's gradients come from
+    /// [`ChunkedStudent::backward`] after the loss's backward.
+    pub chunked: Option<ChunkedStudent<B>>,
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
@@ -201,7 +201,7 @@ pub enum CropForward {
     /// Global and local crops packed into one sequence with block-diagonal attention
     /// ([`crate::vit::packed`]), as the official code's `forward_nested`: the same losses, and
     /// 1.13-1.16x the training throughput of `PerSize` on CPU (ViT-S/14, 2x224 + 8x98 crops,
-    /// batch 8, whole batch, `dinoadapt-dev bench train --crop-forward both --slices 1`).
+    /// batch 8, whole batch, `dinoadapt-dev bench train --crop-forward both --chunks 1`).
     #[default]
     Packed,
 }
@@ -212,9 +212,9 @@ pub struct StudentPass {
     /// The backbone outside the autodiff graph (head warm-up): only the heads learn.
     pub frozen: bool,
     pub forward: CropForward,
-    /// Slices of the batch (by image) that go through the backbones at once, one per thread
-    /// ([`super::slices`]); 1 runs the whole batch in one pass, as on a GPU.
-    pub slices: usize,
+    /// Chunks of the batch (by image) that go through the backbones at once, one per thread
+    /// ([`super::chunks`]); 1 runs the whole batch in one pass, as on a GPU.
+    pub chunks: usize,
 }
 
 /// Final tokens of the global crops (with the iBOT mask) and of the local crops.
@@ -246,11 +246,11 @@ struct StudentTokens<B: AutodiffBackend> {
     patches: Tensor<B, 2>,
     /// Class tokens of the local crops [L n, D].
     local: Option<Tensor<B, 2>>,
-    /// With more than one slice: the slices' graphs, waiting for the gradient of the tokens.
-    sliced: Option<SlicedStudent<B>>,
+    /// With more than one chunk: the chunks' graphs, waiting for the gradient of the tokens.
+    chunked: Option<ChunkedStudent<B>>,
 }
 
-/// The student backbone over the batch: whole, or in slices. With `frozen`, the backbone runs
+/// The student backbone over the batch: whole, or in chunks. With `frozen`, the backbone runs
 /// outside the autodiff graph (head warm-up).
 fn student_tokens<B: AutodiffBackend>(
     backbone: &VisionTransformer<B>,
@@ -262,20 +262,20 @@ fn student_tokens<B: AutodiffBackend>(
     let StudentPass {
         frozen,
         forward,
-        slices,
+        chunks,
     } = pass;
     if frozen {
-        let t = frozen_tokens(&backbone.valid(), batch, mask, forward, slices);
+        let t = frozen_tokens(&backbone.valid(), batch, mask, forward, chunks);
         return StudentTokens {
             cls: Tensor::from_inner(t.cls),
             patches: Tensor::from_inner(gather_patches(t.patches, indices)),
             local: t.local.map(Tensor::from_inner),
-            sliced: None,
+            chunked: None,
         };
     }
     let indices = Tensor::from_inner(indices.clone());
-    if slices > 1 && batch.images() > 1 {
-        // The seed of the slices' stochastic depth, from the backend's RNG (which the run
+    if chunks > 1 && batch.images() > 1 {
+        // The seed of the chunks' stochastic depth, from the backend's RNG (which the run
         // seeds every iteration).
         let seed = Tensor::<B::InnerBackend, 1>::random(
             [1],
@@ -285,13 +285,13 @@ fn student_tokens<B: AutodiffBackend>(
         .into_scalar()
         .elem::<f64>()
         .to_bits();
-        let sliced = SlicedStudent::forward(backbone, batch, mask, forward, slices, seed);
-        let t = sliced.tokens.clone();
+        let chunked = ChunkedStudent::forward(backbone, batch, mask, forward, chunks, seed);
+        let t = chunked.tokens.clone();
         return StudentTokens {
             cls: t.cls,
             patches: gather_patches(t.patches, &indices),
             local: t.local,
-            sliced: Some(sliced),
+            chunked: Some(chunked),
         };
     }
     let (g, local) = crop_features(
@@ -305,7 +305,7 @@ fn student_tokens<B: AutodiffBackend>(
         cls: g.cls(),
         patches: gather_patches(g.patches(), &indices),
         local: local.map(|l| l.cls()),
-        sliced: None,
+        chunked: None,
     }
 }
 
@@ -379,7 +379,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
     // Teacher: class tokens with the two global crops swapped, and the masked patch tokens.
     let t = teacher
         .backbone
-        .forward_features_chunked(batch.global.clone(), &[], pass.slices);
+        .forward_features_chunked(batch.global.clone(), &[], pass.chunks);
     let t_cls = t.cls();
     let t_cls = Tensor::cat(vec![t_cls.clone().slice(n..n2), t_cls.slice(0..n)], 0);
     let t_patches = (m > 0).then(|| gather_patches(t.patches(), &indices));
@@ -408,7 +408,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
         cls: s_cls,
         patches: s_patches,
         local: s_local,
-        sliced,
+        chunked,
     } = student_tokens::<B>(&student.backbone, batch, mask, &indices, pass);
     let cls_std = feature_std(&s_cls.clone().inner());
     let mut rows = Vec::new();
@@ -467,6 +467,6 @@ pub fn ssl_forward<B: AutodiffBackend>(
     SslOutput {
         loss,
         report,
-        sliced,
+        chunked,
     }
 }

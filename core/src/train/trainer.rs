@@ -9,10 +9,10 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use super::batch_chunks::add_gradients;
 use super::clip::clip_grad_norm;
 use super::named::{param_names, snapshot};
 use super::optimizer::{AdamW, AdamWConfig};
-use super::slices::add_gradients;
 use super::ssl::{
     ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };
@@ -79,9 +79,9 @@ pub struct Trainer<B: AutodiffBackend> {
     pub optim: OptimConfig,
     /// How the student's crops go through the backbone (per size or packed).
     pub crop_forward: CropForward,
-    /// Slices of the batch that go through the backbones at once ([`super::slices`]): one per
+    /// Chunks of the batch that go through the backbones at once ([`super::chunks`]): one per
     /// thread on a CPU, 1 (the default) on a GPU.
-    pub slices: usize,
+    pub chunks: usize,
     groups: HashMap<String, ParamGroup>,
 }
 
@@ -128,7 +128,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             loss,
             optim,
             crop_forward: CropForward::default(),
-            slices: 1,
+            chunks: 1,
             groups,
         }
     }
@@ -150,13 +150,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             StudentPass {
                 frozen: v.backbone_frozen,
                 forward: self.crop_forward,
-                slices: self.slices,
+                chunks: self.chunks,
             },
         );
         let mut raw = out.loss.backward();
-        let sliced = out.sliced.map(|s| s.backward(&mut raw));
+        let chunked = out.chunked.map(|s| s.backward(&mut raw));
         let mut grads = GradientsParams::from_grads(raw, &self.student);
-        if let Some(backbone) = sliced {
+        if let Some(backbone) = chunked {
             add_gradients::<B, _>(&self.student.backbone, backbone, &mut grads);
         }
         let max = if self.optim.clip_grad > 0.0 {

@@ -1,8 +1,8 @@
 //! Stochastic depth: which images keep a residual branch in a training forward.
 //!
 //! The keep masks come from the backend's RNG, unless the running thread has its own seeded
-//! draws installed ([`with_seeded_draws`]). Forwards that run concurrently, one slice of the
-//! batch per thread (`train::slices`), each install their own, so the masks of every slice are
+//! draws installed ([`with_seeded_draws`]). Forwards that run concurrently, one chunk of the
+//! batch per thread (`train::batch_chunks`), each install their own, so the masks of every chunk are
 //! the same in every run whatever the threads' interleaving, and a resumed run repeats them.
 
 use std::cell::RefCell;

@@ -51,10 +51,10 @@ pub struct BenchTrainArgs {
     /// precision).
     #[arg(long, default_value = "backend")]
     pub precision: String,
-    /// Slices of the batch that go through the backbones at once (one per thread by default on
+    /// Chunks of the batch that go through the backbones at once (one per thread by default on
     /// the CPU, 1 on a GPU); a list (`1,2`) times each in one run.
     #[arg(long, value_delimiter = ',')]
-    pub slices: Vec<usize>,
+    pub chunks: Vec<usize>,
 }
 
 /// What one timed configuration runs.
@@ -62,8 +62,8 @@ pub struct BenchTrainArgs {
 struct Setting {
     forward: CropForward,
     precision: MatmulPrecision,
-    /// Slices of the batch run at once (`Trainer::slices`).
-    slices: usize,
+    /// Chunks of the batch run at once (`Trainer::chunks`).
+    chunks: usize,
 }
 
 fn bench<B: AutodiffBackend>(
@@ -75,7 +75,7 @@ fn bench<B: AutodiffBackend>(
     let Setting {
         forward,
         precision,
-        slices,
+        chunks,
     } = setting;
     B::seed(device, 0);
     let head = DinoHeadConfig::new(cfg.embed_dim).with_num_prototypes(args.prototypes);
@@ -88,7 +88,7 @@ fn bench<B: AutodiffBackend>(
     );
     let mut trainer = Trainer::new(student, SslLossConfig::default(), OptimConfig::default());
     trainer.crop_forward = forward;
-    trainer.slices = slices;
+    trainer.chunks = chunks;
     let inner = trainer.teacher.backbone.device();
     let n = args.batch;
     let (g, l) = (args.global_size, args.local_size);
@@ -149,7 +149,7 @@ fn bench<B: AutodiffBackend>(
         "local_crops": args.local_crops,
         "crop_forward": forward,
         "precision": precision,
-        "batch_slices": slices,
+        "batch_chunks": chunks,
         "threads": rayon::current_num_threads(),
         "device": args.device.to_string(),
         "step_s": mean,
@@ -192,16 +192,16 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
         args.precision.clone(),
     ))
     .map_err(|_| anyhow::anyhow!("--precision `{}`: backend, split or bf16", args.precision))?;
-    let slices = if args.slices.is_empty() {
+    let chunks = if args.chunks.is_empty() {
         vec![batch_chunks(args.device)]
     } else {
-        args.slices.clone()
+        args.chunks.clone()
     };
     let settings = forwards.into_iter().flat_map(|forward| {
-        slices.iter().map(move |&slices| Setting {
+        chunks.iter().map(move |&chunks| Setting {
             forward,
             precision,
-            slices: slices.max(1),
+            chunks: chunks.max(1),
         })
     });
     let mut runs = Vec::new();

@@ -126,24 +126,3 @@ impl ImageSource for SlideTiles {
         )
     }
 }
-
-/// The pathology domain plugin.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Pathology;
-
-impl Domain for Pathology {
-    fn name(&self) -> &'static str {
-        "pathology"
-    }
-
-    fn pretraining_images(
-        &self,
-        source: &SourceOptions,
-    ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some((|| {
-            let mut cfg: SlideTilesConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-            Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
-        })())
-    }
-}

@@ -171,3 +171,70 @@ pub fn inspect_path(path: impl AsRef<Path>, pseudo: &Pseudonymizer) -> Result<Ve
         Ok(vec![inspect_dicom_file(path, pseudo)?])
     }
 }
+
+/// NIfTI files and DICOM files (by extension or the `DICM` magic at byte 128) are volumes for
+/// certain; a folder may hold DICOM series (the program has ruled out checkpoint folders).
+pub fn claim(path: &Path) -> dinoadapt_datasets::FileClaim {
+    use dinoadapt_datasets::FileClaim;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".dcm") {
+        return FileClaim::Certain;
+    }
+    if path.is_dir() {
+        return FileClaim::Possible;
+    }
+    let mut magic = [0u8; 132];
+    let dicom = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic[128..] == b"DICM");
+    if dicom {
+        FileClaim::Certain
+    } else {
+        FileClaim::No
+    }
+}
+
+/// The report(s) of `path` (ids pseudonymised with `DINOADAPT_ID_SALT`), as JSON (one object,
+/// or a list for several series) and as text.
+pub fn describe(
+    path: &Path,
+) -> std::result::Result<dinoadapt_datasets::FileDescription, dinoadapt_datasets::DomainError> {
+    use dinoadapt_datasets::DomainError;
+    let salt = std::env::var("DINOADAPT_ID_SALT").unwrap_or_else(|_| "dinoadapt".into());
+    let reports =
+        inspect_path(path, &Pseudonymizer::new(salt)).map_err(DomainError::from_domain)?;
+    let json = if reports.len() == 1 {
+        serde_json::to_value(&reports[0])
+    } else {
+        serde_json::to_value(&reports)
+    }
+    .map_err(DomainError::from_domain)?;
+    let mut text = Vec::new();
+    for r in &reports {
+        text.push(format!("volume        {} ({})", r.id, r.kind));
+        text.push(format!(
+            "modality      {}",
+            r.modality.as_deref().unwrap_or("?")
+        ));
+        if let (Some(d), Some(s)) = (r.dims, r.spacing) {
+            text.push(format!(
+                "grid          {} x {} x {} voxels, spacing {:.4} x {:.4} x {:.4} mm",
+                d[0], d[1], d[2], s[0], s[1], s[2]
+            ));
+        }
+        if let Some(codes) = &r.axcodes {
+            let c: Vec<&str> = codes.iter().map(|c| c.as_deref().unwrap_or("?")).collect();
+            text.push(format!("orientation   {} (RAS+ axis codes)", c.concat()));
+        }
+        if let Some(a) = &r.affine_lps {
+            text.push(format!("affine (LPS)  {a:?}"));
+        }
+        if let (Some(lo), Some(hi)) = (r.value_min, r.value_max) {
+            text.push(format!("values        {lo} .. {hi}"));
+        }
+    }
+    Ok(dinoadapt_datasets::FileDescription { json, text })
+}

@@ -26,6 +26,7 @@ pub mod intensity;
 pub mod labels;
 pub(crate) mod linalg;
 pub mod nifti;
+pub mod plugin;
 pub mod predictions;
 pub mod pretraining;
 pub mod privacy;
@@ -37,6 +38,7 @@ pub mod volume;
 pub mod volume_inputs;
 
 pub use error::{Error, Result};
-pub use pretraining::{Radiology, VolumeSlices, VolumeSlicesConfig};
+pub use plugin::Radiology;
+pub use pretraining::{VolumeSlices, VolumeSlicesConfig};
 pub use privacy::Pseudonymizer;
 pub use volume::{axcodes, IntensityStats, Volume};

@@ -246,27 +246,6 @@ impl ImageSource for VolumeSlices {
     }
 }
 
-/// The radiology domain plugin.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Radiology;
-
-impl Domain for Radiology {
-    fn name(&self) -> &'static str {
-        "radiology"
-    }
-
-    fn pretraining_images(
-        &self,
-        source: &SourceOptions,
-    ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some((|| {
-            let mut cfg: VolumeSlicesConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-            Ok(Arc::new(VolumeSlices::render(&cfg, source.scratch)?) as Arc<dyn ImageSource>)
-        })())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

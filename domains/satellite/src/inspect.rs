@@ -107,3 +107,58 @@ pub fn report(raster: &Raster, stats: bool) -> Result<RasterReport> {
         band_stats_excluding_nodata,
     })
 }
+
+/// A georeferenced TIFF is a raster for certain (OpenSlide may open it too); anything else GDAL
+/// may open (VRT, JP2, PNG, ...) is possibly a raster: the domain of last resort.
+pub fn claim(path: &std::path::Path) -> dinoadapt_datasets::FileClaim {
+    use dinoadapt_datasets::FileClaim;
+    let tiff = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
+    if tiff && Raster::open(path).is_ok_and(|r| r.info().geotransform.is_some()) {
+        FileClaim::Certain
+    } else {
+        FileClaim::Possible
+    }
+}
+
+/// The raster's geometry and band statistics, as JSON and as text.
+pub fn describe(
+    path: &std::path::Path,
+) -> std::result::Result<dinoadapt_datasets::FileDescription, dinoadapt_datasets::DomainError> {
+    use dinoadapt_datasets::DomainError;
+    let raster = Raster::open(path).map_err(DomainError::from_domain)?;
+    let r = report(&raster, true).map_err(DomainError::from_domain)?;
+    let json = serde_json::to_value(&r).map_err(DomainError::from_domain)?;
+    let mut text = vec![
+        format!("raster        {} ({})", r.path, r.driver),
+        format!(
+            "size          {} x {} px, {} bands {:?}",
+            r.width, r.height, r.count, r.dtypes
+        ),
+        format!("nodata        {:?}", r.nodatavals),
+    ];
+    text.push(match (&r.epsg, &r.crs_wkt) {
+        (Some(code), _) => format!("crs           EPSG:{code}"),
+        (None, Some(w)) => format!("crs           {}", w.split('"').nth(1).unwrap_or("custom")),
+        (None, None) => "crs           none".to_string(),
+    });
+    if r.georeferenced {
+        text.push(format!("geotransform  {:?}", r.geotransform_gdal));
+        text.push(format!("bounds        {:?}", r.bounds));
+    } else {
+        text.push("geotransform  none (not georeferenced)".to_string());
+    }
+    for (b, s) in r.band_stats_excluding_nodata.iter().enumerate() {
+        text.push(format!(
+            "band {}        min {} max {} mean {:.4} ({} valid px)",
+            b + 1,
+            s.min,
+            s.max,
+            s.mean,
+            s.valid_pixels
+        ));
+    }
+    Ok(dinoadapt_datasets::FileDescription { json, text })
+}

@@ -199,24 +199,3 @@ impl ImageSource for RasterChips {
         )
     }
 }
-
-/// The satellite domain plugin.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Satellite;
-
-impl Domain for Satellite {
-    fn name(&self) -> &'static str {
-        "satellite"
-    }
-
-    fn pretraining_images(
-        &self,
-        source: &SourceOptions,
-    ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some((|| {
-            let mut cfg: RasterChipsConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-            Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)
-        })())
-    }
-}

@@ -1,4 +1,4 @@
-//! The student backbone run as slices of the batch, one per thread, each slice in its own
+//! The student backbone run as chunks of the batch, one per thread, each chunk in its own
 //! autodiff graph.
 //!
 //! burn-flex 0.21 runs element-wise ops, copies and attention on one thread each; only the
@@ -6,17 +6,17 @@
 //! student therefore leaves the second core of a 2-core machine idle for much of the iteration.
 //! So the batch is split by image:
 //!
-//! 1. each slice (both global crops and the local crops of a contiguous range of images) goes
+//! 1. each chunk (both global crops and the local crops of a contiguous range of images) goes
 //!    through its own copy of the backbone (the same weights as fresh autodiff leaves), all
-//!    slices at once;
+//!    chunks at once;
 //! 2. their final tokens, joined back in batch order, enter the objective's graph as leaves:
 //!    the heads and losses run once over the whole batch (Sinkhorn-Knopp, KoLeo and the iBOT
 //!    normalisation need all of it);
-//! 3. after the objective's backward, each slice backpropagates the gradient of its tokens
-//!    through its own graph, all slices at once; the backbone's gradient is the sum over slices.
+//! 3. after the objective's backward, each chunk backpropagates the gradient of its tokens
+//!    through its own graph, all chunks at once; the backbone's gradient is the sum over chunks.
 //!
 //! The losses and gradients are those of the whole-batch pass, summed in another order.
-//! Stochastic depth draws each slice's masks from its own seeded generator, so runs repeat.
+//! Stochastic depth draws each chunk's masks from its own seeded generator, so runs repeat.
 
 use std::ops::Range;
 
@@ -42,20 +42,20 @@ pub struct CropTokens<B: Backend> {
 /// Contiguous image ranges of a batch of `images`, and where each range's crops sit in the
 /// crop-major batch.
 #[derive(Debug, Clone, PartialEq)]
-struct ImageSlices {
+struct ImageChunks {
     ranges: Vec<Range<usize>>,
     images: usize,
     local_crops: usize,
 }
 
-impl ImageSlices {
-    /// At most `slices` ranges of near-equal size (never an empty one).
-    fn new(images: usize, local_crops: usize, slices: usize) -> Self {
-        let k = slices.clamp(1, images.max(1));
+impl ImageChunks {
+    /// At most `chunks` ranges of near-equal size (never an empty one).
+    fn new(images: usize, local_crops: usize, chunks: usize) -> Self {
+        let k = chunks.clamp(1, images.max(1));
         let ranges = (0..k)
             .map(|s| s * images / k..(s + 1) * images / k)
             .collect();
-        ImageSlices {
+        ImageChunks {
             ranges,
             images,
             local_crops,
@@ -66,7 +66,7 @@ impl ImageSlices {
         self.ranges.len()
     }
 
-    /// Batch rows of slice `s` when each image has `crops` crops, laid crop-major.
+    /// Batch rows of chunk `s` when each image has `crops` crops, laid crop-major.
     fn rows(&self, s: usize, crops: usize) -> Vec<i64> {
         (0..crops)
             .flat_map(|c| {
@@ -77,7 +77,7 @@ impl ImageSlices {
             .collect()
     }
 
-    /// For each batch row, its position in the slices' rows laid end to end.
+    /// For each batch row, its position in the chunks' rows laid end to end.
     fn joined_order(&self, crops: usize) -> Vec<i64> {
         let mut order = vec![0i64; crops * self.images];
         let concatenated = (0..self.len()).flat_map(|s| self.rows(s, crops));
@@ -97,14 +97,14 @@ fn take<B: Backend, const D: usize>(x: Tensor<B, D>, rows: Vec<i64>) -> Tensor<B
     )
 }
 
-/// The slices' rows laid end to end, put back in batch order.
+/// The chunks' rows laid end to end, put back in batch order.
 fn join<B: Backend, const D: usize>(parts: Vec<Tensor<B, D>>, order: Vec<i64>) -> Tensor<B, D> {
     take(Tensor::cat(parts, 0), order)
 }
 
-/// The crops of slice `s`, with the iBOT mask of its global crops.
-fn slice_inputs<B: Backend>(
-    plan: &ImageSlices,
+/// The crops of chunk `s`, with the iBOT mask of its global crops.
+fn chunk_inputs<B: Backend>(
+    plan: &ImageChunks,
     batch: &CropBatch<B>,
     mask: &Tensor<B, 2, Bool>,
     s: usize,
@@ -139,8 +139,8 @@ fn forward<B: Backend>(
     }
 }
 
-/// The slices' tokens joined in batch order.
-fn join_tokens<B: Backend>(plan: &ImageSlices, parts: Vec<CropTokens<B>>) -> CropTokens<B> {
+/// The chunks' tokens joined in batch order.
+fn join_tokens<B: Backend>(plan: &ImageChunks, parts: Vec<CropTokens<B>>) -> CropTokens<B> {
     let (mut cls, mut patches, mut local) = (Vec::new(), Vec::new(), Vec::new());
     for p in parts {
         cls.push(p.cls);
@@ -155,63 +155,63 @@ fn join_tokens<B: Backend>(plan: &ImageSlices, parts: Vec<CropTokens<B>>) -> Cro
     }
 }
 
-/// A backbone outside any autodiff graph (the head warm-up) over `slices` slices at once.
+/// A backbone outside any autodiff graph (the head warm-up) over `chunks` chunks at once.
 pub fn frozen_tokens<B: Backend>(
     backbone: &VisionTransformer<B>,
     batch: &CropBatch<B>,
     mask: Tensor<B, 2, Bool>,
     crops: CropForward,
-    slices: usize,
+    chunks: usize,
 ) -> CropTokens<B> {
-    let plan = ImageSlices::new(batch.images(), batch.local_crops(), slices);
+    let plan = ImageChunks::new(batch.images(), batch.local_crops(), chunks);
     let parts = (0..plan.len())
         .into_par_iter()
         .map(|s| {
-            let (g, m, l) = slice_inputs(&plan, batch, &mask, s);
+            let (g, m, l) = chunk_inputs(&plan, batch, &mask, s);
             forward(backbone, g, m, l, crops)
         })
         .collect();
     join_tokens(&plan, parts)
 }
 
-/// One slice's copy of the backbone and its tokens, in the slice's own graph.
-struct SliceGraph<B: AutodiffBackend> {
+/// One chunk's copy of the backbone and its tokens, in the chunk's own graph.
+struct ChunkGraph<B: AutodiffBackend> {
     backbone: VisionTransformer<B>,
     tokens: CropTokens<B>,
 }
 
-/// The student backbone's forward over slices, waiting for the objective's gradient.
-pub struct SlicedStudent<B: AutodiffBackend> {
-    plan: ImageSlices,
-    graphs: Vec<SliceGraph<B>>,
+/// The student backbone's forward over chunks, waiting for the objective's gradient.
+pub struct ChunkedStudent<B: AutodiffBackend> {
+    plan: ImageChunks,
+    graphs: Vec<ChunkGraph<B>>,
     /// The joined tokens: leaves of the objective's graph.
     pub tokens: CropTokens<B>,
 }
 
-/// A seed per slice from the iteration's seed.
-fn slice_seed(seed: u64, s: usize) -> u64 {
+/// A seed per chunk from the iteration's seed.
+fn chunk_seed(seed: u64, s: usize) -> u64 {
     seed ^ (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-impl<B: AutodiffBackend> SlicedStudent<B> {
-    /// Step 1: the slices forward, concurrently; `seed` seeds their stochastic depth.
+impl<B: AutodiffBackend> ChunkedStudent<B> {
+    /// Step 1: the chunks forward, concurrently; `seed` seeds their stochastic depth.
     pub fn forward(
         backbone: &VisionTransformer<B>,
         batch: &CropBatch<B::InnerBackend>,
         mask: Tensor<B::InnerBackend, 2, Bool>,
         crops: CropForward,
-        slices: usize,
+        chunks: usize,
         seed: u64,
     ) -> Self {
-        let plan = ImageSlices::new(batch.images(), batch.local_crops(), slices);
-        let graphs: Vec<SliceGraph<B>> = (0..plan.len())
+        let plan = ImageChunks::new(batch.images(), batch.local_crops(), chunks);
+        let graphs: Vec<ChunkGraph<B>> = (0..plan.len())
             .into_par_iter()
             .map(|s| {
-                // (`valid()` per slice: a clone of the inner module would forget which
+                // (`valid()` per chunk: a clone of the inner module would forget which
                 // parameters take gradients.)
                 let copy = VisionTransformer::<B>::from_inner(backbone.valid());
-                let (g, m, l) = slice_inputs(&plan, batch, &mask, s);
-                let tokens = with_seeded_draws(slice_seed(seed, s), || {
+                let (g, m, l) = chunk_inputs(&plan, batch, &mask, s);
+                let tokens = with_seeded_draws(chunk_seed(seed, s), || {
                     forward(
                         &copy,
                         Tensor::from_inner(g),
@@ -220,7 +220,7 @@ impl<B: AutodiffBackend> SlicedStudent<B> {
                         crops,
                     )
                 });
-                SliceGraph {
+                ChunkGraph {
                     backbone: copy,
                     tokens,
                 }
@@ -240,17 +240,17 @@ impl<B: AutodiffBackend> SlicedStudent<B> {
             patches: Tensor::from_inner(joined.patches).require_grad(),
             local: joined.local.map(|l| Tensor::from_inner(l).require_grad()),
         };
-        SlicedStudent {
+        ChunkedStudent {
             plan,
             graphs,
             tokens,
         }
     }
 
-    /// Step 3: the gradients of the joined tokens (taken out of `grads`) through every slice's
-    /// graph, concurrently; the backbone's gradients summed over slices.
+    /// Step 3: the gradients of the joined tokens (taken out of `grads`) through every chunk's
+    /// graph, concurrently; the backbone's gradients summed over chunks.
     pub fn backward(self, grads: &mut B::Gradients) -> GradientsParams {
-        let SlicedStudent {
+        let ChunkedStudent {
             plan,
             graphs,
             tokens,
@@ -328,8 +328,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slices_cover_the_batch_and_join_back_in_order() {
-        let plan = ImageSlices::new(5, 3, 2);
+    fn chunks_cover_the_batch_and_join_back_in_order() {
+        let plan = ImageChunks::new(5, 3, 2);
         assert_eq!(plan.ranges, vec![0..2, 2..5]);
         assert_eq!(plan.rows(0, 2), vec![0, 1, 5, 6]);
         assert_eq!(plan.rows(1, 2), vec![2, 3, 4, 7, 8, 9]);
@@ -338,7 +338,7 @@ mod tests {
         let mut all: Vec<i64> = (0..plan.len()).flat_map(|s| plan.rows(s, 3)).collect();
         all.sort();
         assert_eq!(all, (0..15).collect::<Vec<_>>());
-        assert_eq!(ImageSlices::new(1, 0, 4).ranges, vec![0..1]);
-        assert_eq!(ImageSlices::new(4, 0, 0).ranges, vec![0..4]);
+        assert_eq!(ImageChunks::new(1, 0, 4).ranges, vec![0..1]);
+        assert_eq!(ImageChunks::new(4, 0, 0).ranges, vec![0..4]);
     }
 }

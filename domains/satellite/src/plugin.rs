@@ -1,0 +1,40 @@
+//! The satellite domain plugin: what this crate offers the program through
+//! [`dinoadapt_datasets::Domain`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dinoadapt_datasets::{
+    Domain, DomainError, FileClaim, FileDescription, ImageSource, SourceOptions,
+};
+
+use crate::{inspect, RasterChips, RasterChipsConfig};
+
+/// The satellite domain plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Satellite;
+
+impl Domain for Satellite {
+    fn name(&self) -> &'static str {
+        "satellite"
+    }
+
+    fn pretraining_images(
+        &self,
+        source: &SourceOptions,
+    ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
+        Some((|| {
+            let mut cfg: RasterChipsConfig = source.parse(self.name())?;
+            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+            Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)
+        })())
+    }
+
+    fn claim_file(&self, path: &Path) -> FileClaim {
+        inspect::claim(path)
+    }
+
+    fn describe_file(&self, path: &Path) -> Result<FileDescription, DomainError> {
+        inspect::describe(path).map_err(DomainError::from_domain)
+    }
+}
