@@ -1,7 +1,6 @@
 //! `dinoadapt satellite chips|embed|predict`: rasters through GDAL.
 
 pub mod dense;
-mod embed_batch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,11 +22,12 @@ use polars::prelude::{IntoColumn, NamedFrom, Series};
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::progress::Bar;
 use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
-use dinoadapt_datasets::embedding::{EmbedSettings, RegionEmbedder, Silent};
+use dinoadapt_datasets::embedding::{EmbedSettings, Progress, RegionEmbedder, Silent};
 use dinoadapt_datasets::run_batch;
-use embed_batch::{RasterEmbedBatch, RasterOutputs};
+use dinoadapt_satellite::embed_batch::{RasterEmbedBatch, RasterOutputs};
 
 #[derive(Subcommand, Debug)]
 pub enum SatelliteCommand {
@@ -309,12 +309,13 @@ impl BackendJob for SatelliteEmbedJob {
             }
         };
         let embedder = RegionEmbedder::<B>::new(&self.ck, device, self.settings)?;
+        let quiet = args.run.quiet;
         let mut job = RasterEmbedBatch::new(
             outputs,
             self.chips,
             args.normalize.clone(),
             &embedder,
-            args.run.quiet,
+            Box::new(move || -> Box<dyn Progress> { Box::new(Bar::new("embed", quiet)) }),
         );
         let items: Vec<(usize, PathBuf)> = args.rasters.iter().cloned().enumerate().collect();
         let out = if per_raster {
@@ -328,6 +329,19 @@ impl BackendJob for SatelliteEmbedJob {
         };
         let cfg = args.shards.config(&out, ResumeDefault::Overwrite)?;
         let run = run_batch(&cfg, &items, &mut job, "rasters", &mut Silent)?;
+        if let Some(j) = &job.joint {
+            let table = args
+                .table
+                .clone()
+                .unwrap_or_else(|| args.output.with_extension("parquet"));
+            eprintln!(
+                "embedded {} chips in {:.1} s -> {} (+ {})",
+                j.chips,
+                j.seconds,
+                args.output.display(),
+                table.display()
+            );
+        }
         if per_raster || run.failed > 0 {
             print_summary("embed", "rasters", &run);
         }

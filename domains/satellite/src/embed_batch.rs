@@ -1,5 +1,5 @@
-//! `satellite embed` as a batch of rasters for the shared runner (`dinoadapt_datasets::batch`),
-//! one item per raster, in one of two output modes:
+//! Embedding rasters as a batch for the shared runner (`dinoadapt_datasets::batch`), one item
+//! per raster (`dinoadapt satellite embed`), in one of two output modes:
 //! - **one file** (the default): every raster is checked first (bands, georeferencing, every
 //!   chip window read); the manifest step embeds the rasters that passed together into the one
 //!   features file and chips table, normalised over them, as the command always did. A raster
@@ -15,14 +15,35 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::batch::BatchJob;
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::embedding::RegionEmbedder;
-use dinoadapt_datasets::{regions_table, write_parquet};
-use dinoadapt_satellite::source::{check_chips, ChipConfig, ChipSource};
-use dinoadapt_satellite::{Normalization, Raster};
-use polars::prelude::DataFrame;
+use dinoadapt_datasets::embedding::{EmbedError, Progress, RegionEmbedder};
+use dinoadapt_datasets::{regions_table, write_parquet, ManifestError};
+use polars::prelude::{DataFrame, PolarsError};
 use serde::{Deserialize, Serialize};
 
-use crate::progress::Bar;
+use crate::error::SatelliteError;
+use crate::normalize::Normalization;
+use crate::raster::Raster;
+use crate::source::{check_chips, ChipConfig, ChipSource};
+
+/// Why a raster (or the batch's output) could not be embedded.
+#[derive(Debug, thiserror::Error)]
+pub enum RasterBatchError {
+    #[error(transparent)]
+    Raster(#[from] SatelliteError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Table(#[from] ManifestError),
+    #[error("building the manifest: {0}")]
+    Polars(#[from] PolarsError),
+}
+
+/// What the one-file mode embedded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointEmbedding {
+    pub chips: usize,
+    pub seconds: f64,
+}
 
 /// What happened to one raster (`status/<raster_id>.json` in per-raster mode).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -47,16 +68,21 @@ pub enum RasterOutputs {
     PerRaster { folder: PathBuf },
 }
 
-/// The rasters of `satellite embed` through one backbone.
+/// A progress report for each embedding (one per raster, or the one joint file).
+pub type ProgressFactory<'a> = Box<dyn FnMut() -> Box<dyn Progress> + 'a>;
+
+/// Rasters through one backbone.
 pub struct RasterEmbedBatch<'a, B: Backend> {
     pub outputs: RasterOutputs,
     pub chips: ChipConfig,
-    /// The `--normalize` preset.
+    /// The normalisation preset (`Normalization::preset`).
     pub normalize: String,
     pub embedder: &'a RegionEmbedder<B>,
-    pub quiet: bool,
+    pub progress: ProgressFactory<'a>,
     /// One-file mode: the rasters that passed their check, in item order.
     checked: Vec<Raster>,
+    /// One-file mode: what the joint file holds, once written.
+    pub joint: Option<JointEmbedding>,
 }
 
 impl<'a, B: Backend> RasterEmbedBatch<'a, B> {
@@ -65,15 +91,16 @@ impl<'a, B: Backend> RasterEmbedBatch<'a, B> {
         chips: ChipConfig,
         normalize: String,
         embedder: &'a RegionEmbedder<B>,
-        quiet: bool,
+        progress: ProgressFactory<'a>,
     ) -> Self {
         RasterEmbedBatch {
             outputs,
             chips,
             normalize,
             embedder,
-            quiet,
+            progress,
             checked: Vec::new(),
+            joint: None,
         }
     }
 }
@@ -89,7 +116,7 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
     /// The raster's position on the command line and its path.
     type Item = (usize, PathBuf);
     type Status = RasterStatus;
-    type Error = anyhow::Error;
+    type Error = RasterBatchError;
 
     /// The file stem per raster (two rasters sharing one are refused); the position in
     /// one-file mode, which writes no status.
@@ -100,7 +127,7 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
         }
     }
 
-    fn run(&mut self, (_, path): &(usize, PathBuf)) -> anyhow::Result<RasterStatus> {
+    fn run(&mut self, (_, path): &(usize, PathBuf)) -> Result<RasterStatus, RasterBatchError> {
         let t0 = Instant::now();
         let raster = Raster::open(path)?;
         let mut status = RasterStatus {
@@ -123,7 +150,7 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
                 let e = self.embedder.embed(
                     source,
                     &folder.join(&features),
-                    &mut Bar::new("embed", self.quiet),
+                    &mut *(self.progress)(),
                 )?;
                 write_parquet(&folder.join(&table), &mut regions_table(&e.regions))?;
                 status.chips = e.regions.len() as u64;
@@ -134,13 +161,13 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
         Ok(status)
     }
 
-    fn failed(&self, (_, path): &(usize, PathBuf), error: &anyhow::Error) -> RasterStatus {
-        eprintln!("warning: raster left out: {error:#}");
+    fn failed(&self, (_, path): &(usize, PathBuf), error: &RasterBatchError) -> RasterStatus {
+        tracing::warn!("raster left out: {error}");
         RasterStatus {
             raster_id: stem(path),
             raster: path.display().to_string(),
             status: "failed".into(),
-            error: format!("{error:#}"),
+            error: error.to_string(),
             ..Default::default()
         }
     }
@@ -155,15 +182,11 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
 
     /// One-file mode: embed the rasters that passed into the features file and its table.
     /// Per-raster mode: `manifest.parquet`, one row per raster with a status.
-    fn write_manifest(&mut self, statuses: &[&RasterStatus]) -> anyhow::Result<PathBuf> {
+    fn write_manifest(&mut self, statuses: &[&RasterStatus]) -> Result<PathBuf, RasterBatchError> {
         match &self.outputs {
             RasterOutputs::OneFile { features, table } => {
                 let rasters = std::mem::take(&mut self.checked);
                 if rasters.is_empty() {
-                    eprintln!(
-                        "no raster could be embedded; {} not written",
-                        features.display()
-                    );
                     return Ok(features.clone());
                 }
                 let norm = Normalization::preset(
@@ -172,17 +195,14 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
                     &self.chips.bands,
                 )?;
                 let source = ChipSource::new(rasters, self.chips.clone(), norm)?;
-                let e =
-                    self.embedder
-                        .embed(source, features, &mut Bar::new("embed", self.quiet))?;
+                let e = self
+                    .embedder
+                    .embed(source, features, &mut *(self.progress)())?;
                 write_parquet(table, &mut regions_table(&e.regions))?;
-                eprintln!(
-                    "embedded {} chips in {:.1} s -> {} (+ {})",
-                    e.regions.len(),
-                    e.seconds,
-                    features.display(),
-                    table.display()
-                );
+                self.joint = Some(JointEmbedding {
+                    chips: e.regions.len(),
+                    seconds: e.seconds,
+                });
                 Ok(features.clone())
             }
             RasterOutputs::PerRaster { folder } => {
@@ -195,9 +215,9 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
 }
 
 /// The per-raster manifest: one row per raster.
-fn manifest(rows: &[&RasterStatus]) -> anyhow::Result<DataFrame> {
+fn manifest(rows: &[&RasterStatus]) -> Result<DataFrame, PolarsError> {
     let s = |g: fn(&RasterStatus) -> &String| rows.iter().map(|r| g(r).clone()).collect::<Vec<_>>();
-    Ok(DataFrame::new(
+    DataFrame::new(
         rows.len(),
         vec![
             col::<String>("raster_id", s(|r| &r.raster_id)),
@@ -211,5 +231,5 @@ fn manifest(rows: &[&RasterStatus]) -> anyhow::Result<DataFrame> {
                 rows.iter().map(|r| r.outputs.join(";")).collect(),
             ),
         ],
-    )?)
+    )
 }
