@@ -35,9 +35,11 @@ impl ShardArgs {
         Ok(Shard::resolve(self.shard.as_deref())?)
     }
 
-    /// True when this run shards or resumes: it keeps a status per item.
+    /// True when this run keeps a status per item: always for a command that resumes by
+    /// default (a later run may resume even after `--overwrite`), else when it shards or
+    /// resumes.
     pub fn keeps_statuses(&self, default: ResumeDefault) -> anyhow::Result<bool> {
-        Ok(self.resumes(default) || self.shard()?.count > 1)
+        Ok(default == ResumeDefault::Resume || self.resumes(default) || self.shard()?.count > 1)
     }
 
     fn resumes(&self, default: ResumeDefault) -> bool {
@@ -49,13 +51,11 @@ impl ShardArgs {
 
     /// The runner's settings for the output folder `out`.
     pub fn config(&self, out: &Path, default: ResumeDefault) -> anyhow::Result<BatchConfig> {
-        let resume = self.resumes(default);
-        let shard = self.shard()?;
         Ok(BatchConfig {
             out: out.to_path_buf(),
-            shard,
-            statuses: resume || shard.count > 1,
-            resume,
+            shard: self.shard()?,
+            statuses: self.keeps_statuses(default)?,
+            resume: self.resumes(default),
         })
     }
 }

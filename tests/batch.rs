@@ -263,6 +263,21 @@ fn a_batch_in_which_every_input_failed_exits_with_the_all_failed_status() {
         column(&table(&o.join("manifest.parquet")), "status"),
         ["failed"]
     );
+    // --overwrite still records the slide (the manifest is made from the status files).
+    let r = dinoadapt(&[
+        "pathology",
+        "tissue",
+        slide.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--overwrite",
+        "--quiet",
+    ]);
+    assert_eq!(r.status.code(), Some(ALL_FAILED as i32));
+    assert_eq!(
+        column(&table(&o.join("manifest.parquet")), "stage"),
+        ["tissue"]
+    );
     // A rerun skips nothing (the slide failed) and fails again; a good slide beside it is
     // enough for success.
     let r = dinoadapt(&[
