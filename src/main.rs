@@ -3,6 +3,7 @@
 //! A thin program: it parses the command line, picks the device and wires the library crates
 //! together. Each subcommand lives in `commands/`.
 
+mod batch_args;
 mod commands;
 mod device;
 mod domains;

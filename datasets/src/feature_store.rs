@@ -34,10 +34,23 @@ struct Slot {
     rows_written: usize,
 }
 
+/// The hidden file a [`FeatureWriter`] writes into: removed when the writer is dropped
+/// unfinished (a failed run leaves no `.partial` file behind; after the rename there is nothing
+/// left to remove).
+#[derive(Debug)]
+struct PartialFile(PathBuf);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Streams f32 tensors with a leading row dimension into one safetensors file.
 pub struct FeatureWriter {
     path: PathBuf,
     tmp: PathBuf,
+    _partial: PartialFile,
     file: File,
     slots: BTreeMap<String, Slot>,
     metadata: HashMap<String, String>,
@@ -102,7 +115,8 @@ impl FeatureWriter {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.partial"));
+        // The process id keeps two processes (shards) writing one file from sharing a temp file.
+        let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -116,6 +130,7 @@ impl FeatureWriter {
         file.set_len(data_start + offset).map_err(io)?;
         Ok(FeatureWriter {
             path: path.to_path_buf(),
+            _partial: PartialFile(tmp.clone()),
             tmp,
             file,
             slots,
@@ -203,6 +218,7 @@ impl FeatureWriter {
 
         let final_path = self.path.clone();
         let compact_tmp = self.tmp.with_extension("compact");
+        let _compact = PartialFile(compact_tmp.clone());
         let mut out = FeatureWriter::create(&compact_tmp, &specs, &self.metadata)?;
         // Copy row blocks so memory stays bounded whatever the number of rows.
         const BLOCK_BYTES: usize = 64 << 20;
@@ -266,6 +282,18 @@ mod tests {
         assert_eq!(st.tensor("patch").unwrap().shape(), [3, 2, 2]);
         let (_, m) = SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(m.metadata().as_ref().unwrap()["model"], "x");
+    }
+
+    #[test]
+    fn an_unfinished_writer_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.safetensors");
+        let mut w =
+            FeatureWriter::create(&path, &[("a".into(), vec![2, 1])], &HashMap::new()).unwrap();
+        w.append("a", &[1.0]).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

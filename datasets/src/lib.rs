@@ -16,7 +16,7 @@ pub mod provenance;
 pub mod regions;
 pub mod transforms;
 
-pub use batch::{BatchError, Shard, StatusFiles};
+pub use batch::{run_batch, BatchConfig, BatchError, BatchJob, BatchRun, Shard, StatusFiles};
 pub use domain::{
     claiming_domain, find_domain, Domain, DomainError, FileClaim, FileDescription, SourceOptions,
 };

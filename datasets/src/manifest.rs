@@ -99,12 +99,17 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), ManifestErro
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial"));
+    // The process id keeps two processes (shards) writing one table from sharing a temp file.
+    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
     let file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-    ParquetWriter::new(file)
+    let written = ParquetWriter::new(file)
         .finish(df)
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.to_string()))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| err(e.to_string())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -6,5 +6,4 @@ pub mod inspect;
 pub mod pathology;
 pub mod pretrain;
 pub mod radiology;
-pub mod regions;
 pub mod satellite;

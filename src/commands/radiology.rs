@@ -4,6 +4,7 @@
 //! identifying DICOM value is written to a file or printed (folder names of exports often hold
 //! patient names, so messages keep base names only).
 
+mod embed_batch;
 mod kmeans_head;
 pub(crate) mod volumes;
 
@@ -14,7 +15,8 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::{write_parquet, FeatureWriter};
+use dinoadapt_datasets::embedding::Silent;
+use dinoadapt_datasets::{run_batch, write_parquet};
 use dinoadapt_radiology::inputs::{Channels, InputSpec};
 use dinoadapt_radiology::intensity::Intensity;
 use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
@@ -22,9 +24,9 @@ use dinoadapt_radiology::slices::Axis;
 use dinoadapt_radiology::source::SliceOptions;
 use polars::prelude::DataFrame;
 
+use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
-use crate::progress::Bar;
 use dinoadapt_datasets::embedding::RegionEmbedder;
 use volumes::{for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow};
 
@@ -163,6 +165,11 @@ pub struct EmbedArgs {
     pub layers: LayerArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Items of the batch are the inputs (a DICOM folder with all its series is one);
+    /// with --shard or --resume each keeps `status/input-<id>.json`, and volumes.parquet and
+    /// volumes.safetensors join every input with a status (all shards so far).
+    #[command(flatten)]
+    pub shards: ShardArgs,
 }
 
 #[derive(Args, Debug)]
@@ -293,7 +300,9 @@ fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The slice table of one volume: feature row n = record n.
-fn slice_table(records: &[dinoadapt_radiology::source::SliceRecord]) -> anyhow::Result<DataFrame> {
+pub(crate) fn slice_table(
+    records: &[dinoadapt_radiology::source::SliceRecord],
+) -> anyhow::Result<DataFrame> {
     Ok(DataFrame::new(
         records.len(),
         vec![
@@ -333,57 +342,26 @@ impl BackendJob for RadiologyEmbedJob {
         let settings = args
             .run
             .embed_settings(&self.ck, self.layers.clone(), args.layers.norm);
-        let mut meta = settings.metadata.clone();
+        let mut metadata = settings.metadata.clone();
+        metadata.insert("pooling".into(), "mean of the slices' cls tokens".into());
+        metadata.insert("slices".into(), serde_json::to_string(&self.options)?);
         let embedder = RegionEmbedder::<B>::new(&self.ck, device, settings)?;
-        std::fs::create_dir_all(&args.out)?;
-        let mut rows = Vec::new();
-        let mut pooled: Vec<f32> = Vec::new();
-        let mut dim = 0;
-        for_each_sliced_volume(
-            &args.volumes,
-            self.options,
-            &mut rows,
-            |volume, source, row| {
-                let records = source.records().to_vec();
-                let name = format!("{}.safetensors", volume.id);
-                let features = args.out.join(&name);
-                match embedder.embed(source, &features, &mut Bar::new("embed", args.run.quiet)) {
-                    Ok(e) => {
-                        write_parquet(
-                            &args.out.join(format!("{}.parquet", volume.id)),
-                            &mut slice_table(&records[..e.regions.len()])?,
-                        )?;
-                        // The pooled volume feature: the mean class token over its slices.
-                        let n = e.regions.len();
-                        dim = e.cls.len() / n;
-                        let mut mean = vec![0f32; dim];
-                        for r in e.cls.chunks(dim) {
-                            for (m, v) in mean.iter_mut().zip(r) {
-                                *m += v / n as f32;
-                            }
-                        }
-                        row.feature_row = Some((pooled.len() / dim.max(1)) as u64);
-                        pooled.extend(mean);
-                        row.output = name;
-                        row.regions = e.regions.len();
-                    }
-                    Err(e) => row.fail(format!("{e:#}")),
-                }
-                Ok(())
-            },
-        )?;
-        if let Some(n) = pooled.len().checked_div(dim) {
-            meta.insert("pooling".into(), "mean of the slices' cls tokens".into());
-            meta.insert("slices".into(), serde_json::to_string(&self.options)?);
-            let mut w = FeatureWriter::create(
-                &args.out.join("volumes.safetensors"),
-                &[("cls_mean".to_string(), vec![n, dim])],
-                &meta,
-            )?;
-            w.append("cls_mean", &pooled)?;
-            w.finish()?;
+        let inputs = args.volumes.config();
+        let items: Vec<(usize, PathBuf)> = inputs.paths.iter().cloned().enumerate().collect();
+        let cfg = args.shards.config(&args.out, ResumeDefault::Overwrite)?;
+        let mut job = embed_batch::VolumeEmbedBatch {
+            out: args.out.clone(),
+            pseudo: inputs.pseudonymizer()?,
+            options: self.options,
+            embedder: &embedder,
+            metadata,
+            quiet: args.run.quiet,
+        };
+        let run = run_batch(&cfg, &items, &mut job, "inputs", &mut Silent)?;
+        if cfg.statuses {
+            print_summary("embed", "inputs", &run);
         }
-        finish(&args.out, &rows, "embed")
+        Ok(run.exit_code())
     }
 }
 

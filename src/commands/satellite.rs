@@ -14,15 +14,20 @@ use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
 use dinoadapt_satellite::predict::{
     predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
 };
-use dinoadapt_satellite::source::{crs_label, ChipConfig, ChipSource};
+use dinoadapt_satellite::source::{crs_label, ChipConfig};
 use dinoadapt_satellite::{Blend, ChipGrid, Normalization, PcaHead, Raster};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{IntoColumn, NamedFrom, Series};
 
-use crate::commands::regions::RegionEmbedding;
+use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::progress::Bar;
 use dinoadapt_core::backend::DeviceSpec;
+use dinoadapt_core::checkpoint::LoadedCheckpoint;
+use dinoadapt_datasets::embedding::{EmbedSettings, Progress, RegionEmbedder, Silent};
+use dinoadapt_datasets::run_batch;
+use dinoadapt_satellite::embed_batch::{RasterEmbedBatch, RasterOutputs};
 
 #[derive(Subcommand, Debug)]
 pub enum SatelliteCommand {
@@ -105,6 +110,12 @@ pub struct EmbedArgs {
     pub layers: LayerArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Without --shard or --resume: one features file for all rasters (a raster that fails is
+    /// left out). With them: one per raster, normalised on its own, in the output path without
+    /// its extension (`chips.safetensors` -> `chips/<raster stem>.safetensors` + `.parquet`,
+    /// `status/`, `manifest.parquet`).
+    #[command(flatten)]
+    pub shards: ShardArgs,
 }
 
 #[derive(Args, Debug)]
@@ -255,38 +266,87 @@ fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {
 
 fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
-    let cfg = args.chips.config()?;
-    let rasters = open_all(&args.rasters)?;
-    let norm = Normalization::preset(
-        &args.normalize,
-        &rasters.iter().collect::<Vec<_>>(),
-        &cfg.bands,
-    )?;
-    let source = ChipSource::new(rasters, cfg, norm)?;
+    let chips = args.chips.config()?;
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
-    let table = args
-        .table
-        .clone()
-        .unwrap_or_else(|| args.output.with_extension("parquet"));
     let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
-    let job = RegionEmbedding {
-        ck,
-        source,
-        settings,
-        output: args.output.clone(),
-        table,
-        quiet: args.run.quiet,
-    };
-    let s = on_device(args.run.device, job)?;
-    eprintln!(
-        "embedded {} chips in {:.1} s -> {} (+ {})",
-        s.regions,
-        s.seconds,
-        s.features.display(),
-        s.table.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    on_device(
+        args.run.device,
+        SatelliteEmbedJob {
+            args,
+            ck,
+            chips,
+            settings,
+        },
+    )
+}
+
+struct SatelliteEmbedJob {
+    args: EmbedArgs,
+    ck: LoadedCheckpoint,
+    chips: ChipConfig,
+    settings: EmbedSettings,
+}
+
+impl BackendJob for SatelliteEmbedJob {
+    type Output = ExitCode;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
+        let args = &self.args;
+        let per_raster = args.shards.keeps_statuses(ResumeDefault::Overwrite)?;
+        let folder = args.output.with_extension("");
+        let outputs = if per_raster {
+            RasterOutputs::PerRaster {
+                folder: folder.clone(),
+            }
+        } else {
+            RasterOutputs::OneFile {
+                features: args.output.clone(),
+                table: args
+                    .table
+                    .clone()
+                    .unwrap_or_else(|| args.output.with_extension("parquet")),
+            }
+        };
+        let embedder = RegionEmbedder::<B>::new(&self.ck, device, self.settings)?;
+        let quiet = args.run.quiet;
+        let mut job = RasterEmbedBatch::new(
+            outputs,
+            self.chips,
+            args.normalize.clone(),
+            &embedder,
+            Box::new(move || -> Box<dyn Progress> { Box::new(Bar::new("embed", quiet)) }),
+        );
+        let items: Vec<(usize, PathBuf)> = args.rasters.iter().cloned().enumerate().collect();
+        let out = if per_raster {
+            folder
+        } else {
+            args.output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        };
+        let cfg = args.shards.config(&out, ResumeDefault::Overwrite)?;
+        let run = run_batch(&cfg, &items, &mut job, "rasters", &mut Silent)?;
+        if let Some(j) = &job.joint {
+            let table = args
+                .table
+                .clone()
+                .unwrap_or_else(|| args.output.with_extension("parquet"));
+            eprintln!(
+                "embedded {} chips in {:.1} s -> {} (+ {})",
+                j.chips,
+                j.seconds,
+                args.output.display(),
+                table.display()
+            );
+        }
+        if per_raster || run.failed > 0 {
+            print_summary("embed", "rasters", &run);
+        }
+        Ok(run.exit_code())
+    }
 }
 
 fn progress_bar(quiet: bool, what: &str) -> ProgressBar {

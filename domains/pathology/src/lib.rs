@@ -7,6 +7,7 @@
 
 pub mod annotations;
 pub mod augment;
+pub mod batch;
 pub mod contours;
 pub mod dicom_wsi;
 pub mod error;

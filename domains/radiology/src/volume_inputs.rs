@@ -23,7 +23,8 @@ pub struct InputVolumes {
 }
 
 /// One row of `volumes.parquet`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct VolumeRow {
     /// Position of the input on the command line.
     pub input_index: usize,
@@ -103,17 +104,30 @@ fn is_nifti(path: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
-fn pseudonymizer(inputs: &InputVolumes) -> Result<Pseudonymizer, Error> {
-    let salt = inputs
-        .id_salt
-        .clone()
-        .or_else(|| std::env::var("DINOADAPT_ID_SALT").ok())
-        .unwrap_or_else(|| "dinoadapt".into());
-    let p = Pseudonymizer::new(salt);
-    Ok(match &inputs.id_map {
-        Some(m) => p.load_mapping(m)?,
-        None => p,
-    })
+impl InputVolumes {
+    /// The pseudonymizer of the batch: the salt (else $DINOADAPT_ID_SALT, else "dinoadapt")
+    /// and the id map.
+    pub fn pseudonymizer(&self) -> Result<Pseudonymizer, Error> {
+        let salt = self
+            .id_salt
+            .clone()
+            .or_else(|| std::env::var("DINOADAPT_ID_SALT").ok())
+            .unwrap_or_else(|| "dinoadapt".into());
+        let p = Pseudonymizer::new(salt);
+        Ok(match &self.id_map {
+            Some(m) => p.load_mapping(m)?,
+            None => p,
+        })
+    }
+}
+
+/// The pseudonymous id of input `path` (a salted hash of the path as given): the name of its
+/// status file in a resumable or sharded batch, without any folder or file name in it.
+pub fn input_id(pseudo: &Pseudonymizer, path: &Path) -> String {
+    format!(
+        "input-{}",
+        pseudo.content_id(format!("input path:{}", path.display()).as_bytes())
+    )
 }
 
 /// Load every input in turn and hand each volume (or failure) to `f`; one volume in memory at
@@ -122,47 +136,60 @@ pub fn for_each_volume<E: From<Error>>(
     inputs: &InputVolumes,
     mut f: impl FnMut(VolumeItem) -> Result<(), E>,
 ) -> Result<(), E> {
-    let pseudo = pseudonymizer(inputs)?;
+    let pseudo = inputs.pseudonymizer()?;
     for (i, path) in inputs.paths.iter().enumerate() {
-        let label = format!("input #{i}");
-        let failed = |message: String| {
-            VolumeItem::Failed(VolumeRow {
-                input_index: i,
-                status: "failed".into(),
-                error: scrub(&message, path, &label),
-                ..Default::default()
-            })
-        };
-        if is_nifti(path) {
-            match read_nifti(path, &pseudo) {
-                Ok(img) => {
-                    let row = VolumeRow::of(&img.volume, i, "nifti");
-                    f(VolumeItem::Volume(Box::new(img.volume), row))?;
-                }
-                Err(e) => f(failed(e.to_string()))?,
-            }
-            continue;
-        }
-        match load_series(std::slice::from_ref(path), &pseudo) {
-            Ok(scan) => {
-                for s in scan.series {
-                    let mut row = VolumeRow::of(&s.volume, i, "dicom_series");
-                    row.uneven_spacing = Some(s.info.uneven_spacing);
-                    row.gantry_tilt_deg = Some(s.info.gantry_tilt_deg);
-                    f(VolumeItem::Volume(Box::new(s.volume), row))?;
-                }
-                for e in scan.errors {
-                    f(VolumeItem::Failed(VolumeRow {
-                        input_index: i,
-                        file: e.file.clone(),
-                        status: "failed".into(),
-                        error: scrub(&e.message, path, &label),
-                        ..Default::default()
-                    }))?;
-                }
+        for_each_volume_of(&pseudo, i, path, &mut f)?;
+    }
+    Ok(())
+}
+
+/// The volumes (or failures) of input number `index`, `path` (a NIfTI file, or a DICOM file or
+/// folder), handed to `f` one by one.
+pub fn for_each_volume_of<E: From<Error>>(
+    pseudo: &Pseudonymizer,
+    index: usize,
+    path: &Path,
+    mut f: impl FnMut(VolumeItem) -> Result<(), E>,
+) -> Result<(), E> {
+    let i = index;
+    let label = format!("input #{i}");
+    let failed = |message: String| {
+        VolumeItem::Failed(VolumeRow {
+            input_index: i,
+            status: "failed".into(),
+            error: scrub(&message, path, &label),
+            ..Default::default()
+        })
+    };
+    if is_nifti(path) {
+        match read_nifti(path, pseudo) {
+            Ok(img) => {
+                let row = VolumeRow::of(&img.volume, i, "nifti");
+                f(VolumeItem::Volume(Box::new(img.volume), row))?;
             }
             Err(e) => f(failed(e.to_string()))?,
         }
+        return Ok(());
+    }
+    match load_series(&[path], pseudo) {
+        Ok(scan) => {
+            for s in scan.series {
+                let mut row = VolumeRow::of(&s.volume, i, "dicom_series");
+                row.uneven_spacing = Some(s.info.uneven_spacing);
+                row.gantry_tilt_deg = Some(s.info.gantry_tilt_deg);
+                f(VolumeItem::Volume(Box::new(s.volume), row))?;
+            }
+            for e in scan.errors {
+                f(VolumeItem::Failed(VolumeRow {
+                    input_index: i,
+                    file: e.file.clone(),
+                    status: "failed".into(),
+                    error: scrub(&e.message, path, &label),
+                    ..Default::default()
+                }))?;
+            }
+        }
+        Err(e) => f(failed(e.to_string()))?,
     }
     Ok(())
 }
@@ -200,19 +227,41 @@ pub fn for_each_sliced_volume<E: From<Error>>(
     rows: &mut Vec<VolumeRow>,
     mut f: impl FnMut(&Volume, SliceSource, &mut VolumeRow) -> Result<(), E>,
 ) -> Result<(), E> {
-    for_each_volume(inputs, |item| {
-        match item {
-            VolumeItem::Failed(row) => rows.push(row),
-            VolumeItem::Volume(volume, mut row) => {
-                match SliceSource::new(&volume, options) {
-                    Ok(source) => f(&volume, source, &mut row)?,
-                    Err(e) => row.fail(e.to_string()),
-                }
-                rows.push(row);
-            }
-        }
-        Ok(())
+    for_each_volume(inputs, |item| slice_item(item, options, rows, &mut f))
+}
+
+/// [`for_each_volume_of`] with each volume's slice source, as [`for_each_sliced_volume`].
+pub fn for_each_sliced_volume_of<E: From<Error>>(
+    pseudo: &Pseudonymizer,
+    index: usize,
+    path: &Path,
+    options: SliceOptions,
+    rows: &mut Vec<VolumeRow>,
+    mut f: impl FnMut(&Volume, SliceSource, &mut VolumeRow) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_volume_of(pseudo, index, path, |item| {
+        slice_item(item, options, rows, &mut f)
     })
+}
+
+/// A loaded volume's slice source handed to `f`, or the failure, and its row kept.
+fn slice_item<E>(
+    item: VolumeItem,
+    options: SliceOptions,
+    rows: &mut Vec<VolumeRow>,
+    f: &mut impl FnMut(&Volume, SliceSource, &mut VolumeRow) -> Result<(), E>,
+) -> Result<(), E> {
+    match item {
+        VolumeItem::Failed(row) => rows.push(row),
+        VolumeItem::Volume(volume, mut row) => {
+            match SliceSource::new(&volume, options) {
+                Ok(source) => f(&volume, source, &mut row)?,
+                Err(e) => row.fail(e.to_string()),
+            }
+            rows.push(row);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod align;
 pub mod chips;
+pub mod embed_batch;
 pub mod error;
 pub mod geotransform;
 pub mod inspect;

@@ -37,6 +37,20 @@ pub fn crs_label(crs: Option<&Crs>) -> String {
     }
 }
 
+/// Check that `raster` can give every chip `cfg` lays over it: its bands exist, it is
+/// georeferenced, and every chip window of those bands reads (a truncated file opens but fails
+/// on the blocks it lacks). Its number of chips.
+pub fn check_chips(raster: &Raster, cfg: &ChipConfig) -> Result<usize> {
+    raster.check_bands(&cfg.bands)?;
+    let info = raster.info();
+    let gt = info.require_geotransform()?;
+    let chips = ChipGrid::new(info.width, info.height, cfg.size, cfg.stride)?.chips(&gt);
+    for part in chips.chunks(64) {
+        read_batch(raster, &cfg.bands, part, cfg.size)?;
+    }
+    Ok(chips.len())
+}
+
 /// Every chip of a list of rasters, normalised, in raster then row-major order.
 pub struct ChipSource {
     rasters: Vec<(Raster, Vec<Chip>, String)>,
