@@ -304,9 +304,12 @@ pub struct HeadFiles<'a> {
     pub metrics: Option<DataFrame>,
     /// `training.parquet`.
     pub training: Option<DataFrame>,
-    /// Draws `training.png` at the path it is given.
-    pub plot: Option<&'a dyn Fn(&Path) -> Result<(), PlotError>>,
+    /// Draws `training.png`.
+    pub plot: Option<DrawPlot<'a>>,
 }
+
+/// Draws a plot at the path it is given.
+pub type DrawPlot<'a> = &'a dyn Fn(&Path) -> Result<(), PlotError>;
 
 /// A temporary name for `name` in `dir` that keeps its extension (the plot's format follows it).
 fn part_path(dir: &Path, name: &str) -> PathBuf {

@@ -70,7 +70,14 @@ impl TaskRecord for DenseRecord {
     const TASKS: &'static [&'static str] = &["segment", "canopy"];
 
     fn tensor_metadata(&self) -> serde_json::Result<Vec<(&'static str, String)>> {
-        Ok(vec![("config", serde_json::to_string(&self.head)?)])
+        let kind = match self.head {
+            DenseHeadConfig::Linear(_) => "linear",
+            DenseHeadConfig::Dpt(_) => "dpt",
+        };
+        Ok(vec![
+            ("dinoadapt.head", kind.to_string()),
+            ("config", serde_json::to_string(&self.head)?),
+        ])
     }
 }
 

@@ -30,10 +30,13 @@ pub struct Cohort {
     pub coords: Vec<Coords>,
     /// Present when the cohort came with a clinical table.
     pub clinical: Option<Clinical>,
-    /// The backbone the bags record and the bag that records it (`None` for bags of other
-    /// tools).
-    pub backbone: Option<(Backbone, PathBuf)>,
+    /// The backbone its bags record.
+    pub backbone: BagsBackbone,
 }
+
+/// The backbone a cohort's bags record, with the first bag that records it (`None` for bags
+/// of other tools).
+pub type BagsBackbone = Option<(Backbone, PathBuf)>;
 
 impl Cohort {
     /// Read the clinical table (if any) and open the bags of its slides (of every bag in the
@@ -69,7 +72,7 @@ pub fn load_bags(
     dir: &Path,
     ids: &[String],
     bar: &ProgressBar,
-) -> Result<(BagSet, Vec<Coords>, Option<(Backbone, PathBuf)>), StudyError> {
+) -> Result<(BagSet, Vec<Coords>, BagsBackbone), StudyError> {
     let paths: Vec<Option<PathBuf>> = ids.iter().map(|id| bag_path(dir, id)).collect();
     let missing: Vec<String> = ids
         .iter()
@@ -88,7 +91,7 @@ pub fn load_bags(
     let paths: Vec<PathBuf> = paths.into_iter().flatten().collect();
     let (mut tiles, mut coords) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
     let mut dim: Option<(usize, &Path)> = None;
-    let mut backbone: Option<(Backbone, PathBuf)> = None;
+    let mut backbone: BagsBackbone = None;
     for (id, path) in ids.iter().zip(&paths) {
         let bag = open_bag(path)?;
         if bag.tiles == 0 || bag.dim == 0 {
