@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, shared};
+use common::{dinoadapt, ok, shared};
 use serde_json::Value;
 
 fn list(dir: &Path, per_class: usize, out: &Path) {
@@ -24,11 +24,18 @@ fn list(dir: &Path, per_class: usize, out: &Path) {
 }
 
 fn embed(list: &Path, out: &Path) {
+    embed_seeded(list, out, "0");
+}
+
+/// `list` embedded by the random-init ViT-S/14 of `seed`.
+fn embed_seeded(list: &Path, out: &Path, seed: &str) {
     ok(&[
         "embed",
         "--random-init",
         "--preset",
         "vits14",
+        "--seed",
+        seed,
         "--resize",
         "56",
         "--crop-size",
@@ -88,8 +95,8 @@ fn probes_classify_digits_and_the_saved_head_reproduces_its_metrics() {
     assert!(acc("linear") > 0.3, "linear {}", acc("linear"));
     assert!(acc("linear_5shot") > 0.15);
     for f in [
-        "results.parquet",
-        "sweep.parquet",
+        "metrics.parquet",
+        "training.parquet",
         "head.safetensors",
         "head.json",
     ] {
@@ -118,4 +125,40 @@ fn probes_classify_digits_and_the_saved_head_reproduces_its_metrics() {
         t("pred.parquet").to_str().unwrap(),
     ]);
     assert!(t("pred.parquet").is_file());
+
+    // Features of another backbone, and a head of another task, are refused.
+    embed_seeded(&t("val.txt"), &t("other.safetensors"), "1");
+    let head = out.to_str().unwrap();
+    let refused = |args: &[&str]| {
+        let o = dinoadapt(args);
+        assert!(!o.status.success(), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let other = t("other.safetensors");
+    let e = refused(&[
+        "heads",
+        "eval",
+        "--head",
+        head,
+        "--features",
+        other.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("random-init-seed-0") && e.contains("random-init-seed-1"),
+        "{e}"
+    );
+    let val = t("val.safetensors");
+    let e = refused(&[
+        "heads",
+        "eval",
+        "--task",
+        "survival",
+        "--head",
+        head,
+        "--bags",
+        val.to_str().unwrap(),
+    ]);
+    assert!(e.contains("holds a classify head, not survival"), "{e}");
+    let e = refused(&["heads", "predict", "--head", tmp.path().to_str().unwrap()]);
+    assert!(e.contains("not a head folder"), "{e}");
 }

@@ -153,7 +153,7 @@ fn survival_cross_validation_head_predict_and_eval_on_a_synthetic_cohort() {
     assert_eq!(head["task"], "survival");
     assert_eq!(head["loss"], "nll");
     assert!(out.join("head.safetensors").is_file());
-    let f = table(&out.join("folds.parquet"));
+    let f = table(&out.join("metrics.parquet"));
     assert_eq!(f.height(), 5);
     let pred = table(&out.join("predictions.parquet"));
     assert_eq!(pred.height(), 60);

@@ -7,6 +7,9 @@
 //! - [`classify`]: that protocol run on feature files and their labels, and the classification
 //!   head folder it writes, evaluates and predicts with.
 //! - [`backbone`]: the backbone identity a head records.
+//! - [`store`]: the head folder every task writes and reads (`head.json` with the task, the
+//!   backbone and the task's record; `head.safetensors`; `metrics.parquet`; `training.parquet`
+//!   and `training.png`), and the one backbone check.
 //! - [`dense`]: dense heads on patch tokens — DINOv2's linear / multi-layer segmentation heads
 //!   and the DPT canopy-height head (regression over bins) — their training and prediction.
 //! - [`segmentation_metrics`]: confusion → per-class IoU / Dice, mIoU, pixel accuracy.
@@ -22,6 +25,7 @@ pub mod metrics;
 pub mod probe;
 pub mod regression_metrics;
 pub mod segmentation_metrics;
+pub mod store;
 pub mod survival;
 
 pub use linear::{LinearProbe, LinearProbeConfig};

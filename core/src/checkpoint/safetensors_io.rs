@@ -79,9 +79,10 @@ pub struct TensorEntry {
     pub bytes: std::ops::Range<u64>,
 }
 
-/// The entry of tensor `name` from a safetensors file's header, reading nothing else; `None`
-/// when the file has no such tensor.
-pub fn tensor_entry(path: &Path, name: &str) -> Result<Option<TensorEntry>, CheckpointError> {
+/// The JSON header of a safetensors file and its size and the file's, reading nothing else.
+fn read_header(
+    path: &Path,
+) -> Result<(serde_json::Map<String, serde_json::Value>, u64, u64), CheckpointError> {
     use std::io::Read;
     let bad = |reason: String| CheckpointError::malformed(path, FORMAT, reason);
     let mut file = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
@@ -99,8 +100,25 @@ pub fn tensor_entry(path: &Path, name: &str) -> Result<Option<TensorEntry>, Chec
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header)
         .map_err(|e| CheckpointError::io(path, e))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let header = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    Ok((header, len, size))
+}
+
+/// The `__metadata__` of a safetensors file, reading only its header (empty when it has none).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    let (header, _, _) = read_header(path)?;
+    match header.get("__metadata__") {
+        None => Ok(HashMap::new()),
+        Some(m) => serde_json::from_value(m.clone())
+            .map_err(|e| CheckpointError::malformed(path, FORMAT, format!("__metadata__: {e}"))),
+    }
+}
+
+/// The entry of tensor `name` from a safetensors file's header, reading nothing else; `None`
+/// when the file has no such tensor.
+pub fn tensor_entry(path: &Path, name: &str) -> Result<Option<TensorEntry>, CheckpointError> {
+    let bad = |reason: String| CheckpointError::malformed(path, FORMAT, reason);
+    let (header, len, size) = read_header(path)?;
     let Some(entry) = header.get(name) else {
         return Ok(None);
     };

@@ -9,17 +9,21 @@ use std::str::FromStr;
 
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use polars::prelude::{ParquetReader, SerReader};
+use serde::{Deserialize, Serialize};
 
 use super::ClassifyError;
+use crate::backbone::Backbone;
 
 /// Which features a probe reads from a feature file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum FeatureKind {
     /// The class token (`cls`).
     #[default]
+    #[serde(rename = "cls")]
     Cls,
     /// The class token and the mean patch token concatenated (`cls+avgpool`), as DINOv2's
     /// linear evaluation does.
+    #[serde(rename = "cls+avgpool")]
     ClsAvgpool,
 }
 
@@ -83,13 +87,15 @@ pub struct Features {
     pub dim: usize,
     /// The image path of each row (from the manifest; empty where it has none).
     pub paths: Vec<String>,
+    /// The backbone the file records (`None` for files of other tools).
+    pub backbone: Option<Backbone>,
 }
 
 impl Features {
     /// Reads the `kind` features of `path` and the image paths of its manifest
     /// (`path` with the extension `.parquet`).
     pub fn load(path: &Path, kind: FeatureKind) -> Result<Self, ClassifyError> {
-        let (tensors, _) = read_safetensors(path)?;
+        let (tensors, meta) = read_safetensors(path)?;
         let get = |name: &str| {
             tensors
                 .iter()
@@ -137,7 +143,12 @@ impl Features {
                 }
             }
         }
-        Ok(Features { x, dim, paths })
+        Ok(Features {
+            x,
+            dim,
+            paths,
+            backbone: Backbone::from_metadata(&meta),
+        })
     }
 
     /// Rows.
@@ -219,6 +230,9 @@ mod tests {
     fn feature_kinds_and_label_sources_read_as_the_flags_write_them() {
         for kind in [FeatureKind::Cls, FeatureKind::ClsAvgpool] {
             assert_eq!(kind.as_str().parse::<FeatureKind>().unwrap(), kind);
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str(), "head.json spells it as the flag does");
+            assert_eq!(serde_json::from_value::<FeatureKind>(json).unwrap(), kind);
         }
         let err = "avgpool".parse::<FeatureKind>().unwrap_err();
         assert_eq!(err.to_string(), "--features `avgpool`: cls or cls+avgpool");
@@ -237,6 +251,7 @@ mod tests {
             x: vec![0.0; 2],
             dim: 1,
             paths: vec!["data/cat/1.png".into(), "data/dog/2.png".into()],
+            backbone: None,
         };
         assert_eq!(f.label_names(&Labels::Folder).unwrap(), ["cat", "dog"]);
         let dir = std::env::temp_dir().join(format!("dinoadapt-labels-{}", std::process::id()));

@@ -1,99 +1,129 @@
-//! A trained classification head on disk: `head.json` (task, classes, feature kind, dimension,
-//! the linear probe's configuration) and `head.safetensors` (weight, bias and the feature
-//! standardisation).
+//! A trained classification head in the head store ([`crate::store`]): `head.json` holds the
+//! task, the backbone and [`ClassifyRecord`] (classes, feature kind, dimension, the linear
+//! probe's configuration); `head.safetensors` the weight, bias and the feature standardisation;
+//! `metrics.parquet` one row per method × split, `training.parquet` one row per sweep point.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use dinoadapt_core::checkpoint::safetensors_io::{read_safetensors, write_safetensors};
 use dinoadapt_core::checkpoint::HostTensor;
-use serde_json::json;
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
 
 use super::{ClassifyError, FeatureKind};
+use crate::backbone::Backbone;
 use crate::linear::{LinearProbe, LinearProbeConfig};
+use crate::store::{self, HeadFiles, HeadFolder, HeadInfo, TaskRecord};
 
-/// The linear probe a head folder holds, its class names and the features it reads.
+/// The task name a classification head records.
+pub const TASK: &str = "classify";
+
+/// What a classification head records in `head.json` besides the task and the backbone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifyRecord {
+    /// The kind of head: `linear`.
+    pub head: String,
+    /// Class names, in class-index order.
+    pub classes: Vec<String>,
+    pub features: FeatureKind,
+    /// The feature dimension the probe takes.
+    pub dim: usize,
+    pub config: LinearProbeConfig,
+}
+
+impl TaskRecord for ClassifyRecord {
+    const TASKS: &'static [&'static str] = &[TASK];
+
+    fn tensor_metadata(&self) -> serde_json::Result<Vec<(&'static str, String)>> {
+        Ok(vec![
+            ("dinoadapt.head", self.head.clone()),
+            ("classes", serde_json::to_string(&self.classes)?),
+            ("features", self.features.as_str().to_string()),
+            ("config", serde_json::to_string(&self.config)?),
+        ])
+    }
+}
+
+/// The linear probe a head folder holds, its class names, the features it reads and the
+/// backbone they came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeHead {
     pub probe: LinearProbe,
     /// Class names, in class-index order.
     pub classes: Vec<String>,
     pub features: FeatureKind,
+    /// The backbone of the training features (`None` when they recorded none).
+    pub backbone: Option<Backbone>,
 }
 
 impl ProbeHead {
-    /// Writes `head.safetensors` and `head.json` into `dir` (which exists).
-    pub fn save(&self, dir: &Path) -> Result<(), ClassifyError> {
+    /// The head's description.
+    pub fn info(&self) -> HeadInfo<ClassifyRecord> {
+        HeadInfo::new(
+            TASK,
+            self.backbone.clone(),
+            ClassifyRecord {
+                head: "linear".into(),
+                classes: self.classes.clone(),
+                features: self.features,
+                dim: self.probe.dim,
+                config: self.probe.config,
+            },
+        )
+    }
+
+    /// Writes the head folder `dir` with `metrics` (`metrics.parquet`, one row per method ×
+    /// split) and `sweep` (`training.parquet`, one row per sweep point).
+    pub fn save(
+        &self,
+        dir: &Path,
+        metrics: DataFrame,
+        sweep: DataFrame,
+    ) -> Result<(), ClassifyError> {
         let probe = &self.probe;
-        let meta = HashMap::from([
-            ("dinoadapt.head".to_string(), "linear".to_string()),
-            ("classes".to_string(), serde_json::to_string(&self.classes)?),
-            ("features".to_string(), self.features.as_str().to_string()),
-            ("config".to_string(), serde_json::to_string(&probe.config)?),
-        ]);
         let (c, d) = (probe.classes, probe.dim);
-        let host = |shape: Vec<usize>, data: &[f32]| HostTensor {
-            shape,
-            data: data.to_vec(),
-        };
-        write_safetensors(
-            &dir.join("head.safetensors"),
-            &[
-                ("weight".to_string(), host(vec![c, d], &probe.weight)),
-                ("bias".to_string(), host(vec![c], &probe.bias)),
-                ("feature_mean".to_string(), host(vec![d], &probe.mean)),
-                ("feature_std".to_string(), host(vec![d], &probe.std)),
-            ],
-            meta,
-        )?;
-        std::fs::write(
-            dir.join("head.json"),
-            serde_json::to_string_pretty(&json!({
-                "head": "linear",
-                "task": "classify",
-                "classes": self.classes,
-                "features": self.features.as_str(),
-                "dim": d,
-                "config": probe.config,
-            }))?,
+        let host = |shape: Vec<usize>, data: &[f32]| HostTensor::new(shape, data.to_vec());
+        let tensors = vec![
+            ("weight".to_string(), host(vec![c, d], &probe.weight)),
+            ("bias".to_string(), host(vec![c], &probe.bias)),
+            ("feature_mean".to_string(), host(vec![d], &probe.mean)),
+            ("feature_std".to_string(), host(vec![d], &probe.std)),
+        ];
+        store::write(
+            dir,
+            &self.info(),
+            HeadFiles {
+                tensors: &tensors,
+                metrics: Some(metrics),
+                training: Some(sweep),
+                plot: None,
+            },
         )?;
         Ok(())
     }
 
-    /// Reads the head folder `dir`.
-    pub fn load(dir: &Path) -> Result<Self, ClassifyError> {
-        let text = std::fs::read_to_string(dir.join("head.json")).map_err(|source| {
-            ClassifyError::NotAHead {
-                dir: dir.to_path_buf(),
-                source,
-            }
-        })?;
-        let info: serde_json::Value = serde_json::from_str(&text)?;
-        let classes: Vec<String> = serde_json::from_value(info["classes"].clone())?;
-        let features = info["features"].as_str().unwrap_or("cls");
-        let config: LinearProbeConfig = serde_json::from_value(info["config"].clone())?;
-        let (tensors, _) = read_safetensors(&dir.join("head.safetensors"))?;
-        let t = |n: &str| {
-            tensors
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, t)| t.clone())
-                .ok_or_else(|| ClassifyError::MissingHeadTensor(n.to_string()))
-        };
-        let weight = t("weight")?;
+    /// The head of a classification head folder.
+    pub fn from_folder(folder: &HeadFolder<ClassifyRecord>) -> Result<Self, ClassifyError> {
+        let weight = folder.tensor("weight")?;
+        let data = |n: &str| folder.tensor(n).map(|t| t.data.clone());
         let probe = LinearProbe {
             classes: weight.shape[0],
             dim: weight.shape[1],
-            weight: weight.data,
-            bias: t("bias")?.data,
-            mean: t("feature_mean")?.data,
-            std: t("feature_std")?.data,
-            config,
+            weight: weight.data.clone(),
+            bias: data("bias")?,
+            mean: data("feature_mean")?,
+            std: data("feature_std")?,
+            config: folder.info.config,
         };
         Ok(ProbeHead {
             probe,
-            classes,
-            features: features.parse()?,
+            classes: folder.info.classes.clone(),
+            features: folder.info.features,
+            backbone: folder.info.backbone.clone(),
         })
+    }
+
+    /// Reads the head folder `dir`.
+    pub fn load(dir: &Path) -> Result<Self, ClassifyError> {
+        Self::from_folder(&HeadFolder::load(dir)?)
     }
 }

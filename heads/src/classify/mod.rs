@@ -3,10 +3,11 @@
 //! validation split, and optional few-shot subsets. Labels come from the image paths of the
 //! manifest beside each feature file (the parent folder, ImageFolder style) or from a CSV.
 //!
-//! [`train`] writes a head folder ([`ProbeHead`]: `head.json`, `head.safetensors`) with
-//! `results.parquet` (one row per method × split) and `sweep.parquet` (one row per sweep point);
-//! [`eval`] gives a saved head's metrics on labelled features, [`predict`] its class
-//! probabilities as a Parquet table.
+//! [`train`] writes a head folder in the head store ([`ProbeHead`]: `head.json`,
+//! `head.safetensors`, `metrics.parquet` with one row per method × split and `training.parquet`
+//! with one row per sweep point); [`eval`] gives a saved head's metrics on labelled features,
+//! [`predict`] its class probabilities as a Parquet table. Features of another backbone than the
+//! training features' are refused.
 
 mod features;
 mod folder;
@@ -20,11 +21,12 @@ use dinoadapt_datasets::{column as col, write_parquet, ManifestError};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
 
 pub use features::{encode, FeatureKind, Features, Labels};
-pub use folder::ProbeHead;
+pub use folder::{ClassifyRecord, ProbeHead, TASK};
 
 use crate::linear::LinearProbe;
 use crate::metrics::{argmax_rows, ClassificationMetrics};
 use crate::probe::{few_shot, sweep_linear, ProbeResult, SweepPoint};
+use crate::store::{HeadFolder, StoreError};
 
 /// What can go wrong reading features, labels or a head folder, or writing the outputs.
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +59,18 @@ pub enum ClassifyError {
     UnknownClass { class: String, classes: Vec<String> },
     #[error("the training features have {0} class(es); a probe needs two or more")]
     TooFewClasses(usize),
-    #[error("{}: not a head folder (no head.json)", dir.display())]
-    NotAHead {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
+    /// Features of a split made with another backbone than the training features.
+    #[error(
+        "{}: made with the backbone of sha256 {sha256}; the training features with {train}",
+        path.display()
+    )]
+    OtherBackbone {
+        path: PathBuf,
+        sha256: String,
+        train: String,
     },
-    #[error("head.safetensors: no `{0}`")]
-    MissingHeadTensor(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("the features have dimension {features}, the head takes {head}")]
     Dimension { features: usize, head: usize },
     #[error(transparent)]
@@ -142,6 +148,7 @@ pub struct ClassifyReport {
 pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, ClassifyError> {
     let tr = Features::load(&cfg.train, cfg.features)?;
     let va = Features::load(&cfg.val, cfg.features)?;
+    same_backbone(&tr, &va, &cfg.val)?;
     let tr_names = tr.label_names(&cfg.labels)?;
     let classes: Vec<String> = tr_names
         .iter()
@@ -158,6 +165,7 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
     let test = match &cfg.test {
         Some(p) => {
             let s = Features::load(p, cfg.features)?;
+            same_backbone(&tr, &s, p)?;
             let y = encode(&s.label_names(&cfg.labels)?, &classes)?;
             Some((s, y))
         }
@@ -235,15 +243,13 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
             );
         }
     }
-    std::fs::create_dir_all(out)?;
-    write_parquet(&out.join("results.parquet"), &mut results_table(&rows)?)?;
-    write_parquet(&out.join("sweep.parquet"), &mut sweep_table(&sweep)?)?;
     let head = ProbeHead {
         probe: best,
         classes,
         features: cfg.features,
+        backbone: tr.backbone.clone(),
     };
-    head.save(out)?;
+    head.save(out, results_table(&rows)?, sweep_table(&sweep)?)?;
     Ok(ClassifyReport {
         classes: head.classes,
         train: ytr.len(),
@@ -254,7 +260,7 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
     })
 }
 
-/// `results.parquet`: method, split, samples and the metrics of each probe on each split.
+/// `metrics.parquet`: method, split, samples and the metrics of each probe on each split.
 pub fn results_table(rows: &[ProbeResult]) -> Result<DataFrame, PolarsError> {
     DataFrame::new(
         rows.len(),
@@ -286,7 +292,7 @@ pub fn results_table(rows: &[ProbeResult]) -> Result<DataFrame, PolarsError> {
     )
 }
 
-/// `sweep.parquet`: lr, weight decay and the validation accuracies of each sweep point.
+/// `training.parquet`: lr, weight decay and the validation accuracies of each sweep point.
 pub fn sweep_table(sweep: &[SweepPoint]) -> Result<DataFrame, PolarsError> {
     DataFrame::new(
         sweep.len(),
@@ -308,13 +314,31 @@ pub fn sweep_table(sweep: &[SweepPoint]) -> Result<DataFrame, PolarsError> {
     )
 }
 
-/// A saved head and the features of `features_path` in the head's feature kind.
+/// Refuses the features `s` of `path` when they record another backbone than the training
+/// features `tr`.
+fn same_backbone(tr: &Features, s: &Features, path: &Path) -> Result<(), ClassifyError> {
+    match (&tr.backbone, &s.backbone) {
+        (Some(t), Some(b)) if t.checkpoint_sha256 != b.checkpoint_sha256 => {
+            Err(ClassifyError::OtherBackbone {
+                path: path.to_path_buf(),
+                sha256: b.checkpoint_sha256.clone(),
+                train: t.checkpoint_sha256.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A saved head and the features of `features_path` in the head's feature kind, refused when
+/// they come from another backbone or have another dimension.
 fn head_and_features(
     head: &Path,
     features_path: &Path,
 ) -> Result<(ProbeHead, Features), ClassifyError> {
-    let head = ProbeHead::load(head)?;
-    let s = Features::load(features_path, head.features)?;
+    let folder = HeadFolder::<ClassifyRecord>::load(head)?;
+    let s = Features::load(features_path, folder.info.features)?;
+    folder.check_features(s.backbone.as_ref(), features_path)?;
+    let head = ProbeHead::from_folder(&folder)?;
     if s.dim != head.probe.dim {
         return Err(ClassifyError::Dimension {
             features: s.dim,

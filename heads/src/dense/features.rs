@@ -156,6 +156,7 @@ pub fn load_features(path: &Path, want: usize) -> Result<Features, FeaturesError
     let backbone = Backbone {
         model: field("model")?.clone(),
         checkpoint_sha256: field("checkpoint_sha256")?.clone(),
+        layout: meta.get("layout").cloned().unwrap_or_default(),
         architecture: arch,
     };
     Ok(Features {

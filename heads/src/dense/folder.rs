@@ -1,20 +1,18 @@
-//! A trained dense head on disk: `head.json` (task, head configuration, the backbone it was
-//! trained on, how the domain's pixels became model inputs, training and target records,
-//! metrics), `head.safetensors`, `metrics.parquet`, `training.parquet` (one row per epoch) and
+//! A trained dense head in the head store ([`crate::store`]): `head.json` holds the task
+//! (segment / canopy), the backbone, and [`DenseRecord`] (head configuration, the tokens read,
+//! how the domain's pixels became model inputs, training and target records, features, metrics);
+//! beside it `head.safetensors`, `metrics.parquet`, `training.parquet` (one row per epoch) and
 //! `training.png`.
 //!
 //! The preprocessing is the domain's own (tiling, slice options, chip normalisation): this
 //! crate keeps it as the JSON object the domain wrote (its `domain` key names the domain) and
 //! the program turns it into the domain's types.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use dinoadapt_core::checkpoint::safetensors_io::{read_safetensors, write_safetensors};
-use dinoadapt_core::checkpoint::{CheckpointError, NamedTensors};
-use dinoadapt_datasets::plot::PlotError;
-use dinoadapt_datasets::{write_parquet, ManifestError};
+use dinoadapt_core::checkpoint::NamedTensors;
 use polars::prelude::PolarsError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -24,129 +22,81 @@ use super::{
     DenseTrainConfig, EpochLog, TokenSpec,
 };
 use crate::backbone::Backbone;
+pub use crate::store::is_head_folder;
+use crate::store::{self, HeadFiles, StoreError, TaskRecord};
 
 /// What can go wrong reading, checking or writing a dense head folder.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadFolderError {
-    #[error("{}: not a head folder (no head.json)", dir.display())]
-    NotAHead {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: not a dense head (segment / canopy) description", path.display())]
-    NotDense {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("{}: reading head.safetensors", dir.display())]
-    Tensors {
-        dir: PathBuf,
-        #[source]
-        source: Box<CheckpointError>,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{}: head.safetensors", dir.display())]
     Restore {
         dir: PathBuf,
         #[source]
         source: DenseError,
     },
-    #[error(
-        "{}: the head was trained on the backbone {model} (checkpoint sha256 {want}); the \
-         backbone given ({given}) has sha256 {sha256}. Give the head's backbone with --model \
-         (or --random-init --preset ... --seed N for random-init-seed-N)",
-        dir.display()
-    )]
-    WrongBackbone {
-        dir: PathBuf,
-        model: String,
-        want: String,
-        given: String,
-        sha256: String,
-    },
     #[error(transparent)]
     Dense(#[from] DenseError),
     #[error(transparent)]
-    Checkpoint(Box<CheckpointError>),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
     Table(#[from] PolarsError),
     #[error(transparent)]
-    Parquet(#[from] ManifestError),
-    #[error(transparent)]
-    Plot(#[from] PlotError),
+    Json(#[from] serde_json::Error),
 }
 
-impl From<CheckpointError> for HeadFolderError {
-    fn from(e: CheckpointError) -> Self {
-        HeadFolderError::Checkpoint(Box::new(e))
-    }
-}
-
-/// `head.json` of a dense head folder (the fields prediction needs; the file holds more).
+/// What a dense head records in `head.json` besides the task and the backbone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeadInfo {
-    pub task: String,
+pub struct DenseRecord {
     pub head: DenseHeadConfig,
     pub tokens: TokenSpec,
-    pub backbone: Backbone,
     /// How the domain's pixels became model inputs: the domain's own JSON, tagged `domain`.
     pub preprocessing: Value,
     /// Class names (segment), in class-index order.
     #[serde(default)]
     pub class_names: Vec<String>,
+    pub training: DenseTrainConfig,
+    /// How the targets were made (the domain's record), with the `ignore_index`.
+    #[serde(default)]
+    pub targets: Value,
+    /// The feature files trained on.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The metrics of each split (`train`, `val`).
+    #[serde(default)]
+    pub metrics: Value,
 }
 
-impl HeadInfo {
+impl TaskRecord for DenseRecord {
+    const TASKS: &'static [&'static str] = &["segment", "canopy"];
+
+    fn tensor_metadata(&self) -> serde_json::Result<Vec<(&'static str, String)>> {
+        let kind = match self.head {
+            DenseHeadConfig::Linear(_) => "linear",
+            DenseHeadConfig::Dpt(_) => "dpt",
+        };
+        Ok(vec![
+            ("dinoadapt.head", kind.to_string()),
+            ("config", serde_json::to_string(&self.head)?),
+        ])
+    }
+}
+
+impl DenseRecord {
     /// The domain of the preprocessing (`satellite`, `radiology`, `pathology`, ...).
     pub fn domain(&self) -> &str {
         self.preprocessing["domain"].as_str().unwrap_or("unknown")
     }
 }
 
-/// A head folder read from disk.
-pub struct HeadFolder {
-    pub dir: PathBuf,
-    pub info: HeadInfo,
-    /// The whole `head.json` (training, targets, metrics records besides [`HeadInfo`]).
-    pub record: Value,
-    pub tensors: NamedTensors,
-}
+/// `head.json` of a dense head folder.
+pub type HeadInfo = store::HeadInfo<DenseRecord>;
 
-/// Whether `dir` holds a `head.json`.
-pub fn is_head_folder(dir: &Path) -> bool {
-    dir.join("head.json").is_file()
-}
+/// A dense head folder read from disk.
+pub type HeadFolder = store::HeadFolder<DenseRecord>;
 
-/// Reads the dense head folder `dir`.
+/// Reads the dense head folder `dir` (refusing another task's head).
 pub fn load(dir: &Path) -> Result<HeadFolder, HeadFolderError> {
-    let path = dir.join("head.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| HeadFolderError::NotAHead {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let not_dense = |source| HeadFolderError::NotDense {
-        path: path.clone(),
-        source,
-    };
-    let info: HeadInfo = serde_json::from_str(&text).map_err(not_dense)?;
-    let record: Value = serde_json::from_str(&text).map_err(not_dense)?;
-    let (tensors, _) = read_safetensors(&dir.join("head.safetensors")).map_err(|source| {
-        HeadFolderError::Tensors {
-            dir: dir.to_path_buf(),
-            source: Box::new(source),
-        }
-    })?;
-    Ok(HeadFolder {
-        dir: dir.to_path_buf(),
-        info,
-        record,
-        tensors,
-    })
+    Ok(HeadFolder::load(dir)?)
 }
 
 impl HeadFolder {
@@ -157,21 +107,6 @@ impl HeadFolder {
             .get(k)
             .cloned()
             .unwrap_or_else(|| format!("class {k}"))
-    }
-
-    /// Refuses a backbone (`given` names it) whose checkpoint hash differs from the head's.
-    pub fn check_backbone(&self, sha256: &str, given: &str) -> Result<(), HeadFolderError> {
-        let want = &self.info.backbone.checkpoint_sha256;
-        if sha256 != want {
-            return Err(HeadFolderError::WrongBackbone {
-                dir: self.dir.clone(),
-                model: self.info.backbone.model.clone(),
-                want: want.clone(),
-                given: given.to_string(),
-                sha256: sha256.to_string(),
-            });
-        }
-        Ok(())
     }
 
     /// The head with its weights on `device`.
@@ -189,19 +124,7 @@ impl HeadFolder {
 
     /// The ignore index recorded with the targets (255 when none).
     pub fn ignore_index(&self) -> u32 {
-        self.record["targets"]["ignore_index"]
-            .as_u64()
-            .unwrap_or(255) as u32
-    }
-
-    /// The training configuration recorded (defaults where it cannot be read; the block side
-    /// of the block-R² as recorded, 50 when none).
-    pub fn training_config(&self) -> DenseTrainConfig {
-        let training = &self.record["training"];
-        let mut cfg: DenseTrainConfig =
-            serde_json::from_value(training.clone()).unwrap_or_else(|_| DenseTrainConfig::new());
-        cfg.block = training["block"].as_u64().unwrap_or(50) as usize;
-        cfg
+        self.info.targets["ignore_index"].as_u64().unwrap_or(255) as u32
     }
 
     /// The head's metrics on `set` (on `device`).
@@ -211,20 +134,13 @@ impl HeadFolder {
         cfg: &DenseTrainConfig,
         device: &B::Device,
     ) -> Result<DenseMetrics, HeadFolderError> {
-        let head = DenseHead::<B>::from_named(&self.info.head, self.tensors.clone(), device)?;
+        let head = self.dense_head::<B>(device)?;
         Ok(evaluate(&head, &self.info.head, set, cfg, device)?.metrics)
     }
 }
 
-/// Everything a trained head folder records.
-pub struct HeadRecord<'a> {
-    pub info: &'a HeadInfo,
-    pub training: &'a DenseTrainConfig,
-    /// How the targets were made (the domain's record).
-    pub targets: &'a Value,
-    pub ignore_index: u32,
-    /// The feature files trained on.
-    pub features: &'a [PathBuf],
+/// What a trained dense head is, besides its description's record.
+pub struct TrainedDense<'a> {
     /// `(split, metrics)`, `train` first.
     pub metrics: &'a [(String, DenseMetrics)],
     pub tensors: &'a NamedTensors,
@@ -233,43 +149,33 @@ pub struct HeadRecord<'a> {
     pub metric_name: &'a str,
 }
 
-/// Writes the head folder `out` (created): `head.safetensors`, `head.json` (atomically),
-/// `metrics.parquet`, `training.parquet`, `training.png`. Returns the `head.json` record.
-pub fn write(out: &Path, r: &HeadRecord) -> Result<Value, HeadFolderError> {
-    std::fs::create_dir_all(out)?;
-    let info = r.info;
-    let mut record = serde_json::to_value(info)?;
-    record["training"] = serde_json::to_value(r.training)?;
-    record["targets"] = r.targets.clone();
-    record["targets"]["ignore_index"] = json!(r.ignore_index);
-    record["features"] = json!(r
-        .features
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>());
-    record["metrics"] = json!(r.metrics.iter().cloned().collect::<BTreeMap<_, _>>());
-    record["dinoadapt_version"] = json!(env!("CARGO_PKG_VERSION"));
-    let st_meta = HashMap::from([
-        ("dinoadapt.head".to_string(), info.task.clone()),
-        ("config".to_string(), serde_json::to_string(&info.head)?),
-        (
-            "checkpoint_sha256".to_string(),
-            info.backbone.checkpoint_sha256.clone(),
-        ),
-    ]);
-    write_safetensors(&out.join("head.safetensors"), r.tensors, st_meta)?;
-    let json_path = out.join("head.json");
-    let part = out.join("head.json.part");
-    std::fs::write(&part, serde_json::to_string_pretty(&record)?)?;
-    std::fs::rename(&part, &json_path)?;
-    write_parquet(
-        &out.join("metrics.parquet"),
-        &mut tables::metrics_table(r.metrics)?,
+/// The description of a dense head of `task` trained on features of `backbone`: `record`
+/// with the metrics of `trained` and the targets' `ignore_index` recorded.
+pub fn head_info(
+    task: &str,
+    backbone: Backbone,
+    mut record: DenseRecord,
+    ignore_index: u32,
+    metrics: &[(String, DenseMetrics)],
+) -> HeadInfo {
+    record.targets["ignore_index"] = json!(ignore_index);
+    record.metrics = json!(metrics.iter().cloned().collect::<BTreeMap<_, _>>());
+    store::HeadInfo::new(task, Some(backbone), record)
+}
+
+/// Writes the head folder `out` (created): `head.safetensors`, `metrics.parquet`,
+/// `training.parquet`, `training.png`, then `head.json`.
+pub fn write(out: &Path, info: &HeadInfo, trained: &TrainedDense) -> Result<(), HeadFolderError> {
+    let plot = |p: &Path| tables::training_plot(p, trained.log, trained.metric_name);
+    store::write(
+        out,
+        info,
+        HeadFiles {
+            tensors: trained.tensors,
+            metrics: Some(tables::metrics_table(trained.metrics)?),
+            training: Some(tables::training_table(trained.log)?),
+            plot: Some(&plot),
+        },
     )?;
-    write_parquet(
-        &out.join("training.parquet"),
-        &mut tables::training_table(r.log)?,
-    )?;
-    tables::training_plot(&out.join("training.png"), r.log, r.metric_name)?;
-    Ok(record)
+    Ok(())
 }

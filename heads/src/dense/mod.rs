@@ -10,8 +10,8 @@
 //!   AdamW training with per-epoch logs, evaluation with the segmentation / regression metrics;
 //! - [`predict`]: backbone + head as one per-pixel model for the domains' tiled inference;
 //! - [`features`]: the layer tokens of a feature file in this layout; [`tables`]: the tables
-//!   and plot of a dense head folder; [`folder`]: the head folder itself (read, checked,
-//!   written);
+//!   and plot of a dense head folder; [`folder`]: the dense head's record in the head store
+//!   ([`crate::store`]) and what it reads from it;
 //! - [`engine`]: `heads train|eval` on any domain's features: the head configuration from plain
 //!   settings and the targets, class targets, training + metrics per split.
 //!
@@ -40,7 +40,7 @@ pub use engine::{
     TrainedHead,
 };
 pub use error::{DenseError, DenseResult};
-pub use folder::{HeadFolder, HeadFolderError, HeadInfo, HeadRecord};
+pub use folder::{DenseRecord, HeadFolder, HeadFolderError, HeadInfo, TrainedDense};
 pub use head::{DenseHead, DenseHeadConfig, DenseTask};
 pub use linear::{LinearHead, LinearHeadConfig};
 pub use loss::RegressionLoss;

@@ -4,11 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use dinoadapt_core::checkpoint::safetensors_io::{read_tensor, tensor_entry};
+use std::collections::HashMap;
+
+use dinoadapt_core::checkpoint::safetensors_io::{read_metadata, read_tensor, tensor_entry};
+use hdf5_metno::types::VarLenUnicode;
 use polars::prelude::{DataType, ParquetReader, SerReader};
 
 use super::error::chain;
 use super::{BagReader, StudyError};
+use crate::backbone::Backbone;
 
 /// Level-0 top-left x, y of each tile of a bag, when the bag records them.
 pub type Coords = Option<Vec<[i64; 2]>>;
@@ -21,6 +25,8 @@ pub struct BagHeader {
     pub dim: usize,
     pub coords: Coords,
     pub source: PathBuf,
+    /// The backbone the bag records (its provenance); `None` for bags of other tools.
+    pub backbone: Option<Backbone>,
 }
 
 /// The bag file of `id` in `dir`, in the order embed output, .h5 in h5/, .h5, .safetensors.
@@ -120,11 +126,21 @@ pub fn open_bag(path: &Path) -> Result<BagHeader, StudyError> {
             }
             Err(_) => None,
         };
+        // The provenance as file attributes (`pathology embed --h5`); other tools write none.
+        let attrs: HashMap<String, String> =
+            ["model", "checkpoint_sha256", "layout", "architecture"]
+                .into_iter()
+                .filter_map(|k| {
+                    let v = f.attr(k).ok()?.read_scalar::<VarLenUnicode>().ok()?;
+                    Some((k.to_string(), v.as_str().to_string()))
+                })
+                .collect();
         return Ok(BagHeader {
             tiles,
             dim,
             coords,
             source: path.to_path_buf(),
+            backbone: Backbone::from_metadata(&attrs),
         });
     }
     let shape = tensor_entry(path, "cls")?
@@ -161,6 +177,7 @@ pub fn open_bag(path: &Path) -> Result<BagHeader, StudyError> {
         dim,
         coords,
         source: path.to_path_buf(),
+        backbone: Backbone::from_metadata(&read_metadata(path)?),
     })
 }
 

@@ -8,6 +8,7 @@ use indicatif::ProgressBar;
 use super::bag_files::{bag_ids, bag_path, open_bag, BagFiles, Coords};
 use super::clinical::{Clinical, ClinicalColumns};
 use super::{BagSet, Bags, StudyError};
+use crate::backbone::Backbone;
 
 /// Where a cohort comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +30,13 @@ pub struct Cohort {
     pub coords: Vec<Coords>,
     /// Present when the cohort came with a clinical table.
     pub clinical: Option<Clinical>,
+    /// The backbone its bags record.
+    pub backbone: BagsBackbone,
 }
+
+/// The backbone a cohort's bags record, with the first bag that records it (`None` for bags
+/// of other tools).
+pub type BagsBackbone = Option<(Backbone, PathBuf)>;
 
 impl Cohort {
     /// Read the clinical table (if any) and open the bags of its slides (of every bag in the
@@ -47,23 +54,25 @@ impl Cohort {
         if ids.is_empty() {
             return Err(StudyError::NoRows);
         }
-        let (set, coords) = load_bags(dir, &ids, bar)?;
+        let (set, coords, backbone) = load_bags(dir, &ids, bar)?;
         Ok(Cohort {
             ids,
             set,
             coords,
             clinical,
+            backbone,
         })
     }
 }
 
 /// Open the bags of `ids` in `dir` (headers and tile corners; the features are read on use);
-/// every id must have one, of one dimension.
+/// every id must have one, of one dimension and one backbone. Returns the backbone with the
+/// first bag that records it.
 pub fn load_bags(
     dir: &Path,
     ids: &[String],
     bar: &ProgressBar,
-) -> Result<(BagSet, Vec<Coords>), StudyError> {
+) -> Result<(BagSet, Vec<Coords>, BagsBackbone), StudyError> {
     let paths: Vec<Option<PathBuf>> = ids.iter().map(|id| bag_path(dir, id)).collect();
     let missing: Vec<String> = ids
         .iter()
@@ -82,6 +91,7 @@ pub fn load_bags(
     let paths: Vec<PathBuf> = paths.into_iter().flatten().collect();
     let (mut tiles, mut coords) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
     let mut dim: Option<(usize, &Path)> = None;
+    let mut backbone: BagsBackbone = None;
     for (id, path) in ids.iter().zip(&paths) {
         let bag = open_bag(path)?;
         if bag.tiles == 0 || bag.dim == 0 {
@@ -102,6 +112,20 @@ pub fn load_bags(
             }
             Some(_) => {}
         }
+        match (&backbone, bag.backbone) {
+            (None, Some(b)) => backbone = Some((b, bag.source.clone())),
+            (Some((first, first_path)), Some(b))
+                if b.checkpoint_sha256 != first.checkpoint_sha256 =>
+            {
+                return Err(StudyError::MixedBackbones {
+                    path: bag.source,
+                    sha256: b.checkpoint_sha256,
+                    first: first_path.clone(),
+                    first_sha256: first.checkpoint_sha256.clone(),
+                })
+            }
+            _ => {}
+        }
         tiles.push(bag.tiles);
         coords.push(bag.coords);
         bar.inc(1);
@@ -115,5 +139,5 @@ pub fn load_bags(
         },
         covariates: Vec::new(),
     };
-    Ok((set, coords))
+    Ok((set, coords, backbone))
 }

@@ -11,6 +11,7 @@ use polars::prelude::PolarsError;
 
 use super::clinical::{list, ColumnRole};
 use super::SurvivalError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
@@ -142,30 +143,23 @@ pub enum StudyError {
         first_dim: usize,
     },
 
-    // --- The head ----------------------------------------------------------------------------
-    #[error("{}: not a head folder (no head.json)", dir.display())]
-    NotAHead {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: not JSON", path.display())]
-    HeadJson {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// head.json lacks what a survival head records: `what` says which.
     #[error(
-        "{}: {what} (was it written by `heads train --task survival`?)",
-        path.display()
+        "{} comes from the backbone of sha256 {sha256}, {} from {first_sha256}: all bags must \
+         come from one model",
+        path.display(),
+        first.display()
     )]
-    HeadRecord {
+    MixedBackbones {
         path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: Option<serde_json::Error>,
+        sha256: String,
+        first: PathBuf,
+        first_sha256: String,
     },
+
+    // --- The head ----------------------------------------------------------------------------
+    /// The head folder (see [`crate::store`]): missing, of another task, of another backbone.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{}: does not fit head.json", path.display())]
     HeadWeights {
         path: PathBuf,

@@ -45,7 +45,7 @@ pub use folds::patient_folds;
 pub use kaplan_meier::KaplanMeier;
 pub use logrank::{logrank_test, LogRank};
 pub use loss::{cox_ph_loss, nll_loss, nll_risk, SurvivalLoss};
-pub use store::{head_covariates, save_head, SurvivalHead};
+pub use store::{head_covariates, save_head, SurvivalHead, SurvivalRecord};
 pub use study::{
     evaluate, write_predictions, CrossValidation, Study, StudyConfig, StudyLoss, DEFAULT_BINS,
     DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WEIGHT_DECAY,

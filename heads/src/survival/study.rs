@@ -4,10 +4,10 @@
 //! Training runs in three steps: [`Study::prepare`] reads the cohort and fixes the time bins and
 //! the folds (on the host), [`Study::cross_validate`] trains k heads by patient fold (C-index of
 //! each held-out fold) and then the head on every slide (on a burn device), and
-//! [`Study::write`] writes the head folder with `folds.parquet`, `predictions.parquet`
-//! (out-of-fold risks and risk groups), `km.png` (Kaplan–Meier of the low / high out-of-fold
-//! risk groups with the log-rank p-value) and `attention/{slide}.parquet` (out-of-fold
-//! attention per tile), and returns the summary.
+//! [`Study::write`] writes the head folder (see [`crate::store`]; `metrics.parquet` has one row
+//! per fold) with `predictions.parquet` (out-of-fold risks and risk groups), `km.png`
+//! (Kaplan–Meier of the low / high out-of-fold risk groups with the log-rank p-value) and
+//! `attention/{slide}.parquet` (out-of-fold attention per tile), and returns the summary.
 //!
 //! A trained head is applied with [`SurvivalHead::predict`]; [`evaluate`] measures its risks
 //! against the cohort's table and [`write_predictions`] writes them.
@@ -28,11 +28,12 @@ use serde_json::{json, Value};
 use super::clinical::CovariateScale;
 use super::cohort::{Cohort, CohortConfig};
 use super::report::{c_index_or_nan, km_and_logrank, mean_std, median_split, num, write_attention};
-use super::store::{save_head, SurvivalHead, TASK};
+use super::store::{save_head, SurvivalHead, SurvivalRecord, TASK};
 use super::{
     concordance_index, patient_folds, predict, train_valid, Prediction, StudyError, SurvivalLoss,
     SurvivalTrainConfig, TimeBins,
 };
+use crate::store::{self, HeadInfo};
 
 /// Epochs of a study unless told otherwise (PORPOISE trains 20).
 pub const DEFAULT_EPOCHS: usize = 20;
@@ -250,7 +251,7 @@ impl Study {
             fold_events[f] += event[i] as u64;
             fold_patients[f].insert(patient[i].as_str());
         }
-        let mut folds_df = DataFrame::new(
+        let folds_df = DataFrame::new(
             k,
             vec![
                 col::<u32>("fold", (0..k as u32).collect()),
@@ -263,7 +264,6 @@ impl Study {
                 col::<f64>("c_index", cv.c_index.clone()),
             ],
         )?;
-        write_parquet(&out.join("folds.parquet"), &mut folds_df)?;
         let n = cohort.ids.len();
         let mut pred_df = DataFrame::new(
             n,
@@ -311,13 +311,14 @@ impl Study {
             "seed": self.config.seed,
             "seconds": cv.started.elapsed().as_secs_f64(),
         });
+        let record =
+            SurvivalRecord::new(cohort.set.dim, &self.config, &self.scale, summary.clone());
+        let backbone = cohort.backbone.as_ref().map(|(b, _)| b.clone());
         save_head(
             out,
             &cv.weights,
-            cohort.set.dim,
-            &self.config,
-            &self.scale,
-            summary.clone(),
+            &HeadInfo::new(TASK, backbone, record),
+            folds_df,
         )?;
         Ok(summary)
     }
@@ -331,6 +332,9 @@ impl<B: Backend> SurvivalHead<B> {
         cohort: &mut Cohort,
         device: &B::Device,
     ) -> Result<Vec<Prediction>, StudyError> {
+        if let Some((b, path)) = &cohort.backbone {
+            store::check_features(&self.dir, self.backbone.as_ref(), Some(b), path)?;
+        }
         if cohort.set.dim != self.model.d_input() {
             return Err(StudyError::HeadDimension {
                 bags: cohort.set.dim,
@@ -456,6 +460,22 @@ mod tests {
     /// `slides` bags as `pathology embed` writes them (features/ID.safetensors, `cls` [N, 8])
     /// and a clinical table with an `age` covariate.
     fn cohort_on_disk(dir: &Path, slides: usize) -> CohortConfig {
+        cohort_of_backbone(dir, slides, None)
+    }
+
+    /// [`cohort_on_disk`] with bags that record the backbone of checkpoint sha256 `sha256`.
+    fn cohort_of_backbone(dir: &Path, slides: usize, sha256: Option<&str>) -> CohortConfig {
+        let meta: std::collections::HashMap<String, String> = match sha256 {
+            Some(sha) => [
+                ("model", "m"),
+                ("checkpoint_sha256", sha),
+                ("layout", "native"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            None => Default::default(),
+        };
         let bags = dir.join("bags");
         std::fs::create_dir_all(bags.join("features")).unwrap();
         let mut csv = String::from("slide_id,time,event,age\n");
@@ -468,7 +488,7 @@ mod tests {
             write_safetensors(
                 &path,
                 &[("cls".to_string(), HostTensor::new(vec![n, 8], data))],
-                Default::default(),
+                meta.clone(),
             )
             .unwrap();
             csv.push_str(&format!("S{s},{},{},{}\n", 1 + s % 5, s % 3 != 0, 40 + s));
@@ -510,7 +530,7 @@ mod tests {
         let out = tmp.path().join("head");
         let summary = study.write(&out, &cv).unwrap();
         assert_eq!(summary["slides"], 12);
-        for f in ["head.json", "head.safetensors", "km.png", "folds.parquet"] {
+        for f in ["head.json", "head.safetensors", "km.png", "metrics.parquet"] {
             assert!(out.join(f).is_file(), "{f}");
         }
         assert!(out.join("attention/S11.parquet").is_file());
@@ -546,5 +566,77 @@ mod tests {
         let table = tmp.path().join("pred/risk.parquet");
         let att = write_predictions(&table, &c, &pred, &head.config).unwrap();
         assert!(table.is_file() && att.join("S0.parquet").is_file());
+    }
+
+    #[test]
+    fn a_head_refuses_bags_of_another_backbone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cohort = cohort_of_backbone(&tmp.path().join("a"), 8, Some("aaa"));
+        let config = StudyConfig {
+            cohort: cohort.clone(),
+            loss: StudyLoss::Cox,
+            folds: 2,
+            hidden: 4,
+            dropout: 0.0,
+            epochs: 1,
+            lr: DEFAULT_LR,
+            weight_decay: DEFAULT_WEIGHT_DECAY,
+            batch_slides: 4,
+            seed: 0,
+        };
+        let bar = ProgressBar::hidden();
+        let study = Study::prepare(&config, &bar).unwrap();
+        assert_eq!(
+            study.cohort.backbone.as_ref().unwrap().0.checkpoint_sha256,
+            "aaa"
+        );
+        let cv = study
+            .cross_validate::<Autodiff<Flex>>(&Default::default(), &bar)
+            .unwrap();
+        let out = tmp.path().join("head");
+        study.write(&out, &cv).unwrap();
+        let info: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("head.json")).unwrap()).unwrap();
+        assert_eq!(info["backbone"]["checkpoint_sha256"], "aaa");
+        assert_eq!(info["backbone"]["layout"], "native");
+        let head = SurvivalHead::<Flex>::load(&out, &Default::default()).unwrap();
+
+        let mut same = Cohort::load(&cohort, &bar).unwrap();
+        assert_eq!(
+            head.predict(&mut same, &Default::default()).unwrap().len(),
+            8
+        );
+        let other = cohort_of_backbone(&tmp.path().join("b"), 8, Some("bbb"));
+        let mut other = Cohort::load(&other, &bar).unwrap();
+        let e = head.predict(&mut other, &Default::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StudyError::Store(crate::store::StoreError::WrongBackbone { .. })
+            ),
+            "{e}"
+        );
+        // Bags of other tools record no backbone: taken.
+        let bare = cohort_of_backbone(&tmp.path().join("c"), 8, None);
+        let mut bare = Cohort::load(&bare, &bar).unwrap();
+        assert!(bare.backbone.is_none());
+        head.predict(&mut bare, &Default::default()).unwrap();
+
+        // One cohort, two backbones: refused when read.
+        let mixed = tmp.path().join("b/bags/features");
+        std::fs::copy(
+            tmp.path().join("a/bags/features/S0.safetensors"),
+            mixed.join("S0.safetensors"),
+        )
+        .unwrap();
+        let e = Cohort::load(
+            &CohortConfig {
+                clinical: None,
+                ..cohort_of_backbone(&tmp.path().join("b"), 0, Some("bbb"))
+            },
+            &bar,
+        )
+        .unwrap_err();
+        assert!(matches!(e, StudyError::MixedBackbones { .. }), "{e}");
     }
 }

@@ -2,9 +2,9 @@
 //! frozen features.
 //!
 //! Every task shares `--out`, `--epochs`, `--seed` and `--device`; the task's own flags are
-//! named in its module and checked when the task runs. A trained head is a folder with
-//! `head.json` (its task and configuration) and `head.safetensors`; `eval` and `predict` read the
-//! task from it.
+//! named in its module and checked when the task runs. A trained head is a folder of the head
+//! store ([`dinoadapt_heads::store`]: `head.json` with its task, backbone and configuration,
+//! `head.safetensors`, `metrics.parquet`, ...); `eval` and `predict` read the task from it.
 
 mod classify;
 pub mod dense;
@@ -143,25 +143,16 @@ pub fn required<'a, T>(value: &'a Option<T>, flag: &str, task: &str) -> anyhow::
 
 /// The task a head folder holds (its head.json `task`), checked against `--task` if given.
 fn head_task(dir: &Path, expected: Option<Task>) -> anyhow::Result<Task> {
-    let path = dir.join("head.json");
-    let info: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: not a head folder (no head.json)", dir.display()))?,
-    )
-    .with_context(|| format!("{}: not JSON", path.display()))?;
-    let name = info["task"].as_str().unwrap_or("classify");
-    let task = Task::from_str(name, true)
-        .map_err(|_| anyhow::anyhow!("{}: unknown task `{name}`", path.display()))?;
-    if let Some(e) = expected {
-        anyhow::ensure!(
-            e == task,
-            "{} holds a {} head, not {}",
-            dir.display(),
-            task.name(),
-            e.name()
-        );
-    }
-    Ok(task)
+    let name = match expected {
+        Some(e) => dinoadapt_heads::store::expect_task(dir, &[e.name()])?,
+        None => dinoadapt_heads::store::task_of(dir)?,
+    };
+    Task::from_str(&name, true).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: unknown task `{name}`",
+            dir.join(dinoadapt_heads::store::HEAD_JSON).display()
+        )
+    })
 }
 
 pub fn run(cmd: HeadsCommand) -> anyhow::Result<ExitCode> {

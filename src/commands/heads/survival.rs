@@ -9,9 +9,10 @@
 //! patient id (folds never split a patient) and numeric covariates.
 //!
 //! `train` runs k-fold cross-validation by patient (C-index of each held-out fold), then trains
-//! the head on every slide and writes it with `folds.parquet`, `predictions.parquet` (out-of-fold
-//! risks and risk groups), `km.png` (Kaplan–Meier of the low / high out-of-fold risk groups with
-//! the log-rank p-value) and `attention/{slide}.parquet` (out-of-fold attention per tile).
+//! the head on every slide and writes it with `metrics.parquet` (one row per fold),
+//! `predictions.parquet` (out-of-fold risks and risk groups), `km.png` (Kaplan–Meier of the low /
+//! high out-of-fold risk groups with the log-rank p-value) and `attention/{slide}.parquet`
+//! (out-of-fold attention per tile). Bags of another backbone than the head's are refused.
 //!
 //! The engine is `dinoadapt_heads::survival` ([`Study`], [`SurvivalHead`]); this module turns
 //! the flags into its configuration, picks the device, names the flags in its errors and prints.

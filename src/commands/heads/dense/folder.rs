@@ -87,8 +87,8 @@ pub fn load(dir: &Path) -> anyhow::Result<(HeadFolder, Preprocessing)> {
 /// The backbone for a head: the model flags when given, else the head's recorded model.
 pub fn backbone_args(head: &HeadFolder, given: &ModelArgs) -> ModelArgs {
     let mut args = given.clone();
-    if args.model.is_none() && !args.random_init {
-        args.model = Some(PathBuf::from(&head.info.backbone.model));
+    if let (None, false, Some(b)) = (&args.model, args.random_init, &head.info.backbone) {
+        args.model = Some(PathBuf::from(&b.model));
     }
     args
 }
@@ -102,7 +102,13 @@ pub fn predictor<B: Backend>(
     device: B::Device,
 ) -> anyhow::Result<DensePredictor<B>> {
     let ck = backbone_args(head, model).load()?;
-    head.check_backbone(&ck.sha256, &ck.path.display().to_string())?;
+    head.check_backbone(&ck.sha256, &ck.path.display().to_string())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}. Give the head's backbone with --model (or --random-init --preset ... \
+                 --seed N for random-init-seed-N)"
+            )
+        })?;
     let backbone = ck
         .build::<B>(&device)?
         .with_precision(matmul_precision(spec, tf32));

@@ -23,10 +23,11 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use dinoadapt_heads::dense::features::{load_features, Features};
-use dinoadapt_heads::dense::folder::{self as head_folder, HeadRecord};
+use dinoadapt_heads::dense::folder::{self as head_folder, head_info};
 use dinoadapt_heads::dense::{
-    head_config, targets_for, train_and_measure, BinNorm, DenseMetrics, DenseSet, DenseTargets,
-    DenseTrainConfig, HeadChoice, HeadFolder, HeadInfo, RegressionLoss, TrainedHead,
+    head_config, targets_for, train_and_measure, BinNorm, DenseMetrics, DenseRecord, DenseSet,
+    DenseTargets, DenseTrainConfig, HeadChoice, HeadFolder, RegressionLoss, TrainedDense,
+    TrainedHead,
 };
 use serde_json::json;
 
@@ -443,22 +444,31 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
             quiet: common.quiet,
         },
     )?;
-    let info = HeadInfo {
-        task: name.to_string(),
-        head: config.clone(),
-        tokens: f.spec.clone(),
-        backbone: f.backbone.clone(),
-        preprocessing: l.preprocessing.to_json()?,
-        class_names: l.class_names.clone(),
-    };
-    let record = head_folder::write(
+    let info = head_info(
+        name,
+        f.backbone.clone(),
+        DenseRecord {
+            head: config.clone(),
+            tokens: f.spec.clone(),
+            preprocessing: l.preprocessing.to_json()?,
+            class_names: l.class_names.clone(),
+            training: cfg.clone(),
+            targets: l.record.clone(),
+            features: args
+                .data
+                .embeddings
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            metrics: serde_json::Value::Null,
+        },
+        args.ignore_index,
+        &trained.metrics,
+    );
+    head_folder::write(
         out,
-        &HeadRecord {
-            info: &info,
-            training: &cfg,
-            targets: &l.record,
-            ignore_index: args.ignore_index,
-            features: &args.data.embeddings,
+        &info,
+        &TrainedDense {
             metrics: &trained.metrics,
             tensors: &trained.tensors,
             log: &trained.log,
@@ -472,7 +482,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
             "domain": l.preprocessing.domain(),
             "head": config,
             "samples": {"train": train_set.n, "val": val_set.as_ref().map(|v| v.n)},
-            "metrics": record["metrics"],
+            "metrics": info.metrics,
         }))?
     );
     eprintln!("head -> {}", out.display());
@@ -507,7 +517,7 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     sources.check("--")?;
     let emb = &args.data.embeddings[0];
     let ignore = head.ignore_index();
-    let resampling = head.record["targets"]["resampling"].as_str();
+    let resampling = head.info.targets["resampling"].as_str();
     let (mut f, l) = labelled_features(
         &sources,
         head.info.head.layers(),
@@ -519,8 +529,10 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
             class_names: &head.info.class_names,
             ignore_index: ignore,
         },
-        Some(&head.info.backbone.checkpoint_sha256),
+        None,
     )?;
+    // Every file has the first one's backbone; the head takes that one only.
+    head.check_features(Some(&f.backbone), emb)?;
     if f.spec != head.info.tokens {
         bail!(
             "{}: layers {:?} (norm {}), the head reads {:?} (norm {})",
@@ -539,7 +551,7 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
             pre.input_size()
         );
     }
-    let cfg = head.training_config();
+    let cfg = head.info.training.clone();
     let t = targets_for(&head.info.head, &l.values, ignore)?;
     let set = dense_set(&mut f, &l, t)?;
     let m = on_device(
