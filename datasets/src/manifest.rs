@@ -90,21 +90,13 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), ManifestErro
         path: path.to_path_buf(),
         reason,
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial"));
-    let file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-    ParquetWriter::new(file)
-        .finish(df)
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    dinoadapt_core::io::write_atomically(path, |w| {
+        ParquetWriter::new(w)
+            .finish(df)
+            .map(drop)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -8,11 +8,13 @@
 //! the program turns it into the domain's types.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use dinoadapt_core::checkpoint::safetensors_io::{read_safetensors, write_safetensors};
 use dinoadapt_core::checkpoint::{CheckpointError, NamedTensors};
+use dinoadapt_core::io::write_atomically;
 use dinoadapt_datasets::plot::PlotError;
 use dinoadapt_datasets::{write_parquet, ManifestError};
 use polars::prelude::PolarsError;
@@ -259,9 +261,8 @@ pub fn write(out: &Path, r: &HeadRecord) -> Result<Value, HeadFolderError> {
     ]);
     write_safetensors(&out.join("head.safetensors"), r.tensors, st_meta)?;
     let json_path = out.join("head.json");
-    let part = out.join("head.json.part");
-    std::fs::write(&part, serde_json::to_string_pretty(&record)?)?;
-    std::fs::rename(&part, &json_path)?;
+    let text = serde_json::to_string_pretty(&record)?;
+    write_atomically(&json_path, |w| w.write_all(text.as_bytes()))?;
     write_parquet(
         &out.join("metrics.parquet"),
         &mut tables::metrics_table(r.metrics)?,
