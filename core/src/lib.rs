@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod eval;
+pub mod io;
 pub mod objective;
 pub mod train;
 pub mod vit;

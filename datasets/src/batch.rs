@@ -10,8 +10,11 @@
 //! attempted failed, so that a Slurm job or a pipeline sees a batch that produced nothing. (The
 //! program exits `2` when a batch cannot start at all: bad arguments, unwritable folder.)
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use dinoadapt_core::io::write_atomically;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -116,15 +119,11 @@ impl StatusFiles {
             let path = path.to_path_buf();
             move |source| BatchError::Io { path, source }
         };
-        let dir = path.parent().expect("status folder");
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = path.with_extension("json.partial");
         let text = serde_json::to_string_pretty(status).map_err(|source| BatchError::Json {
             path: path.clone(),
             source,
         })?;
-        std::fs::write(&tmp, text).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        write_atomically(&path, |w| w.write_all(text.as_bytes())).map_err(io(&path))
     }
 
     /// Every readable status in the folder (all shards so far), in file-name order.
@@ -340,7 +339,12 @@ mod tests {
                 serde_json::json!({"id": "b"})
             ]
         );
-        assert!(!dir.path().join("status/a.json.partial").exists());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("status"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.json", "b.json", "broken.json"]);
         assert_eq!(files.read::<serde_json::Value>("a").unwrap()["id"], "a");
         assert!(files.read::<serde_json::Value>("missing").is_none());
     }

@@ -6,9 +6,10 @@
 //! complete (temp file + rename), so a killed run never leaves a half-written feature file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use dinoadapt_core::io::{persist, temp_file_beside, NamedTempFile};
 
 use serde_json::json;
 
@@ -34,24 +35,11 @@ struct Slot {
     rows_written: usize,
 }
 
-/// The hidden file a [`FeatureWriter`] writes into: removed when the writer is dropped
-/// unfinished (a failed run leaves no `.partial` file behind; after the rename there is nothing
-/// left to remove).
-#[derive(Debug)]
-struct PartialFile(PathBuf);
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Streams f32 tensors with a leading row dimension into one safetensors file.
 pub struct FeatureWriter {
     path: PathBuf,
-    tmp: PathBuf,
-    _partial: PartialFile,
-    file: File,
+    /// The file being written, beside `path`; moved onto it by `finish`.
+    tmp: NamedTempFile,
     slots: BTreeMap<String, Slot>,
     metadata: HashMap<String, String>,
 }
@@ -106,33 +94,15 @@ impl FeatureWriter {
         for s in slots.values_mut() {
             s.start += data_start;
         }
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // The process id keeps two processes (shards) writing one file from sharing a temp file.
-        let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io)?;
+        let mut tmp = temp_file_beside(path).map_err(io)?;
+        let file = tmp.as_file_mut();
         file.write_all(&(text.len() as u64).to_le_bytes())
             .map_err(io)?;
         file.write_all(&text).map_err(io)?;
         file.set_len(data_start + offset).map_err(io)?;
         Ok(FeatureWriter {
             path: path.to_path_buf(),
-            _partial: PartialFile(tmp.clone()),
             tmp,
-            file,
             slots,
             metadata: metadata.clone(),
         })
@@ -166,12 +136,14 @@ impl FeatureWriter {
         for v in data {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        let io = |source| StoreError::Io {
-            path: self.tmp.clone(),
+        let file = self.tmp.as_file_mut();
+        let written = file
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| file.write_all(&bytes));
+        written.map_err(|source| StoreError::Io {
+            path: self.tmp.path().to_path_buf(),
             source,
-        };
-        self.file.seek(SeekFrom::Start(at)).map_err(io)?;
-        self.file.write_all(&bytes).map_err(io)?;
+        })?;
         slot.rows_written += rows;
         Ok(())
     }
@@ -198,14 +170,14 @@ impl FeatureWriter {
             path: self.path.clone(),
             source,
         };
-        self.file.sync_all().map_err(io)?;
+        self.tmp.as_file().sync_all().map_err(io)?;
         if self.slots.values().all(|s| s.shape[0] == rows) {
-            drop(self.file);
-            std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+            persist(self.tmp, &self.path).map_err(io)?;
             return Ok(self.path);
         }
-        // Compact: copy the written rows into a file declared with `rows` rows.
-        let mut src = self.file;
+        // Compact: copy the written rows into a file declared with `rows` rows, which takes
+        // `path`'s place; the uncompacted temporary file is removed when dropped.
+        let mut src = self.tmp;
         let specs: Vec<(String, Vec<usize>)> = self
             .slots
             .iter()
@@ -216,10 +188,7 @@ impl FeatureWriter {
             })
             .collect();
 
-        let final_path = self.path.clone();
-        let compact_tmp = self.tmp.with_extension("compact");
-        let _compact = PartialFile(compact_tmp.clone());
-        let mut out = FeatureWriter::create(&compact_tmp, &specs, &self.metadata)?;
+        let mut out = FeatureWriter::create(&self.path, &specs, &self.metadata)?;
         // Copy row blocks so memory stays bounded whatever the number of rows.
         const BLOCK_BYTES: usize = 64 << 20;
         for (name, s) in &self.slots {
@@ -239,10 +208,7 @@ impl FeatureWriter {
             }
         }
         drop(src);
-        out.finish()?;
-        std::fs::remove_file(&self.tmp).map_err(io)?;
-        std::fs::rename(&compact_tmp, &final_path).map_err(io)?;
-        Ok(final_path)
+        out.finish()
     }
 }
 

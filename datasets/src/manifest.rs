@@ -90,26 +90,13 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), ManifestErro
         path: path.to_path_buf(),
         reason,
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // The process id keeps two processes (shards) writing one table from sharing a temp file.
-    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-    let written = ParquetWriter::new(file)
-        .finish(df)
-        .map_err(|e| err(e.to_string()))
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| err(e.to_string())));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    dinoadapt_core::io::write_atomically(path, |w| {
+        ParquetWriter::new(w)
+            .finish(df)
+            .map(drop)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! values (and non-positive values on log axes) are skipped, and degenerate
 //! inputs such as empty or constant series never panic.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dinoadapt_core::io::write_atomically;
 
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder, Rgb, RgbImage};
@@ -224,7 +226,6 @@ pub fn render_histogram(
 /// renames it into place, so readers never see a partial file. Missing parent
 /// directories are created.
 fn write_png(path: &Path, img: &RgbImage) -> Result<(), PlotError> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let mut bytes = Vec::new();
     let (w, h) = img.dimensions();
     let encoded = PngEncoder::new(&mut bytes).write_image(img, w, h, ExtendedColorType::Rgb8);
@@ -232,18 +233,7 @@ fn write_png(path: &Path, img: &RgbImage) -> Result<(), PlotError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{unique}.tmp", std::process::id()));
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&tmp, &bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|source| PlotError::Io {
+    write_atomically(path, |w| w.write_all(&bytes)).map_err(|source| PlotError::Io {
         path: path.to_path_buf(),
         source,
     })

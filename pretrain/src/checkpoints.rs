@@ -11,6 +11,7 @@ use dinoadapt_core::checkpoint::safetensors_io::{
     read_safetensors, write_atomic, write_safetensors,
 };
 use dinoadapt_core::checkpoint::{CheckpointError, HostTensor, NamedTensors};
+use dinoadapt_core::io::{persist_dir, temp_dir_beside};
 use serde::{Deserialize, Serialize};
 
 /// What `state.json` records.
@@ -48,15 +49,12 @@ pub fn save(
     meta: &CheckpointMeta,
 ) -> Result<PathBuf, CheckpointError> {
     let dir = checkpoint_dir(output, meta.step);
-    let tmp = root(output).join(format!(".step-{:08}.tmp{}", meta.step, std::process::id()));
-    let werr = |path: &Path, e: std::io::Error| CheckpointError::Write {
-        path: path.to_path_buf(),
+    let werr = |e: std::io::Error| CheckpointError::Write {
+        path: dir.clone(),
         reason: e.to_string(),
     };
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| werr(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| werr(&tmp, e))?;
+    let tmp_dir = temp_dir_beside(&dir).map_err(werr)?;
+    let tmp = tmp_dir.path();
     let provenance = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("dinoadapt.step".to_string(), meta.step.to_string()),
@@ -64,10 +62,7 @@ pub fn save(
     write_safetensors(&tmp.join("state.safetensors"), tensors, provenance)?;
     let json = serde_json::to_string_pretty(meta).expect("metadata serialises");
     write_atomic(&tmp.join("state.json"), json.as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| werr(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| werr(&dir, e))?;
+    persist_dir(tmp_dir, &dir).map_err(werr)?;
     Ok(dir)
 }
 

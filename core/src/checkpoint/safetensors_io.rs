@@ -1,6 +1,7 @@
 //! Reading and writing safetensors files as host tensors.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -230,24 +231,12 @@ fn with_sorted_metadata(bytes: &[u8], metadata: HashMap<String, String>) -> Vec<
     file
 }
 
-/// Write bytes to `path` through a temporary file in the same folder, then rename.
+/// Write bytes to `path` whole or not at all (a temporary file beside it, renamed into place).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let werr = |e: std::io::Error| CheckpointError::Write {
+    crate::io::write_atomically(path, |w| w.write_all(data)).map_err(|e| CheckpointError::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(werr)?;
-    std::fs::write(&tmp, data).map_err(werr)?;
-    std::fs::rename(&tmp, path).map_err(werr)
+    })
 }
 
 #[cfg(test)]

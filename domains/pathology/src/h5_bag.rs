@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dinoadapt_core::io::{persist, temp_file_beside};
 use hdf5_metno::types::VarLenUnicode;
 
 /// Why a bag could not be written.
@@ -25,7 +26,7 @@ pub enum H5BagError {
     #[error("attribute {name}: {message}")]
     Attribute { name: String, message: String },
     #[error("writing {path}: {source}")]
-    Rename {
+    Write {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -61,12 +62,14 @@ pub fn write_bag(
             dim,
         });
     }
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    let tmp = path.with_file_name(name);
+    let write_err = |source| H5BagError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = temp_file_beside(path).map_err(write_err)?;
     {
-        let f = hdf5_metno::File::create(&tmp).map_err(|source| H5BagError::Create {
-            path: tmp.clone(),
+        let f = hdf5_metno::File::create(tmp.path()).map_err(|source| H5BagError::Create {
+            path: tmp.path().to_path_buf(),
             source,
         })?;
         f.new_dataset::<f32>()
@@ -105,10 +108,7 @@ pub fn write_bag(
             f.new_attr::<VarLenUnicode>().create(*k)?.write_scalar(&v)?;
         }
     }
-    std::fs::rename(&tmp, path).map_err(|source| H5BagError::Rename {
-        path: path.to_path_buf(),
-        source,
-    })
+    persist(tmp, path).map_err(write_err)
 }
 
 #[cfg(test)]
@@ -147,6 +147,6 @@ mod tests {
         assert_eq!(ps, 224);
         let id: VarLenUnicode = f.attr("slide_id").unwrap().read_scalar().unwrap();
         assert_eq!(id.as_str(), "s1");
-        assert!(!dir.path().join("slide.h5.partial").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

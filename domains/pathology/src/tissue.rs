@@ -7,7 +7,11 @@
 //! contours in level-0 pixels (crack tracing + Douglas–Peucker), GeoJSON for QuPath and a QC
 //! thumbnail with the contours drawn in green.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::Path;
+
+use dinoadapt_core::io::write_atomically;
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -135,9 +139,7 @@ impl TissueDetection {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        write_atomic(path, |tmp| {
-            std::fs::write(tmp, text.as_bytes()).map_err(|e| e.to_string())
-        })
+        write_atomic(path, |w| w.write_all(text.as_bytes()))
     }
 
     /// The thumbnail with every contour drawn in green.
@@ -161,29 +163,22 @@ impl TissueDetection {
     /// Writes [`TissueDetection::qc_image`] as PNG to `path` (atomically).
     pub fn write_qc_png(&self, path: &Path) -> Result<()> {
         let img = self.qc_image();
-        write_atomic(path, |tmp| {
-            img.save_with_format(tmp, image::ImageFormat::Png)
-                .map_err(|e| e.to_string())
+        write_atomic(path, |w| {
+            img.write_to(w, image::ImageFormat::Png)
+                .map_err(std::io::Error::other)
         })
     }
 }
 
-/// Writes through a temporary file beside `path`, then renames it into place.
+/// Writes `path` whole or not at all (a temporary file beside it, renamed into place).
 fn write_atomic(
     path: &Path,
-    write: impl FnOnce(&Path) -> std::result::Result<(), String>,
+    write: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let fail = |reason: String| PathologyError::Write {
+    write_atomically(path, write).map_err(|e| PathologyError::Write {
         path: path.to_path_buf(),
-        reason,
-    };
-    write(&tmp).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+        reason: e.to_string(),
+    })
 }
 
 fn draw_line(img: &mut RgbImage, a: [f64; 2], b: [f64; 2]) {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use dinoadapt_core::io::{persist, temp_file_beside};
 use gdal::raster::RasterCreationOptions;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::DriverManager;
@@ -119,36 +120,39 @@ pub fn warp_to_grid(
         .map_err(SatelliteError::gdal(out, "the GTiff driver"))?;
     let options =
         RasterCreationOptions::from_iter(["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]);
-    let mut part = out.as_os_str().to_os_string();
-    part.push(".part.tif");
-    let part = std::path::PathBuf::from(part);
+    let io = |source| SatelliteError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let tmp = temp_file_beside(out).map_err(io)?;
+    let part = tmp.path();
     {
         let mut ds = driver
             .create_with_band_type_with_options::<f32, _>(
-                &part,
+                part,
                 image.width,
                 image.height,
                 l.count(),
                 &options,
             )
             .map_err(SatelliteError::gdal(
-                &part,
+                part,
                 "creating the aligned label raster",
             ))?;
         ds.set_geo_transform(&gt.0)
-            .map_err(SatelliteError::gdal(&part, "setting the geotransform"))?;
+            .map_err(SatelliteError::gdal(part, "setting the geotransform"))?;
         if let Some(c) = &image.crs {
             ds.set_projection(&c.wkt)
-                .map_err(SatelliteError::gdal(&part, "setting the CRS"))?;
+                .map_err(SatelliteError::gdal(part, "setting the CRS"))?;
         }
         for b in 1..=l.count() {
             let mut band = ds
                 .rasterband(b)
-                .map_err(SatelliteError::gdal(&part, format!("band {b}")))?;
+                .map_err(SatelliteError::gdal(part, format!("band {b}")))?;
             band.set_no_data_value(Some(nodata))
-                .map_err(SatelliteError::gdal(&part, "setting nodata"))?;
+                .map_err(SatelliteError::gdal(part, "setting nodata"))?;
             band.fill(nodata, None)
-                .map_err(SatelliteError::gdal(&part, "filling with nodata"))?;
+                .map_err(SatelliteError::gdal(part, "filling with nodata"))?;
         }
         let wkt = |c: &Option<crate::raster::Crs>| {
             std::ffi::CString::new(c.as_ref().map(|c| c.wkt.clone()).unwrap_or_default())
@@ -188,12 +192,9 @@ pub fn warp_to_grid(
             ));
         }
         ds.flush_cache()
-            .map_err(SatelliteError::gdal(&part, "flushing"))?;
+            .map_err(SatelliteError::gdal(part, "flushing"))?;
     }
-    std::fs::rename(&part, out).map_err(|source| SatelliteError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    persist(tmp, out).map_err(io)?;
     Raster::open(out)
 }
 

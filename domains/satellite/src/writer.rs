@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dinoadapt_core::io::{persist, temp_file_beside, NamedTempFile};
 use gdal::raster::{Buffer, RasterCreationOptions};
 use gdal::{Dataset, DriverManager};
 
@@ -26,26 +27,23 @@ pub struct OutputSpec {
 /// A float32 raster being written; `finish` makes it appear under its name.
 pub struct GeoTiffWriter {
     path: PathBuf,
-    part: PathBuf,
+    /// The file GDAL writes, beside `path`; moved onto it by `finish`.
+    part: NamedTempFile,
     ds: Dataset,
     spec: OutputSpec,
 }
 
-fn part_path(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
+fn temp_beside(path: &Path) -> Result<NamedTempFile> {
+    temp_file_beside(path).map_err(|source| SatelliteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl GeoTiffWriter {
     pub fn create(path: &Path, spec: OutputSpec) -> Result<GeoTiffWriter> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| SatelliteError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let part = part_path(path, ".part.tif");
+        let part = temp_beside(path)?;
+        let tmp = part.path();
         let driver = DriverManager::get_driver_by_name("GTiff")
             .map_err(SatelliteError::gdal(path, "the GTiff driver"))?;
         let options = RasterCreationOptions::from_iter([
@@ -58,28 +56,28 @@ impl GeoTiffWriter {
         ]);
         let mut ds = driver
             .create_with_band_type_with_options::<f32, _>(
-                &part,
+                tmp,
                 spec.width,
                 spec.height,
                 spec.bands,
                 &options,
             )
-            .map_err(SatelliteError::gdal(&part, "creating the output GeoTIFF"))?;
+            .map_err(SatelliteError::gdal(tmp, "creating the output GeoTIFF"))?;
         ds.set_geo_transform(&spec.geotransform.0)
-            .map_err(SatelliteError::gdal(&part, "setting the geotransform"))?;
+            .map_err(SatelliteError::gdal(tmp, "setting the geotransform"))?;
         if let Some(crs) = &spec.crs {
             let srs = crs
                 .spatial_ref()
-                .map_err(SatelliteError::gdal(&part, "the source CRS"))?;
+                .map_err(SatelliteError::gdal(tmp, "the source CRS"))?;
             ds.set_spatial_ref(&srs)
-                .map_err(SatelliteError::gdal(&part, "setting the CRS"))?;
+                .map_err(SatelliteError::gdal(tmp, "setting the CRS"))?;
         }
         for b in 1..=spec.bands {
             let mut band = ds
                 .rasterband(b)
-                .map_err(SatelliteError::gdal(&part, format!("band {b}")))?;
+                .map_err(SatelliteError::gdal(tmp, format!("band {b}")))?;
             band.set_no_data_value(Some(spec.nodata))
-                .map_err(SatelliteError::gdal(&part, "setting nodata"))?;
+                .map_err(SatelliteError::gdal(tmp, "setting nodata"))?;
         }
         Ok(GeoTiffWriter {
             path: path.to_path_buf(),
@@ -98,14 +96,14 @@ impl GeoTiffWriter {
         let w = self.spec.width;
         debug_assert_eq!(data.len(), self.spec.bands * rows * w);
         for (b, plane) in data.chunks(rows * w).enumerate() {
-            let mut band = self
-                .ds
-                .rasterband(b + 1)
-                .map_err(SatelliteError::gdal(&self.part, format!("band {}", b + 1)))?;
+            let mut band = self.ds.rasterband(b + 1).map_err(SatelliteError::gdal(
+                self.part.path(),
+                format!("band {}", b + 1),
+            ))?;
             let mut buf = Buffer::new((w, rows), plane.to_vec());
             band.write((0, row0 as isize), (w, rows), &mut buf)
                 .map_err(SatelliteError::gdal(
-                    &self.part,
+                    self.part.path(),
                     format!("writing rows at {row0}"),
                 ))?;
         }
@@ -121,9 +119,9 @@ impl GeoTiffWriter {
             spec,
         } = self;
         ds.flush_cache()
-            .map_err(SatelliteError::gdal(&part, "flushing"))?;
+            .map_err(SatelliteError::gdal(part.path(), "flushing"))?;
         if spec.cog {
-            let cog = part_path(&path, ".part.cog.tif");
+            let cog = temp_beside(&path)?;
             let driver = DriverManager::get_driver_by_name("COG")
                 .map_err(SatelliteError::gdal(&path, "the COG driver"))?;
             let options = RasterCreationOptions::from_iter([
@@ -133,22 +131,22 @@ impl GeoTiffWriter {
                 "OVERVIEWS=AUTO",
             ]);
             let out = ds
-                .create_copy(&driver, &cog, &options)
-                .map_err(SatelliteError::gdal(&cog, "writing the COG"))?;
+                .create_copy(&driver, cog.path(), &options)
+                .map_err(SatelliteError::gdal(cog.path(), "writing the COG"))?;
             drop(out);
             drop(ds);
-            let _ = std::fs::remove_file(&part);
-            rename(&cog, &path)?;
+            drop(part);
+            persist_onto(cog, &path)?;
         } else {
             drop(ds);
-            rename(&part, &path)?;
+            persist_onto(part, &path)?;
         }
         Ok(path)
     }
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| SatelliteError::Io {
+fn persist_onto(tmp: NamedTempFile, to: &Path) -> Result<()> {
+    persist(tmp, to).map_err(|source| SatelliteError::Io {
         path: to.to_path_buf(),
         source,
     })

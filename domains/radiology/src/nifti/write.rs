@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use dinoadapt_core::io::write_atomically;
+
 use super::affine::qform_fields;
 use super::header::{NiftiDatatype, NiftiHeader, NiftiVersion};
 use super::read::wants_gzip;
@@ -182,31 +184,16 @@ pub fn write_nifti(
     let path = path.as_ref();
     let bytes = encode_nifti(volume, opts, path)?;
     let gzip = opts.gzip.unwrap_or_else(|| wants_gzip(path));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::new(file);
+    write_atomically(path, |w| {
         if gzip {
-            let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+            let mut gz = flate2::write::GzEncoder::new(&mut *w, flate2::Compression::default());
             gz.write_all(&bytes)?;
-            w = gz.finish()?;
+            gz.finish()?;
         } else {
             w.write_all(&bytes)?;
         }
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, "cannot write NIfTI file", e)
+        w.flush()?;
+        w.get_ref().sync_all()
     })
+    .map_err(|e| Error::io(path, "cannot write NIfTI file", e))
 }

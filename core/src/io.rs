@@ -1,0 +1,123 @@
+//! Whole-or-nothing file writes: a temporary file beside the target, renamed into place.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub use tempfile::{NamedTempFile, TempDir};
+
+/// A fresh temporary file in `path`'s folder (created if missing), named
+/// `.{file name}.XXXXXX.partial`, with the permissions an ordinary new file gets. It is removed
+/// when dropped unless [`NamedTempFile::persist`]ed onto `path`.
+pub fn temp_file_beside(path: &Path) -> std::io::Result<NamedTempFile> {
+    let (dir, name) = parent_and_name(path);
+    std::fs::create_dir_all(dir)?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // 0o666 less the umask, as `File::create` gives; tempfile's default is 0o600.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// A fresh temporary folder beside `path` (its parent created if missing), named
+/// `.{file name}.XXXXXX.partial`, with the permissions an ordinary new folder gets. It is removed
+/// with its contents when dropped unless [`persist_dir`]ed onto `path`.
+pub fn temp_dir_beside(path: &Path) -> std::io::Result<TempDir> {
+    let (dir, name) = parent_and_name(path);
+    std::fs::create_dir_all(dir)?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // 0o777 less the umask, as `create_dir` gives; tempfile's default is 0o700.
+        builder.permissions(std::fs::Permissions::from_mode(0o777));
+    }
+    builder.tempdir_in(dir)
+}
+
+/// Move a finished temporary folder onto `path`, replacing a folder that was there.
+pub fn persist_dir(tmp: TempDir, path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path)?;
+    }
+    std::fs::rename(tmp.path(), path)?;
+    let _moved = tmp.keep();
+    Ok(())
+}
+
+fn parent_and_name(path: &Path) -> (&Path, std::borrow::Cow<'_, str>) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    (dir, path.file_name().unwrap_or_default().to_string_lossy())
+}
+
+/// Move a finished temporary file onto `path`, replacing what was there.
+pub fn persist(tmp: NamedTempFile, path: &Path) -> std::io::Result<()> {
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
+/// Write `path` whole or not at all: `write` fills a buffered temporary file beside it, which
+/// then replaces `path`. On any error the temporary file is removed and `path` is untouched.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut tmp = temp_file_beside(path)?;
+    {
+        let mut w = BufWriter::new(tmp.as_file_mut());
+        write(&mut w)?;
+        w.flush()?;
+    }
+    persist(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_the_file_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.txt");
+        write_atomically(&path, |w| w.write_all(b"first")).unwrap();
+        write_atomically(&path, |w| w.write_all(b"second")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_removes_the_temporary_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        std::fs::write(&path, b"old").unwrap();
+        let err = write_atomically(&path, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_gets_ordinary_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, plain) = (dir.path().join("a"), dir.path().join("b"));
+        write_atomically(&ours, |w| w.write_all(b"x")).unwrap();
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode(&ours), mode(&plain));
+    }
+}
