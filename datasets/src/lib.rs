@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod class_planes;
+pub mod dense;
 pub mod domain;
 pub mod embedding;
 pub mod feature_store;
@@ -17,6 +18,9 @@ pub mod regions;
 pub mod transforms;
 
 pub use batch::{BatchError, Shard, StatusFiles};
+pub use dense::{
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, DenseValues, FeatureFile,
+};
 pub use domain::{find_domain, Domain, DomainError, SourceOptions};
 pub use feature_store::{FeatureWriter, StoreError};
 pub use image_regions::{ImageRegions, PixelTensorError, TensorRegions};

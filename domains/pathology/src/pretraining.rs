@@ -14,7 +14,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dinoadapt_datasets::{Domain, DomainError, ImageError, ImageSource, SourceOptions};
+use dinoadapt_datasets::embedding::Progress;
+use dinoadapt_datasets::{
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    FeatureFile, ImageError, ImageSource, SourceOptions,
+};
 use image::DynamicImage;
 use serde::Deserialize;
 
@@ -145,5 +149,37 @@ impl Domain for Pathology {
             cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
             Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
         })())
+    }
+
+    fn dense_targets(
+        &self,
+        file: &FeatureFile,
+        options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        Some(crate::dense::tile_labels(file, options))
+    }
+
+    /// Slides: one class list over every annotation file, so that ids agree across slides.
+    fn dense_class_names(&self, targets: &[PathBuf]) -> Option<Result<Vec<String>, DomainError>> {
+        Some(crate::dense::annotation_classes(targets))
+    }
+
+    fn dense_input_size(
+        &self,
+        preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        Some(
+            crate::dense::TileInput::from_preprocessing(preprocessing)
+                .map(|t| t.tiling.size as usize),
+        )
+    }
+
+    fn dense_predict(
+        &self,
+        options: &DensePredictOptions,
+        model: &mut dyn DenseModel,
+        progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        Some(crate::dense::predict_slide(options, model, progress))
     }
 }

@@ -23,8 +23,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
-    Domain, DomainError, ImageError, ImageSource, RegionSource, SourceOptions,
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    FeatureFile, ImageError, ImageSource, RegionSource, SourceOptions,
 };
 use image::{DynamicImage, RgbImage};
 use serde::Deserialize;
@@ -264,6 +266,33 @@ impl Domain for Radiology {
             cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
             Ok(Arc::new(VolumeSlices::render(&cfg, source.scratch)?) as Arc<dyn ImageSource>)
         })())
+    }
+
+    fn dense_targets(
+        &self,
+        file: &FeatureFile,
+        options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        Some(crate::dense::slice_labels(file, options))
+    }
+
+    fn dense_input_size(
+        &self,
+        preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        Some(
+            crate::dense::SliceInput::from_preprocessing(preprocessing)
+                .map(|s| s.slices.input.size),
+        )
+    }
+
+    fn dense_predict(
+        &self,
+        options: &DensePredictOptions,
+        model: &mut dyn DenseModel,
+        progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        Some(crate::dense::predict_volumes(options, model, progress))
     }
 }
 

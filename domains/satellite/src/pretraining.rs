@@ -16,7 +16,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dinoadapt_datasets::{Domain, DomainError, ImageError, ImageSource, SourceOptions};
+use dinoadapt_datasets::embedding::Progress;
+use dinoadapt_datasets::{
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    FeatureFile, ImageError, ImageSource, SourceOptions,
+};
 use image::{DynamicImage, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -218,5 +222,29 @@ impl Domain for Satellite {
             cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
             Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)
         })())
+    }
+
+    fn dense_targets(
+        &self,
+        file: &FeatureFile,
+        options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        Some(crate::dense::chip_labels(file, options))
+    }
+
+    fn dense_input_size(
+        &self,
+        preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        Some(crate::dense::ChipInput::from_preprocessing(preprocessing).map(|c| c.chip_size))
+    }
+
+    fn dense_predict(
+        &self,
+        options: &DensePredictOptions,
+        model: &mut dyn DenseModel,
+        progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        Some(crate::dense::predict_chips(options, model, progress))
     }
 }
