@@ -31,6 +31,39 @@ q satellite embed $r --size 56 --layers last:4 --norm-layers -o satellite/layers
 q heads train --task canopy --embeddings satellite/layers.safetensors --targets "$d/satellite/rmnp-dem.tif" \
   --bins 8 --min-height 2000 --max-height 4500 --dpt-features 8 --epochs 1 -o heads/canopy --quiet
 q satellite predict $r --size 56 --head heads/canopy --out satellite/canopy.tif --quiet "$d/satellite/rmnp-rgb.tif"
+# Segmentation heads on volume slices (a planted label volume: voxels above the median) and on
+# slide tiles (the tissue contours `pathology embed` wrote, as GeoJSON annotations); eval's
+# metrics are kept as JSON files.
+q radiology embed --model "$m" --out volume --quiet --size 56 --layers last:1 "$d/nifti/anatomical.nii"
+python3 - "$d/nifti/anatomical.nii" labels.nii <<'PY'
+import struct, sys
+import numpy as np
+src, out = sys.argv[1], sys.argv[2]
+b = open(src, "rb").read()
+e = "<" if struct.unpack("<i", b[:4])[0] == 348 else ">"
+dim = struct.unpack(e + "8h", b[40:56])
+dt, bitpix = struct.unpack(e + "hh", b[70:74])
+off, n = int(struct.unpack(e + "f", b[108:112])[0]), int(np.prod(dim[1:1 + dim[0]]))
+kind = np.dtype({2: "u1", 4: "i2", 16: "f4", 512: "u2"}[dt]).newbyteorder(e)
+v = np.frombuffer(b[off:off + n * bitpix // 8], dtype=kind)
+h = bytearray(b[:348])
+h[70:74] = struct.pack(e + "hh", 2, 8)
+h[108:120] = struct.pack(e + "fff", 352.0, 1.0, 0.0)
+labels = (v > np.sort(v)[len(v) // 2]).astype("u1")
+open(out, "wb").write(bytes(h) + bytes(4) + labels.tobytes())
+PY
+vf="$(ls volume/*.safetensors | grep -v volumes.safetensors | head -1)"
+q heads train --task segment --embeddings "$vf" --volume "$d/nifti/anatomical.nii" --targets labels.nii \
+  --class-names dark,bright --epochs 2 -o heads/volume --quiet
+"$bin" heads eval --head heads/volume --embeddings "$vf" --volume "$d/nifti/anatomical.nii" \
+  --targets labels.nii > heads/volume.eval.json 2>>"$out/stderr.log" || echo "exit $? : eval volume" >>"$out/exits.log"
+q heads predict --head heads/volume --input "$d/nifti/anatomical.nii" --model "$m" -o volume-pred --quiet
+rm -f labels.nii
+sf=pathology/features/CMU-1-Small-Region.safetensors; sa=pathology/tissue/CMU-1-Small-Region.geojson
+q heads train --task segment --embeddings "$sf" --targets "$sa" --epochs 2 -o heads/slide --quiet
+"$bin" heads eval --head heads/slide --embeddings "$sf" --targets "$sa" \
+  > heads/slide.eval.json 2>>"$out/stderr.log" || echo "exit $? : eval slide" >>"$out/exits.log"
+q heads predict --head heads/slide --input "$d/pathology/CMU-1-Small-Region.svs" --model "$m" -o slide-pred --quiet
 # Wall-clock columns/keys (`seconds`) differ between any two runs: tables and JSON files are
 # digested on their content without them (pandas), every other file byte for byte.
 find . -type f ! -name '*.log' | sort | python3 -c '

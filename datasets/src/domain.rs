@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::dense::{DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, FeatureFile};
+use crate::embedding::Progress;
 use crate::ImageSource;
 
 /// Why a domain could not give what was asked.
@@ -64,6 +66,22 @@ pub enum FileClaim {
 pub struct FileDescription {
     pub json: serde_json::Value,
     pub text: Vec<String>,
+}
+
+impl DomainError {
+    /// `error` and its causes (`a: b: c`) as an input error.
+    pub fn input(error: impl std::error::Error) -> Self {
+        let mut message = error.to_string();
+        let mut cause = error.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.ends_with(&text) {
+                message = format!("{message}: {text}");
+            }
+            cause = c.source();
+        }
+        DomainError::Input(message)
+    }
 }
 
 /// A recipe's `[data.source]` table as its domain receives it.
@@ -124,6 +142,46 @@ pub trait Domain: Sync {
             path.display(),
             self.name()
         )))
+    }
+
+    /// Dense heads: the per-pixel targets of the feature file `file` (made by this domain's
+    /// `embed --layers ...`) from `options.targets` in the domain's own label format, or
+    /// `None` when the domain gives no dense targets. A domain refuses values it cannot give
+    /// (heights from class labels) with an error saying so.
+    fn dense_targets(
+        &self,
+        _file: &FeatureFile,
+        _options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        None
+    }
+
+    /// Dense heads: one list of class names for several target files, so that class ids agree
+    /// across files, or `None` when each file's classes are given (`--class-names`) or are the
+    /// label values themselves.
+    fn dense_class_names(&self, _targets: &[PathBuf]) -> Option<Result<Vec<String>, DomainError>> {
+        None
+    }
+
+    /// Dense heads: the side of the square model input of a `preprocessing` object this domain
+    /// made ([`DenseLabels::preprocessing`]).
+    fn dense_input_size(
+        &self,
+        _preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        None
+    }
+
+    /// Dense heads: `model` over the whole of `options.input`, cut as `options.preprocessing`
+    /// says and written in the domain's own format under `options.out`; returns a summary of
+    /// what was written. `None` when the domain has no dense prediction.
+    fn dense_predict(
+        &self,
+        _options: &DensePredictOptions,
+        _model: &mut dyn DenseModel,
+        _progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        None
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod class_planes;
+pub mod dense;
 pub mod domain;
 pub mod embedding;
 pub mod feature_store;
@@ -17,6 +18,9 @@ pub mod regions;
 pub mod transforms;
 
 pub use batch::{run_batch, BatchConfig, BatchError, BatchJob, BatchRun, Shard, StatusFiles};
+pub use dense::{
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, DenseValues, FeatureFile,
+};
 pub use domain::{
     claiming_domain, find_domain, Domain, DomainError, FileClaim, FileDescription, SourceOptions,
 };

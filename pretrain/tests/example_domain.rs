@@ -1,18 +1,25 @@
 //! The example domain of `docs/adding-a-domain.md`: fluorescence microscopy, written as that
 //! walk-through says (a config struct read from `[data.source]`, an image source, a `Domain`
-//! implementation, a registry) and pre-trained on through the same calls the program makes.
+//! implementation, a registry) and pre-trained on through the same calls the program makes;
+//! its dense-head methods (targets from a label image, prediction into a label image) are
+//! called as `heads train|predict --task segment` call them.
 //! If this test needs more than the walk-through describes, the walk-through is wrong.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
+use std::collections::HashMap;
+
+use dinoadapt_datasets::dense::{tagged_preprocessing, untagged_preprocessing};
+use dinoadapt_datasets::embedding::{Progress, Silent};
 use dinoadapt_datasets::{
-    find_domain, Domain, DomainError, ImageError, ImageSource, SourceOptions,
+    find_domain, DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, DenseValues,
+    Domain, DomainError, FeatureFile, ImageError, ImageSource, SourceOptions,
 };
 use dinoadapt_pretrain::{run, Recipe, RunOptions};
 use image::{DynamicImage, ImageBuffer, Luma};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 // Step 1: the domain's `[data.source]` keys.
 /// 16-bit single-channel fluorescence images, windowed to 8 bits.
@@ -85,9 +92,126 @@ impl Domain for Microscopy {
             Ok(Arc::new(Fields { cfg }) as Arc<dyn ImageSource>)
         })())
     }
+
+    fn dense_targets(
+        &self,
+        file: &FeatureFile,
+        options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        Some(field_labels(file, options))
+    }
+
+    fn dense_input_size(
+        &self,
+        preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        Some(untagged_preprocessing::<FieldTiles>("microscopy", preprocessing).map(|t| t.size))
+    }
+
+    fn dense_predict(
+        &self,
+        options: &DensePredictOptions,
+        model: &mut dyn DenseModel,
+        progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        Some(predict_field(options, model, progress))
+    }
 }
 
-// Step 4: the registry (the program's is `src/domains.rs`).
+// Step 5: dense heads. How a field became model inputs (recorded in the features' metadata
+// by the domain's embed, and in head.json): square tiles of `size` px, windowed as above.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FieldTiles {
+    size: usize,
+    window: [u16; 2],
+}
+
+fn input_error(e: impl std::fmt::Display) -> DomainError {
+    DomainError::Input(e.to_string())
+}
+
+/// Per-tile classes of a feature file from an 8-bit label image of its field (the value is
+/// the class; `ignore_index` pixels have no target).
+fn field_labels(f: &FeatureFile, t: &DenseTargetOptions) -> Result<DenseLabels, DomainError> {
+    if t.values == DenseValues::Heights {
+        return Err(DomainError::Input(format!(
+            "{}: microscopy labels are classes, not heights",
+            f.path.display()
+        )));
+    }
+    let tiles: FieldTiles = f.meta_json("tiling")?;
+    let origins: Vec<[u32; 2]> = f.meta_json("tile_origins")?;
+    let labels = image::open(t.targets).map_err(input_error)?.into_luma8();
+    let size = tiles.size;
+    let mut values = Vec::with_capacity(origins.len() * size * size);
+    for [x0, y0] in &origins {
+        for y in 0..size as u32 {
+            for x in 0..size as u32 {
+                let v = u32::from(labels.get_pixel(x0 + x, y0 + y)[0]);
+                values.push(if v == t.ignore_index {
+                    f32::NAN
+                } else {
+                    v as f32
+                });
+            }
+        }
+    }
+    Ok(DenseLabels {
+        preprocessing: tagged_preprocessing("microscopy", &tiles)?,
+        input_size: size,
+        values,
+        class_names: t.class_names.to_vec(),
+        record: serde_json::json!({"labels": "label image", "units": "class"}),
+    })
+}
+
+/// A field through `model`, tile by tile: an 8-bit label image (the most probable class) at
+/// `o.out`.
+fn predict_field(
+    o: &DensePredictOptions,
+    model: &mut dyn DenseModel,
+    progress: &mut dyn Progress,
+) -> Result<serde_json::Value, DomainError> {
+    let tiles: FieldTiles = untagged_preprocessing("microscopy", o.preprocessing)?;
+    let field = Fields {
+        cfg: FieldsConfig {
+            paths: vec![o.input.to_path_buf()],
+            window: tiles.window,
+        },
+    };
+    let rgb = field.image(0, 0).map_err(input_error)?.into_rgb8();
+    let (w, h, size) = (rgb.width() as usize, rgb.height() as usize, tiles.size);
+    let origins: Vec<(usize, usize)> = (0..h / size)
+        .flat_map(|ty| (0..w / size).map(move |tx| (tx * size, ty * size)))
+        .collect();
+    let (channels, plane) = (model.channels(), size * size);
+    let mut out = image::GrayImage::new(w as u32, h as u32);
+    progress.start(origins.len(), "tiles");
+    for (done, &(x0, y0)) in origins.iter().enumerate() {
+        let mut pixels = Vec::with_capacity(3 * plane);
+        for c in 0..3 {
+            for y in y0..y0 + size {
+                for x in x0..x0 + size {
+                    pixels.push(f32::from(rgb.get_pixel(x as u32, y as u32)[c]) / 255.0);
+                }
+            }
+        }
+        let maps = model
+            .predict(pixels, 1, (size, size))
+            .map_err(DomainError::Input)?;
+        for q in 0..plane {
+            let class = dinoadapt_datasets::class_planes::argmax_at(&maps, channels, plane, q);
+            let (x, y) = (x0 + q % size, y0 + q / size);
+            out.put_pixel(x as u32, y as u32, Luma([class as u8]));
+        }
+        progress.set(done + 1);
+    }
+    progress.finish();
+    out.save(o.out).map_err(input_error)?;
+    Ok(serde_json::json!({"tiles": origins.len(), "mask": o.out}))
+}
+
+// Step 6: the registry (the program's is `src/domains.rs`).
 fn domains() -> Vec<&'static dyn Domain> {
     vec![&Microscopy]
 }
@@ -205,4 +329,148 @@ fn recipe_error(dir: &Path, source: &str) -> String {
         Ok(_) => panic!("accepted: {source}"),
         Err(e) => e.to_string(),
     }
+}
+
+/// A per-pixel model of two classes: nucleus where the pixel is brighter than `threshold`
+/// (probability 1), background elsewhere: what a trained head learns on these fields.
+struct Threshold {
+    threshold: f32,
+}
+
+impl DenseModel for Threshold {
+    fn channels(&self) -> usize {
+        2
+    }
+
+    fn predict(
+        &mut self,
+        pixels: Vec<f32>,
+        n: usize,
+        (h, w): (usize, usize),
+    ) -> Result<Vec<f32>, String> {
+        let plane = h * w;
+        let mut maps = Vec::with_capacity(n * 2 * plane);
+        for image in pixels.chunks(3 * plane) {
+            let nucleus: Vec<f32> = image[..plane]
+                .iter()
+                .map(|&v| f32::from(u8::from(v > self.threshold)))
+                .collect();
+            maps.extend(nucleus.iter().map(|p| 1.0 - p));
+            maps.extend(nucleus);
+        }
+        Ok(maps)
+    }
+}
+
+/// The nucleus of field `i` of [`write_fields`] as an 8-bit label image (1 inside).
+fn write_nucleus_labels(path: &Path, i: usize) {
+    let (cx, cy) = (8.0 + 3.0 * i as f32, 30.0 - 2.0 * i as f32);
+    ImageBuffer::from_fn(40, 40, |x, y| {
+        let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+        Luma([u8::from(d2 < 56.8)])
+    })
+    .save(path)
+    .unwrap();
+}
+
+#[test]
+fn the_example_domain_gives_dense_head_targets_and_writes_dense_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fields(dir.path(), 1);
+    let labels = dir.path().join("labels.png");
+    write_nucleus_labels(&labels, 0);
+    // A feature file as the domain's embed would record it: 4 tiles of 16 px of field0.
+    let tiling = FieldTiles {
+        size: 16,
+        window: [300, 3600],
+    };
+    let meta = HashMap::from([
+        ("domain".to_string(), "microscopy".to_string()),
+        (
+            "tiling".to_string(),
+            serde_json::to_string(&tiling).unwrap(),
+        ),
+        (
+            "tile_origins".to_string(),
+            "[[0,0],[16,0],[0,16],[16,16]]".to_string(),
+        ),
+    ]);
+    let file = FeatureFile {
+        path: &dir.path().join("field0.safetensors"),
+        meta: &meta,
+        rows: 4,
+    };
+    // The program finds the domain from the file's `domain` metadata.
+    let domain = find_domain(&domains(), &meta["domain"]).unwrap();
+    let names = ["background".to_string(), "nucleus".to_string()];
+    let mut options = DenseTargetOptions {
+        targets: &labels,
+        volume: None,
+        resampling: None,
+        class_names: &names,
+        ignore_index: 255,
+        values: DenseValues::Classes,
+    };
+    let l = domain.dense_targets(&file, &options).unwrap().unwrap();
+    assert_eq!((l.input_size, l.values.len()), (16, 4 * 16 * 16));
+    assert_eq!(l.preprocessing["domain"], "microscopy");
+    assert_eq!(l.class_names, names);
+    // Tile 3 (origin 16,16) pixel (2, 3) is label pixel (18, 19); the nucleus is at (8, 30).
+    let label = image::open(&labels).unwrap().into_luma8();
+    assert_eq!(
+        l.values[3 * 256 + 3 * 16 + 2],
+        f32::from(label.get_pixel(18, 19)[0])
+    );
+    assert_eq!(
+        l.values[2 * 256 + 14 * 16 + 8],
+        1.0,
+        "the nucleus centre is class 1"
+    );
+    assert_eq!(
+        domain.dense_input_size(&l.preprocessing).unwrap().unwrap(),
+        16
+    );
+    // Class labels only: canopy heights are refused with why.
+    options.values = DenseValues::Heights;
+    let refused = domain.dense_targets(&file, &options).unwrap().unwrap_err();
+    assert!(refused.to_string().contains("not heights"), "{refused}");
+    // Nothing joins class lists of several files here.
+    assert!(domain
+        .dense_class_names(std::slice::from_ref(&labels))
+        .is_none());
+
+    // Prediction over the whole field, as head.json recorded the preprocessing.
+    let out = dir.path().join("field0.mask.png");
+    let predict = DensePredictOptions {
+        input: &dir.path().join("field0.png"),
+        out: &out,
+        preprocessing: &l.preprocessing,
+        values: DenseValues::Classes,
+        class_names: &names,
+        mpp: None,
+        nodata: None,
+        stride: None,
+        blend: "uniform",
+        batch: 1,
+        cog: false,
+    };
+    let mut model = Threshold { threshold: 0.25 };
+    let summary = domain
+        .dense_predict(&predict, &mut model, &mut Silent)
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary["tiles"], 4);
+    let mask = image::open(&out).unwrap().into_luma8();
+    // The 2 x 2 tiles cover the top-left 32 x 32 pixels of the field.
+    let covered: Vec<(u32, u32)> = (0..32).flat_map(|y| (0..32).map(move |x| (x, y))).collect();
+    let agree = covered
+        .iter()
+        .filter(|&&(x, y)| mask.get_pixel(x, y)[0] == label.get_pixel(x, y)[0])
+        .count();
+    assert!(agree as f64 > 0.97 * 1024.0, "{agree} of 1024 pixels agree");
+    let nucleus = covered
+        .iter()
+        .filter(|&&(x, y)| mask.get_pixel(x, y)[0] == 1)
+        .count();
+    assert!(nucleus > 50, "{nucleus} nucleus pixels predicted");
 }

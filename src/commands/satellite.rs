@@ -1,7 +1,5 @@
 //! `dinoadapt satellite chips|embed|predict`: rasters through GDAL.
 
-pub mod dense;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,16 +8,19 @@ use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::{regions_table, write_parquet, Region};
+use dinoadapt_datasets::{DensePredictOptions, Domain};
 use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
 use dinoadapt_satellite::predict::{
     predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
 };
 use dinoadapt_satellite::source::{crs_label, ChipConfig};
-use dinoadapt_satellite::{Blend, ChipGrid, Normalization, PcaHead, Raster};
+use dinoadapt_satellite::{Blend, ChipGrid, Normalization, PcaHead, Raster, Satellite};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::{IntoColumn, NamedFrom, Series};
 
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
+use crate::commands::heads::dense::folder::{self as dense_folder, is_head_folder};
+use crate::commands::heads::dense::predict as dense_predict;
 use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use crate::progress::Bar;
@@ -445,9 +446,6 @@ pub fn predict_with_head(
     if let Some(mut band) = BandPassthrough::parse(choice.head, &cfg.bands)? {
         return run_predict(raster, out, cfg, &mut band, choice.quiet);
     }
-    if dense::is_head_folder(Path::new(choice.head)) {
-        return dense::predict(raster, out, cfg, choice);
-    }
     if choice.head != "pca" {
         bail!(
             "--head `{}`: pca, band:N or a head folder from `heads train --task segment|canopy`",
@@ -501,6 +499,9 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         args.nodata,
         args.cog,
     )?;
+    if is_head_folder(Path::new(&args.head)) {
+        return predict_dense(&args, &cfg);
+    }
     let summary = predict_with_head(
         &raster,
         &args.out,
@@ -515,5 +516,43 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     report(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--head DIR`: a dense head (segment / canopy) of satellite features over the raster, as
+/// `heads predict` runs it; the stride is --stride (default --size) when it is at most the
+/// head's chip size, else half of it.
+fn predict_dense(args: &PredictArgs, cfg: &PredictConfig) -> anyhow::Result<ExitCode> {
+    let dir = Path::new(&args.head);
+    let (head, domain) = dense_folder::load(dir)?;
+    if domain.name() != Satellite.name() {
+        bail!(
+            "{}: a {} head; predict with `dinoadapt heads predict --head {} --input ...`",
+            args.head,
+            domain.name(),
+            args.head
+        );
+    }
+    let options = DensePredictOptions {
+        input: &args.raster,
+        out: &args.out,
+        preprocessing: &head.info.preprocessing,
+        values: dense_folder::values(&head),
+        class_names: &head.info.class_names,
+        mpp: None,
+        nodata: args.nodata,
+        stride: Some(cfg.stride),
+        blend: &args.blend,
+        batch: cfg.batch_size,
+        cog: args.cog,
+    };
+    let backbone = dense_predict::Backbone {
+        model: &args.model,
+        device: args.run.device,
+        tf32: args.run.tf32,
+        quiet: args.run.quiet,
+    };
+    let summary = dense_predict::run(&head, domain, &options, &backbone)?;
+    report(&serde_json::from_value(summary)?);
     Ok(ExitCode::SUCCESS)
 }

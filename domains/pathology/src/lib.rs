@@ -9,6 +9,7 @@ pub mod annotations;
 pub mod augment;
 pub mod batch;
 pub mod contours;
+pub mod dense;
 pub mod dicom_wsi;
 pub mod error;
 pub mod h5_bag;

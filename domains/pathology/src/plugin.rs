@@ -1,11 +1,13 @@
 //! The pathology domain plugin: what this crate offers the program through
 //! [`dinoadapt_datasets::Domain`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
-    Domain, DomainError, FileClaim, FileDescription, ImageSource, SourceOptions,
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
 use crate::{inspect, SlideTiles, SlideTilesConfig};
@@ -36,5 +38,37 @@ impl Domain for Pathology {
 
     fn describe_file(&self, path: &Path) -> Result<FileDescription, DomainError> {
         inspect::describe(path).map_err(DomainError::from_domain)
+    }
+
+    fn dense_targets(
+        &self,
+        file: &FeatureFile,
+        options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        Some(crate::dense::tile_labels(file, options))
+    }
+
+    /// Slides: one class list over every annotation file, so that ids agree across slides.
+    fn dense_class_names(&self, targets: &[PathBuf]) -> Option<Result<Vec<String>, DomainError>> {
+        Some(crate::dense::annotation_classes(targets))
+    }
+
+    fn dense_input_size(
+        &self,
+        preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        Some(
+            crate::dense::TileInput::from_preprocessing(preprocessing)
+                .map(|t| t.tiling.size as usize),
+        )
+    }
+
+    fn dense_predict(
+        &self,
+        options: &DensePredictOptions,
+        model: &mut dyn DenseModel,
+        progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        Some(crate::dense::predict_slide(options, model, progress))
     }
 }

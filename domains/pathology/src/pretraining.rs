@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dinoadapt_datasets::{Domain, DomainError, ImageError, ImageSource, SourceOptions};
+use dinoadapt_datasets::{DomainError, ImageError, ImageSource};
 use image::DynamicImage;
 use serde::Deserialize;
 

@@ -18,6 +18,7 @@
 // Index loops read more clearly than iterator chains in small 3x3 / 4x4 matrix code.
 #![allow(clippy::needless_range_loop)]
 
+pub mod dense;
 pub mod dicom;
 pub mod error;
 pub mod inputs;
@@ -36,6 +37,7 @@ pub mod slices;
 pub mod source;
 pub mod volume;
 pub mod volume_inputs;
+pub mod volume_table;
 
 pub use error::{Error, Result};
 pub use plugin::Radiology;

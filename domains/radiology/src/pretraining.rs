@@ -21,11 +21,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use dinoadapt_datasets::{
-    Domain, DomainError, ImageError, ImageSource, RegionSource, SourceOptions,
-};
+use dinoadapt_datasets::{DomainError, ImageError, ImageSource, RegionSource};
 use image::{DynamicImage, RgbImage};
 use serde::Deserialize;
 

@@ -5,6 +5,7 @@
 
 pub mod align;
 pub mod chips;
+pub mod dense;
 pub mod embed_batch;
 pub mod error;
 pub mod geotransform;

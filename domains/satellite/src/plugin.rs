@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
-    Domain, DomainError, FileClaim, FileDescription, ImageSource, SourceOptions,
+    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
 use crate::{inspect, RasterChips, RasterChipsConfig};
@@ -36,5 +38,29 @@ impl Domain for Satellite {
 
     fn describe_file(&self, path: &Path) -> Result<FileDescription, DomainError> {
         inspect::describe(path).map_err(DomainError::from_domain)
+    }
+
+    fn dense_targets(
+        &self,
+        file: &FeatureFile,
+        options: &DenseTargetOptions,
+    ) -> Option<Result<DenseLabels, DomainError>> {
+        Some(crate::dense::chip_labels(file, options))
+    }
+
+    fn dense_input_size(
+        &self,
+        preprocessing: &serde_json::Value,
+    ) -> Option<Result<usize, DomainError>> {
+        Some(crate::dense::ChipInput::from_preprocessing(preprocessing).map(|c| c.chip_size))
+    }
+
+    fn dense_predict(
+        &self,
+        options: &DensePredictOptions,
+        model: &mut dyn DenseModel,
+        progress: &mut dyn Progress,
+    ) -> Option<Result<serde_json::Value, DomainError>> {
+        Some(crate::dense::predict_chips(options, model, progress))
     }
 }

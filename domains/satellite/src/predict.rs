@@ -139,7 +139,7 @@ pub struct PredictConfig {
 }
 
 /// What a prediction run did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PredictSummary {
     pub output: PathBuf,
     pub chips: usize,

@@ -14,9 +14,8 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use dinoadapt_datasets::{Domain, DomainError, ImageError, ImageSource, SourceOptions};
+use dinoadapt_datasets::{DomainError, ImageError, ImageSource};
 use image::{DynamicImage, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,11 +1,12 @@
 //! A frozen backbone and a trained dense head as one per-pixel model: normalised images in,
-//! class probabilities or heights out. Domain-free: the program wraps it in each domain's tiled
-//! inference (satellite rasters, slides, volumes).
+//! class probabilities or heights out. Domain-free: as a [`DenseModel`] it runs in each
+//! domain's own inference (satellite rasters, slides, volumes; `Domain::dense_predict`).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use dinoadapt_core::vit::VisionTransformer;
 pub use dinoadapt_datasets::class_planes::argmax_at;
+use dinoadapt_datasets::DenseModel;
 use serde::{Deserialize, Serialize};
 
 use super::error::{DenseError, DenseResult};
@@ -94,6 +95,21 @@ impl<B: Backend> DensePredictor<B> {
             .convert::<f32>()
             .to_vec::<f32>()
             .map_err(|e| DenseError::Readback(format!("{e:?}")))
+    }
+}
+
+impl<B: Backend> DenseModel for DensePredictor<B> {
+    fn channels(&self) -> usize {
+        DensePredictor::channels(self)
+    }
+
+    fn predict(
+        &mut self,
+        pixels: Vec<f32>,
+        n: usize,
+        size: (usize, usize),
+    ) -> Result<Vec<f32>, String> {
+        DensePredictor::predict(self, pixels, n, size).map_err(|e| e.to_string())
     }
 }
 

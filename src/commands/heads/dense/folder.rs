@@ -1,87 +1,33 @@
-//! The domains' side of a dense head folder ([`dinoadapt_heads::dense::folder`]): how each
-//! domain's pixels became model inputs (`preprocessing` in `head.json`, in the domain crates'
-//! types), and the backbone + head predictor built from a folder for inference in any domain.
+//! A dense head folder ([`dinoadapt_heads::dense::folder`]) with the domain that reads its
+//! `preprocessing`, and the backbone + head predictor built from it.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use burn::tensor::backend::Backend;
+use dinoadapt_datasets::{DenseValues, Domain};
 use dinoadapt_heads::dense::folder as dense_folder;
 pub use dinoadapt_heads::dense::folder::{is_head_folder, HeadFolder};
-use dinoadapt_heads::dense::DensePredictor;
-use dinoadapt_pathology::tiling::TilingConfig;
-use dinoadapt_radiology::source::SliceOptions;
-use dinoadapt_satellite::Normalization;
-use serde::{Deserialize, Serialize};
+use dinoadapt_heads::dense::{DensePredictor, DenseTask};
 
+use super::targets::registered;
 use crate::device::{batch_chunks, matmul_precision};
 use crate::model_args::ModelArgs;
 use dinoadapt_core::backend::DeviceSpec;
 
-/// Satellite chips: bands, size, and the per-band normalisation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SatelliteInput {
-    pub normalization: Normalization,
-    pub bands: Vec<usize>,
-    pub chip_size: usize,
-    pub chip_stride: usize,
-}
-
-/// Slide tiles: pixel size, side and stride, and the RGB normalisation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PathologyInput {
-    pub tiling: TilingConfig,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-/// How the domain's pixels became model inputs when the features were made; prediction cuts
-/// its inputs the same way.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "domain", rename_all = "snake_case")]
-pub enum Preprocessing {
-    Satellite(SatelliteInput),
-    /// Volume slices (axis, intensity mapping, channels, size, aspect, step).
-    Radiology {
-        slices: SliceOptions,
-    },
-    Pathology(PathologyInput),
-}
-
-impl Preprocessing {
-    pub fn domain(&self) -> &'static str {
-        match self {
-            Preprocessing::Satellite(_) => "satellite",
-            Preprocessing::Radiology { .. } => "radiology",
-            Preprocessing::Pathology(_) => "pathology",
-        }
-    }
-
-    /// Side of the square model input, in pixels.
-    pub fn input_size(&self) -> usize {
-        match self {
-            Preprocessing::Satellite(s) => s.chip_size,
-            Preprocessing::Radiology { slices } => slices.input.size,
-            Preprocessing::Pathology(p) => p.tiling.size as usize,
-        }
-    }
-
-    /// As `head.json` records it (the heads crate keeps it as the domain's JSON).
-    pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(self)
-    }
-}
-
-/// Reads the dense head folder `dir` and its domain's preprocessing.
-pub fn load(dir: &Path) -> anyhow::Result<(HeadFolder, Preprocessing)> {
+/// Reads the dense head folder `dir` and finds the domain of its preprocessing.
+pub fn load(dir: &Path) -> anyhow::Result<(HeadFolder, &'static dyn Domain)> {
     let head = dense_folder::load(dir)?;
-    let pre = serde_json::from_value(head.info.preprocessing.clone()).with_context(|| {
-        format!(
-            "{}: not a dense head (segment / canopy) description",
-            dir.join("head.json").display()
-        )
-    })?;
-    Ok((head, pre))
+    let what = dir.join("head.json").display().to_string();
+    let domain = registered(head.info.domain(), &what)?;
+    Ok((head, domain))
+}
+
+/// What the head predicts per pixel.
+pub fn values(head: &HeadFolder) -> DenseValues {
+    match head.info.head.task() {
+        DenseTask::Canopy => DenseValues::Heights,
+        DenseTask::Segment => DenseValues::Classes,
+    }
 }
 
 /// The backbone for a head: the model flags when given, else the head's recorded model.

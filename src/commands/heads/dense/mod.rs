@@ -1,18 +1,16 @@
 //! `heads train|eval|predict --task segment|canopy`: dense heads on the layer tokens of any
 //! domain's `embed --layers ...` (satellite chips, volume slices, slide tiles), with per-pixel
 //! targets in the domain's own label format (a label raster, a label volume, GeoJSON
-//! annotations; see [`targets`]). The engine (head configuration, training, metrics, the head
-//! folder: `head.json`, `head.safetensors`, `metrics.parquet`, `training.parquet`,
-//! `training.png`) is `dinoadapt_heads::dense`; the domains' label readers, stitchers and
-//! writers are in their crates. Here: the flags, the domain picked from the feature file
-//! ([`folder`]: the domains' preprocessing recorded in `head.json`), the device, and printing.
-//! `predict` runs backbone + head over a whole raster, volume or slide and writes the domain's
-//! own format.
+//! annotations). The engine (head configuration, training, metrics, the head folder:
+//! `head.json`, `head.safetensors`, `metrics.parquet`, `training.parquet`, `training.png`) is
+//! `dinoadapt_heads::dense`; the domains read their targets, cut their inputs and write their
+//! predictions behind `dinoadapt_datasets::Domain` (`dense_*`). Here: the flags, the domain of
+//! the feature file or head folder looked up among the registered domains ([`targets`],
+//! [`folder`]), the device, and printing. `predict` runs backbone + head over a whole raster,
+//! volume or slide and the domain writes its own format.
 
 pub mod folder;
-mod pathology;
-mod radiology;
-mod satellite;
+pub mod predict;
 mod targets;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +20,7 @@ use anyhow::bail;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use dinoadapt_datasets::{DenseLabels, DensePredictOptions, DenseTargetOptions};
 use dinoadapt_heads::dense::features::{load_features, Features};
 use dinoadapt_heads::dense::folder::{self as head_folder, head_info};
 use dinoadapt_heads::dense::{
@@ -34,8 +33,7 @@ use serde_json::json;
 use super::{required, Common, Task};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::ModelArgs;
-use folder::Preprocessing;
-use targets::{labelled, Labelled, TargetArgs};
+use targets::{domain_of, input_size, labelled, values};
 
 /// Features and their targets (train and eval).
 #[derive(Args, Debug)]
@@ -167,8 +165,8 @@ pub struct DensePredictArgs {
 }
 
 /// The training set of `f`'s tokens (moved out of `f`, not copied) and `targets`.
-fn dense_set(f: &mut Features, l: &Labelled, targets: DenseTargets) -> anyhow::Result<DenseSet> {
-    let s = l.preprocessing.input_size();
+fn dense_set(f: &mut Features, l: &DenseLabels, targets: DenseTargets) -> anyhow::Result<DenseSet> {
+    let s = l.input_size;
     Ok(DenseSet::new(
         std::mem::take(&mut f.tokens),
         (f.n, f.layers, f.dim),
@@ -277,15 +275,16 @@ impl Sources<'_> {
     }
 }
 
-/// The feature files of `sources` and their targets joined into one set, checked to share a
-/// backbone (`backbone` when given), layers and input size.
+/// The feature files of `sources` and their targets (`template`: the options of every file)
+/// joined into one set, checked to share a backbone (`backbone` when given), layers, domain and
+/// input size.
 fn labelled_features(
     sources: &Sources,
     layers: usize,
-    template: &TargetArgs,
+    template: &DenseTargetOptions,
     backbone: Option<&str>,
-) -> anyhow::Result<(Features, Labelled)> {
-    let mut joined: Option<(Features, Labelled)> = None;
+) -> anyhow::Result<(Features, DenseLabels)> {
+    let mut joined: Option<(Features, DenseLabels)> = None;
     let mut names = template.class_names.to_vec();
     for (i, emb) in sources.embeddings.iter().enumerate() {
         let mut f = load_features(emb, layers)?;
@@ -304,19 +303,21 @@ fn labelled_features(
                 f.backbone.checkpoint_sha256
             );
         }
-        let target = &sources.targets[i.min(sources.targets.len() - 1)];
-        // Slides: one class list for every annotation file, so that ids agree across slides.
-        if names.is_empty() && f.domain() == "pathology" {
-            names = pathology::class_names(sources.targets)?;
+        let domain = domain_of(&f)?;
+        // One class list over every target file when the domain makes one (slides), so that
+        // ids agree across files.
+        if names.is_empty() {
+            if let Some(joint) = domain.dense_class_names(sources.targets) {
+                names = joint?;
+            }
         }
-        let volume = sources.volumes.get(i).map(PathBuf::as_path);
-        let t = TargetArgs {
-            targets: target,
-            volume,
+        let options = DenseTargetOptions {
+            targets: &sources.targets[i.min(sources.targets.len() - 1)],
+            volume: sources.volumes.get(i).map(PathBuf::as_path),
             class_names: &names,
             ..*template
         };
-        let l = labelled(&f, &t)?;
+        let l = labelled(&f, domain, &options)?;
         match joined.as_mut() {
             None => joined = Some((f, l)),
             Some((jf, jl)) => {
@@ -333,17 +334,16 @@ fn labelled_features(
                         jf.grid
                     );
                 }
-                if l.preprocessing.input_size() != jl.preprocessing.input_size()
-                    || l.preprocessing.domain() != jl.preprocessing.domain()
-                {
+                let domain_name = |l: &DenseLabels| l.preprocessing["domain"].to_string();
+                if l.input_size != jl.input_size || domain_name(&l) != domain_name(jl) {
                     bail!(
                         "{}: {} inputs of {} px; {} has {} inputs of {} px",
                         emb.display(),
-                        l.preprocessing.domain(),
-                        l.preprocessing.input_size(),
+                        domain.name(),
+                        l.input_size,
                         sources.embeddings[0].display(),
-                        jl.preprocessing.domain(),
-                        jl.preprocessing.input_size()
+                        jl.preprocessing["domain"].as_str().unwrap_or("unknown"),
+                        jl.input_size
                     );
                 }
                 jf.tokens.append(&mut f.tokens);
@@ -373,13 +373,13 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         (Task::Segment, None | Some("linear")) => 1,
         _ => 4,
     };
-    let template = TargetArgs {
-        task,
+    let template = DenseTargetOptions {
         targets: emb,
         volume: None,
         resampling: args.target_resampling.as_deref(),
         class_names: &args.class_names,
         ignore_index: args.ignore_index,
+        values: values(task),
     };
     let (mut f, l) = labelled_features(&train_sources, kind_layers, &template, None)?;
     let choice = head_choice(task, args, common.bins.unwrap_or(DEFAULT_BINS))?;
@@ -404,18 +404,18 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         let (mut v, vl) = labelled_features(
             &val_sources,
             config.layers(),
-            &TargetArgs {
+            &DenseTargetOptions {
                 class_names: &l.class_names,
                 ..template
             },
             Some(&f.backbone.checkpoint_sha256),
         )?;
-        if vl.preprocessing.input_size() != l.preprocessing.input_size() {
+        if vl.input_size != l.input_size {
             bail!(
                 "{}: inputs of {} px; the training features are of {} px",
                 args.val_embeddings[0].display(),
-                vl.preprocessing.input_size(),
-                l.preprocessing.input_size()
+                vl.input_size,
+                l.input_size
             );
         }
         Some(dense_set(&mut v, &vl, to_targets(&vl.values)?)?)
@@ -450,7 +450,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         DenseRecord {
             head: config.clone(),
             tokens: f.spec.clone(),
-            preprocessing: l.preprocessing.to_json()?,
+            preprocessing: l.preprocessing.clone(),
             class_names: l.class_names.clone(),
             training: cfg.clone(),
             targets: l.record.clone(),
@@ -479,7 +479,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         "{}",
         serde_json::to_string_pretty(&json!({
             "task": name,
-            "domain": l.preprocessing.domain(),
+            "domain": l.preprocessing["domain"],
             "head": config,
             "samples": {"train": train_set.n, "val": val_set.as_ref().map(|v| v.n)},
             "metrics": info.metrics,
@@ -503,12 +503,7 @@ impl BackendJob for EvalJob<'_> {
 }
 
 pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::Result<ExitCode> {
-    let (head, pre) = folder::load(head_dir)?;
-    let task = if head.info.task == "canopy" {
-        Task::Canopy
-    } else {
-        Task::Segment
-    };
+    let (head, domain) = folder::load(head_dir)?;
     let sources = Sources {
         embeddings: &args.data.embeddings,
         targets: &args.data.targets,
@@ -521,13 +516,13 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     let (mut f, l) = labelled_features(
         &sources,
         head.info.head.layers(),
-        &TargetArgs {
-            task,
+        &DenseTargetOptions {
             targets: emb,
             volume: None,
             resampling,
             class_names: &head.info.class_names,
             ignore_index: ignore,
+            values: folder::values(&head),
         },
         None,
     )?;
@@ -543,12 +538,12 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
             head.info.tokens.norm_layers
         );
     }
-    if l.preprocessing.input_size() != pre.input_size() {
+    let trained_on = input_size(domain, &head.info.preprocessing)?;
+    if l.input_size != trained_on {
         bail!(
-            "{}: inputs of {} px; the head was trained on {} px",
+            "{}: inputs of {} px; the head was trained on {trained_on} px",
             emb.display(),
-            l.preprocessing.input_size(),
-            pre.input_size()
+            l.input_size,
         );
     }
     let cfg = head.info.training.clone();
@@ -566,15 +561,16 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// Backbone + head over the input of `--input`, written in the head's domain's format.
+/// Backbone + head over the input of `--input`, written in the head's domain's format; the
+/// domain's summary on stdout.
 pub fn predict(
     head_dir: &Path,
     args: &DensePredictArgs,
     common: &Common,
 ) -> anyhow::Result<ExitCode> {
-    required(&args.input, "--input", "segment/canopy")?;
-    required(&common.out, "--out", "segment/canopy")?;
-    let (head, pre) = folder::load(head_dir)?;
+    let input = required(&args.input, "--input", "segment/canopy")?;
+    let out = required(&common.out, "--out", "segment/canopy")?;
+    let (head, domain) = folder::load(head_dir)?;
     let model = ModelArgs {
         model: args.model.clone(),
         random_init: args.random_init,
@@ -584,14 +580,26 @@ pub fn predict(
         num_heads: None,
         interpolation: None,
     };
-    match pre {
-        Preprocessing::Satellite(input) => {
-            satellite::predict(head, &input, args, &model, common)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Preprocessing::Radiology { slices } => {
-            radiology::predict(&head, &slices, args, &model, common)
-        }
-        Preprocessing::Pathology(input) => pathology::predict(&head, &input, args, &model, common),
-    }
+    let options = DensePredictOptions {
+        input,
+        out,
+        preprocessing: &head.info.preprocessing,
+        values: folder::values(&head),
+        class_names: &head.info.class_names,
+        mpp: args.mpp,
+        nodata: None,
+        stride: args.stride,
+        blend: &args.blend,
+        batch: args.predict_batch,
+        cog: args.cog,
+    };
+    let backbone = predict::Backbone {
+        model: &model,
+        device: common.device,
+        tf32: false,
+        quiet: common.quiet,
+    };
+    let summary = predict::run(&head, domain, &options, &backbone)?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,61 +1,69 @@
-//! Per-pixel targets of a feature file, from the domain's own label format: a label raster
-//! (satellite), a label volume (radiology), GeoJSON annotations (pathology).
+//! Per-pixel targets of a feature file, read by the domain that made it (its `domain`
+//! metadata, looked up among the registered domains) from the domain's own label format.
 
-use std::path::Path;
-
-use anyhow::bail;
-use serde_json::Value;
-
-use super::folder::Preprocessing;
-use super::{pathology, radiology, satellite};
-use crate::commands::heads::Task;
+use anyhow::{anyhow, bail};
+use dinoadapt_datasets::{
+    DenseLabels, DenseTargetOptions, DenseValues, Domain, DomainError, FeatureFile,
+};
 use dinoadapt_heads::dense::features::Features;
 
-/// Where the targets of a feature file come from.
-#[derive(Clone, Copy)]
-pub struct TargetArgs<'a> {
-    pub task: Task,
-    /// Label raster, label volume or GeoJSON annotations.
-    pub targets: &'a Path,
-    /// Radiology: the image volume the features were made from.
-    pub volume: Option<&'a Path>,
-    /// Satellite: resampling of the label raster onto the imagery grid.
-    pub resampling: Option<&'a str>,
-    /// Class names in class order (pathology: class 0 is the background).
-    pub class_names: &'a [String],
-    pub ignore_index: u32,
+use crate::commands::heads::Task;
+use crate::domains;
+
+/// The registered domain `name` (`what` names the file that records it).
+pub fn registered(name: &str, what: &str) -> anyhow::Result<&'static dyn Domain> {
+    let all = domains::all();
+    all.iter()
+        .copied()
+        .find(|d| d.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|d| d.name()).collect();
+            anyhow!(
+                "{what}: of domain `{name}`; dense heads work on `<domain> embed --layers ...` \
+             features of the domains {}",
+                names.join(", ")
+            )
+        })
 }
 
-/// Targets of every feature row, `[n, size, size]`, NaN where there is none.
-pub struct Labelled {
-    pub preprocessing: Preprocessing,
-    pub values: Vec<f32>,
-    /// Class names in class order (when the label format names them).
-    pub class_names: Vec<String>,
-    /// How the targets were made (recorded in head.json).
-    pub record: Value,
-}
-
-/// The targets of `f`, read by the domain that made it.
-pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
-    let domain = f.domain();
-    if t.task == Task::Canopy && domain != "satellite" {
-        bail!(
-            "{}: canopy heads train on satellite features; these are {domain} features",
-            f.path.display()
-        );
+/// What `task` predicts per pixel.
+pub fn values(task: Task) -> DenseValues {
+    match task {
+        Task::Canopy => DenseValues::Heights,
+        _ => DenseValues::Classes,
     }
-    let l = match domain {
-        "satellite" => satellite::labelled(f, t)?,
-        "radiology" => radiology::labelled(f, t)?,
-        "pathology" => pathology::labelled(f, t)?,
-        d => bail!(
-            "{}: features of domain `{d}`; dense heads train on `satellite|radiology|pathology \
-             embed --layers ...` features",
-            f.path.display()
-        ),
-    };
-    let size = l.preprocessing.input_size();
+}
+
+/// A domain's answer, or what the domain does not give.
+pub fn given<T>(
+    answer: Option<Result<T, DomainError>>,
+    domain: &dyn Domain,
+    what: &str,
+) -> anyhow::Result<T> {
+    Ok(answer.ok_or_else(|| anyhow!("the {} domain has no {what}", domain.name()))??)
+}
+
+/// The feature file `f` as its domain sees it.
+pub fn feature_file(f: &Features) -> FeatureFile<'_> {
+    FeatureFile {
+        path: &f.path,
+        meta: &f.meta,
+        rows: f.n,
+    }
+}
+
+/// The targets of `f` (`options.targets`), read by the domain that made it.
+pub fn labelled(
+    f: &Features,
+    domain: &dyn Domain,
+    options: &DenseTargetOptions,
+) -> anyhow::Result<DenseLabels> {
+    let l = given(
+        domain.dense_targets(&feature_file(f), options),
+        domain,
+        "dense-head targets",
+    )?;
+    let size = l.input_size;
     if l.values.len() != f.n * size * size {
         bail!(
             "{}: {} target values for {} inputs of {size}x{size} px",
@@ -65,4 +73,18 @@ pub fn labelled(f: &Features, t: &TargetArgs) -> anyhow::Result<Labelled> {
         );
     }
     Ok(l)
+}
+
+/// The domain of the feature file `f`.
+pub fn domain_of(f: &Features) -> anyhow::Result<&'static dyn Domain> {
+    registered(f.domain(), &f.path.display().to_string())
+}
+
+/// The input size of a head's preprocessing, as its domain reads it.
+pub fn input_size(domain: &dyn Domain, preprocessing: &serde_json::Value) -> anyhow::Result<usize> {
+    given(
+        domain.dense_input_size(preprocessing),
+        domain,
+        "dense-head input size",
+    )
 }
