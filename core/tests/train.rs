@@ -10,7 +10,7 @@ use burn::tensor::{Distribution, Tensor, TensorData};
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::losses::{dino_cross_entropy, ibot_masked_loss, koleo};
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
-use dinoadapt_core::train::named::snapshot;
+use dinoadapt_core::train::param_paths::snapshot;
 use dinoadapt_core::train::{
     CropBatch, OptimConfig, SslLossConfig, SslModel, StepReport, StepValues, Trainer,
 };

@@ -62,13 +62,13 @@ pub struct BenchEmbedArgs {
     pub threads: Option<usize>,
 }
 
-struct Job(BenchEmbedArgs, VitConfig);
+struct BenchEmbedJob(BenchEmbedArgs, VitConfig);
 
-impl BackendJob for Job {
+impl BackendJob for BenchEmbedJob {
     type Output = serde_json::Value;
 
     fn run<B: Backend>(self, device: B::Device) -> serde_json::Value {
-        let Job(args, cfg) = self;
+        let BenchEmbedJob(args, cfg) = self;
         let precision = matmul_precision(args.device, args.tf32);
         let model = VisionTransformer::<B>::init(&cfg, &device).with_precision(precision);
         let x = Tensor::<B, 4>::random(
@@ -184,7 +184,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 args.device,
                 rayon::current_num_threads()
             );
-            let out = on_device(args.device, Job(args.clone(), cfg))?;
+            let out = on_device(args.device, BenchEmbedJob(args.clone(), cfg))?;
             eprintln!(
                 "{:.2} images/s ({:.3} s/batch), peak RSS {:.0} MiB",
                 out["images_per_s"].as_f64().unwrap_or(0.0),

@@ -85,16 +85,16 @@ pub struct CurateArgs {
     pub device: DeviceSpec,
 }
 
-struct Job(CurateArgs, CurateConfig);
+struct CurateJob(CurateArgs, CurateConfig);
 
-impl BackendJob for Job {
+impl BackendJob for CurateJob {
     type Output = serde_json::Value;
 
     fn run<B: burn::tensor::backend::Backend>(
         self,
         device: B::Device,
     ) -> anyhow::Result<Self::Output> {
-        let Job(args, cfg) = self;
+        let CurateJob(args, cfg) = self;
         let bar = if std::io::stderr().is_terminal() {
             ProgressBar::new_spinner()
         } else {
@@ -167,7 +167,7 @@ pub fn run(args: CurateArgs) -> anyhow::Result<ExitCode> {
         block_rows: args.block_rows,
         key: args.key.clone(),
     };
-    let summary = on_device(args.device, Job(args, cfg))?;
+    let summary = on_device(args.device, CurateJob(args, cfg))?;
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }

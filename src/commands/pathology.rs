@@ -165,14 +165,14 @@ fn run_stage<B: Backend>(
     Ok(run.exit_code())
 }
 
-struct EmbedJob {
+struct PathologyEmbedJob {
     args: EmbedArgs,
     ck: LoadedCheckpoint,
     layers: Vec<usize>,
     tiling: TilingConfig,
 }
 
-impl BackendJob for EmbedJob {
+impl BackendJob for PathologyEmbedJob {
     type Output = ExitCode;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
@@ -217,7 +217,7 @@ pub fn run(cmd: PathologyCommand) -> anyhow::Result<ExitCode> {
             let device = a.run.device;
             on_device(
                 device,
-                EmbedJob {
+                PathologyEmbedJob {
                     args: *a,
                     ck,
                     layers,

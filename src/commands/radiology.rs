@@ -4,7 +4,6 @@
 //! identifying DICOM value is written to a file or printed (folder names of exports often hold
 //! patient names, so messages keep base names only).
 
-mod embed_batch;
 mod kmeans_head;
 pub(crate) mod volumes;
 
@@ -17,6 +16,7 @@ use clap::{Args, Subcommand};
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::embedding::Silent;
 use dinoadapt_datasets::{run_batch, write_parquet};
+use dinoadapt_radiology::embed_batch::VolumeEmbedBatch;
 use dinoadapt_radiology::inputs::{Channels, InputSpec};
 use dinoadapt_radiology::intensity::Intensity;
 use dinoadapt_radiology::nifti::{write_nifti, NiftiWriteOptions};
@@ -27,6 +27,7 @@ use polars::prelude::DataFrame;
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::progress::Bar;
 use dinoadapt_datasets::embedding::RegionEmbedder;
 use volumes::{for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow};
 
@@ -206,6 +207,12 @@ pub fn run(cmd: RadiologyCommand) -> anyhow::Result<ExitCode> {
 pub(crate) fn finish(out: &Path, rows: &[VolumeRow], what: &str) -> anyhow::Result<ExitCode> {
     let table = out.join("volumes.parquet");
     write_parquet(&table, &mut volumes::table(rows))?;
+    report(&table, rows, what);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How the volumes of `table` went, on stderr.
+fn report(table: &Path, rows: &[VolumeRow], what: &str) {
     let failed = rows.iter().filter(|r| r.status != "ok").count();
     eprintln!(
         "{what}: {} volumes ok, {failed} failed -> {}",
@@ -215,7 +222,6 @@ pub(crate) fn finish(out: &Path, rows: &[VolumeRow], what: &str) -> anyhow::Resu
     for r in rows.iter().filter(|r| r.status != "ok") {
         eprintln!("  input #{} {}: {}", r.input_index, r.file, r.error);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
@@ -299,34 +305,6 @@ fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
     finish(&args.out, &rows, "slices")
 }
 
-/// The slice table of one volume: feature row n = record n.
-pub(crate) fn slice_table(
-    records: &[dinoadapt_radiology::source::SliceRecord],
-) -> anyhow::Result<DataFrame> {
-    Ok(DataFrame::new(
-        records.len(),
-        vec![
-            col::<u64>("feature_row", (0..records.len() as u64).collect()),
-            col::<String>(
-                "volume_id",
-                records.iter().map(|r| r.volume_id.clone()).collect(),
-            ),
-            col::<String>("axis", records.iter().map(|r| r.axis.to_string()).collect()),
-            col::<u64>(
-                "slice_index",
-                records.iter().map(|r| r.slice_index as u64).collect(),
-            ),
-            col::<f64>("x_lps", records.iter().map(|r| r.position_lps[0]).collect()),
-            col::<f64>("y_lps", records.iter().map(|r| r.position_lps[1]).collect()),
-            col::<f64>("z_lps", records.iter().map(|r| r.position_lps[2]).collect()),
-            col::<f64>(
-                "valid_fraction",
-                records.iter().map(|r| r.valid_fraction).collect(),
-            ),
-        ],
-    )?)
-}
-
 struct RadiologyEmbedJob {
     args: EmbedArgs,
     options: SliceOptions,
@@ -349,15 +327,18 @@ impl BackendJob for RadiologyEmbedJob {
         let inputs = args.volumes.config();
         let items: Vec<(usize, PathBuf)> = inputs.paths.iter().cloned().enumerate().collect();
         let cfg = args.shards.config(&args.out, ResumeDefault::Overwrite)?;
-        let mut job = embed_batch::VolumeEmbedBatch {
+        let mut bar = Bar::new("embed", args.run.quiet);
+        let mut job = VolumeEmbedBatch {
             out: args.out.clone(),
             pseudo: inputs.pseudonymizer()?,
             options: self.options,
             embedder: &embedder,
             metadata,
-            quiet: args.run.quiet,
+            progress: &mut bar,
+            rows: Vec::new(),
         };
         let run = run_batch(&cfg, &items, &mut job, "inputs", &mut Silent)?;
+        report(&args.out.join("volumes.parquet"), &job.rows, "embed");
         if cfg.statuses {
             print_summary("embed", "inputs", &run);
         }

@@ -31,7 +31,7 @@ pub fn save_native(
         ("format".to_string(), "pt".to_string()),
         (NATIVE_ARCH_KEY.to_string(), arch),
         (
-            "dinoadapt.version".to_string(),
+            "dinoadapt_version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         ),
     ]);

@@ -6,8 +6,8 @@
 
 pub mod batch_chunks;
 pub mod clip;
-pub mod named;
 pub mod optimizer;
+pub mod param_paths;
 pub mod ssl;
 pub mod trainer;
 

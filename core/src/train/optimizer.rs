@@ -11,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
-use super::named::PathStack;
+use super::param_paths::PathStack;
 use crate::checkpoint::{HostTensor, NamedTensors};
 
 /// `torch.optim.AdamW` hyper-parameters other than lr and weight decay.

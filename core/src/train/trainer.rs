@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::batch_chunks::add_gradients;
 use super::clip::clip_grad_norm;
-use super::named::{param_names, snapshot};
 use super::optimizer::{AdamW, AdamWConfig};
+use super::param_paths::{param_names, snapshot};
 use super::ssl::{
     ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };
@@ -233,7 +233,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         tensors: &HashMap<String, HostTensor>,
         steps: &[(String, u64)],
     ) -> Result<(), String> {
-        use super::named::restore;
+        use super::param_paths::restore;
         let device = self.student.backbone.device();
         let inner_device = self.teacher.backbone.device();
         let with_prefix = |prefix: &str| -> HashMap<String, HostTensor> {

@@ -69,9 +69,9 @@ fn ensure(path: &std::path::Path, n: usize, dim: usize, seed: u64) -> anyhow::Re
     Ok(())
 }
 
-struct Job(BenchCurateArgs);
+struct BenchCurateJob(BenchCurateArgs);
 
-impl BackendJob for Job {
+impl BackendJob for BenchCurateJob {
     type Output = anyhow::Result<serde_json::Value>;
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
@@ -146,5 +146,5 @@ pub fn run(args: BenchCurateArgs) -> anyhow::Result<serde_json::Value> {
         args.k, args.queries, args.pool_size, args.dim, args.kmeans_k, args.kmeans_iters,
         rayon::current_num_threads()
     );
-    on_device(args.device, Job(args))?
+    on_device(args.device, BenchCurateJob(args))?
 }

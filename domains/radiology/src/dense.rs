@@ -26,13 +26,13 @@ use crate::volume_inputs::{
     for_each_sliced_volume, for_each_volume, write_label_map, InputVolumes, VolumeItem, VolumeRow,
 };
 use crate::volume_table::volumes_table;
-use crate::{Error, Volume};
+use crate::{RadiologyError, Volume};
 
 /// The domain's name in `head.json`'s `preprocessing`.
 const DOMAIN: &str = "radiology";
 
-impl From<Error> for DomainError {
-    fn from(e: Error) -> Self {
+impl From<RadiologyError> for DomainError {
+    fn from(e: RadiologyError) -> Self {
         DomainError::input(e)
     }
 }

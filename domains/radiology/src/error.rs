@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 
 /// Result alias of this crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = RadiologyError> = std::result::Result<T, E>;
 
 /// What can go wrong while reading, checking or writing radiology volumes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum RadiologyError {
     /// The file could not be read or written at the operating-system level.
     #[error("{}: {action}: {source}", path.display())]
     Io {
@@ -91,13 +91,13 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl RadiologyError {
     pub(crate) fn io(
         path: impl Into<PathBuf>,
         action: &'static str,
         source: std::io::Error,
     ) -> Self {
-        Error::Io {
+        RadiologyError::Io {
             path: path.into(),
             action,
             source,

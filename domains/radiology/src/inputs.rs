@@ -20,7 +20,7 @@ use std::str::FromStr;
 use dinoadapt_datasets::transforms::{IMAGENET_MEAN, IMAGENET_STD};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::intensity::{Intensity, IntensityMap, ParseIntensityError};
 use crate::slices::{check_canonical_ras, slice_pixels, Axis};
 use crate::volume::Volume;
@@ -225,12 +225,12 @@ impl ResolvedInput {
     /// Resolves `spec` for `volume` (its voxel values decide percentiles and min-max).
     pub fn new(spec: InputSpec, volume: &Volume) -> Result<Self> {
         if spec.size == 0 {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: "model input size must be at least 1 pixel".into(),
             });
         }
         if spec.std.iter().any(|s| !(s.is_finite() && *s != 0.0)) {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "normalisation std must be finite and non-zero, got {:?}",
                     spec.std
@@ -265,7 +265,7 @@ impl ResolvedInput {
         check_canonical_ras(volume)?;
         let count = axis.count(volume.dims);
         if index >= count {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!("{axis} slice {index} out of range (0..{count})"),
             });
         }

@@ -138,7 +138,7 @@ pub fn inspect_dicom_file(path: &Path, pseudo: &Pseudonymizer) -> Result<VolumeR
 pub fn inspect_dicom_series(path: &Path, pseudo: &Pseudonymizer) -> Result<Vec<VolumeReport>> {
     let scan = dicom::load_series(&[path], pseudo)?;
     if scan.series.is_empty() {
-        return Err(crate::Error::NoImages {
+        return Err(crate::RadiologyError::NoImages {
             path: path.to_path_buf(),
             detail: "no series".into(),
         });

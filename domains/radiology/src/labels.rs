@@ -2,7 +2,7 @@
 //! model inputs a [`SliceSource`] renders: the same reorientation, slices, fit rectangle and
 //! canvas, resized with nearest neighbour so that class ids stay class ids.
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::inputs::resize_nearest;
 use crate::resample::{resample_to_grid, Interp};
 use crate::slices::slice_pixels;
@@ -30,7 +30,7 @@ pub fn label_slices(
     ignore: u8,
 ) -> Result<Vec<Vec<u8>>> {
     let labels = if labels.frames != 1 {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!(
                 "a label volume has one frame, this one has {}",
                 labels.frames
@@ -46,7 +46,7 @@ pub fn label_slices(
         .iter()
         .find(|v| v.fract() != 0.0 || **v < 0.0 || **v >= f32::from(ignore))
     {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!(
                 "label value {bad} is not a class id (whole numbers 0..{}; {ignore} means ignore)",
                 ignore - 1

@@ -20,6 +20,7 @@
 
 pub mod dense;
 pub mod dicom;
+pub mod embed_batch;
 pub mod error;
 pub mod inputs;
 pub mod inspect;
@@ -39,7 +40,7 @@ pub mod volume;
 pub mod volume_inputs;
 pub mod volume_table;
 
-pub use error::{Error, Result};
+pub use error::{RadiologyError, Result};
 pub use plugin::Radiology;
 pub use pretraining::{VolumeSlices, VolumeSlicesConfig};
 pub use privacy::Pseudonymizer;

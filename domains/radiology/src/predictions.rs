@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::inputs::{resize_bilinear, resize_nearest, Fit, InputSpec};
 use crate::nifti::{write_nifti, NiftiDatatype, NiftiWriteOptions};
 use crate::reorient::{Canonical, Reorientation};
@@ -133,7 +133,7 @@ pub fn predictions_to_source(
     let [nx, ny, _] = dims;
     for p in predictions {
         if p.values.kind() != kind {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "slice {}: predictions mix {:?} and {:?}; give one kind for every slice",
                     p.index,
@@ -143,7 +143,7 @@ pub fn predictions_to_source(
             });
         }
         if p.index >= count {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "prediction for {axis} slice {} out of range (0..{count})",
                     p.index
@@ -151,7 +151,7 @@ pub fn predictions_to_source(
             });
         }
         if p.values.len() != fit.size * fit.size {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "prediction for slice {} has {} values, expected {} x {}",
                     p.index,

@@ -162,12 +162,12 @@ fn render_slices(
 
 /// Errors of the walk over the volumes: reading one, or the sink's.
 enum VolumeError {
-    Read(crate::Error),
+    Read(crate::RadiologyError),
     Domain(DomainError),
 }
 
-impl From<crate::Error> for VolumeError {
-    fn from(e: crate::Error) -> Self {
+impl From<crate::RadiologyError> for VolumeError {
+    fn from(e: crate::RadiologyError) -> Self {
         VolumeError::Read(e)
     }
 }

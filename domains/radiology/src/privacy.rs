@@ -12,7 +12,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 
 /// Makes pseudonymous ids. The salt is a secret of the site; the same salt gives the same ids.
 #[derive(Clone, Default)]
@@ -64,9 +64,9 @@ impl Pseudonymizer {
     pub fn load_mapping(self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(path, "cannot read id mapping", e))?;
+            .map_err(|e| RadiologyError::io(path, "cannot read id mapping", e))?;
         let map: HashMap<String, String> =
-            serde_json::from_str(&text).map_err(|e| Error::InvalidAttribute {
+            serde_json::from_str(&text).map_err(|e| RadiologyError::InvalidAttribute {
                 path: path.to_path_buf(),
                 attribute: "id mapping",
                 reason: format!("expected a JSON object of UID -> id strings: {e}"),
@@ -161,7 +161,7 @@ pub fn identifying_values(path: impl AsRef<Path>) -> Result<Vec<(&'static str, S
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-        .map_err(|e| Error::InvalidDicom {
+        .map_err(|e| RadiologyError::InvalidDicom {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::volume::Volume;
 
 /// The canonical orientation to reorient to (what `+i`, `+j`, `+k` point towards).
@@ -50,7 +50,7 @@ impl Reorientation {
         let mut perm = [usize::MAX; 3];
         let mut flip = [false; 3];
         for (input, code) in codes.iter().enumerate() {
-            let code = code.ok_or_else(|| Error::InvalidVolume {
+            let code = code.ok_or_else(|| RadiologyError::InvalidVolume {
                 reason: format!("voxel axis {input} has no orientation (degenerate affine)"),
             })?;
             let (world, positive) = match code {
@@ -66,7 +66,7 @@ impl Reorientation {
             flip[world] = positive != target_positive;
         }
         if perm.contains(&usize::MAX) {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!("two voxel axes share one world axis: {codes:?}"),
             });
         }
@@ -119,7 +119,7 @@ impl Reorientation {
     /// Moves the voxels of `volume` (all frames) and updates its geometry.
     pub fn apply(&self, volume: &Volume) -> Result<Volume> {
         if volume.dims != self.source_dims {
-            return Err(Error::GridMismatch {
+            return Err(RadiologyError::GridMismatch {
                 reason: format!(
                     "reorientation made for dims {:?}, volume has {:?}",
                     self.source_dims, volume.dims
@@ -171,7 +171,7 @@ impl Reorientation {
     /// from `source` bit for bit. The result keeps `reoriented`'s frames, modality and id.
     pub fn restore(&self, reoriented: &Volume, source: &Volume) -> Result<Volume> {
         if source.dims != self.source_dims {
-            return Err(Error::GridMismatch {
+            return Err(RadiologyError::GridMismatch {
                 reason: format!(
                     "reorientation made for dims {:?}, source has {:?}",
                     self.source_dims, source.dims

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::linalg;
 use crate::volume::Volume;
 
@@ -86,7 +86,7 @@ pub(crate) fn sample(v: &Volume, t: usize, p: [f64; 3], interp: Interp, fill: f3
 
 fn check_spacing(spacing: [f64; 3]) -> Result<()> {
     if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!("target spacing must be positive and finite, got {spacing:?}"),
         });
     }
@@ -152,10 +152,11 @@ pub fn resample_to_grid(source: &Volume, reference: &Volume, interp: Interp) -> 
     source.validate()?;
     reference.validate()?;
     let a_src = source.affine_lps();
-    let inv =
-        linalg::inverse3(&linalg::linear_part(&a_src)).ok_or_else(|| Error::InvalidVolume {
+    let inv = linalg::inverse3(&linalg::linear_part(&a_src)).ok_or_else(|| {
+        RadiologyError::InvalidVolume {
             reason: "source affine is singular".into(),
-        })?;
+        }
+    })?;
     let a_ref = reference.affine_lps();
     // m = A_src^-1 · A_ref (voxel of reference -> voxel of source)
     let lin_ref = linalg::linear_part(&a_ref);
@@ -202,7 +203,7 @@ pub fn resample_to_grid(source: &Volume, reference: &Volume, interp: Interp) -> 
 /// The origin moves so that every kept voxel keeps its world position.
 pub fn crop_or_pad(volume: &Volume, shape: [usize; 3], fill: f32) -> Result<Volume> {
     if shape.contains(&0) {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!("crop/pad to an empty shape {shape:?}"),
         });
     }

@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::volume::Volume;
 
 /// The direction slices are stacked along (see the module docs).
@@ -152,7 +152,7 @@ pub struct Slice {
 pub fn check_canonical_ras(volume: &Volume) -> Result<()> {
     let codes = volume.orientation_code();
     if codes != [Some("R"), Some("A"), Some("S")] {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!(
                 "slices need a canonical RAS volume, this one is {codes:?}; reorient it with to_canonical(.., Canonical::Ras) first"
             ),
@@ -211,7 +211,7 @@ pub fn slice(volume: &Volume, axis: Axis, index: usize) -> Result<Slice> {
     check_canonical_ras(volume)?;
     let count = axis.count(volume.dims);
     if index >= count {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!("{axis} slice {index} out of range (0..{count})"),
         });
     }

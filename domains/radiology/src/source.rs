@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use dinoadapt_datasets::{Region, RegionBatch, RegionSource};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::inputs::{Fit, InputSpec, ResolvedInput};
 use crate::reorient::{Canonical, Reorientation};
 use crate::slices::{pixel_to_lps, slice_centre, slice_normal, Axis};
@@ -139,7 +139,7 @@ impl SliceSource {
     pub fn new(volume: &Volume, options: SliceOptions) -> Result<Self> {
         volume.validate()?;
         if volume.frames != 1 {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "slices need a 3D volume, this one has {} frames; select one with Volume::frame",
                     volume.frames
@@ -147,7 +147,7 @@ impl SliceSource {
             });
         }
         if options.step == 0 {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: "slice step must be at least 1".into(),
             });
         }

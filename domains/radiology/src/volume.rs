@@ -19,7 +19,7 @@
 //! direction of voxel axis `c`; `spacing[c]` the step in mm along that axis; `origin` the LPS
 //! position of the centre of voxel (0, 0, 0). So `world = direction · diag(spacing) · ijk + origin`.
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::linalg::{self, Mat3, Mat4};
 
 /// A scalar 3D (or 3D + frames) image on a regular grid with its position in LPS space.
@@ -123,7 +123,7 @@ impl Volume {
             let col = linalg::column(&lin, c);
             let n = linalg::norm(col);
             if !(n.is_finite() && n > 0.0) {
-                return Err(Error::InvalidVolume {
+                return Err(RadiologyError::InvalidVolume {
                     reason: format!("affine column {c} has zero or non-finite length"),
                 });
             }
@@ -161,12 +161,12 @@ impl Volume {
     pub fn validate(&self) -> Result<()> {
         let expected = self.voxels_per_frame().checked_mul(self.frames);
         if self.frames == 0 || self.dims.contains(&0) {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!("empty grid: dims {:?}, frames {}", self.dims, self.frames),
             });
         }
         if expected != Some(self.voxels.len()) {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "{} voxels for dims {:?} x {} frames",
                     self.voxels.len(),
@@ -176,7 +176,7 @@ impl Volume {
             });
         }
         if self.spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!(
                     "spacing must be positive and finite, got {:?}",
                     self.spacing
@@ -190,12 +190,12 @@ impl Volume {
             .chain(self.origin.iter())
             .any(|v| !v.is_finite())
         {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: "direction or origin is not finite".into(),
             });
         }
         if linalg::det3(&self.direction).abs() < 1e-6 {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!("direction matrix is degenerate: {:?}", self.direction),
             });
         }
@@ -216,7 +216,7 @@ impl Volume {
     /// Frame `t` as a 3D volume (same geometry, modality and id).
     pub fn frame(&self, t: usize) -> Result<Volume> {
         if t >= self.frames {
-            return Err(Error::InvalidVolume {
+            return Err(RadiologyError::InvalidVolume {
                 reason: format!("frame {t} out of range (volume has {} frames)", self.frames),
             });
         }
@@ -284,12 +284,12 @@ impl Volume {
     /// equal within `tol_mm` (each entry of the voxel-to-LPS affine).
     pub fn same_grid(&self, other: &Volume, tol_mm: f64) -> Result<()> {
         if self.dims != other.dims {
-            return Err(Error::GridMismatch {
+            return Err(RadiologyError::GridMismatch {
                 reason: format!("dims {:?} vs {:?}", self.dims, other.dims),
             });
         }
         if self.frames != other.frames {
-            return Err(Error::GridMismatch {
+            return Err(RadiologyError::GridMismatch {
                 reason: format!("frames {} vs {}", self.frames, other.frames),
             });
         }
@@ -304,7 +304,7 @@ impl Volume {
             }
         }
         if worst.0.is_nan() || worst.0 > tol_mm {
-            return Err(Error::GridMismatch {
+            return Err(RadiologyError::GridMismatch {
                 reason: format!(
                     "affines differ by {:.3e} mm at [{}][{}] (tolerance {tol_mm:e}): {:?} vs {:?}",
                     worst.0, worst.1, worst.2, a, b
@@ -447,7 +447,7 @@ mod tests {
         other.dims = [2, 4, 1];
         assert!(matches!(
             v.same_grid(&other, 1.0),
-            Err(Error::GridMismatch { .. })
+            Err(RadiologyError::GridMismatch { .. })
         ));
     }
 
@@ -463,7 +463,7 @@ mod tests {
             None,
             "x".into(),
         );
-        assert!(matches!(e, Err(Error::InvalidVolume { .. })));
+        assert!(matches!(e, Err(RadiologyError::InvalidVolume { .. })));
         let e = Volume::new(
             vec![0.0; 4],
             [2, 2, 1],
@@ -474,7 +474,7 @@ mod tests {
             None,
             "x".into(),
         );
-        assert!(matches!(e, Err(Error::InvalidVolume { .. })));
+        assert!(matches!(e, Err(RadiologyError::InvalidVolume { .. })));
     }
 
     #[test]

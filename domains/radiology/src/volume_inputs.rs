@@ -8,7 +8,7 @@ use crate::dicom::load_series;
 use crate::nifti::read_nifti;
 use crate::predictions::{write_predictions, SlicePrediction};
 use crate::source::{SliceOptions, SliceSource};
-use crate::{Error, Pseudonymizer, Volume};
+use crate::{Pseudonymizer, RadiologyError, Volume};
 
 /// The volumes of a batch and how their ids are made.
 #[derive(Debug, Clone, Default)]
@@ -107,7 +107,7 @@ fn is_nifti(path: &Path) -> bool {
 impl InputVolumes {
     /// The pseudonymizer of the batch: the salt (else $DINOADAPT_ID_SALT, else "dinoadapt")
     /// and the id map.
-    pub fn pseudonymizer(&self) -> Result<Pseudonymizer, Error> {
+    pub fn pseudonymizer(&self) -> Result<Pseudonymizer, RadiologyError> {
         let salt = self
             .id_salt
             .clone()
@@ -132,7 +132,7 @@ pub fn input_id(pseudo: &Pseudonymizer, path: &Path) -> String {
 
 /// Load every input in turn and hand each volume (or failure) to `f`; one volume in memory at
 /// a time per input file (a DICOM folder's series are loaded together).
-pub fn for_each_volume<E: From<Error>>(
+pub fn for_each_volume<E: From<RadiologyError>>(
     inputs: &InputVolumes,
     mut f: impl FnMut(VolumeItem) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -145,7 +145,7 @@ pub fn for_each_volume<E: From<Error>>(
 
 /// The volumes (or failures) of input number `index`, `path` (a NIfTI file, or a DICOM file or
 /// folder), handed to `f` one by one.
-pub fn for_each_volume_of<E: From<Error>>(
+pub fn for_each_volume_of<E: From<RadiologyError>>(
     pseudo: &Pseudonymizer,
     index: usize,
     path: &Path,
@@ -221,7 +221,7 @@ pub fn write_label_map(
 
 /// [`for_each_volume`] with each volume's slice source: inputs that fail to load or slice
 /// become failed rows; `f` fills in the row of every other volume, which is then kept.
-pub fn for_each_sliced_volume<E: From<Error>>(
+pub fn for_each_sliced_volume<E: From<RadiologyError>>(
     inputs: &InputVolumes,
     options: SliceOptions,
     rows: &mut Vec<VolumeRow>,
@@ -231,7 +231,7 @@ pub fn for_each_sliced_volume<E: From<Error>>(
 }
 
 /// [`for_each_volume_of`] with each volume's slice source, as [`for_each_sliced_volume`].
-pub fn for_each_sliced_volume_of<E: From<Error>>(
+pub fn for_each_sliced_volume_of<E: From<RadiologyError>>(
     pseudo: &Pseudonymizer,
     index: usize,
     path: &Path,

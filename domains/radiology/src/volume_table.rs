@@ -1,7 +1,8 @@
-//! `volumes.parquet`: what a radiology batch did with each input volume.
+//! `volumes.parquet`: what a radiology batch did with each input volume; the slice table of a
+//! volume's features.
 
 use dinoadapt_datasets::column as col;
-use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsResult, Series};
 
 use crate::volume_inputs::VolumeRow;
 
@@ -45,4 +46,30 @@ pub fn volumes_table(rows: &[VolumeRow]) -> DataFrame {
         .into_column(),
     ];
     DataFrame::new(rows.len(), columns).expect("columns have one length")
+}
+
+/// The slice table of one volume's features: feature row n = slice record n.
+pub fn slice_table(records: &[crate::source::SliceRecord]) -> PolarsResult<DataFrame> {
+    DataFrame::new(
+        records.len(),
+        vec![
+            col::<u64>("feature_row", (0..records.len() as u64).collect()),
+            col::<String>(
+                "volume_id",
+                records.iter().map(|r| r.volume_id.clone()).collect(),
+            ),
+            col::<String>("axis", records.iter().map(|r| r.axis.to_string()).collect()),
+            col::<u64>(
+                "slice_index",
+                records.iter().map(|r| r.slice_index as u64).collect(),
+            ),
+            col::<f64>("x_lps", records.iter().map(|r| r.position_lps[0]).collect()),
+            col::<f64>("y_lps", records.iter().map(|r| r.position_lps[1]).collect()),
+            col::<f64>("z_lps", records.iter().map(|r| r.position_lps[2]).collect()),
+            col::<f64>(
+                "valid_fraction",
+                records.iter().map(|r| r.valid_fraction).collect(),
+            ),
+        ],
+    )
 }

@@ -11,7 +11,7 @@ use dinoadapt_radiology::nifti::{
     affine::qform_affine, read_nifti, write_nifti, NiftiDatatype, NiftiVersion, NiftiWriteOptions,
 };
 use dinoadapt_radiology::privacy::{identifying_values, pseudonymous_id};
-use dinoadapt_radiology::{Error, Pseudonymizer, Volume};
+use dinoadapt_radiology::{Pseudonymizer, RadiologyError, Volume};
 
 const STUDY: &str = "1.2.826.0.1.3680043.8.498.111";
 const SERIES: &str = "1.2.826.0.1.3680043.8.498.111.2";
@@ -302,7 +302,10 @@ fn corrupt_files_are_reported_and_the_series_still_loads() -> anyhow::Result<()>
 
     let pseudo = Pseudonymizer::default();
     let err = read_dicom_file(dir.path().join("garbage.dcm"), &pseudo).unwrap_err();
-    assert!(matches!(err, Error::InvalidDicom { .. }), "{err:?}");
+    assert!(
+        matches!(err, RadiologyError::InvalidDicom { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("garbage.dcm"), "{err}");
 
     let scan = load_series(&[dir.path()], &pseudo)?;
@@ -322,7 +325,7 @@ fn corrupt_files_are_reported_and_the_series_still_loads() -> anyhow::Result<()>
     std::fs::write(empty.path().join("junk.bin"), [0u8; 10])?;
     assert!(matches!(
         load_series(&[empty.path()], &pseudo),
-        Err(Error::NoImages { .. })
+        Err(RadiologyError::NoImages { .. })
     ));
     Ok(())
 }

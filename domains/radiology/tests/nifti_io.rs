@@ -4,7 +4,7 @@
 use dinoadapt_radiology::nifti::{
     read_nifti, write_nifti, NiftiDatatype, NiftiHeader, NiftiVersion, NiftiWriteOptions,
 };
-use dinoadapt_radiology::{Error, Pseudonymizer, Volume};
+use dinoadapt_radiology::{Pseudonymizer, RadiologyError, Volume};
 
 fn header(version: NiftiVersion, le: bool, dt: NiftiDatatype, dims: &[i64]) -> NiftiHeader {
     let mut dim = [1i64; 8];
@@ -121,7 +121,7 @@ fn bad_files_give_typed_errors() -> anyhow::Result<()> {
     std::fs::write(&path, b"hello world, not nifti")?;
     assert!(matches!(
         read_nifti(&path, &p),
-        Err(Error::InvalidNifti { .. })
+        Err(RadiologyError::InvalidNifti { .. })
     ));
     // truncated data
     let h = header(NiftiVersion::V1, true, NiftiDatatype::F32, &[4, 4, 4]);
@@ -136,19 +136,19 @@ fn bad_files_give_typed_errors() -> anyhow::Result<()> {
     std::fs::write(&path, file_with(&h, &[0u8; 8]))?;
     assert!(matches!(
         read_nifti(&path, &p),
-        Err(Error::UnsupportedNiftiDatatype { code: 32, .. })
+        Err(RadiologyError::UnsupportedNiftiDatatype { code: 32, .. })
     ));
     // corrupt gzip
     let path = dir.path().join("bad.nii.gz");
     std::fs::write(&path, [0x1f, 0x8b, 8, 0, 1, 2, 3])?;
     assert!(matches!(
         read_nifti(&path, &p),
-        Err(Error::InvalidNifti { .. })
+        Err(RadiologyError::InvalidNifti { .. })
     ));
     // missing file
     assert!(matches!(
         read_nifti(dir.path().join("nope.nii"), &p),
-        Err(Error::Io { .. })
+        Err(RadiologyError::Io { .. })
     ));
     Ok(())
 }
@@ -169,7 +169,7 @@ fn label_maps_must_fit_their_type() -> anyhow::Result<()> {
     )?;
     let path = dir.path().join("labels.nii");
     let e = write_nifti(&v, &path, &NiftiWriteOptions::labels(NiftiDatatype::U8)).unwrap_err();
-    assert!(matches!(e, Error::ValueOutOfRange { .. }), "{e}");
+    assert!(matches!(e, RadiologyError::ValueOutOfRange { .. }), "{e}");
     assert!(!path.exists(), "no partial file on error");
     write_nifti(&v, &path, &NiftiWriteOptions::labels(NiftiDatatype::U16))?;
     let back = read_nifti(&path, &Pseudonymizer::default())?;

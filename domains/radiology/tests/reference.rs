@@ -6,7 +6,7 @@ mod common;
 use dinoadapt_radiology::dicom::read_dicom_file;
 use dinoadapt_radiology::inspect::inspect_path;
 use dinoadapt_radiology::privacy::identifying_values;
-use dinoadapt_radiology::{Error, Pseudonymizer};
+use dinoadapt_radiology::{Pseudonymizer, RadiologyError};
 use serde_json::Value;
 
 /// Files the reference says dicom-rs cannot decode (12-bit JPEG extended, 32-bit RT dose):
@@ -111,14 +111,14 @@ fn reference_geometry_nifti_dicom_and_series() {
                 // must be a typed error naming the transfer syntax
                 let file = read_dicom_file(&path, &pseudo).unwrap();
                 match &file.pixels {
-                    Err(Error::UndecodableTransferSyntax {
+                    Err(RadiologyError::UndecodableTransferSyntax {
                         uid, name: ts_name, ..
                     }) => {
                         assert_eq!(uid, want["transfer_syntax"].as_str().unwrap(), "{name}");
                         assert!(!ts_name.is_empty());
                         assert!(reason.contains(uid.as_str()), "{name}: {reason}");
                     }
-                    Err(Error::PixelData { .. }) => {}
+                    Err(RadiologyError::PixelData { .. }) => {}
                     other => panic!("{name}: unexpected pixel result {other:?}"),
                 }
                 typed_failures.push(format!("{name}: {reason}"));

@@ -9,8 +9,8 @@
 //! [`predict`] its class probabilities as a Parquet table. Features of another backbone than the
 //! training features' are refused.
 
-mod features;
-mod folder;
+mod pooled_features;
+mod probe_head;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,8 +20,8 @@ use dinoadapt_core::eval::knn::knn_votes;
 use dinoadapt_datasets::{column as col, write_parquet, ManifestError};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
 
-pub use features::{encode, FeatureKind, Features, Labels};
-pub use folder::{ClassifyRecord, ProbeHead, TASK};
+pub use pooled_features::{encode, FeatureKind, Features, Labels};
+pub use probe_head::{ClassifyRecord, ProbeHead, TASK};
 
 use crate::linear::LinearProbe;
 use crate::metrics::{argmax_rows, ClassificationMetrics};

@@ -1,6 +1,6 @@
 //! What can go wrong when dense heads are built, trained, loaded or run.
 
-use dinoadapt_core::train::named::RestoreError;
+use dinoadapt_core::train::param_paths::RestoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DenseError {

@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use dinoadapt_core::checkpoint::{HostTensor, NamedTensors};
-use dinoadapt_core::train::named::{restore, snapshot};
+use dinoadapt_core::train::param_paths::{restore, snapshot};
 use serde::{Deserialize, Serialize};
 
 use super::dpt::{DptHead, DptHeadConfig};

@@ -22,9 +22,9 @@ pub mod bins;
 pub mod dpt;
 pub mod engine;
 pub mod error;
-pub mod features;
-pub mod folder;
 pub mod head;
+pub mod head_folder;
+pub mod layer_tokens;
 pub mod linear;
 pub mod loss;
 pub mod predict;
@@ -40,8 +40,8 @@ pub use engine::{
     TrainedHead,
 };
 pub use error::{DenseError, DenseResult};
-pub use folder::{DenseRecord, HeadFolder, HeadFolderError, HeadInfo, TrainedDense};
 pub use head::{DenseHead, DenseHeadConfig, DenseTask};
+pub use head_folder::{DenseRecord, HeadFolder, HeadFolderError, HeadInfo, TrainedDense};
 pub use linear::{LinearHead, LinearHeadConfig};
 pub use loss::RegressionLoss;
 pub use predict::{argmax_at, backbone_tokens, DensePredictor, TokenSpec};

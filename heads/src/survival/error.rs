@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dinoadapt_core::checkpoint::CheckpointError;
-use dinoadapt_core::train::named::RestoreError;
+use dinoadapt_core::train::param_paths::RestoreError;
 use dinoadapt_datasets::plot::PlotError;
 use dinoadapt_datasets::ManifestError;
 use polars::prelude::PolarsError;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use dinoadapt_core::checkpoint::NamedTensors;
-use dinoadapt_core::train::named::restore;
+use dinoadapt_core::train::param_paths::restore;
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use dinoadapt_core::checkpoint::NamedTensors;
-use dinoadapt_core::train::named::snapshot;
+use dinoadapt_core::train::param_paths::snapshot;
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::write_parquet;
 use indicatif::ProgressBar;

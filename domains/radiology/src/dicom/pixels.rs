@@ -7,7 +7,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 
 /// Decoded pixel samples of a file, after the modality rescale.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +54,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// Decodes the pixel data of `obj` to f32 samples with `rescale` applied.
 pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -> Result<Pixels> {
     let uid = obj.meta().transfer_syntax().to_string();
-    let undecodable = |reason: String| Error::UndecodableTransferSyntax {
+    let undecodable = |reason: String| RadiologyError::UndecodableTransferSyntax {
         path: path.to_path_buf(),
         uid: uid.clone(),
         name: transfer_syntax_name(&uid),
@@ -73,7 +73,7 @@ pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -
         if ts.is_encapsulated_pixel_data() {
             undecodable(error_chain(&e))
         } else {
-            Error::PixelData {
+            RadiologyError::PixelData {
                 path: path.to_path_buf(),
                 reason: error_chain(&e),
             }
@@ -99,7 +99,7 @@ pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -
         8 | 16 | 32 | 64 => {
             let bps = usize::from(bits_allocated / 8);
             if data.len() < n * bps {
-                return Err(Error::PixelData {
+                return Err(RadiologyError::PixelData {
                     path: path.to_path_buf(),
                     reason: format!(
                         "pixel data has {} bytes, {frames} frame(s) of {rows}x{columns}x{samples} samples at {bits_allocated} bits need {}",
@@ -114,14 +114,14 @@ pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -
                 .collect()
         }
         other => {
-            return Err(Error::PixelData {
+            return Err(RadiologyError::PixelData {
                 path: path.to_path_buf(),
                 reason: format!("BitsAllocated {other} is not supported (1, 8, 16, 32, 64)"),
             })
         }
     };
     if raw.len() < n {
-        return Err(Error::PixelData {
+        return Err(RadiologyError::PixelData {
             path: path.to_path_buf(),
             reason: format!("{} samples decoded, {n} expected", raw.len()),
         });

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attrs::{self, DataSet};
 use super::pixels::{self, Pixels, Rescale};
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::linalg;
 use crate::privacy::Pseudonymizer;
 use crate::volume::{IntensityStats, Volume};
@@ -89,8 +89,8 @@ pub struct DicomFile {
     pub pixels: Result<Pixels>,
 }
 
-fn invalid(path: &Path, e: impl std::error::Error) -> Error {
-    Error::InvalidDicom {
+fn invalid(path: &Path, e: impl std::error::Error) -> RadiologyError {
+    RadiologyError::InvalidDicom {
         path: path.to_path_buf(),
         reason: pixels::error_chain(&e),
     }
@@ -98,9 +98,10 @@ fn invalid(path: &Path, e: impl std::error::Error) -> Error {
 
 /// Opens a DICOM file (with or without the 128-byte preamble).
 pub(crate) fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open file", e))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| RadiologyError::io(path, "cannot open file", e))?;
     if !meta.is_file() {
-        return Err(Error::InvalidDicom {
+        return Err(RadiologyError::InvalidDicom {
             path: path.to_path_buf(),
             reason: "not a regular file".into(),
         });
@@ -182,16 +183,16 @@ fn describe(obj: &DefaultDicomObject, path: &Path, pseudo: &Pseudonymizer) -> Re
             .flatten()
             .is_none()
     {
-        return Err(Error::MissingAttribute {
+        return Err(RadiologyError::MissingAttribute {
             path: path.to_path_buf(),
             attribute: "PixelData (not an image)",
         });
     }
-    let rows = attrs::uint(ds, tags::ROWS).ok_or(Error::MissingAttribute {
+    let rows = attrs::uint(ds, tags::ROWS).ok_or(RadiologyError::MissingAttribute {
         path: path.to_path_buf(),
         attribute: "Rows",
     })?;
-    let columns = attrs::uint(ds, tags::COLUMNS).ok_or(Error::MissingAttribute {
+    let columns = attrs::uint(ds, tags::COLUMNS).ok_or(RadiologyError::MissingAttribute {
         path: path.to_path_buf(),
         attribute: "Columns",
     })?;
@@ -361,10 +362,13 @@ impl DicomFile {
     /// The voxel-to-LPS affine of this file (frames along the normal when the file gives
     /// per-frame positions), or an error when it has no position/orientation.
     pub(crate) fn geometry(&self) -> Result<FileGeometry> {
-        let first = self.planes.first().ok_or_else(|| Error::MissingAttribute {
-            path: self.path.clone(),
-            attribute: "ImagePositionPatient / ImageOrientationPatient",
-        })?;
+        let first = self
+            .planes
+            .first()
+            .ok_or_else(|| RadiologyError::MissingAttribute {
+                path: self.path.clone(),
+                attribute: "ImagePositionPatient / ImageOrientationPatient",
+            })?;
         let [dx, dy] = self.in_plane_spacing.unwrap_or([1.0, 1.0]);
         let o = first.orientation;
         let n = normal(&o);
@@ -415,12 +419,15 @@ impl DicomFile {
     /// Without position/orientation the grid is axis-aligned at the origin with the pixel
     /// spacing (1 mm when unknown). Colour images (SamplesPerPixel > 1) are an error.
     pub fn to_volume(&self) -> Result<Volume> {
-        let p = self.pixels.as_ref().map_err(|e| Error::PixelData {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
+        let p = self
+            .pixels
+            .as_ref()
+            .map_err(|e| RadiologyError::PixelData {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
         if p.samples != 1 {
-            return Err(Error::PixelData {
+            return Err(RadiologyError::PixelData {
                 path: self.path.clone(),
                 reason: format!(
                     "{} samples per pixel ({}): a colour image is not a scalar volume",
@@ -462,7 +469,7 @@ impl DicomFile {
             self.modality.clone(),
             self.id.clone(),
         )
-        .map_err(|e| Error::PixelData {
+        .map_err(|e| RadiologyError::PixelData {
             path: self.path.clone(),
             reason: e.to_string(),
         })

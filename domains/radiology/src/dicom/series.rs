@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::read::{normal, read_dicom_file, DicomFile};
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::linalg;
 use crate::privacy::Pseudonymizer;
 use crate::volume::Volume;
@@ -250,7 +250,7 @@ fn file_label(path: &Path) -> String {
 
 /// Walks `paths`, reads every file, and builds one volume per series (classic single-frame
 /// slices grouped by SeriesInstanceUID) and per multi-frame / stand-alone image. Fails only
-/// when nothing at all could be loaded ([`Error::NoImages`]); otherwise unusable files are
+/// when nothing at all could be loaded ([`RadiologyError::NoImages`]); otherwise unusable files are
 /// listed in [`SeriesScan::errors`].
 pub fn load_series_with(
     paths: &[impl AsRef<Path>],
@@ -312,7 +312,7 @@ pub fn load_series_with(
             ),
             None => "no files".to_string(),
         };
-        return Err(Error::NoImages {
+        return Err(RadiologyError::NoImages {
             path: shown,
             detail,
         });
@@ -479,12 +479,15 @@ fn build_series(
     let mut voxels = Vec::with_capacity(rows * cols * ordered.len());
     for f in &ordered {
         // checked by read: pixels decoded, one frame, one sample
-        let p = f.pixels.as_ref().map_err(|e| Error::InconsistentSeries {
-            series: first.id.clone(),
-            reason: e.to_string(),
-        })?;
+        let p = f
+            .pixels
+            .as_ref()
+            .map_err(|e| RadiologyError::InconsistentSeries {
+                series: first.id.clone(),
+                reason: e.to_string(),
+            })?;
         if p.samples != 1 || p.values.len() != rows * cols {
-            return Err(Error::InconsistentSeries {
+            return Err(RadiologyError::InconsistentSeries {
                 series: first.id.clone(),
                 reason: format!(
                     "{}: {} samples per pixel, {} values for {rows}x{cols}: not a scalar slice",
@@ -504,7 +507,7 @@ fn build_series(
         first.modality.clone(),
         first.id.clone(),
     )
-    .map_err(|e| Error::InconsistentSeries {
+    .map_err(|e| RadiologyError::InconsistentSeries {
         series: first.id.clone(),
         reason: e.to_string(),
     })?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::affine::best_affine;
 use super::header::{NiftiDatatype, NiftiHeader};
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::privacy::Pseudonymizer;
 use crate::volume::Volume;
 
@@ -43,8 +43,8 @@ pub struct NiftiImage {
     pub volume: Volume,
 }
 
-fn invalid(path: &Path, reason: impl Into<String>) -> Error {
-    Error::InvalidNifti {
+fn invalid(path: &Path, reason: impl Into<String>) -> RadiologyError {
+    RadiologyError::InvalidNifti {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -52,7 +52,7 @@ fn invalid(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Reads the bytes of a .nii or .nii.gz file (gzip is detected by its magic bytes, not the name).
 pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, "cannot read file", e))?;
+    let raw = std::fs::read(path).map_err(|e| RadiologyError::io(path, "cannot read file", e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..])
@@ -102,12 +102,13 @@ pub fn header_info(path: &Path, h: &NiftiHeader) -> Result<NiftiHeaderInfo> {
         }
         shape.push(usize::try_from(d).map_err(|_| invalid(path, format!("dim[{i}] is {d}")))?);
     }
-    let dt =
-        NiftiDatatype::from_code(h.datatype).map_err(|name| Error::UnsupportedNiftiDatatype {
+    let dt = NiftiDatatype::from_code(h.datatype).map_err(|name| {
+        RadiologyError::UnsupportedNiftiDatatype {
             path: path.to_path_buf(),
             code: h.datatype,
             name,
-        })?;
+        }
+    })?;
     let (scl_slope, scl_inter) = slope_inter(h).map_err(|r| invalid(path, r))?;
     let affine_ras = best_affine(h);
     if affine_ras.iter().flatten().any(|v| !v.is_finite()) {
@@ -148,7 +149,7 @@ pub fn read_nifti(path: impl AsRef<Path>, pseudo: &Pseudonymizer) -> Result<Nift
     let header = NiftiHeader::parse(&bytes).map_err(|r| invalid(path, r))?;
     let info = header_info(path, &header)?;
     let dt = NiftiDatatype::from_code(header.datatype).map_err(|name| {
-        Error::UnsupportedNiftiDatatype {
+        RadiologyError::UnsupportedNiftiDatatype {
             path: path.to_path_buf(),
             code: header.datatype,
             name,

@@ -8,7 +8,7 @@ use dinoadapt_core::io::write_atomically;
 use super::affine::qform_fields;
 use super::header::{NiftiDatatype, NiftiHeader, NiftiVersion};
 use super::read::wants_gzip;
-use crate::error::{Error, Result};
+use crate::error::{RadiologyError, Result};
 use crate::volume::Volume;
 
 /// How to write a NIfTI file.
@@ -85,7 +85,7 @@ pub fn header_for(volume: &Volume, opts: &NiftiWriteOptions) -> Result<NiftiHead
     volume.validate()?;
     let mut h = blank(opts.version);
     let aff = volume.affine_ras();
-    let q = qform_fields(&aff).ok_or_else(|| Error::InvalidVolume {
+    let q = qform_fields(&aff).ok_or_else(|| RadiologyError::InvalidVolume {
         reason: "affine is singular, cannot store a qform".into(),
     })?;
     h.dim = [3, 1, 1, 1, 1, 1, 1, 1];
@@ -98,7 +98,7 @@ pub fn header_for(volume: &Volume, opts: &NiftiWriteOptions) -> Result<NiftiHead
         h.pixdim[4] = 1.0;
     }
     if opts.version == NiftiVersion::V1 && h.dim.iter().any(|d| *d > i64::from(i16::MAX)) {
-        return Err(Error::InvalidVolume {
+        return Err(RadiologyError::InvalidVolume {
             reason: format!(
                 "dims {:?} x {} do not fit NIfTI-1 (32767 max); write NIfTI-2",
                 volume.dims, volume.frames
@@ -126,7 +126,7 @@ fn encode_voxels(volume: &Volume, dt: NiftiDatatype, path: &Path) -> Result<Vec<
             for (idx, &v) in volume.voxels.iter().enumerate() {
                 let r = f64::from(v).round();
                 if !(r.is_finite() && r >= <$t>::MIN as f64 && r <= <$t>::MAX as f64) {
-                    return Err(Error::ValueOutOfRange {
+                    return Err(RadiologyError::ValueOutOfRange {
                         path: path.to_path_buf(),
                         dtype: dt.numpy_name(),
                         reason: format!("voxel {idx} has value {v}"),
@@ -175,7 +175,7 @@ pub fn encode_nifti(
 /// killed run never leaves a half-written image under the final name.
 ///
 /// Integer datatypes (label maps) round each value and fail with
-/// [`Error::ValueOutOfRange`] when one does not fit (or is NaN).
+/// [`RadiologyError::ValueOutOfRange`] when one does not fit (or is NaN).
 pub fn write_nifti(
     volume: &Volume,
     path: impl AsRef<Path>,
@@ -195,5 +195,5 @@ pub fn write_nifti(
         w.flush()?;
         w.get_ref().sync_all()
     })
-    .map_err(|e| Error::io(path, "cannot write NIfTI file", e))
+    .map_err(|e| RadiologyError::io(path, "cannot write NIfTI file", e))
 }

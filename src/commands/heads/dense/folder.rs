@@ -1,12 +1,12 @@
-//! A dense head folder ([`dinoadapt_heads::dense::folder`]) with the domain that reads its
+//! A dense head folder ([`dinoadapt_heads::dense::head_folder`]) with the domain that reads its
 //! `preprocessing`, and the backbone + head predictor built from it.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::{DenseValues, Domain};
-use dinoadapt_heads::dense::folder as dense_folder;
-pub use dinoadapt_heads::dense::folder::{is_head_folder, HeadFolder};
+use dinoadapt_heads::dense::head_folder as dense_folder;
+pub use dinoadapt_heads::dense::head_folder::{is_head_folder, HeadFolder};
 use dinoadapt_heads::dense::{DensePredictor, DenseTask};
 
 use super::targets::registered;

@@ -21,8 +21,8 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use dinoadapt_datasets::{DenseLabels, DensePredictOptions, DenseTargetOptions};
-use dinoadapt_heads::dense::features::{load_features, Features};
-use dinoadapt_heads::dense::folder::{self as head_folder, head_info};
+use dinoadapt_heads::dense::head_folder::{self as head_folder, head_info};
+use dinoadapt_heads::dense::layer_tokens::{load_features, Features};
 use dinoadapt_heads::dense::{
     head_config, targets_for, train_and_measure, BinNorm, DenseMetrics, DenseRecord, DenseSet,
     DenseTargets, DenseTrainConfig, HeadChoice, HeadFolder, RegressionLoss, TrainedDense,
@@ -206,7 +206,7 @@ fn head_choice(task: Task, args: &DenseTrainArgs, bins: usize) -> anyhow::Result
     })
 }
 
-struct TrainJob<'a> {
+struct DenseTrainJob<'a> {
     config: &'a dinoadapt_heads::dense::DenseHeadConfig,
     train: &'a DenseSet,
     val: Option<&'a DenseSet>,
@@ -214,7 +214,7 @@ struct TrainJob<'a> {
     quiet: bool,
 }
 
-impl BackendJob for TrainJob<'_> {
+impl BackendJob for DenseTrainJob<'_> {
     type Output = TrainedHead;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<TrainedHead> {
@@ -436,7 +436,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
         .with_block(args.block);
     let trained = on_device(
         common.device,
-        TrainJob {
+        DenseTrainJob {
             config: &config,
             train: &train_set,
             val: val_set.as_ref(),
@@ -489,13 +489,13 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-struct EvalJob<'a> {
+struct DenseEvalJob<'a> {
     head: &'a HeadFolder,
     set: &'a DenseSet,
     cfg: DenseTrainConfig,
 }
 
-impl BackendJob for EvalJob<'_> {
+impl BackendJob for DenseEvalJob<'_> {
     type Output = DenseMetrics;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<DenseMetrics> {
         Ok(self.head.evaluate::<B>(self.set, &self.cfg, &device)?)
@@ -551,7 +551,7 @@ pub fn eval(head_dir: &Path, args: &DenseEvalArgs, common: &Common) -> anyhow::R
     let set = dense_set(&mut f, &l, t)?;
     let m = on_device(
         common.device,
-        EvalJob {
+        DenseEvalJob {
             head: &head,
             set: &set,
             cfg,

@@ -22,14 +22,14 @@ pub struct Backbone<'a> {
     pub quiet: bool,
 }
 
-struct PredictJob<'a> {
+struct DensePredictJob<'a> {
     head: &'a HeadFolder,
     domain: &'static dyn Domain,
     options: &'a DensePredictOptions<'a>,
     backbone: &'a Backbone<'a>,
 }
 
-impl BackendJob for PredictJob<'_> {
+impl BackendJob for DensePredictJob<'_> {
     type Output = Value;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Value> {
@@ -54,7 +54,7 @@ pub fn run(
 ) -> anyhow::Result<Value> {
     on_device(
         backbone.device,
-        PredictJob {
+        DensePredictJob {
             head,
             domain,
             options,

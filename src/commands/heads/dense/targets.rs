@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail};
 use dinoadapt_datasets::{
     DenseLabels, DenseTargetOptions, DenseValues, Domain, DomainError, FeatureFile,
 };
-use dinoadapt_heads::dense::features::Features;
+use dinoadapt_heads::dense::layer_tokens::Features;
 
 use crate::commands::heads::Task;
 use crate::domains;

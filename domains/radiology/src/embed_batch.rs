@@ -1,23 +1,38 @@
 //! `radiology embed` as a batch of inputs for the shared runner (`dinoadapt_datasets::batch`):
-//! one item per input on the command line (a NIfTI file, or a DICOM file or folder with all its
-//! series), whose status holds its rows of `volumes.parquet` and the pooled feature of each
-//! volume embedded; the manifest is `volumes.parquet` + `volumes.safetensors` of every input
-//! with a status, in input order.
+//! one item per input (a NIfTI file, or a DICOM file or folder with all its series), whose
+//! status holds its rows of `volumes.parquet` and the pooled feature of each volume embedded;
+//! the manifest is `volumes.parquet` + `volumes.safetensors` of every input with a status, in
+//! input order. Each volume's slices are embedded into `<id>.safetensors` with their slice
+//! table `<id>.parquet` (feature row n = slice record n).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::batch::BatchJob;
-use dinoadapt_datasets::embedding::RegionEmbedder;
-use dinoadapt_datasets::{write_parquet, FeatureWriter};
-use dinoadapt_radiology::source::SliceOptions;
-use dinoadapt_radiology::volume_inputs::{for_each_sliced_volume_of, input_id, scrub, VolumeRow};
-use dinoadapt_radiology::Pseudonymizer;
+use dinoadapt_datasets::embedding::{EmbedError, Progress, RegionEmbedder};
+use dinoadapt_datasets::{write_parquet, FeatureWriter, ManifestError, StoreError};
 use serde::{Deserialize, Serialize};
 
-use super::{finish, slice_table};
-use crate::progress::Bar;
+use crate::source::SliceOptions;
+use crate::volume_inputs::{for_each_sliced_volume_of, input_id, scrub, VolumeRow};
+use crate::volume_table::{slice_table, volumes_table};
+use crate::Pseudonymizer;
+
+/// Why an input of the batch could not be embedded, or its tables written.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedBatchError {
+    #[error(transparent)]
+    Volume(#[from] crate::RadiologyError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Table(#[from] ManifestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Polars(#[from] polars::prelude::PolarsError),
+}
 
 /// What one input gave (`status/input-<id>.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -37,39 +52,40 @@ pub struct VolumeEmbedBatch<'a, B: Backend> {
     pub embedder: &'a RegionEmbedder<B>,
     /// Recorded in volumes.safetensors.
     pub metadata: HashMap<String, String>,
-    pub quiet: bool,
+    /// Reports each volume's slices as they are embedded.
+    pub progress: &'a mut dyn Progress,
+    /// The rows of the last manifest written (every volume of every input with a status).
+    pub rows: Vec<VolumeRow>,
 }
 
 impl<B: Backend> BatchJob for VolumeEmbedBatch<'_, B> {
     /// The input's position on the command line and its path.
     type Item = (usize, PathBuf);
     type Status = InputStatus;
-    type Error = anyhow::Error;
+    type Error = EmbedBatchError;
 
     fn id(&self, (_, path): &(usize, PathBuf)) -> String {
         input_id(&self.pseudo, path)
     }
 
-    fn run(&mut self, (index, path): &(usize, PathBuf)) -> anyhow::Result<InputStatus> {
+    fn run(&mut self, (index, path): &(usize, PathBuf)) -> Result<InputStatus, EmbedBatchError> {
         let mut rows = Vec::new();
         let mut means: Vec<(String, Vec<f64>)> = Vec::new();
+        let (out, embedder) = (&self.out, self.embedder);
+        let progress = &mut *self.progress;
         for_each_sliced_volume_of(
             &self.pseudo,
             *index,
             path,
             self.options,
             &mut rows,
-            |volume, source, row: &mut VolumeRow| -> anyhow::Result<()> {
+            |volume, source, row: &mut VolumeRow| -> Result<(), EmbedBatchError> {
                 let records = source.records().to_vec();
                 let name = format!("{}.safetensors", volume.id);
-                let features = self.out.join(&name);
-                match self
-                    .embedder
-                    .embed(source, &features, &mut Bar::new("embed", self.quiet))
-                {
+                match embedder.embed(source, &out.join(&name), progress) {
                     Ok(e) => {
                         write_parquet(
-                            &self.out.join(format!("{}.parquet", volume.id)),
+                            &out.join(format!("{}.parquet", volume.id)),
                             &mut slice_table(&records[..e.regions.len()])?,
                         )?;
                         // The pooled volume feature: the mean class token over its slices.
@@ -85,7 +101,7 @@ impl<B: Backend> BatchJob for VolumeEmbedBatch<'_, B> {
                         row.output = name;
                         row.regions = e.regions.len();
                     }
-                    Err(e) => row.fail(format!("{e:#}")),
+                    Err(e) => row.fail(error_chain(&e)),
                 }
                 Ok(())
             },
@@ -107,13 +123,13 @@ impl<B: Backend> BatchJob for VolumeEmbedBatch<'_, B> {
         })
     }
 
-    fn failed(&self, (index, path): &(usize, PathBuf), error: &anyhow::Error) -> InputStatus {
+    fn failed(&self, (index, path): &(usize, PathBuf), error: &EmbedBatchError) -> InputStatus {
         let label = format!("input #{index}");
         InputStatus {
             volumes: vec![VolumeRow {
                 input_index: *index,
                 status: "failed".into(),
-                error: scrub(&format!("{error:#}"), path, &label),
+                error: scrub(&error_chain(error), path, &label),
                 ..Default::default()
             }],
             cls_mean: vec![Vec::new()],
@@ -136,7 +152,7 @@ impl<B: Backend> BatchJob for VolumeEmbedBatch<'_, B> {
 
     /// volumes.safetensors (the pooled features, one row per volume embedded) and
     /// volumes.parquet (every row, with its feature row), in input order.
-    fn write_manifest(&mut self, statuses: &[&InputStatus]) -> anyhow::Result<PathBuf> {
+    fn write_manifest(&mut self, statuses: &[&InputStatus]) -> Result<PathBuf, EmbedBatchError> {
         let mut rows = Vec::new();
         let mut pooled: Vec<f32> = Vec::new();
         let mut dim = 0;
@@ -161,7 +177,20 @@ impl<B: Backend> BatchJob for VolumeEmbedBatch<'_, B> {
             w.append("cls_mean", &pooled)?;
             w.finish()?;
         }
-        finish(&self.out, &rows, "embed")?;
-        Ok(self.out.join("volumes.parquet"))
+        let table = self.out.join("volumes.parquet");
+        write_parquet(&table, &mut volumes_table(&rows))?;
+        self.rows = rows;
+        Ok(table)
     }
+}
+
+/// `error` and its causes, `a: b: c` (as the program prints errors).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
+    }
+    message
 }
