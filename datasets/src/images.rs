@@ -17,6 +17,8 @@ pub enum ImageError {
     },
     #[error("{path}: cannot decode the image: {reason}")]
     Decode { path: PathBuf, reason: String },
+    #[error("{path}: not a list of images: {reason}")]
+    List { path: PathBuf, reason: String },
     #[error("{0}: no such file or folder")]
     Missing(PathBuf),
     #[error("no images found in {0:?} (looked for {IMAGE_EXTENSIONS:?})")]
@@ -52,7 +54,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
 
 /// Expand inputs into image paths, in a stable order: an image file is itself, a folder is every
 /// image below it (sorted), any other file is a list with one path per line (relative paths are
-/// relative to the list; blank lines and `#` comments are skipped; a CSV's first column is used).
+/// relative to the list; blank lines and `#` comments are skipped; a CSV's first column is used,
+/// quoted or not, and a header starting with `path` is skipped).
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
     let mut out = Vec::new();
     for input in inputs {
@@ -71,12 +74,10 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let first = line
-                    .split(',')
-                    .next()
-                    .unwrap_or(line)
-                    .trim()
-                    .trim_matches('"');
+                let first = first_csv_cell(line).map_err(|e| ImageError::List {
+                    path: input.clone(),
+                    reason: e.to_string(),
+                })?;
                 if first == "path" {
                     continue; // CSV header
                 }
@@ -94,6 +95,18 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
         return Err(ImageError::Empty(inputs.to_vec()));
     }
     Ok(out)
+}
+
+/// The first cell of one CSV line (`"a, b.png",1` gives `a, b.png`), trimmed.
+fn first_csv_cell(line: &str) -> Result<String, csv::Error> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(line.as_bytes());
+    let mut record = csv::StringRecord::new();
+    reader.read_record(&mut record)?;
+    Ok(record.get(0).unwrap_or_default().to_string())
 }
 
 /// Decode an image file (PNG, JPEG, TIFF, ...).
@@ -130,9 +143,18 @@ mod tests {
         let found = collect_images(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(found, [dir.path().join("b.png"), sub.join("a.jpg")]);
         let list = dir.path().join("list.csv");
-        std::fs::write(&list, "path,label\nsub/a.jpg,1\n# c\n\nb.png,0\n").unwrap();
+        img.save(dir.path().join("tumour, grade 2.png")).unwrap();
+        std::fs::write(
+            &list,
+            "path,label\nsub/a.jpg,1\n# c\n\n\"tumour, grade 2.png\",\"a, b\"\n b.png ,0\n",
+        )
+        .unwrap();
         let from_list = collect_images(&[list]).unwrap();
-        assert_eq!(from_list, [sub.join("a.jpg"), dir.path().join("b.png")]);
+        let quoted = dir.path().join("tumour, grade 2.png");
+        assert_eq!(
+            from_list,
+            [sub.join("a.jpg"), quoted, dir.path().join("b.png")]
+        );
         assert!(matches!(
             collect_images(&[dir.path().join("nope")]),
             Err(ImageError::Missing(_))

@@ -58,38 +58,43 @@ fn stem(path: &Path) -> String {
 }
 
 /// A CSV list: a header with `path` (or `slide_path`), optionally `slide_id` and `mpp`;
-/// relative paths are taken from the CSV's folder.
+/// relative paths are taken from the CSV's folder. Cells may be quoted (`"a, b.svs"`); blank
+/// lines are skipped and rows may be short.
 fn read_csv(path: &Path) -> Result<Vec<SlideEntry>, SlideListError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| SlideListError::Read(path.to_path_buf(), e))?;
     let bad = |message: String| SlideListError::List(format!("{}: {message}", path.display()));
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .ok_or_else(|| bad("empty list".into()))?
-        .split(',')
-        .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .map(str::to_ascii_lowercase)
         .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(bad("empty list".into()));
+    }
     let find = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
     let p = find(&["path", "slide_path", "slide"])
         .ok_or_else(|| bad(format!("no `path` column in the header {header:?}")))?;
     let (id, mpp) = (find(&["slide_id", "id"]), find(&["mpp"]));
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    for (n, line) in lines.enumerate() {
-        let cells: Vec<&str> = line
-            .split(',')
-            .map(|c| c.trim().trim_matches('"'))
-            .collect();
+    for record in reader.records() {
+        let cells = record.map_err(|e| bad(e.to_string()))?;
+        let line = cells.position().map_or(0, |p| p.line());
         let file = cells
             .get(p)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| bad(format!("row {} has no path", n + 2)))?;
+            .ok_or_else(|| bad(format!("line {line} has no path")))?;
         let file = base.join(file);
         let mpp = match mpp.and_then(|i| cells.get(i)).filter(|c| !c.is_empty()) {
             Some(v) => Some(
                 v.parse::<f64>()
-                    .map_err(|_| bad(format!("row {}: mpp `{v}` is not a number", n + 2)))?,
+                    .map_err(|_| bad(format!("line {line}: mpp `{v}` is not a number")))?,
             ),
             None => None,
         };
@@ -174,6 +179,17 @@ mod tests {
         assert_eq!(s[0].slide_id, "A");
         assert_eq!(s[0].mpp, Some(0.25));
         assert_eq!(s[1].path, dir.path().join("sub/b.tiff"));
+        std::fs::write(
+            &csv,
+            "\"slide_id\",path\n\"tumour, grade 2\",\"scans/a, left.svs\"\n\nB, b.svs \n",
+        )
+        .unwrap();
+        let s = collect_slides(std::slice::from_ref(&csv)).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].slide_id, "tumour, grade 2");
+        assert_eq!(s[0].path, dir.path().join("scans/a, left.svs"));
+        assert_eq!((s[1].slide_id.as_str(), s[1].mpp), ("B", None));
+        assert_eq!(s[1].path, dir.path().join("b.svs"));
         std::fs::write(&csv, "slide_id,path\nA,a.svs\nA,b.svs\n").unwrap();
         assert!(collect_slides(&[csv])
             .unwrap_err()
