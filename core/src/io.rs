@@ -10,24 +10,25 @@ pub use tempfile::{NamedTempFile, TempDir};
 /// `.{file name}.XXXXXX.partial`, with the permissions an ordinary new file gets. It is removed
 /// when dropped unless [`NamedTempFile::persist`]ed onto `path`.
 pub fn temp_file_beside(path: &Path) -> std::io::Result<NamedTempFile> {
-    let (dir, name) = parent_and_name(path);
-    std::fs::create_dir_all(dir)?;
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".partial");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // 0o666 less the umask, as `File::create` gives; tempfile's default is 0o600.
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder.tempfile_in(dir)
+    // 0o666 less the umask, as `File::create` gives; tempfile's default is 0o600.
+    beside(path, 0o666, |b, dir| b.tempfile_in(dir))
 }
 
 /// A fresh temporary folder beside `path` (its parent created if missing), named
 /// `.{file name}.XXXXXX.partial`, with the permissions an ordinary new folder gets. It is removed
 /// with its contents when dropped unless [`persist_dir`]ed onto `path`.
 pub fn temp_dir_beside(path: &Path) -> std::io::Result<TempDir> {
+    // 0o777 less the umask, as `create_dir` gives; tempfile's default is 0o700.
+    beside(path, 0o777, |b, dir| b.tempdir_in(dir))
+}
+
+/// `make` with a builder for `.{file name}.XXXXXX.partial` in `path`'s folder (created if
+/// missing), asking for `mode` (less the umask) on Unix.
+fn beside<T>(
+    path: &Path,
+    #[cfg_attr(not(unix), allow(unused_variables))] mode: u32,
+    make: impl FnOnce(&tempfile::Builder, &Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     let (dir, name) = parent_and_name(path);
     std::fs::create_dir_all(dir)?;
     let prefix = format!(".{name}.");
@@ -36,10 +37,9 @@ pub fn temp_dir_beside(path: &Path) -> std::io::Result<TempDir> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        // 0o777 less the umask, as `create_dir` gives; tempfile's default is 0o700.
-        builder.permissions(std::fs::Permissions::from_mode(0o777));
+        builder.permissions(std::fs::Permissions::from_mode(mode));
     }
-    builder.tempdir_in(dir)
+    make(&builder, dir)
 }
 
 /// Move a finished temporary folder onto `path`, replacing a folder that was there.

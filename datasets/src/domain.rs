@@ -34,16 +34,6 @@ pub enum DomainError {
     /// The files could not be opened or read.
     #[error("{0}")]
     Input(String),
-    /// The domain's own error, kept whole (its message and its causes).
-    #[error(transparent)]
-    Domain(Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl DomainError {
-    /// A domain crate's own error, kept whole.
-    pub fn from_domain(e: impl std::error::Error + Send + Sync + 'static) -> DomainError {
-        DomainError::Domain(Box::new(e))
-    }
 }
 
 /// How surely a domain takes a file as its own (`dinoadapt inspect`): the program gives a

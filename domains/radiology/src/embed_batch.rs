@@ -14,6 +14,7 @@ use dinoadapt_datasets::embedding::{EmbedError, Progress, RegionEmbedder};
 use dinoadapt_datasets::{write_parquet, FeatureWriter, ManifestError, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::error::error_chain;
 use crate::source::SliceOptions;
 use crate::volume_inputs::{for_each_sliced_volume_of, input_id, scrub, VolumeRow};
 use crate::volume_table::{slice_table, volumes_table};
@@ -182,15 +183,4 @@ impl<B: Backend> BatchJob for VolumeEmbedBatch<'_, B> {
         self.rows = rows;
         Ok(table)
     }
-}
-
-/// `error` and its causes, `a: b: c` (as the program prints errors).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        message = format!("{message}: {c}");
-        cause = c.source();
-    }
-    message
 }

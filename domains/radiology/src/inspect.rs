@@ -204,14 +204,13 @@ pub fn describe(
 ) -> std::result::Result<dinoadapt_datasets::FileDescription, dinoadapt_datasets::DomainError> {
     use dinoadapt_datasets::DomainError;
     let salt = std::env::var("DINOADAPT_ID_SALT").unwrap_or_else(|_| "dinoadapt".into());
-    let reports =
-        inspect_path(path, &Pseudonymizer::new(salt)).map_err(DomainError::from_domain)?;
+    let reports = inspect_path(path, &Pseudonymizer::new(salt)).map_err(DomainError::input)?;
     let json = if reports.len() == 1 {
         serde_json::to_value(&reports[0])
     } else {
         serde_json::to_value(&reports)
     }
-    .map_err(DomainError::from_domain)?;
+    .map_err(DomainError::input)?;
     let mut text = Vec::new();
     for r in &reports {
         text.push(format!("volume        {} ({})", r.id, r.kind));

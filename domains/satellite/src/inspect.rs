@@ -128,9 +128,9 @@ pub fn describe(
     path: &std::path::Path,
 ) -> std::result::Result<dinoadapt_datasets::FileDescription, dinoadapt_datasets::DomainError> {
     use dinoadapt_datasets::DomainError;
-    let raster = Raster::open(path).map_err(DomainError::from_domain)?;
-    let r = report(&raster, true).map_err(DomainError::from_domain)?;
-    let json = serde_json::to_value(&r).map_err(DomainError::from_domain)?;
+    let raster = Raster::open(path).map_err(DomainError::input)?;
+    let r = report(&raster, true).map_err(DomainError::input)?;
+    let json = serde_json::to_value(&r).map_err(DomainError::input)?;
     let mut text = vec![
         format!("raster        {} ({})", r.path, r.driver),
         format!(

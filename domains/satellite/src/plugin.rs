@@ -37,7 +37,7 @@ impl Domain for Satellite {
     }
 
     fn describe_file(&self, path: &Path) -> Result<FileDescription, DomainError> {
-        inspect::describe(path).map_err(DomainError::from_domain)
+        inspect::describe(path).map_err(DomainError::input)
     }
 
     fn dense_targets(

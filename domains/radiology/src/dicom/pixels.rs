@@ -7,7 +7,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::error::{RadiologyError, Result};
+use crate::error::{error_chain, RadiologyError, Result};
 
 /// Decoded pixel samples of a file, after the modality rescale.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,21 +34,6 @@ pub fn transfer_syntax_name(uid: &str) -> String {
         .get(uid)
         .map(|ts| ts.name().to_string())
         .unwrap_or_else(|| "unknown transfer syntax".to_string())
-}
-
-/// Display of an error with its sources.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let t = src.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = src.source();
-    }
-    s
 }
 
 /// Decodes the pixel data of `obj` to f32 samples with `rescale` applied.

@@ -92,7 +92,7 @@ pub struct DicomFile {
 fn invalid(path: &Path, e: impl std::error::Error) -> RadiologyError {
     RadiologyError::InvalidDicom {
         path: path.to_path_buf(),
-        reason: pixels::error_chain(&e),
+        reason: crate::error::error_chain(&e),
     }
 }
 
