@@ -294,3 +294,102 @@ fn a_batch_in_which_every_input_failed_exits_with_the_all_failed_status() {
     ]);
     assert!(r.status.success());
 }
+
+/// `embed --source` of a `[data.source]` table in `dir/source.toml`, with `extra` flags.
+fn embed_source(shared: &Path, dir: &Path, table: &str, extra: &[&str]) -> std::process::Output {
+    let recipe = dir.join("source.toml");
+    std::fs::write(&recipe, format!("[data.source]\n{table}")).unwrap();
+    let (m, r) = (model(shared), recipe.to_str().unwrap().to_string());
+    let mut args = vec!["embed", "--model", &m, "--source", &r, "--quiet"];
+    args.extend(extra);
+    dinoadapt(&args)
+}
+
+#[test]
+fn embed_source_runs_any_domains_table_as_a_batch_and_matches_the_domain_command() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = shared.join("data");
+    let sat = d.join("satellite");
+    // A one-band raster among two RGB ones: its row says why, the others are embedded.
+    let rasters = format!(
+        "domain = \"satellite\"\nchip_size = 56\npaths = [{:?}, {:?}, {:?}]\n",
+        sat.join("rmnp-rgb.tif"),
+        sat.join("merc.tif"),
+        sat.join("rgbn.tif")
+    );
+    let whole = dir.path().join("whole");
+    let w = whole.to_str().unwrap();
+    assert!(embed_source(&shared, dir.path(), &rasters, &["--out", w])
+        .status
+        .success());
+    let manifest = table(&whole.join("manifest.parquet"));
+    assert_eq!(column(&manifest, "input_id"), ["rmnp-rgb", "merc", "rgbn"]);
+    assert_eq!(column(&manifest, "status"), ["ok", "failed", "ok"]);
+    let why = &column(&manifest, "error")[1];
+    assert!(why.contains("band 2 does not exist"), "{why}");
+    // Two shards give the same files as one run; the shard of the bad raster alone exits 3.
+    let sharded = dir.path().join("sharded");
+    let s = sharded.to_str().unwrap();
+    for (shard, success) in [("0/2", true), ("1/2", false)] {
+        let out = embed_source(
+            &shared,
+            dir.path(),
+            &rasters,
+            &["--out", s, "--shard", shard],
+        );
+        assert_eq!(out.status.success(), success, "shard {shard}");
+        if !success {
+            assert_eq!(out.status.code(), Some(i32::from(ALL_FAILED)));
+        }
+    }
+    for f in ["features/rmnp-rgb.safetensors", "features/rgbn.safetensors"] {
+        assert_eq!(
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(sharded.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        column(&table(&sharded.join("manifest.parquet")), "status"),
+        ["ok", "failed", "ok"]
+    );
+    assert_eq!(
+        read_tensors(&whole.join("features/rgbn.safetensors"))["cls"].0,
+        [80, 64]
+    );
+
+    // A slide through the pathology plugin gives the tiles and features of `pathology embed`.
+    let slide = d.join("pathology/CMU-1-Small-Region.svs");
+    let slides =
+        format!("domain = \"pathology\"\nmpp = [2.0]\ntile_size = 112\npaths = [{slide:?}]\n");
+    let generic = dir.path().join("generic");
+    let g = generic.to_str().unwrap();
+    assert!(embed_source(&shared, dir.path(), &slides, &["--out", g])
+        .status
+        .success());
+    let own = dir.path().join("own");
+    let m = model(&shared);
+    let out = dinoadapt(&[
+        "pathology",
+        "embed",
+        "--model",
+        &m,
+        slide.to_str().unwrap(),
+        "-o",
+        own.to_str().unwrap(),
+        "--target-mpp",
+        "2.0",
+        "--size",
+        "112",
+        "--no-h5",
+        "--quiet",
+    ]);
+    assert!(out.status.success());
+    let a = read_tensors(&generic.join("features/CMU-1-Small-Region.safetensors"));
+    let b = read_tensors(&own.join("features/CMU-1-Small-Region.safetensors"));
+    assert_eq!(a["cls"], b["cls"]);
+    assert_eq!(a["patch"], b["patch"]);
+    let regions = table(&generic.join("regions/CMU-1-Small-Region.parquet"));
+    assert_eq!(regions.height(), a["cls"].0[0]);
+}

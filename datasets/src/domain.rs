@@ -11,6 +11,10 @@
 //! mpp = [0.5, 1.0]
 //! ```
 //!
+//! The same table tells the domain what to embed (`dinoadapt embed --source recipe.toml`):
+//! [`Domain::embedding_inputs`] lists its inputs and hands out their region sources, which the
+//! shared engine embeds ([`crate::embedding::InputsBatch`]).
+//!
 //! See `docs/adding-a-domain.md` for a walk-through.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::dense::{DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, FeatureFile};
 use crate::embedding::Progress;
-use crate::ImageSource;
+use crate::{ImageSource, RegionSource};
 
 /// Why a domain could not give what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,33 @@ impl SourceOptions<'_> {
     }
 }
 
+/// One input of a domain's embedding (a slide, a volume file or DICOM folder, a raster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingInput {
+    /// Names its outputs and status: unique in the batch, free of path separators, and
+    /// carrying no more of the path than the domain's own outputs do (a slide id, a volume's
+    /// pseudonym).
+    pub id: String,
+    pub path: PathBuf,
+}
+
+/// What a domain embeds of a `[data.source]` table: its inputs, in a fixed order, and the
+/// region sources of each (a slide gives one, a DICOM folder one per series).
+pub trait EmbeddingInputs: Send {
+    /// Every input, in the order every shard of a batch sees alike.
+    fn inputs(&self) -> &[EmbeddingInput];
+
+    /// The region sources of `input`, each handed to `embed` with an id for its feature file
+    /// (unique in the batch; the input's id when the input has one source), or why one part of
+    /// the input could not become a source (a broken series of a DICOM folder), which does not
+    /// stop the others. An error returned means the input could not be read at all.
+    fn for_each_source(
+        &self,
+        input: &EmbeddingInput,
+        embed: &mut dyn FnMut(String, Result<Box<dyn RegionSource>, DomainError>),
+    ) -> Result<(), DomainError>;
+}
+
 /// A domain plugin. Each domain crate implements it on a unit struct, and the program lists
 /// every domain once.
 pub trait Domain: Sync {
@@ -119,6 +150,16 @@ pub trait Domain: Sync {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>>;
+
+    /// What `dinoadapt embed --source` embeds of a `[data.source]` table of this domain (the
+    /// same table as pre-training: the inputs it names, cut as it says, on a regular grid
+    /// rather than at random), or `None` when the domain embeds nothing.
+    fn embedding_inputs(
+        &self,
+        _source: &SourceOptions,
+    ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
+        None
+    }
 
     /// Whether `path` is a file (or folder) of this domain, for `dinoadapt inspect`.
     fn claim_file(&self, _path: &Path) -> FileClaim {

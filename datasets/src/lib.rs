@@ -22,7 +22,8 @@ pub use dense::{
     DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, DenseValues, FeatureFile,
 };
 pub use domain::{
-    claiming_domain, find_domain, Domain, DomainError, FileClaim, FileDescription, SourceOptions,
+    claiming_domain, find_domain, Domain, DomainError, EmbeddingInput, EmbeddingInputs, FileClaim,
+    FileDescription, SourceOptions,
 };
 pub use feature_store::{FeatureWriter, StoreError};
 pub use image_regions::{ImageRegions, PixelTensorError, TensorRegions};

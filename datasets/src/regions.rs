@@ -74,6 +74,26 @@ pub trait RegionSource: Send {
     }
 }
 
+/// A boxed source is a source (a domain hands out its sources boxed, see
+/// [`crate::EmbeddingInputs`]).
+impl RegionSource for Box<dyn RegionSource> {
+    fn size(&self) -> (usize, usize) {
+        (**self).size()
+    }
+    fn max_regions(&self) -> usize {
+        (**self).max_regions()
+    }
+    fn next_batch(&mut self, max: usize) -> Result<Option<RegionBatch>, String> {
+        (**self).next_batch(max)
+    }
+    fn metadata(&self) -> HashMap<String, String> {
+        (**self).metadata()
+    }
+    fn unit(&self) -> &'static str {
+        (**self).unit()
+    }
+}
+
 /// The regions as a table: row `i` describes feature row `i`.
 pub fn regions_table(regions: &[Region]) -> DataFrame {
     let f = |g: fn(&Region) -> f64| regions.iter().map(g).collect::<Vec<f64>>();

@@ -128,6 +128,34 @@ pub struct DataSource {
     pub base: PathBuf,
 }
 
+impl DataSource {
+    /// The `[data.source]` table of a TOML file (a recipe, or a file holding only that
+    /// table), its `base` taken from the file's folder as in a recipe.
+    pub fn load(path: &Path) -> Result<DataSource, RecipeError> {
+        let parse_err = |message: String| RecipeError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let table: toml::Table = text.parse().map_err(|e| parse_err(format!("{e}")))?;
+        let source = table
+            .get("data")
+            .and_then(|d| d.get("source"))
+            .cloned()
+            .ok_or_else(|| {
+                parse_err("no [data.source] table (domain = \"...\" and the domain's keys)".into())
+            })?;
+        let mut source: DataSource = source
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(format!("[data.source]: {}", e.message())))?;
+        source.base = path.parent().unwrap_or(Path::new(".")).join(&source.base);
+        Ok(source)
+    }
+}
+
 fn is_empty_path(p: &Path) -> bool {
     p.as_os_str().is_empty()
 }

@@ -1,8 +1,9 @@
 //! The example domain of `docs/adding-a-domain.md`: fluorescence microscopy, written as that
 //! walk-through says (a config struct read from `[data.source]`, an image source, a `Domain`
 //! implementation, a registry) and pre-trained on through the same calls the program makes;
-//! its dense-head methods (targets from a label image, prediction into a label image) are
-//! called as `heads train|predict --task segment` call them.
+//! its fields are embedded tile by tile as `dinoadapt embed --source` embeds them; its
+//! dense-head methods (targets from a label image, prediction into a label image) are called as
+//! `heads train|predict --task segment` call them.
 //! If this test needs more than the walk-through describes, the walk-through is wrong.
 
 use std::path::{Path, PathBuf};
@@ -11,11 +12,14 @@ use std::sync::Arc;
 use burn::backend::{Autodiff, Flex};
 use std::collections::HashMap;
 
+use dinoadapt_core::checkpoint::{load_checkpoint, LoadOptions};
+use dinoadapt_datasets::batch::{BatchConfig, Shard};
 use dinoadapt_datasets::dense::{tagged_preprocessing, untagged_preprocessing};
-use dinoadapt_datasets::embedding::{Progress, Silent};
+use dinoadapt_datasets::embedding::{EmbedSettings, InputsBatch, Progress, RegionEmbedder, Silent};
 use dinoadapt_datasets::{
-    find_domain, DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, DenseValues,
-    Domain, DomainError, FeatureFile, ImageError, ImageSource, SourceOptions,
+    find_domain, run_batch, DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions,
+    DenseValues, Domain, DomainError, EmbeddingInput, EmbeddingInputs, FeatureFile, ImageError,
+    ImageSource, Region, RegionBatch, RegionSource, SourceOptions,
 };
 use dinoadapt_pretrain::{run, Recipe, RunOptions};
 use image::{DynamicImage, ImageBuffer, Luma};
@@ -31,6 +35,13 @@ struct FieldsConfig {
     /// Raw intensities mapped to black and white.
     #[serde(default = "default_window")]
     window: [u16; 2],
+    /// Side of the square tiles a field is embedded in.
+    #[serde(default = "default_tile")]
+    tile: usize,
+}
+
+fn default_tile() -> usize {
+    16
 }
 
 fn default_window() -> [u16; 2] {
@@ -48,24 +59,28 @@ impl ImageSource for Fields {
     }
 
     fn image(&self, index: usize, _seed: u64) -> Result<DynamicImage, ImageError> {
-        let path = &self.cfg.paths[index];
-        let raw = image::open(path)
-            .map_err(|e| ImageError::Decode {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?
-            .into_luma16();
-        let [lo, hi] = self.cfg.window.map(f32::from);
-        let gray = ImageBuffer::from_fn(raw.width(), raw.height(), |x, y| {
-            let v = (f32::from(raw.get_pixel(x, y)[0]) - lo) / (hi - lo).max(1.0);
-            Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
-        });
+        let gray = windowed(&self.cfg.paths[index], self.cfg.window)?;
         Ok(DynamicImage::ImageLuma8(gray).into_rgb8().into())
     }
 
     fn describe(&self) -> String {
         format!("{} fluorescence fields", self.cfg.paths.len())
     }
+}
+
+/// A field's raw intensities windowed to 8 bits.
+fn windowed(path: &Path, window: [u16; 2]) -> Result<image::GrayImage, ImageError> {
+    let raw = image::open(path)
+        .map_err(|e| ImageError::Decode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .into_luma16();
+    let [lo, hi] = window.map(f32::from);
+    Ok(ImageBuffer::from_fn(raw.width(), raw.height(), |x, y| {
+        let v = (f32::from(raw.get_pixel(x, y)[0]) - lo) / (hi - lo).max(1.0);
+        Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
+    }))
 }
 
 // Step 3: the plugin.
@@ -93,6 +108,17 @@ impl Domain for Microscopy {
         })())
     }
 
+    fn embedding_inputs(
+        &self,
+        source: &SourceOptions,
+    ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
+        Some((|| {
+            let mut cfg: FieldsConfig = source.parse(self.name())?;
+            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+            Ok(Box::new(FieldInputs::new(cfg)) as Box<dyn EmbeddingInputs>)
+        })())
+    }
+
     fn dense_targets(
         &self,
         file: &FeatureFile,
@@ -115,6 +141,139 @@ impl Domain for Microscopy {
         progress: &mut dyn Progress,
     ) -> Option<Result<serde_json::Value, DomainError>> {
         Some(predict_field(options, model, progress))
+    }
+}
+
+// Step 4: embedding. Each field is one input, cut into square tiles on a grid; the tiles
+// become one feature file, whose metadata says how (the dense heads read it back).
+struct FieldInputs {
+    cfg: FieldsConfig,
+    inputs: Vec<EmbeddingInput>,
+}
+
+impl FieldInputs {
+    fn new(cfg: FieldsConfig) -> FieldInputs {
+        let inputs = cfg
+            .paths
+            .iter()
+            .map(|p| EmbeddingInput {
+                id: p.file_stem().unwrap().to_string_lossy().into_owned(),
+                path: p.clone(),
+            })
+            .collect();
+        FieldInputs { cfg, inputs }
+    }
+}
+
+impl EmbeddingInputs for FieldInputs {
+    fn inputs(&self) -> &[EmbeddingInput] {
+        &self.inputs
+    }
+
+    fn for_each_source(
+        &self,
+        input: &EmbeddingInput,
+        embed: &mut dyn FnMut(String, Result<Box<dyn RegionSource>, DomainError>),
+    ) -> Result<(), DomainError> {
+        let gray = windowed(&input.path, self.cfg.window).map_err(input_error)?;
+        let size = self.cfg.tile;
+        let origins: Vec<[u32; 2]> = (0..gray.height() as usize / size)
+            .flat_map(|r| (0..gray.width() as usize / size).map(move |c| (c, r)))
+            .map(|(c, r)| [(c * size) as u32, (r * size) as u32])
+            .collect();
+        let tiling = FieldTiles {
+            size,
+            window: self.cfg.window,
+        };
+        let source = FieldRegions {
+            field: input.id.clone(),
+            gray,
+            tiling,
+            origins,
+            next: 0,
+        };
+        embed(input.id.clone(), Ok(Box::new(source)));
+        Ok(())
+    }
+}
+
+/// The tiles of one field, ImageNet-normalised, the gray value in all three channels.
+struct FieldRegions {
+    field: String,
+    gray: image::GrayImage,
+    tiling: FieldTiles,
+    origins: Vec<[u32; 2]>,
+    next: usize,
+}
+
+impl RegionSource for FieldRegions {
+    fn size(&self) -> (usize, usize) {
+        (self.tiling.size, self.tiling.size)
+    }
+
+    fn max_regions(&self) -> usize {
+        self.origins.len()
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<RegionBatch>, String> {
+        let size = self.tiling.size;
+        let end = (self.next + max).min(self.origins.len());
+        if self.next == end {
+            return Ok(None);
+        }
+        let (mut regions, mut pixels) = (Vec::new(), Vec::new());
+        for (index, &[x0, y0]) in self.origins.iter().enumerate().take(end).skip(self.next) {
+            for (mean, std) in [(0.485, 0.229), (0.456, 0.224), (0.406, 0.225)] {
+                for y in 0..size as u32 {
+                    for x in 0..size as u32 {
+                        let v = f32::from(self.gray.get_pixel(x0 + x, y0 + y)[0]) / 255.0;
+                        pixels.push((v - mean) / std);
+                    }
+                }
+            }
+            regions.push(Region {
+                source: self.field.clone(),
+                index,
+                col: i64::from(x0),
+                row: i64::from(y0),
+                width: size,
+                height: size,
+                bounds: [
+                    f64::from(x0),
+                    f64::from(y0),
+                    f64::from(x0) + size as f64,
+                    f64::from(y0) + size as f64,
+                ],
+                crs: "px".into(),
+                valid_fraction: 1.0,
+            });
+        }
+        self.next = end;
+        Ok(Some(RegionBatch {
+            regions,
+            pixels,
+            size: (size, size),
+            skipped: Vec::new(),
+        }))
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("domain".into(), "microscopy".into()),
+            ("field".into(), self.field.clone()),
+            (
+                "tiling".into(),
+                serde_json::to_string(&self.tiling).unwrap(),
+            ),
+            (
+                "tile_origins".into(),
+                serde_json::to_string(&self.origins).unwrap(),
+            ),
+        ])
+    }
+
+    fn unit(&self) -> &'static str {
+        "tiles"
     }
 }
 
@@ -177,6 +336,7 @@ fn predict_field(
         cfg: FieldsConfig {
             paths: vec![o.input.to_path_buf()],
             window: tiles.window,
+            tile: tiles.size,
         },
     };
     let rgb = field.image(0, 0).map_err(input_error)?.into_rgb8();
@@ -229,6 +389,19 @@ fn images(recipe: &Recipe) -> Result<Arc<dyn ImageSource>, DomainError> {
     domain
         .pretraining_images(&options)
         .expect("feeds pre-training")
+}
+
+/// What `dinoadapt embed --source` does with a recipe's `[data.source]`.
+fn embedding_inputs(recipe: &Recipe) -> Result<Box<dyn EmbeddingInputs>, DomainError> {
+    let source = recipe.data.source.as_ref().expect("[data.source]");
+    let domain = find_domain(&domains(), &source.domain)?;
+    let options = SourceOptions {
+        options: serde_json::to_value(&source.options).expect("TOML values are JSON values"),
+        base: &source.base,
+        seed: recipe.train.seed,
+        scratch: &recipe.train.output_dir,
+    };
+    domain.embedding_inputs(&options).expect("embeds")
 }
 
 /// Nuclei-like blobs on a dark background, 16 bits.
@@ -307,6 +480,46 @@ fn an_example_microscopy_domain_feeds_pretraining_through_the_plugin_trait() {
     let summary = run::<Autodiff<Flex>>(&recipe, &options, &Default::default()).unwrap();
     assert_eq!(summary.steps, 3);
     assert!(summary.teacher.exists(), "{}", summary.teacher.display());
+
+    // The same table, embedded with the teacher, as `dinoadapt embed --source` does it.
+    let inputs = embedding_inputs(&recipe).unwrap();
+    assert_eq!(inputs.inputs().len(), 6);
+    let ck = load_checkpoint(&summary.teacher, &LoadOptions::default()).unwrap();
+    let settings = EmbedSettings {
+        layers: Vec::new(),
+        norm_layers: false,
+        batch_size: 3,
+        precision: Default::default(),
+        chunks: 1,
+        metadata: HashMap::new(),
+    };
+    let embedder = RegionEmbedder::<Flex>::new(&ck, Default::default(), settings).unwrap();
+    let out = dir.path().join("embedded");
+    let mut job = InputsBatch {
+        inputs: &*inputs,
+        embedder: &embedder,
+        out: out.clone(),
+        progress: &mut Silent,
+    };
+    let cfg = BatchConfig {
+        out: out.clone(),
+        shard: Shard { index: 0, count: 1 },
+        statuses: true,
+        resume: false,
+    };
+    let items = inputs.inputs().to_vec();
+    let batch = run_batch(&cfg, &items, &mut job, "fields", &mut Silent).unwrap();
+    assert_eq!((batch.done, batch.failed), (6, 0));
+    // 40-px fields in 16-px tiles: 2 x 2 tiles each, 32-d class tokens.
+    let bytes = std::fs::read(out.join("features/field0.safetensors")).unwrap();
+    let features = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(features.tensor("cls").unwrap().shape(), [4, 32]);
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta["domain"], "microscopy");
+    assert_eq!(meta["tile_origins"], "[[0,0],[16,0],[0,16],[16,16]]");
+    assert!(out.join("regions/field5.parquet").is_file());
+    assert!(out.join("manifest.parquet").is_file());
 
     // A key the domain does not take, and a domain nobody registered.
     let typo = recipe_error(

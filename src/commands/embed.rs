@@ -19,6 +19,8 @@ use dinoadapt_datasets::{
 };
 use serde_json::Value;
 
+use crate::batch_args::ShardArgs;
+use crate::commands::embed_source::{self, SourceEmbedJob};
 use crate::device::{on_device, BackendJob};
 use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
 use crate::progress::Bar;
@@ -30,6 +32,16 @@ pub struct EmbedArgs {
     /// Images: files (PNG, JPEG, TIFF), folders (searched recursively) or list files (one path
     /// per line, or a CSV whose first column is the path).
     pub inputs: Vec<PathBuf>,
+    /// A recipe (or any TOML file) whose `[data.source]` table names a domain and its inputs
+    /// (slides, volumes, rasters...): they are embedded on a regular grid into `--out`, one
+    /// feature file and region table per source, as a batch (`--shard`, `--resume`).
+    #[arg(long, conflicts_with_all = ["inputs", "pixels"], requires = "out")]
+    pub source: Option<PathBuf>,
+    /// The output folder of `--source`.
+    #[arg(long, requires = "source")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub shards: ShardArgs,
     /// A safetensors file holding a preprocessed NCHW float32 tensor, fed straight to the
     /// backbone (no preprocessing).
     #[arg(long, conflicts_with = "inputs")]
@@ -222,8 +234,26 @@ impl<S: RegionSource + 'static> BackendJob for ImageEmbedding<S> {
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
+    let sharded = args.shards.shard.is_some() || args.shards.resume || args.shards.overwrite;
+    if sharded && args.source.is_none() {
+        bail!("--shard, --resume and --overwrite are for batches (--source)");
+    }
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
+    if let (Some(recipe), Some(out)) = (&args.source, &args.out) {
+        let (inputs, domain) = embed_source::source_inputs(recipe, out)?;
+        let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
+        let job = SourceEmbedJob {
+            ck,
+            settings,
+            inputs,
+            domain,
+            out: out.clone(),
+            shards: args.shards.clone(),
+            quiet: args.run.quiet,
+        };
+        return on_device(args.run.device, job);
+    }
     let manifest = args
         .manifest
         .clone()

@@ -1,5 +1,6 @@
 pub mod curate;
 pub mod embed;
+pub mod embed_source;
 pub mod export;
 pub mod heads;
 pub mod inspect;

@@ -6,10 +6,12 @@
 //! of regions. The model is built once and embeds any number of sources.
 
 mod engine;
+mod inputs_batch;
 mod layout;
 mod progress;
 
 pub use engine::{EmbedSettings, Embedded, RegionEmbedder};
+pub use inputs_batch::{InputStatus, InputsBatch, InputsBatchError, SourceStatus};
 pub use layout::{append_batch, patch_tokens, FeatureLayout};
 pub use progress::{Progress, Silent};
 

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod contours;
 pub mod dense;
 pub mod dicom_wsi;
+pub mod embedding_inputs;
 pub mod error;
 pub mod h5_bag;
 pub mod image_slide;

@@ -7,14 +7,24 @@ use std::sync::Arc;
 use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
     DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
-    FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
+    EmbeddingInputs, FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
+use crate::embedding_inputs::SlideInputs;
 use crate::{inspect, SlideTiles, SlideTilesConfig};
 
 /// The pathology domain plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pathology;
+
+impl Pathology {
+    /// A `[data.source]` table of slides, its paths taken from the recipe's folder.
+    fn config(&self, source: &SourceOptions) -> Result<SlideTilesConfig, DomainError> {
+        let mut cfg: SlideTilesConfig = source.parse(self.name())?;
+        cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+        Ok(cfg)
+    }
+}
 
 impl Domain for Pathology {
     fn name(&self) -> &'static str {
@@ -25,11 +35,20 @@ impl Domain for Pathology {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some((|| {
-            let mut cfg: SlideTilesConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+        Some(self.config(source).and_then(|cfg| {
             Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
-        })())
+        }))
+    }
+
+    /// Each slide's tissue tiles on a grid, at each of the table's resolutions.
+    fn embedding_inputs(
+        &self,
+        source: &SourceOptions,
+    ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
+        Some(
+            self.config(source)
+                .and_then(|cfg| Ok(Box::new(SlideInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
+        )
     }
 
     fn claim_file(&self, path: &Path) -> FileClaim {

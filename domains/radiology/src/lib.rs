@@ -21,6 +21,7 @@
 pub mod dense;
 pub mod dicom;
 pub mod embed_batch;
+pub mod embedding_inputs;
 pub mod error;
 pub mod inputs;
 pub mod inspect;

@@ -7,14 +7,24 @@ use std::sync::Arc;
 use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
     DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
-    FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
+    EmbeddingInputs, FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
+use crate::embedding_inputs::VolumeInputs;
 use crate::{inspect, VolumeSlices, VolumeSlicesConfig};
 
 /// The radiology domain plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Radiology;
+
+impl Radiology {
+    /// A `[data.source]` table of volumes, its paths taken from the recipe's folder.
+    fn config(&self, source: &SourceOptions) -> Result<VolumeSlicesConfig, DomainError> {
+        let mut cfg: VolumeSlicesConfig = source.parse(self.name())?;
+        cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+        Ok(cfg)
+    }
+}
 
 impl Domain for Radiology {
     fn name(&self) -> &'static str {
@@ -25,11 +35,20 @@ impl Domain for Radiology {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some((|| {
-            let mut cfg: VolumeSlicesConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+        Some(self.config(source).and_then(|cfg| {
             Ok(Arc::new(VolumeSlices::render(&cfg, source.scratch)?) as Arc<dyn ImageSource>)
-        })())
+        }))
+    }
+
+    /// Every non-empty slice of each volume.
+    fn embedding_inputs(
+        &self,
+        source: &SourceOptions,
+    ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
+        Some(
+            self.config(source)
+                .and_then(|cfg| Ok(Box::new(VolumeInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
+        )
     }
 
     fn claim_file(&self, path: &Path) -> FileClaim {

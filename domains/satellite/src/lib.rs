@@ -7,6 +7,7 @@ pub mod align;
 pub mod chips;
 pub mod dense;
 pub mod embed_batch;
+pub mod embedding_inputs;
 pub mod error;
 pub mod geotransform;
 pub mod inspect;

@@ -40,6 +40,9 @@ impl Normalization {
     pub fn preset(name: &str, rasters: &[&Raster], bands: &[usize]) -> Result<Normalization> {
         let here = std::path::Path::new("--normalize");
         let n = bands.len();
+        for r in rasters {
+            r.check_bands(bands)?;
+        }
         let all_u8 = rasters
             .iter()
             .all(|r| bands.iter().all(|&b| r.info().dtypes[b - 1] == "uint8"));

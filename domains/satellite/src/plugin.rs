@@ -7,14 +7,24 @@ use std::sync::Arc;
 use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
     DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
-    FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
+    EmbeddingInputs, FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
+use crate::embedding_inputs::RasterInputs;
 use crate::{inspect, RasterChips, RasterChipsConfig};
 
 /// The satellite domain plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Satellite;
+
+impl Satellite {
+    /// A `[data.source]` table of rasters, its paths taken from the recipe's folder.
+    fn config(&self, source: &SourceOptions) -> Result<RasterChipsConfig, DomainError> {
+        let mut cfg: RasterChipsConfig = source.parse(self.name())?;
+        cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+        Ok(cfg)
+    }
+}
 
 impl Domain for Satellite {
     fn name(&self) -> &'static str {
@@ -25,11 +35,21 @@ impl Domain for Satellite {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some((|| {
-            let mut cfg: RasterChipsConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-            Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)
-        })())
+        Some(
+            self.config(source)
+                .and_then(|cfg| Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)),
+        )
+    }
+
+    /// Each raster's chips on a grid.
+    fn embedding_inputs(
+        &self,
+        source: &SourceOptions,
+    ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
+        Some(
+            self.config(source)
+                .and_then(|cfg| Ok(Box::new(RasterInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
+        )
     }
 
     fn claim_file(&self, path: &Path) -> FileClaim {

@@ -4,7 +4,7 @@
 mod common;
 
 use dinoadapt_satellite::inspect::report;
-use dinoadapt_satellite::Raster;
+use dinoadapt_satellite::{Normalization, Raster};
 use serde_json::Value;
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
@@ -82,4 +82,20 @@ fn inspect_matches_gdal_for_every_shared_raster() {
         checked += 1;
     }
     assert!(checked >= 7, "only {checked} rasters in the reference");
+}
+
+/// Issue 18, defect 1: a band the raster lacks (any band but 1 of the one-band `merc.tif`) was
+/// indexed in the dtype list before it was checked, and `satellite embed`/`predict` panicked.
+#[test]
+fn a_band_the_raster_lacks_is_refused_not_indexed() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let raster = Raster::open(&data.join("satellite/merc.tif")).unwrap();
+    assert_eq!(raster.info().count(), 1);
+    for bands in [vec![1, 2, 3], vec![0, 1, 1], vec![1, 1, 4]] {
+        let e = Normalization::preset("imagenet", &[&raster], &bands).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{bands:?}: {e}");
+    }
+    assert!(Normalization::preset("none", &[&raster], &[1]).is_ok());
 }
