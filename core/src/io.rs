@@ -121,3 +121,33 @@ mod tests {
         assert_eq!(mode(&ours), mode(&plain));
     }
 }
+
+/// Refuse a FIFO, socket or device where a file (or folder) is expected: reading one would
+/// block forever (a FIFO no one writes) or never end (`/dev/zero`). Paths that do not exist
+/// pass (the caller's own open says so).
+pub fn refuse_special_file(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod special_file_tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_refused_and_files_folders_and_missing_paths_pass() {
+        let e = refuse_special_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.png");
+        std::fs::write(&file, b"x").unwrap();
+        for ok in [dir.path(), file.as_path(), Path::new("/no/such/file")] {
+            assert!(refuse_special_file(ok).is_ok(), "{}", ok.display());
+        }
+    }
+}

@@ -111,6 +111,10 @@ fn first_csv_cell(line: &str) -> Result<String, csv::Error> {
 
 /// Decode an image file (PNG, JPEG, TIFF, ...).
 pub fn open_image(path: &Path) -> Result<DynamicImage, ImageError> {
+    dinoadapt_core::io::refuse_special_file(path).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let reader = image::ImageReader::open(path)
         .map_err(|source| ImageError::Io {
             path: path.to_path_buf(),

@@ -220,7 +220,13 @@ fn report(table: &Path, rows: &[VolumeRow], what: &str) {
         table.display()
     );
     for r in rows.iter().filter(|r| r.status != "ok") {
-        eprintln!("  input #{} {}: {}", r.input_index, r.file, r.error);
+        let input = format!("input #{}", r.input_index);
+        match r.file.as_str() {
+            // The reader's message names the input already.
+            "" if r.error.starts_with(&input) => eprintln!("  {}", r.error),
+            "" => eprintln!("  {input}: {}", r.error),
+            file => eprintln!("  {input} {file}: {}", r.error),
+        }
     }
 }
 

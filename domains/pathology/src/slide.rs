@@ -105,6 +105,8 @@ impl Slide {
     /// Opens a slide: OpenSlide when it recognises the file, else the plain image decoder.
     pub fn open_with(path: &Path, options: &OpenOptions) -> Result<Slide> {
         std::fs::metadata(path).map_err(PathologyError::io(path, "cannot open the slide"))?;
+        dinoadapt_core::io::refuse_special_file(path)
+            .map_err(PathologyError::io(path, "cannot open the slide"))?;
         let (backend, mut info) = if let Some(vendor) = detect_vendor(path) {
             let s = OpenSlideSlide::open(path, &vendor)?;
             let (mpp, mpp_note) = s.mpp();

@@ -190,6 +190,10 @@ impl Raster {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
+        dinoadapt_core::io::refuse_special_file(path).map_err(|source| SatelliteError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let ds = Dataset::open(path).map_err(|e| SatelliteError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -50,18 +50,63 @@ fn invalid(path: &Path, reason: impl Into<String>) -> RadiologyError {
     }
 }
 
-/// Reads the bytes of a .nii or .nii.gz file (gzip is detected by its magic bytes, not the name).
-pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| RadiologyError::io(path, "cannot read file", e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| invalid(path, format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// The decompressed byte stream of a .nii or .nii.gz file (gzip is detected by its magic
+/// bytes, not the name). Only regular files are opened: a FIFO, a device or a folder is refused
+/// before it is read (a `.nii` that is `/dev/zero` would never end).
+pub fn open_stream(path: &Path) -> Result<Box<dyn Read>> {
+    Ok(open_bounded(path)?.0)
+}
+
+/// Deflate inflates at most ~1032:1: a gzip file of n bytes holds at most this many.
+const MAX_INFLATION: u64 = 1032;
+
+/// [`open_stream`] and the most bytes the stream can hold (the file's size, or what its
+/// compressed size can inflate to), so that a header asking for more is refused unread.
+fn open_bounded(path: &Path) -> Result<(Box<dyn Read>, u64)> {
+    let meta = std::fs::metadata(path).map_err(|e| RadiologyError::io(path, "cannot open", e))?;
+    if !meta.is_file() {
+        return Err(invalid(
+            path,
+            "not a regular file (a folder, FIFO or device); NIfTI images are files",
+        ));
     }
+    let mut file =
+        std::fs::File::open(path).map_err(|e| RadiologyError::io(path, "cannot open", e))?;
+    let mut magic = Vec::with_capacity(2);
+    (&mut file)
+        .take(2)
+        .read_to_end(&mut magic)
+        .map_err(|e| RadiologyError::io(path, "cannot read file", e))?;
+    let stream = std::io::Cursor::new(magic.clone()).chain(std::io::BufReader::new(file));
+    if magic == [0x1f, 0x8b] {
+        let most = meta.len().saturating_mul(MAX_INFLATION);
+        Ok((Box::new(flate2::read::MultiGzDecoder::new(stream)), most))
+    } else {
+        Ok((Box::new(stream), meta.len()))
+    }
+}
+
+/// Up to `limit` more bytes of `stream` appended to `bytes` (fewer when the stream ends).
+fn read_more(path: &Path, stream: &mut dyn Read, bytes: &mut Vec<u8>, limit: usize) -> Result<()> {
+    stream
+        .take(limit as u64)
+        .read_to_end(bytes)
+        .map_err(|e| invalid(path, format!("corrupt gzip stream: {e}")))?;
+    Ok(())
+}
+
+/// The header bytes of a NIfTI stream (NIfTI-2's 540 at most: a NIfTI-1 header is 348).
+fn read_header_bytes(path: &Path, stream: &mut dyn Read) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(540);
+    read_more(path, stream, &mut bytes, 540)?;
+    Ok(bytes)
+}
+
+/// Reads the whole of a .nii or .nii.gz file, decompressed (see [`open_stream`]).
+pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_more(path, &mut *open_stream(path)?, &mut out, usize::MAX)?;
+    Ok(out)
 }
 
 /// The data scaling: `(None, None)` when the data are unscaled: slope 0 or not finite (the
@@ -133,7 +178,7 @@ pub fn header_info(path: &Path, h: &NiftiHeader) -> Result<NiftiHeaderInfo> {
 /// Reads only the header of a .nii / .nii.gz.
 pub fn read_nifti_header(path: impl AsRef<Path>) -> Result<(NiftiHeader, NiftiHeaderInfo)> {
     let path = path.as_ref();
-    let bytes = read_file_bytes(path)?;
+    let bytes = read_header_bytes(path, &mut *open_stream(path)?)?;
     let h = NiftiHeader::parse(&bytes).map_err(|r| invalid(path, r))?;
     let info = header_info(path, &h)?;
     Ok((h, info))
@@ -145,7 +190,8 @@ pub fn read_nifti_header(path: impl AsRef<Path>) -> Result<(NiftiHeader, NiftiHe
 /// axes. The volume's id is a pseudonymous hash of the file's bytes (see [`Pseudonymizer`]).
 pub fn read_nifti(path: impl AsRef<Path>, pseudo: &Pseudonymizer) -> Result<NiftiImage> {
     let path = path.as_ref();
-    let bytes = read_file_bytes(path)?;
+    let (mut stream, most) = open_bounded(path)?;
+    let mut bytes = read_header_bytes(path, &mut *stream)?;
     let header = NiftiHeader::parse(&bytes).map_err(|r| invalid(path, r))?;
     let info = header_info(path, &header)?;
     let dt = NiftiDatatype::from_code(header.datatype).map_err(|name| {
@@ -188,6 +234,23 @@ pub fn read_nifti(path: impl AsRef<Path>, pseudo: &Pseudonymizer) -> Result<Nift
         .checked_mul(dt.size())
         .and_then(|b| b.checked_add(off))
         .ok_or_else(|| invalid(path, "image too large"))?;
+    // Only what the header says the image needs is read (and held): trailing bytes, however
+    // many a gzip stream would inflate to, are never decompressed; a header asking for more
+    // than the file can hold is refused before any voxel is read.
+    if need as u64 > most {
+        return Err(invalid(
+            path,
+            format!(
+                "truncated: {n} voxels of {} need {need} bytes, more than this {}-byte file \
+                 can hold",
+                dt.numpy_name(),
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            ),
+        ));
+    }
+    if let Some(more) = need.checked_sub(bytes.len()) {
+        read_more(path, &mut *stream, &mut bytes, more)?;
+    }
     if bytes.len() < need {
         return Err(invalid(
             path,
@@ -212,7 +275,7 @@ pub fn read_nifti(path: impl AsRef<Path>, pseudo: &Pseudonymizer) -> Result<Nift
         frames,
         &info.affine_ras,
         None,
-        pseudo.content_id(&bytes),
+        pseudo.content_id(&bytes[..need]),
     )
     .map_err(|e| invalid(path, e.to_string()))?;
     Ok(NiftiImage {

@@ -1,0 +1,249 @@
+//! End-to-end: hostile inputs (issue 18) — special files where images are expected, and a
+//! gzip bomb behind a valid NIfTI header — are refused or read in bounded memory and time,
+//! with a message naming the file, and the good inputs of the same batch are still done.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::shared;
+
+/// `dinoadapt args` under a virtual-memory limit (`ulimit -v`, KiB), killed after `limit`.
+fn run_bounded(args: &[&str], memory_kib: u64, limit: Duration) -> Output {
+    let bin = env!("CARGO_BIN_EXE_dinoadapt");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {memory_kib}; exec \"$0\" \"$@\""))
+        .arg(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("dinoadapt {args:?} still running after {limit:?} (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ dinoadapt {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// `src` (a .nii.gz) decompressed, then `extra_gib` GiB of zeros, as a multi-member gzip file
+/// of a few MB.
+fn nifti_gzip_bomb(src: &Path, dst: &Path, extra_gib: usize) {
+    let mut image = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(src).unwrap()),
+        &mut image,
+    )
+    .unwrap();
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let zeros = gzip(&vec![0u8; 64 << 20]);
+    let mut out = std::fs::File::create(dst).unwrap();
+    out.write_all(&gzip(&image)).unwrap();
+    for _ in 0..extra_gib * 16 {
+        out.write_all(&zeros).unwrap();
+    }
+}
+
+const MEMORY_KIB: u64 = 1 << 20;
+
+#[test]
+fn a_nifti_gzip_bomb_is_read_in_bounded_memory() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.nii.gz");
+    // 2 GiB of zeros after the image: reading the whole stream needs more than the 1 GiB the
+    // process may map.
+    nifti_gzip_bomb(&shared.join("data/nifti/standard.nii.gz"), &bomb, 2);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 16 << 20);
+    let b = bomb.to_str().unwrap();
+    let out = run_bounded(
+        &["inspect", b, "--json"],
+        MEMORY_KIB,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["shape"], serde_json::json!([4, 5, 7]), "{report}");
+    let conv = dir.path().join("converted");
+    let out = run_bounded(
+        &["radiology", "convert", b, "-o", conv.to_str().unwrap()],
+        MEMORY_KIB,
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let table = common::table(&conv.join("volumes.parquet"));
+    assert_eq!(
+        table.column("status").unwrap().str().unwrap().get(0),
+        Some("ok")
+    );
+}
+
+#[test]
+fn fifos_and_devices_named_like_volumes_are_refused_without_hanging() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.nii");
+    mkfifo(&fifo);
+    let zero = dir.path().join("zero.nii.gz");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for special in [&fifo, &zero] {
+        let s = special.to_str().unwrap();
+        let out = run_bounded(&["inspect", s], MEMORY_KIB, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(s) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+    // In a batch, the special files are rows that say why; the good volume is embedded.
+    let good = shared.join("data/nifti/standard.nii.gz");
+    let model = shared.join("fixtures/hf_dinov2_reg");
+    let out_dir = dir.path().join("embedded");
+    let out = run_bounded(
+        &[
+            "radiology",
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--size",
+            "56",
+            good.to_str().unwrap(),
+            fifo.to_str().unwrap(),
+            zero.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--quiet",
+        ],
+        4 * MEMORY_KIB,
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("input #1 : input #1"),
+        "a clause said twice: {err}"
+    );
+    let table = common::table(&out_dir.join("volumes.parquet"));
+    let status = table.column("status").unwrap().str().unwrap();
+    let error = table.column("error").unwrap().str().unwrap();
+    assert_eq!(
+        (0..3).map(|i| status.get(i).unwrap()).collect::<Vec<_>>(),
+        ["ok", "failed", "failed"]
+    );
+    assert!(error.get(1).unwrap().contains("not a regular file"));
+}
+
+#[test]
+fn fifos_among_images_slides_and_rasters_are_failed_rows_not_hangs() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = shared.join("data");
+    let model = shared.join("fixtures/hf_dinov2_reg");
+    let m = model.to_str().unwrap();
+    let limit = Duration::from_secs(120);
+    let run = |args: &[&str]| run_bounded(args, 4 * MEMORY_KIB, limit);
+
+    // embed: a folder of two images, one of them a FIFO.
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::copy(d.join("pathology/he_tile_240.png"), images.join("a.png")).unwrap();
+    mkfifo(&images.join("b.png"));
+    let features = dir.path().join("images.safetensors");
+    let out = run(&[
+        "embed",
+        "--model",
+        m,
+        images.to_str().unwrap(),
+        "-o",
+        features.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success());
+    let manifest = common::table(&features.with_extension("parquet"));
+    let error = manifest.column("error").unwrap().str().unwrap();
+    assert_eq!(error.get(0), Some(""));
+    assert!(error.get(1).unwrap().contains("not a regular file"));
+
+    // pathology embed: a slide and a FIFO named like one.
+    let slides = dir.path().join("slides");
+    std::fs::create_dir(&slides).unwrap();
+    std::fs::copy(
+        d.join("pathology/CMU-1-Small-Region.svs"),
+        slides.join("a.svs"),
+    )
+    .unwrap();
+    mkfifo(&slides.join("b.svs"));
+    let out_dir = dir.path().join("pathology");
+    let out = run(&[
+        "pathology",
+        "embed",
+        "--model",
+        m,
+        slides.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--target-mpp",
+        "2.0",
+        "--size",
+        "112",
+        "--quiet",
+    ]);
+    assert!(out.status.success());
+    let manifest = common::table(&out_dir.join("manifest.parquet"));
+    let status = manifest.column("status").unwrap().str().unwrap();
+    let error = manifest.column("error").unwrap().str().unwrap();
+    assert_eq!(
+        (status.get(0), status.get(1)),
+        (Some("done"), Some("failed"))
+    );
+    assert!(error.get(1).unwrap().contains("not a regular file"));
+
+    // satellite embed: a raster and a FIFO named like one.
+    let fifo = dir.path().join("scene.tif");
+    mkfifo(&fifo);
+    let rgb = d.join("satellite/rmnp-rgb.tif");
+    let out_dir = dir.path().join("satellite");
+    let out = run(&[
+        "satellite",
+        "embed",
+        "--model",
+        m,
+        rgb.to_str().unwrap(),
+        fifo.to_str().unwrap(),
+        "--size",
+        "56",
+        "--resume",
+        "-o",
+        out_dir.join("f.safetensors").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
+}
