@@ -38,6 +38,23 @@ pub enum ClassifyError {
     /// A feature file without the tensor the feature kind needs.
     #[error("{}: no `{name}` features", path.display())]
     MissingFeatures { path: PathBuf, name: String },
+    /// A feature file whose tensors are not what `embed` writes, or hold NaN/±Inf.
+    #[error("{}: {reason}", path.display())]
+    BadFeatures { path: PathBuf, reason: String },
+    /// Features of a split whose width is not the training features'.
+    #[error(
+        "{}: {dim}-wide features; the training features are {train}-wide (made with another \
+         backbone or feature kind?)",
+        path.display()
+    )]
+    SplitDimension {
+        path: PathBuf,
+        dim: usize,
+        train: usize,
+    },
+    /// The manifest beside a feature file lacks the columns `embed` writes.
+    #[error("{}: {reason}", path.display())]
+    ManifestTable { path: PathBuf, reason: String },
     #[error("{}: the manifest beside the features", path.display())]
     Manifest {
         path: PathBuf,
@@ -149,6 +166,7 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
     let tr = Features::load(&cfg.train, cfg.features)?;
     let va = Features::load(&cfg.val, cfg.features)?;
     same_backbone(&tr, &va, &cfg.val)?;
+    same_width(&tr, &va, &cfg.val)?;
     let tr_names = tr.label_names(&cfg.labels)?;
     let classes: Vec<String> = tr_names
         .iter()
@@ -166,6 +184,7 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
         Some(p) => {
             let s = Features::load(p, cfg.features)?;
             same_backbone(&tr, &s, p)?;
+            same_width(&tr, &s, p)?;
             let y = encode(&s.label_names(&cfg.labels)?, &classes)?;
             Some((s, y))
         }
@@ -327,6 +346,18 @@ fn same_backbone(tr: &Features, s: &Features, path: &Path) -> Result<(), Classif
         }
         _ => Ok(()),
     }
+}
+
+/// Refuse the features of split `path` when their width is not the training features'.
+fn same_width(train: &Features, split: &Features, path: &Path) -> Result<(), ClassifyError> {
+    if split.dim != train.dim {
+        return Err(ClassifyError::SplitDimension {
+            path: path.to_path_buf(),
+            dim: split.dim,
+            train: train.dim,
+        });
+    }
+    Ok(())
 }
 
 /// A saved head and the features of `features_path` in the head's feature kind, refused when
