@@ -336,3 +336,42 @@ fn pretraining_reads_volume_slices_and_raster_chips_online() {
         "`[data.source]` with `domain = \"radiology\"`",
     );
 }
+
+/// Issue 18, defect 11: `--resume` with a changed recipe (lr × 50, batch 8 -> 4) continued
+/// silently, and `--resume` on a folder without checkpoints started afresh. Both are refused
+/// with what differs; where the run goes on (device) and where it stops are not changes.
+#[test]
+fn resume_refuses_another_recipe_and_a_folder_without_checkpoints() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), &shared, "");
+    let r = r.to_str().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let pretrain = |extra: &[&str]| {
+        let mut args = vec!["pretrain", "--recipe", r, "--output", o, "--quiet"];
+        args.extend(extra);
+        dinoadapt(&args)
+    };
+    let empty = pretrain(&["--resume"]);
+    assert_eq!(empty.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&empty.stderr);
+    assert!(err.contains("holds no checkpoint"), "{err}");
+    assert!(pretrain(&["--set", "train.max_steps=4"]).status.success());
+    for (set, key) in [
+        ("optim.base_lr=0.2", "optim.base_lr: 0.004 -> 0.2"),
+        ("data.batch_size=4", "data.batch_size: 8 -> 4"),
+    ] {
+        let changed = pretrain(&["--resume", "--set", "train.max_steps=8", "--set", set]);
+        assert_eq!(changed.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&changed.stderr);
+        assert!(err.contains("another recipe") && err.contains(key), "{err}");
+        assert!(
+            !err.contains("max_steps"),
+            "where a run stops may change: {err}"
+        );
+    }
+    let longer = pretrain(&["--resume", "--set", "train.max_steps=8", "--device", "cpu"]);
+    assert!(longer.status.success());
+    assert_eq!(checkpoints_in(&out).last().unwrap().0, 8);
+}

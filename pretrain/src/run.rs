@@ -2,6 +2,7 @@
 //! objective, checkpoint atomically, resume exactly, guard against collapse, monitor kNN
 //! accuracy, and leave metrics (Parquet + PNG) and the teacher backbone behind.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +40,18 @@ pub enum RunError {
          train.output_dir"
     )]
     OutputInUse(PathBuf),
+    #[error(
+        "--resume: {0} holds no checkpoint of a run to continue; leave out --resume to start one"
+    )]
+    NothingToResume(PathBuf),
+    #[error(
+        "--resume: the run in {} was made with another recipe ({}); resume it with its own \
+         recipe ({}), or start a new run in another train.output_dir",
+        .path.parent().unwrap_or(Path::new(".")).display(),
+        .changes.join("; "),
+        .path.display()
+    )]
+    RecipeChanged { path: PathBuf, changes: Vec<String> },
     #[error("the run was stopped: {symptom} The last good checkpoint is {last}.")]
     Collapsed { symptom: String, last: String },
     #[error("{path}: cannot write: {source}")]
@@ -165,6 +178,71 @@ fn check_crops(recipe: &Recipe, patch: usize) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Recipe keys a resumed run may change: where it runs, how often it writes and where it stops
+/// (the schedules follow the epochs, not `max_steps`), nothing that changes what it computes.
+const RESUMABLE_KEYS: [&str; 6] = [
+    "train.device",
+    "train.max_steps",
+    "train.output_dir",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.log_every",
+];
+
+/// Refuse to resume a run with a recipe that differs from the one it was started with (saved
+/// as `saved`) in anything but [`RESUMABLE_KEYS`]: the checkpoint's optimizer state, schedules
+/// and data order belong to the saved recipe.
+fn same_recipe(saved: &Path, recipe: &Recipe) -> Result<(), RunError> {
+    let Ok(text) = std::fs::read_to_string(saved) else {
+        return Ok(()); // runs from before recipe.toml was kept
+    };
+    let flat = |text: &str| -> Result<BTreeMap<String, String>, String> {
+        let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        let mut out = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut out);
+        Ok(out)
+    };
+    let before = flat(&text).map_err(|e| RunError::Config(format!("{}: {e}", saved.display())))?;
+    let now = flat(&recipe.to_toml()).map_err(RunError::Config)?;
+    let keys: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    let changes: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !RESUMABLE_KEYS.contains(&k.as_str()))
+        .filter(|k| before.get(*k) != now.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+            format!("{k}: {} -> {}", show(before.get(k)), show(now.get(k)))
+        })
+        .collect();
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::RecipeChanged {
+            path: saved.to_path_buf(),
+            changes,
+        })
+    }
+}
+
+/// Every leaf of `value` under its dotted key.
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.to_string());
+        }
+    }
+}
+
 /// Run (or continue) the recipe on `device`.
 pub fn run<B: AutodiffBackend>(
     recipe: &Recipe,
@@ -180,6 +258,12 @@ pub fn run<B: AutodiffBackend>(
     let previous = checkpoints::latest(&out);
     if previous.is_some() && !options.resume {
         return Err(RunError::OutputInUse(out));
+    }
+    if options.resume {
+        if previous.is_none() {
+            return Err(RunError::NothingToResume(out));
+        }
+        same_recipe(&out.join("recipe.toml"), recipe)?;
     }
     let seed = recipe.train.seed;
     B::seed(device, seed);
