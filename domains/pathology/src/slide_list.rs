@@ -37,6 +37,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SlideListError> {
         .collect();
     entries.sort();
     for p in entries {
+        // Hidden entries are not slides: macOS AppleDouble companions (`._slide.svs`), `.DS_Store`,
+        // `.Trash` folders.
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
         if p.is_dir() {
             // MRXS slides keep their data in a folder beside the .mrxs file.
             walk(&p, out)?;
@@ -111,9 +118,41 @@ fn read_csv(path: &Path) -> Result<Vec<SlideEntry>, SlideListError> {
     Ok(out)
 }
 
+/// Slides whose ids come from their file names and collide (`a/slide.svs`, `b/slide.svs`) are
+/// named with their folder too (`a_slide`, `b_slide`), then numbered if that is not enough;
+/// ids a CSV list gave are left as they are.
+fn disambiguate_stems(entries: &mut [SlideEntry], given: &BTreeSet<usize>) {
+    let count =
+        |entries: &[SlideEntry], id: &str| entries.iter().filter(|e| e.slide_id == id).count();
+    let shared: Vec<usize> = (0..entries.len())
+        .filter(|i| !given.contains(i) && count(entries, &entries[*i].slide_id) > 1)
+        .collect();
+    for &i in &shared {
+        let e = &mut entries[i];
+        if let Some(folder) = e.path.parent().and_then(|p| p.file_name()) {
+            e.slide_id = format!("{}_{}", folder.to_string_lossy(), e.slide_id);
+        }
+    }
+    for &i in &shared {
+        let id = entries[i].slide_id.clone();
+        let same: Vec<usize> = shared
+            .iter()
+            .copied()
+            .filter(|&j| entries[j].slide_id == id)
+            .collect();
+        if same.len() > 1 {
+            for (k, j) in same.into_iter().enumerate() {
+                entries[j].slide_id = format!("{id}_{}", k + 1);
+            }
+        }
+    }
+}
+
 /// Slides from files, folders (recursive, sorted) and CSV lists; ids must be unique.
 pub fn collect_slides(inputs: &[PathBuf]) -> Result<Vec<SlideEntry>, SlideListError> {
     let mut out = Vec::new();
+    // Ids a CSV list gave (the user's: never changed); the others come from file names.
+    let mut given = BTreeSet::new();
     for input in inputs {
         if input.is_dir() {
             let mut files = Vec::new();
@@ -133,7 +172,12 @@ pub fn collect_slides(inputs: &[PathBuf]) -> Result<Vec<SlideEntry>, SlideListEr
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
         {
-            out.extend(read_csv(input)?);
+            for entry in read_csv(input)? {
+                if entry.slide_id != stem(&entry.path) {
+                    given.insert(out.len());
+                }
+                out.push(entry);
+            }
         } else {
             out.push(SlideEntry {
                 slide_id: stem(input),
@@ -142,6 +186,7 @@ pub fn collect_slides(inputs: &[PathBuf]) -> Result<Vec<SlideEntry>, SlideListEr
             });
         }
     }
+    disambiguate_stems(&mut out, &given);
     let mut seen = BTreeSet::new();
     for s in &out {
         if s.slide_id.contains(['/', '\\']) || s.slide_id.is_empty() || s.slide_id.starts_with('.')
@@ -169,6 +214,36 @@ pub fn collect_slides(inputs: &[PathBuf]) -> Result<Vec<SlideEntry>, SlideListEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18, defect 7: one AppleDouble companion, or two slides sharing a file stem in two
+    /// folders, refused the whole batch.
+    #[test]
+    fn hidden_files_are_skipped_and_shared_stems_get_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["a", "b", ".Trash"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        for f in [
+            "a/slide.svs",
+            "a/._slide.svs",
+            "b/slide.svs",
+            "b/other.svs",
+            ".Trash/x.svs",
+        ] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        let slides = collect_slides(&[dir.path().to_path_buf()]).unwrap();
+        let ids: Vec<&str> = slides.iter().map(|s| s.slide_id.as_str()).collect();
+        assert_eq!(ids, ["a_slide", "other", "b_slide"]);
+        // A stem shared with an explicit file argument in the same folder name is numbered.
+        let again = collect_slides(&[
+            dir.path().join("a/slide.svs"),
+            dir.path().join("a/slide.svs"),
+        ])
+        .unwrap();
+        let ids: Vec<&str> = again.iter().map(|s| s.slide_id.as_str()).collect();
+        assert_eq!(ids, ["a_slide_1", "a_slide_2"]);
+    }
 
     #[test]
     fn csv_lists_give_ids_and_mpp_and_ids_must_be_unique() {
