@@ -247,3 +247,130 @@ fn fifos_among_images_slides_and_rasters_are_failed_rows_not_hangs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a regular file"), "{err}");
 }
+
+/// `src`'s three bands as float32, with +Inf / -Inf in a block of the top-left chip.
+fn raster_with_infinities(src: &Path, dst: &Path) {
+    let r = dinoadapt_satellite::Raster::open(src).unwrap();
+    let info = r.info().clone();
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = driver
+        .create_with_band_type::<f32, _>(dst, info.width, info.height, 3)
+        .unwrap();
+    ds.set_geo_transform(&info.geotransform.unwrap().0).unwrap();
+    ds.set_projection(&info.crs.as_ref().unwrap().wkt).unwrap();
+    for b in 1..=3 {
+        let mut v = common::whole(&r, b);
+        for y in 0..8 {
+            for x in 0..8 {
+                v[y * info.width + x] = if b == 2 {
+                    f32::NEG_INFINITY
+                } else {
+                    f32::INFINITY
+                };
+            }
+        }
+        let mut buf = gdal::raster::Buffer::new((info.width, info.height), v);
+        ds.rasterband(b)
+            .unwrap()
+            .write((0, 0), (info.width, info.height), &mut buf)
+            .unwrap();
+    }
+}
+
+/// Issue 18, defect 8: ±Inf pixels of a float raster are invalid like NaN (they made every
+/// feature NaN, with exit status 0).
+#[test]
+fn infinite_raster_pixels_are_nodata_and_features_stay_finite() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inf = dir.path().join("inf.tif");
+    raster_with_infinities(&shared.join("data/satellite/rmnp-rgb.tif"), &inf);
+    let features = dir.path().join("f.safetensors");
+    let model = shared.join("fixtures/hf_dinov2_reg");
+    let out = common::dinoadapt(&[
+        "satellite",
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        inf.to_str().unwrap(),
+        "--size",
+        "56",
+        "-o",
+        features.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success());
+    let tensors = common::read_tensors(&features);
+    for (name, (_, values)) in &tensors {
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        assert_eq!(bad, 0, "{name}: {bad} non-finite values");
+    }
+    let chips = common::table(&features.with_extension("parquet"));
+    let valid = chips.column("valid_fraction").unwrap().f64().unwrap();
+    assert!(
+        valid.get(0).unwrap() < 1.0,
+        "the infinite pixels count as nodata"
+    );
+}
+
+/// Issue 18, defect 8: corrupt pixels passed silently — a JPEG cut in half was embedded (its
+/// lower half gray) and an all-NaN NIfTI was `ok`.
+#[test]
+fn a_cut_jpeg_and_an_all_nan_volume_are_refused() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = shared.join("data");
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let jpeg = std::fs::read(d.join("pathology/retina.jpg")).unwrap();
+    std::fs::write(images.join("a_whole.jpg"), &jpeg).unwrap();
+    std::fs::write(images.join("b_half.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    let features = dir.path().join("f.safetensors");
+    let model = shared.join("fixtures/hf_dinov2_reg");
+    let m = model.to_str().unwrap();
+    let out = common::dinoadapt(&[
+        "embed",
+        "--model",
+        m,
+        images.to_str().unwrap(),
+        "-o",
+        features.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success());
+    let manifest = common::table(&features.with_extension("parquet"));
+    let error = manifest.column("error").unwrap().str().unwrap();
+    assert_eq!(error.get(0), Some(""));
+    assert!(
+        error.get(1).unwrap().contains("truncated JPEG"),
+        "{:?}",
+        error.get(1)
+    );
+
+    // standard.nii.gz's header, as float32, every voxel NaN.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(
+            std::fs::File::open(d.join("nifti/standard.nii.gz")).unwrap(),
+        ),
+        &mut bytes,
+    )
+    .unwrap();
+    let offset = f32::from_le_bytes(bytes[108..112].try_into().unwrap()) as usize;
+    let voxels = (bytes.len() - offset) as u32; // uint8: one byte each
+    let mut nan = bytes[..offset].to_vec();
+    nan[70..72].copy_from_slice(&16i16.to_le_bytes()); // datatype float32
+    nan[72..74].copy_from_slice(&32i16.to_le_bytes()); // bitpix
+    for _ in 0..voxels {
+        nan.extend_from_slice(&f32::NAN.to_le_bytes());
+    }
+    let path = dir.path().join("nan.nii");
+    std::fs::write(&path, nan).unwrap();
+    let out = common::dinoadapt(&["inspect", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nan.nii") && err.contains("no finite voxel"),
+        "{err}"
+    );
+}

@@ -125,10 +125,43 @@ pub fn open_image(path: &Path) -> Result<DynamicImage, ImageError> {
             path: path.to_path_buf(),
             source,
         })?;
-    reader.decode().map_err(|e| ImageError::Decode {
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    let img = reader.decode().map_err(|e| ImageError::Decode {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })
+    })?;
+    if jpeg && !ends_with_jpeg_eoi(path) {
+        return Err(ImageError::Decode {
+            path: path.to_path_buf(),
+            reason: "truncated JPEG: the file ends before its end-of-image marker (the decoder \
+                     would fill the missing part with gray)"
+                .into(),
+        });
+    }
+    Ok(img)
+}
+
+/// Whether a JPEG file ends with its end-of-image marker `FF D9` (trailing zero or
+/// whitespace padding allowed): a cut-off JPEG decodes without error, its missing rows gray.
+fn ends_with_jpeg_eoi(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Vec::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(4096))).is_err()
+        || f.read_to_end(&mut tail).is_err()
+    {
+        return false;
+    }
+    while tail
+        .last()
+        .is_some_and(|b| *b == 0 || b.is_ascii_whitespace())
+    {
+        tail.pop();
+    }
+    tail.ends_with(&[0xFF, 0xD9])
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ fn band_sample(raster: &Raster, band: usize) -> Result<Vec<f32>> {
     b.read_into_slice::<f32>((0, 0), (info.width, info.height), (w, h), &mut buf, None)
         .map_err(SatelliteError::gdal(raster.path(), "decimated read"))?;
     let nodata = info.nodata[band - 1].map(|v| v as f32);
-    buf.retain(|v| !v.is_nan() && Some(*v) != nodata);
+    buf.retain(|v| v.is_finite() && Some(*v) != nodata);
     Ok(buf)
 }
 
@@ -175,7 +175,7 @@ pub fn mean_std(rasters: &[&Raster], bands: &[usize]) -> Result<(Vec<f32>, Vec<f
             let nodata = r.info().nodata[b - 1];
             for win in r.row_strips(1 << 20) {
                 for v in r.read_band_f64(b, win)? {
-                    if v.is_nan() || Some(v) == nodata {
+                    if !v.is_finite() || Some(v) == nodata {
                         continue;
                     }
                     n += 1;

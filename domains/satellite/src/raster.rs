@@ -319,7 +319,7 @@ impl Raster {
                 let row = (dy + y) * w + dx;
                 plane[row..row + iw].copy_from_slice(src);
                 for (x, &v) in src.iter().enumerate() {
-                    if v.is_nan() || nodata == Some(v) {
+                    if !v.is_finite() || nodata == Some(v) {
                         out.valid[row + x] = false;
                     }
                 }

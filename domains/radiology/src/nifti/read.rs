@@ -269,6 +269,12 @@ pub fn read_nifti(path: impl AsRef<Path>, pseudo: &Pseudonymizer) -> Result<Nift
         info.scl_slope,
         info.scl_inter,
     );
+    if !voxels.is_empty() && !voxels.iter().any(|v| v.is_finite()) {
+        return Err(invalid(
+            path,
+            format!("no finite voxel: all {n} values are NaN or ±Inf"),
+        ));
+    }
     let volume = Volume::from_affine_ras(
         voxels,
         dims,
