@@ -89,11 +89,13 @@ pub struct SeriesInfo {
     pub rows: u32,
     pub columns: u32,
     pub slices: usize,
-    /// File names (for a multi-frame object: `name[frame]`) in slice order.
+    /// File names (for a multi-frame object: `name[frame]`) in slice order (the files; the
+    /// volume has `resampled_slices` slices when they were resampled).
     pub order_by_position: Vec<String>,
     /// Distance between consecutive slices along the normal, in slice order.
     pub slice_gaps_mm: Vec<f64>,
-    /// The slice step used for the volume (mean gap; slice thickness for one slice).
+    /// The slice step of the volume: the mean gap of an even stack, the step of the even grid an
+    /// uneven one was resampled onto, the slice thickness for one slice.
     pub slice_spacing_mm: f64,
     /// `max - min` of the gaps exceeds the threshold (see [`SeriesOptions`]).
     pub uneven_spacing: bool,
@@ -104,6 +106,10 @@ pub struct SeriesInfo {
     pub affine_lps_ijk_to_world: [[f64; 4]; 4],
     /// The volume comes from one enhanced multi-frame object.
     pub multiframe: bool,
+    /// Slices of the volume when uneven slices (a missing or skipped slice) were resampled
+    /// onto an even grid (see [`even_grid`]); `None` when the slices were stacked as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resampled_slices: Option<usize>,
     /// Files of the walk that could not be used (filled in by reports).
     #[serde(default)]
     pub file_errors: Vec<FileError>,
@@ -165,6 +171,76 @@ pub(crate) fn stack_geometry(positions: &[[f64; 3]], iop: &[f64; 6]) -> Stack {
         mean_gap,
         tilt_deg,
     }
+}
+
+/// An even grid of slices along the normal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EvenGrid {
+    pub slices: usize,
+    pub spacing: f64,
+}
+
+/// The even grid an uneven stack (its gaps along the normal) is resampled onto: from the first
+/// to the last slice, in the largest steps no longer than the median gap that divide the extent
+/// evenly. A stack
+/// with one slice missing (gaps 2.5, 5.0, 2.5) gets its 2.5 mm grid back, the real slices
+/// exactly on it; stacking the slices as they are would space them by the mean gap (3.33 mm)
+/// and put every slice after the gap up to 0.83 mm off.
+pub(crate) fn even_grid(gaps: &[f64]) -> EvenGrid {
+    let total: f64 = gaps.iter().sum();
+    let mut sorted = gaps.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    // Never coarser than the median gap (the tolerance keeps 10 / 2.5 at 4 steps).
+    let steps = (total / median - 1e-6).ceil().max(1.0) as usize;
+    EvenGrid {
+        slices: steps + 1,
+        spacing: total / steps as f64,
+    }
+}
+
+/// Slices (`plane` values each, at offsets `cumsum(gaps)` along the normal) linearly
+/// interpolated onto `grid` from the first slice's position.
+pub(crate) fn resample_slices(
+    voxels: &[f32],
+    plane: usize,
+    gaps: &[f64],
+    grid: EvenGrid,
+) -> Vec<f32> {
+    let offsets: Vec<f64> = std::iter::once(0.0)
+        .chain(gaps.iter().scan(0.0, |acc, g| {
+            *acc += g;
+            Some(*acc)
+        }))
+        .collect();
+    let last = offsets.len() - 1;
+    let mut out = Vec::with_capacity(plane * grid.slices);
+    let mut below = 0;
+    for k in 0..grid.slices {
+        let t = k as f64 * grid.spacing;
+        while below + 1 < last && offsets[below + 1] <= t {
+            below += 1;
+        }
+        let (a, b) = (below, (below + 1).min(last));
+        let w = if b == a {
+            0.0
+        } else {
+            ((t - offsets[a]) / (offsets[b] - offsets[a])).clamp(0.0, 1.0)
+        };
+        let (pa, pb) = (
+            &voxels[a * plane..(a + 1) * plane],
+            &voxels[b * plane..(b + 1) * plane],
+        );
+        if w < 1e-9 {
+            out.extend_from_slice(pa);
+        } else if w > 1.0 - 1e-9 {
+            out.extend_from_slice(pb);
+        } else {
+            let w32 = w as f32;
+            out.extend(pa.iter().zip(pb).map(|(x, y)| x + (y - x) * w32));
+        }
+    }
+    out
 }
 
 fn is_uneven(gaps: &[f64], mean: f64, opts: &SeriesOptions) -> bool {
@@ -354,6 +430,7 @@ fn standalone(file: &DicomFile, opts: &SeriesOptions) -> Result<SeriesVolume> {
         image_orientation_patient: iop,
         affine_lps_ijk_to_world: volume.affine_lps(),
         multiframe: file.info.frames > 1,
+        resampled_slices: None,
         file_errors: Vec::new(),
     };
     Ok(SeriesVolume {
@@ -469,6 +546,19 @@ fn build_series(
             .filter(|v| *v > 0.0)
             .unwrap_or(1.0)
     };
+    let uneven = is_uneven(&stack.gaps, dz, opts);
+    let grid = (uneven && ordered.len() > 2).then(|| even_grid(&stack.gaps));
+    if let Some(g) = grid {
+        tracing::warn!(
+            "series {}: uneven slice gaps {:?} mm (a missing slice?); resampled onto {} slices \
+             {:.4} mm apart",
+            first.id,
+            stack.gaps,
+            g.slices,
+            g.spacing
+        );
+    }
+    let dz = grid.map_or(dz, |g| g.spacing);
     let lin = [
         [iop[0] * dx, iop[3] * dy, n[0] * dz],
         [iop[1] * dx, iop[4] * dy, n[1] * dz],
@@ -499,9 +589,16 @@ fn build_series(
         }
         voxels.extend_from_slice(&p.values);
     }
+    let (voxels, depth) = match grid {
+        Some(g) => (
+            resample_slices(&voxels, rows * cols, &stack.gaps, g),
+            g.slices,
+        ),
+        None => (voxels, ordered.len()),
+    };
     let volume = Volume::from_affine_lps(
         voxels,
-        [cols, rows, ordered.len()],
+        [cols, rows, depth],
         1,
         &affine,
         first.modality.clone(),
@@ -516,13 +613,14 @@ fn build_series(
         columns: first.info.columns,
         slices: ordered.len(),
         order_by_position: ordered.iter().map(|f| file_label(&f.path)).collect(),
-        uneven_spacing: is_uneven(&stack.gaps, dz, opts),
+        uneven_spacing: uneven,
         slice_gaps_mm: stack.gaps.clone(),
         slice_spacing_mm: dz,
         gantry_tilt_deg: stack.tilt_deg,
         image_orientation_patient: iop,
         affine_lps_ijk_to_world: affine,
         multiframe: false,
+        resampled_slices: grid.map(|g| g.slices),
         file_errors: Vec::new(),
     };
     Ok(Some(SeriesVolume {
