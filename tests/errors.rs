@@ -34,6 +34,13 @@ fn truncated_checkpoints_are_clear_errors() {
         truncate(&fixtures.join(src), &dst, 0.6);
         fails_with(&["inspect", "--model", p(&dst)], &[name, "not a valid"]);
     }
+    // Issue 18, defect 12: a cut safetensors file says so, with sizes (not the parser's
+    // "incomplete metadata" / "invalid header length").
+    for (keep, needle) in [(0.6, "tensor data than the"), (0.0005, "the header is")] {
+        let dst = dir.path().join("cut.safetensors");
+        truncate(&fixtures.join("hf_dinov2/model.safetensors"), &dst, keep);
+        fails_with(&["inspect", "--model", p(&dst)], &["truncated", needle]);
+    }
 }
 
 #[test]

@@ -374,3 +374,52 @@ fn a_cut_jpeg_and_an_all_nan_volume_are_refused() {
         "{err}"
     );
 }
+
+/// Issue 18, defect 12: messages below standard — a symlink loop was "no such file: no such
+/// file", GDAL's refusals came wrapped in the binding's "returned a NULL pointer. Error msg:",
+/// an empty folder named `x.png` was "no DICOM images could be loaded from x.png: no files"
+/// and radiology said "input #0" three times in one line.
+#[test]
+fn unreachable_and_unreadable_inputs_are_told_in_plain_words() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("loop_a.tif"), dir.path().join("loop_b.tif"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let cut = dir.path().join("cut.tif");
+    let tif = std::fs::read(shared.join("data/satellite/rgbn.tif")).unwrap();
+    std::fs::write(&cut, &tif[..100]).unwrap();
+    let folder = dir.path().join("x.png");
+    std::fs::create_dir(&folder).unwrap();
+    let model = shared.join("fixtures/hf_dinov2_reg");
+    let m = model.to_str().unwrap();
+    let stderr = |args: &[&str]| {
+        let out = common::dinoadapt(args);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let a = a.to_str().unwrap();
+    let err = stderr(&["embed", "--model", m, a, "-o", "unused.safetensors"]);
+    assert!(err.contains("a symbolic link that loops"), "{err}");
+    let err = stderr(&["inspect", cut.to_str().unwrap()]);
+    assert!(
+        err.contains("TIFFReadDirectory") && !err.contains("NULL pointer"),
+        "{err}"
+    );
+    let err = stderr(&["inspect", folder.to_str().unwrap()]);
+    assert!(err.contains("a folder with no files in it"), "{err}");
+    let out = dir.path().join("r");
+    let err = stderr(&[
+        "radiology",
+        "embed",
+        "--model",
+        m,
+        a,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("input #0: a symbolic link that loops"),
+        "{err}"
+    );
+    assert_eq!(err.matches("input #0").count(), 1, "{err}");
+}

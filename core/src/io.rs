@@ -151,3 +151,47 @@ mod special_file_tests {
         }
     }
 }
+
+/// Why `path` cannot be reached, in words for a message after the path: "no such file or
+/// folder", "a symbolic link that loops" (ELOOP: a bare "not found" would mislead),
+/// "a symbolic link to nothing", or the system's reason (permission denied, ...).
+pub fn why_unreachable(path: &Path) -> String {
+    let Err(e) = std::fs::metadata(path) else {
+        return "exists".into();
+    };
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    const ELOOP: i32 = 40;
+    match (link, e.kind()) {
+        (true, _) if e.raw_os_error() == Some(ELOOP) => {
+            "a symbolic link that loops (too many levels of symbolic links)".into()
+        }
+        (true, std::io::ErrorKind::NotFound) => "a symbolic link to nothing".into(),
+        (_, std::io::ErrorKind::NotFound) => "no such file or folder".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use super::*;
+
+    #[test]
+    fn loops_dangling_links_and_missing_paths_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        assert!(
+            why_unreachable(&a).contains("loops"),
+            "{}",
+            why_unreachable(&a)
+        );
+        let dangling = dir.path().join("d");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        assert_eq!(why_unreachable(&dangling), "a symbolic link to nothing");
+        assert_eq!(
+            why_unreachable(&dir.path().join("x")),
+            "no such file or folder"
+        );
+    }
+}

@@ -19,7 +19,7 @@ pub enum ImageError {
     Decode { path: PathBuf, reason: String },
     #[error("{path}: not a list of images: {reason}")]
     List { path: PathBuf, reason: String },
-    #[error("{0}: no such file or folder")]
+    #[error("{}: {}", .0.display(), dinoadapt_core::io::why_unreachable(.0))]
     Missing(PathBuf),
     #[error("no images found in {0:?} (looked for {IMAGE_EXTENSIONS:?})")]
     Empty(Vec<PathBuf>),

@@ -160,7 +160,10 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, Option<PathBuf>), CheckpointErro
     if !path.exists() {
         return Err(CheckpointError::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                crate::io::why_unreachable(path),
+            ),
         ));
     }
     let (weights, dir) = if path.is_dir() {

@@ -33,15 +33,36 @@ fn stored_dtype(dtype: Dtype) -> Option<StoredDType> {
     })
 }
 
+/// Why `bytes` are not a safetensors file, in words: a cut-off file says "truncated" with the
+/// sizes, not the parser's "invalid header length" / "incomplete metadata".
+fn safetensors_reason(bytes: &[u8], e: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    let len = bytes.len();
+    let header = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    match (e, header) {
+        (E::HeaderTooSmall, _) | (_, None) => {
+            format!("truncated: {len} bytes, fewer than the 8 of a safetensors length prefix")
+        }
+        (E::InvalidHeaderLength, Some(n)) => format!(
+            "truncated (or not safetensors): the header is {n} bytes, the file {len} in all"
+        ),
+        (E::MetadataIncompleteBuffer, _) => {
+            format!("truncated: its header lists more tensor data than the {len}-byte file holds")
+        }
+        (other, _) => other.to_string(),
+    }
+}
+
 /// Every tensor of a safetensors file as f32 (in name order), and its `__metadata__`.
 pub fn read_safetensors(
     path: &Path,
 ) -> Result<(NamedTensors, HashMap<String, String>), CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| CheckpointError::malformed(path, FORMAT, e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| CheckpointError::malformed(path, FORMAT, e.to_string()))?;
+    let bad = |e| CheckpointError::malformed(path, FORMAT, safetensors_reason(&bytes, e));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
     let mut out = Vec::with_capacity(st.len());
     let mut names = st.names();
     names.sort();

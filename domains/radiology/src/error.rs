@@ -71,7 +71,7 @@ pub enum RadiologyError {
     InconsistentSeries { series: String, reason: String },
 
     /// Nothing readable was found under the given paths.
-    #[error("no DICOM images could be loaded from {}: {detail}", path.display())]
+    #[error("{}: no DICOM images could be loaded ({detail})", path.display())]
     NoImages { path: PathBuf, detail: String },
 
     /// Two volumes are not on the same voxel grid.

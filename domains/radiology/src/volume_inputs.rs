@@ -161,6 +161,10 @@ pub fn for_each_volume_of<E: From<RadiologyError>>(
             ..Default::default()
         })
     };
+    if std::fs::metadata(path).is_err() {
+        let why = dinoadapt_core::io::why_unreachable(path);
+        return f(failed(format!("{}: {why}", path.display())));
+    }
     if is_nifti(path) {
         match read_nifti(path, pseudo) {
             Ok(img) => {

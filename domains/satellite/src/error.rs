@@ -23,12 +23,12 @@ pub enum SatelliteError {
         label_bounds: [f64; 4],
         image_bounds: [f64; 4],
     },
-    #[error("{path}: {context}: {source}")]
+    #[error("{path}: {context}: {reason}")]
     Gdal {
         path: PathBuf,
         context: String,
-        #[source]
-        source: gdal::errors::GdalError,
+        /// GDAL's own message ([`gdal_reason`]).
+        reason: String,
     },
     #[error("the source raster {name} of the features")]
     SourceRaster {
@@ -61,7 +61,7 @@ impl SatelliteError {
         move |source| SatelliteError::Gdal {
             path,
             context,
-            source,
+            reason: gdal_reason(&source),
         }
     }
 
@@ -74,3 +74,40 @@ impl SatelliteError {
 }
 
 pub type Result<T> = std::result::Result<T, SatelliteError>;
+
+/// What GDAL said, without the binding's wrapping ("GDAL method 'GDALOpenEx' returned a NULL
+/// pointer. Error msg: '...'", "CPL error class '3'"), and in words when it said nothing.
+pub fn gdal_reason(e: &gdal::errors::GdalError) -> String {
+    use gdal::errors::GdalError;
+    let msg = match e {
+        GdalError::NullPointer { msg, .. } | GdalError::CplError { msg, .. } => msg.trim(),
+        other => return other.to_string(),
+    };
+    if msg.is_empty() {
+        "GDAL gave no reason (not a format it reads, or the file is damaged)".into()
+    } else {
+        msg.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gdal_messages_lose_the_bindings_wrapping() {
+        let null = gdal::errors::GdalError::NullPointer {
+            method_name: "GDALOpenEx",
+            msg: "x.tif: TIFFReadDirectory:Failed to read directory at offset 8".into(),
+        };
+        assert_eq!(
+            gdal_reason(&null),
+            "x.tif: TIFFReadDirectory:Failed to read directory at offset 8"
+        );
+        let silent = gdal::errors::GdalError::NullPointer {
+            method_name: "GDALOpenEx",
+            msg: String::new(),
+        };
+        assert!(gdal_reason(&silent).starts_with("GDAL gave no reason"));
+    }
+}

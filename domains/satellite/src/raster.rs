@@ -187,7 +187,10 @@ impl Raster {
         if !path.exists() {
             return Err(SatelliteError::Io {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    dinoadapt_core::io::why_unreachable(path),
+                ),
             });
         }
         dinoadapt_core::io::refuse_special_file(path).map_err(|source| SatelliteError::Io {
@@ -196,7 +199,7 @@ impl Raster {
         })?;
         let ds = Dataset::open(path).map_err(|e| SatelliteError::Open {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: crate::error::gdal_reason(&e),
         })?;
         let (width, height) = ds.raster_size();
         let count = ds.raster_count();

@@ -307,7 +307,8 @@ pub fn collect_files(paths: &[impl AsRef<Path>]) -> (Vec<PathBuf>, Vec<FileError
         } else if p.is_file() {
             files.push(p.to_path_buf());
         } else {
-            errors.push(FileError::new(p, None, "no such file or folder"));
+            let why = dinoadapt_core::io::why_unreachable(p);
+            errors.push(FileError::new(p, None, why));
         }
     }
     (files, errors)
@@ -386,7 +387,7 @@ pub fn load_series_with(
                 e.file,
                 e.message
             ),
-            None => "no files".to_string(),
+            None => "a folder with no files in it".to_string(),
         };
         return Err(RadiologyError::NoImages {
             path: shown,
