@@ -423,3 +423,37 @@ fn unreachable_and_unreadable_inputs_are_told_in_plain_words() {
     );
     assert_eq!(err.matches("input #0").count(), 1, "{err}");
 }
+
+/// Issue 18, defect 13: the base name of a failing file inside a folder went into
+/// volumes.parquet and stderr (a file named after a patient leaks), and ids were salted with a
+/// public constant without a word.
+#[test]
+fn failing_files_inside_folders_are_named_by_place_and_the_public_salt_is_told() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("study");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(shared.join("data/dicom/CT_small.dcm"), folder.join("a.dcm")).unwrap();
+    let ct = std::fs::read(shared.join("data/dicom/MR_small.dcm")).unwrap();
+    std::fs::write(folder.join("DOE^JOHN.dcm"), &ct[..ct.len() / 3]).unwrap();
+    let out_dir = dir.path().join("converted");
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoadapt"))
+        .args(["radiology", "convert", folder.to_str().unwrap(), "-o"])
+        .arg(&out_dir)
+        .env_remove("DINOADAPT_ID_SALT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(out.status.success());
+    assert!(!err.contains("DOE^JOHN"), "{err}");
+    assert!(err.contains("public default"), "{err}");
+    let table = common::table(&out_dir.join("volumes.parquet"));
+    let text = format!("{table:?}");
+    assert!(!text.contains("DOE^JOHN"), "{text}");
+    let file = table.column("file").unwrap().str().unwrap();
+    assert!(
+        (0..table.height()).any(|r| file.get(r) == Some("file #0")),
+        "{text}"
+    );
+}

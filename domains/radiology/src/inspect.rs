@@ -203,7 +203,10 @@ pub fn describe(
     path: &Path,
 ) -> std::result::Result<dinoadapt_datasets::FileDescription, dinoadapt_datasets::DomainError> {
     use dinoadapt_datasets::DomainError;
-    let salt = std::env::var("DINOADAPT_ID_SALT").unwrap_or_else(|_| "dinoadapt".into());
+    let salt = std::env::var("DINOADAPT_ID_SALT").unwrap_or_else(|_| {
+        crate::volume_inputs::warn_public_salt();
+        "dinoadapt".into()
+    });
     let reports = inspect_path(path, &Pseudonymizer::new(salt)).map_err(DomainError::input)?;
     let json = if reports.len() == 1 {
         serde_json::to_value(&reports[0])

@@ -28,8 +28,9 @@ pub struct InputVolumes {
 pub struct VolumeRow {
     /// Position of the input on the command line.
     pub input_index: usize,
-    /// Base name of a file inside a folder input that failed (empty otherwise: the input is
-    /// named by `input_index` only, as folder and file names of exports can carry names).
+    /// Which file inside a folder input failed, by its place in the walk (`file #k`, sorted,
+    /// depth-first), never by its name (empty otherwise: the input is named by `input_index`
+    /// only, as folder and file names of exports can carry names).
     pub file: String,
     pub id: String,
     pub kind: String,
@@ -112,7 +113,10 @@ impl InputVolumes {
             .id_salt
             .clone()
             .or_else(|| std::env::var("DINOADAPT_ID_SALT").ok())
-            .unwrap_or_else(|| "dinoadapt".into());
+            .unwrap_or_else(|| {
+                warn_public_salt();
+                "dinoadapt".into()
+            });
         let p = Pseudonymizer::new(salt);
         Ok(match &self.id_map {
             Some(m) => p.load_mapping(m)?,
@@ -184,11 +188,21 @@ pub fn for_each_volume_of<E: From<RadiologyError>>(
                 f(VolumeItem::Volume(Box::new(s.volume), row))?;
             }
             for e in scan.errors {
+                // A file inside a folder is named by its place in the walk, not its name (file
+                // names of exports can carry patient names).
+                let file = match e.index {
+                    Some(k) => format!("file #{k}"),
+                    None => "a folder".into(),
+                };
+                let message = match e.file.as_str() {
+                    "" => e.message.clone(),
+                    name => e.message.replace(name, &file),
+                };
                 f(VolumeItem::Failed(VolumeRow {
                     input_index: i,
-                    file: e.file.clone(),
+                    file,
                     status: "failed".into(),
-                    error: scrub(&e.message, path, &label),
+                    error: scrub(&message, path, &label),
                     ..Default::default()
                 }))?;
             }
@@ -266,6 +280,19 @@ fn slice_item<E>(
         }
     }
     Ok(())
+}
+
+/// Say (once per process) that the ids are salted with the public default: anyone holding a
+/// study's UIDs or a file's bytes can recompute them.
+pub fn warn_public_salt() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "volume ids are salted with the public default \"dinoadapt\": anyone with the \
+             study's UIDs or the file can recompute them; give --id-salt or DINOADAPT_ID_SALT \
+             (kept secret, the same for every run of a study) for pseudonyms only you can link"
+        );
+    });
 }
 
 #[cfg(test)]
