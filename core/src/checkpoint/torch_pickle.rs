@@ -8,6 +8,16 @@
 //! each tensor's (possibly strided, offset, shared) view of its storage into a contiguous f32
 //! [`HostTensor`]. No Python is involved, nothing is executed, and bad input gives an error rather
 //! than a panic.
+//!
+//! Why not burn-store 0.21's `PytorchReader`: it reads the five parity fixtures (`.pth`, `.bin`)
+//! identically, but on hand-built `torch.save`-shaped files it (1) ignores strides, so a
+//! transposed view saved without `.contiguous()` (shape [3, 2], stride [1, 3] over 0..6) comes
+//! back as 0,1,2,3,4,5 instead of 0,3,1,4,2,5, and a strided bf16 column comes back wrong too;
+//! (2) pads a storage that is too small with zeros instead of failing; (3) allocates whatever a
+//! forged shape asks for (shape [2^20, 2^20, 16] over a 16-byte storage aborts the process with
+//! "memory allocation of 70368744177664 bytes failed", where this reader returns an error); and
+//! (4) returns tensors in hash-map order, not file order. Checked with burn-store 0.21.0,
+//! features `std` + `pytorch`.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -7,6 +7,7 @@
 //! negative stain values are not clipped, so `hed_to_rgb(rgb_to_hed(c)) == c` for every colour.
 
 use image::RgbImage;
+use nalgebra::Matrix3;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -17,29 +18,12 @@ pub const RGB_FROM_HED: [[f64; 3]; 3] =
 
 const LOG_ADJUST: f64 = -13.815510557964274; // ln(1e-6)
 
-fn inverse(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    let c =
-        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
-    [
-        [
-            c(1, 1, 2, 2) / det,
-            -c(0, 1, 2, 2) / det,
-            c(0, 1, 1, 2) / det,
-        ],
-        [
-            -c(1, 0, 2, 2) / det,
-            c(0, 0, 2, 2) / det,
-            -c(0, 0, 1, 2) / det,
-        ],
-        [
-            c(1, 0, 2, 1) / det,
-            -c(0, 0, 2, 1) / det,
-            c(0, 0, 1, 1) / det,
-        ],
-    ]
+/// scikit-image's `hed_from_rgb`: the inverse of [`RGB_FROM_HED`].
+fn hed_from_rgb() -> [[f64; 3]; 3] {
+    let inv = Matrix3::from_fn(|r, c| RGB_FROM_HED[r][c])
+        .try_inverse()
+        .expect("rgb_from_hed is invertible");
+    std::array::from_fn(|r| std::array::from_fn(|c| inv[(r, c)]))
 }
 
 /// Row vector times matrix.
@@ -88,7 +72,7 @@ impl HedJitter {
         };
         let alpha = [0; 3].map(|_| 1.0 + draw(self.alpha));
         let beta = [0; 3].map(|_| draw(self.beta));
-        let inv = inverse(RGB_FROM_HED);
+        let inv = hed_from_rgb();
         let mut out = img.clone();
         for p in out.pixels_mut() {
             let hed = rgb_to_hed(p.0, &inv);
@@ -164,7 +148,7 @@ mod tests {
 
     #[test]
     fn matrix_inverse_is_an_inverse() {
-        let inv = inverse(RGB_FROM_HED);
+        let inv = hed_from_rgb();
         for (i, m) in RGB_FROM_HED.iter().enumerate() {
             let row = vm(*m, &inv);
             for (j, v) in row.iter().enumerate() {
@@ -179,7 +163,7 @@ mod tests {
 
     #[test]
     fn hed_round_trips_and_white_is_stain_free() {
-        let inv = inverse(RGB_FROM_HED);
+        let inv = hed_from_rgb();
         assert!(rgb_to_hed([255; 3], &inv).iter().all(|v| v.abs() < 1e-12));
         for c in [[200, 100, 180], [30, 40, 50], [255, 0, 128], [1, 1, 1]] {
             assert_eq!(hed_to_rgb(rgb_to_hed(c, &inv)), c);

@@ -14,6 +14,7 @@
 //! - [`Interp::Linear`] is trilinear (for images), [`Interp::Nearest`] picks the closest voxel
 //!   (for label maps: no new labels appear).
 
+use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RadiologyError, Result};
@@ -152,26 +153,17 @@ pub fn resample_to_grid(source: &Volume, reference: &Volume, interp: Interp) -> 
     source.validate()?;
     reference.validate()?;
     let a_src = source.affine_lps();
-    let inv = linalg::inverse3(&linalg::linear_part(&a_src)).ok_or_else(|| {
-        RadiologyError::InvalidVolume {
-            reason: "source affine is singular".into(),
-        }
-    })?;
+    let inv =
+        linalg::linear_part(&a_src)
+            .try_inverse()
+            .ok_or_else(|| RadiologyError::InvalidVolume {
+                reason: "source affine is singular".into(),
+            })?;
     let a_ref = reference.affine_lps();
     // m = A_src^-1 · A_ref (voxel of reference -> voxel of source)
-    let lin_ref = linalg::linear_part(&a_ref);
-    let mut m = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for c in 0..3 {
-            m[r][c] = (0..3).map(|k| inv[r][k] * lin_ref[k][c]).sum();
-        }
-    }
-    let d = [
-        a_ref[0][3] - a_src[0][3],
-        a_ref[1][3] - a_src[1][3],
-        a_ref[2][3] - a_src[2][3],
-    ];
-    let t0: [f64; 3] = std::array::from_fn(|r| (0..3).map(|k| inv[r][k] * d[k]).sum());
+    let m = linalg::rows3(&(inv * linalg::linear_part(&a_ref)));
+    let d = Vector3::from_fn(|r, _| a_ref[r][3] - a_src[r][3]);
+    let t0: [f64; 3] = (inv * d).into();
     let dims = reference.dims;
     let mut voxels = Vec::with_capacity(dims.iter().product::<usize>() * source.frames);
     for t in 0..source.frames {

@@ -120,8 +120,8 @@ impl Volume {
         let mut spacing = [0.0; 3];
         let mut direction = [[0.0; 3]; 3];
         for c in 0..3 {
-            let col = linalg::column(&lin, c);
-            let n = linalg::norm(col);
+            let col = lin.column(c);
+            let n = col.norm();
             if !(n.is_finite() && n > 0.0) {
                 return Err(RadiologyError::InvalidVolume {
                     reason: format!("affine column {c} has zero or non-finite length"),
@@ -194,7 +194,7 @@ impl Volume {
                 reason: "direction or origin is not finite".into(),
             });
         }
-        if linalg::det3(&self.direction).abs() < 1e-6 {
+        if linalg::matrix3(&self.direction).determinant().abs() < 1e-6 {
             return Err(RadiologyError::InvalidVolume {
                 reason: format!("direction matrix is degenerate: {:?}", self.direction),
             });
@@ -320,21 +320,17 @@ impl Volume {
 /// direction it points towards. `None` for an axis with a zero column.
 pub fn axcodes(affine_ras: &Mat4) -> [Option<&'static str>; 3] {
     const LABELS: [(&str, &str); 3] = [("L", "R"), ("P", "A"), ("I", "S")];
-    let rzs = linalg::linear_part(affine_ras);
+    let mut rs = linalg::linear_part(affine_ras);
     // normalise columns (zero columns stay zero)
-    let mut rs = rzs;
-    for c in 0..3 {
-        let n = linalg::norm(linalg::column(&rzs, c));
-        let n = if n == 0.0 { 1.0 } else { n };
-        for row in rs.iter_mut() {
-            row[c] /= n;
-        }
+    for mut col in rs.column_iter_mut() {
+        let n = col.norm();
+        col /= if n == 0.0 { 1.0 } else { n };
     }
-    // the closest shear-free matrix (polar decomposition); nibabel uses the SVD for this
+    // the closest shear-free matrix (polar decomposition), by the SVD as nibabel does
     let mut r = linalg::polar_orthogonal(&rs).unwrap_or(rs);
     let mut out = [None; 3];
     for (in_ax, code) in out.iter_mut().enumerate() {
-        let col = linalg::column(&r, in_ax);
+        let col = r.column(in_ax);
         if col.iter().all(|v| v.abs() <= 1e-8) {
             // np.allclose(col, 0)
             continue;
@@ -350,7 +346,7 @@ pub fn axcodes(affine_ras: &Mat4) -> [Option<&'static str>; 3] {
         } else {
             LABELS[out_ax].1
         });
-        r[out_ax] = [0.0; 3];
+        r.row_mut(out_ax).fill(0.0);
     }
     out
 }

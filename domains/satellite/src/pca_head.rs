@@ -7,6 +7,7 @@
 use burn::tensor::backend::Backend;
 use dinoadapt_core::vit::VisionTransformer;
 use dinoadapt_datasets::embedding::{patch_tokens, EmbedError};
+use nalgebra::{DMatrix, SymmetricEigen};
 
 use crate::chips::ChipGrid;
 use crate::error::SatelliteError;
@@ -41,50 +42,27 @@ pub struct PcaHead<B: Backend> {
     basis: Vec<Vec<f64>>,
 }
 
-/// The top `k` eigenvectors of a symmetric `d`×`d` matrix by subspace iteration.
+/// The top `k` eigenvectors of a symmetric `d`×`d` matrix (row-major), by descending
+/// eigenvalue, each with its largest-magnitude entry positive (a deterministic sign).
 fn top_eigenvectors(cov: &[f64], d: usize, k: usize) -> Vec<Vec<f64>> {
-    // A fixed, non-degenerate start: deterministic output.
-    let mut q: Vec<Vec<f64>> = (0..k)
-        .map(|j| {
-            (0..d)
-                .map(|i| (((i * 7 + j * 13) % 17) as f64 - 8.0) + (i == j) as u8 as f64)
-                .collect()
-        })
-        .collect();
-    for _ in 0..300 {
-        let mut z: Vec<Vec<f64>> = q
-            .iter()
-            .map(|v| {
-                (0..d)
-                    .map(|i| (0..d).map(|j| cov[i * d + j] * v[j]).sum())
-                    .collect()
-            })
-            .collect();
-        // Gram-Schmidt.
-        for a in 0..k {
-            for b in 0..a {
-                let dot: f64 = (0..d).map(|i| z[a][i] * z[b][i]).sum();
-                let zb = z[b].clone();
-                for (x, y) in z[a].iter_mut().zip(zb) {
-                    *x -= dot * y;
-                }
+    let eigen = SymmetricEigen::new(DMatrix::from_row_slice(d, d, cov));
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| eigen.eigenvalues[b].total_cmp(&eigen.eigenvalues[a]));
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| {
+            let mut v: Vec<f64> = eigen.eigenvectors.column(i).iter().copied().collect();
+            let m = v
+                .iter()
+                .copied()
+                .fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
+            if m < 0.0 {
+                v.iter_mut().for_each(|x| *x = -*x);
             }
-            let norm = z[a].iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-30);
-            z[a].iter_mut().for_each(|x| *x /= norm);
-        }
-        q = z;
-    }
-    // Sign convention: the largest-magnitude entry is positive.
-    for v in &mut q {
-        let m = v
-            .iter()
-            .copied()
-            .fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
-        if m < 0.0 {
-            v.iter_mut().for_each(|x| *x = -*x);
-        }
-    }
-    q
+            v
+        })
+        .collect()
 }
 
 /// Bilinear upsampling of a `gh`×`gw` grid to `size`×`size` (half-pixel centres, edge clamp).
@@ -219,7 +197,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subspace_iteration_finds_the_leading_axes() {
+    fn finds_the_leading_axes() {
         // diag(5, 3, 1, 0.5) rotated in the first two coordinates.
         let (c, s) = (0.6f64, 0.8f64);
         let mut cov = vec![0f64; 16];

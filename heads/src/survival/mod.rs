@@ -21,7 +21,6 @@ pub mod cohort;
 pub mod concordance;
 pub mod error;
 pub mod folds;
-pub mod gamma;
 pub mod kaplan_meier;
 pub mod logrank;
 pub mod loss;

@@ -341,13 +341,9 @@ fn describe(obj: &DefaultDicomObject, path: &Path, pseudo: &Pseudonymizer) -> Re
 
 /// Unit normal of an ImageOrientationPatient: row cosine x column cosine.
 pub fn normal(iop: &[f64; 6]) -> [f64; 3] {
-    let n = linalg::cross([iop[0], iop[1], iop[2]], [iop[3], iop[4], iop[5]]);
-    let len = linalg::norm(n);
-    if len > 0.0 {
-        [n[0] / len, n[1] / len, n[2] / len]
-    } else {
-        n
-    }
+    let row = linalg::vector3([iop[0], iop[1], iop[2]]);
+    let n = row.cross(&linalg::vector3([iop[3], iop[4], iop[5]]));
+    n.try_normalize(0.0).unwrap_or(n).into()
 }
 
 /// Grid of a file's frames.
@@ -390,7 +386,8 @@ impl DicomFile {
         let origin = if spatial {
             // the stack's first plane along the normal
             let mut ps: Vec<[f64; 3]> = self.planes.iter().map(|p| p.position).collect();
-            ps.sort_by(|a, b| linalg::dot(*a, n).total_cmp(&linalg::dot(*b, n)));
+            let along = |p: &[f64; 3]| linalg::vector3(*p).dot(&linalg::vector3(n));
+            ps.sort_by(|a, b| along(a).total_cmp(&along(b)));
             ps[0]
         } else {
             first.position
@@ -447,12 +444,10 @@ impl DicomFile {
         let plane = p.rows * p.columns;
         let (dims, frames, voxels) = if spatial {
             // reorder frames by position along the normal
-            let n = normal(&self.planes[0].orientation);
+            let n = linalg::vector3(normal(&self.planes[0].orientation));
             let mut order: Vec<usize> = (0..p.frames).collect();
-            order.sort_by(|a, b| {
-                linalg::dot(self.planes[*a].position, n)
-                    .total_cmp(&linalg::dot(self.planes[*b].position, n))
-            });
+            let along = |f: usize| linalg::vector3(self.planes[f].position).dot(&n);
+            order.sort_by(|a, b| along(*a).total_cmp(&along(*b)));
             let mut v = Vec::with_capacity(p.values.len());
             for f in order {
                 v.extend_from_slice(&p.values[f * plane..(f + 1) * plane]);

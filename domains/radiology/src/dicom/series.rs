@@ -143,21 +143,21 @@ pub(crate) struct Stack {
 
 /// Orders positions along the normal of `iop` and measures gaps and tilt.
 pub(crate) fn stack_geometry(positions: &[[f64; 3]], iop: &[f64; 6]) -> Stack {
-    let n = normal(iop);
+    let n = linalg::vector3(normal(iop));
     let mut order: Vec<usize> = (0..positions.len()).collect();
-    let proj: Vec<f64> = positions.iter().map(|p| linalg::dot(*p, n)).collect();
+    let proj: Vec<f64> = positions
+        .iter()
+        .map(|p| linalg::vector3(*p).dot(&n))
+        .collect();
     order.sort_by(|a, b| proj[*a].total_cmp(&proj[*b]));
     let gaps: Vec<f64> = order.windows(2).map(|w| proj[w[1]] - proj[w[0]]).collect();
     let (mean_gap, tilt_deg) = if order.len() > 1 {
         let (first, last) = (order[0], order[order.len() - 1]);
         let mean = (proj[last] - proj[first]) / (order.len() - 1) as f64;
-        let v = linalg::sub(positions[last], positions[first]);
-        let len = linalg::norm(v);
+        let v = linalg::vector3(positions[last]) - linalg::vector3(positions[first]);
+        let len = v.norm();
         let tilt = if len > 0.0 {
-            (linalg::dot(v, n).abs() / len)
-                .clamp(-1.0, 1.0)
-                .acos()
-                .to_degrees()
+            (v.dot(&n).abs() / len).clamp(-1.0, 1.0).acos().to_degrees()
         } else {
             0.0
         };
@@ -513,11 +513,11 @@ fn build_series(
     let positions: Vec<[f64; 3]> = slices.iter().map(|f| f.planes[0].position).collect();
     let stack = stack_geometry(&positions, &iop);
     // drop duplicates (same position), keeping the first in order
-    let n = normal(&iop);
+    let n = linalg::vector3(normal(&iop));
     let mut kept: Vec<usize> = Vec::new();
     for &i in &stack.order {
         if let Some(&prev) = kept.last() {
-            let d = linalg::dot(linalg::sub(positions[i], positions[prev]), n);
+            let d = (linalg::vector3(positions[i]) - linalg::vector3(positions[prev])).dot(&n);
             if d.abs() < opts.duplicate_mm {
                 errors.push(FileError::new(
                     &slices[i].path,

@@ -141,28 +141,23 @@ pub struct QformFields {
 /// `qfac = -1` with its last column negated; shears are stripped by the polar decomposition.
 /// `None` for a singular linear part.
 pub fn qform_fields(affine: &Mat4) -> Option<QformFields> {
-    let rzs = linalg::linear_part(affine);
+    let mut r = linalg::linear_part(affine);
     let mut zooms = [0.0; 3];
-    let mut r = rzs;
-    for c in 0..3 {
-        zooms[c] = linalg::norm(linalg::column(&rzs, c));
-        if !(zooms[c] > 0.0 && zooms[c].is_finite()) {
+    for (zoom, mut col) in zooms.iter_mut().zip(r.column_iter_mut()) {
+        *zoom = col.norm();
+        if !(*zoom > 0.0 && zoom.is_finite()) {
             return None;
         }
-        for row in r.iter_mut() {
-            row[c] /= zooms[c];
-        }
+        col /= *zoom;
     }
-    let qfac = if linalg::det3(&r) > 0.0 {
+    let qfac = if r.determinant() > 0.0 {
         1.0
     } else {
-        for row in r.iter_mut() {
-            row[2] = -row[2];
-        }
+        r.column_mut(2).neg_mut();
         -1.0
     };
     let pr = linalg::polar_orthogonal(&r)?;
-    let q = mat2quat(&pr);
+    let q = mat2quat(&linalg::rows3(&pr));
     Some(QformFields {
         quatern: [q[1], q[2], q[3]],
         qoffset: [affine[0][3], affine[1][3], affine[2][3]],
