@@ -20,6 +20,9 @@ pub struct ShardArgs {
     /// Redo items an earlier run finished (the default, except for `pathology`).
     #[arg(long)]
     pub overwrite: bool,
+    /// Stop at the first item that fails (exit status 4) instead of going on with the rest.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Whether a command resumes unless told `--overwrite` (pathology) or only with `--resume`.
@@ -56,6 +59,7 @@ impl ShardArgs {
             shard: self.shard()?,
             statuses: self.keeps_statuses(default)?,
             resume: self.resumes(default),
+            strict: self.strict,
         })
     }
 }
@@ -71,7 +75,13 @@ pub fn print_summary<S>(what: &str, unit: &str, run: &BatchRun<S>) {
         run.shard.count,
         run.manifest.display()
     );
-    if run.all_failed() {
+    if run.stopped {
+        eprintln!(
+            "{what}: --strict: stopped at the first failed {} (exit status {})",
+            unit.trim_end_matches('s'),
+            dinoadapt_datasets::batch::STOPPED
+        );
+    } else if run.all_failed() {
         eprintln!(
             "{what}: every {} attempted failed (exit status {})",
             unit.trim_end_matches('s'),

@@ -393,3 +393,47 @@ fn embed_source_runs_any_domains_table_as_a_batch_and_matches_the_domain_command
     let regions = table(&generic.join("regions/CMU-1-Small-Region.parquet"));
     assert_eq!(regions.height(), a["cls"].0[0]);
 }
+
+/// `--strict` stops a batch at its first failed item (exit status 4, the items after it left
+/// alone), and `radiology convert` follows the batch rule: every volume failed -> exit 3.
+#[test]
+fn a_strict_batch_stops_at_the_first_failure_and_convert_follows_the_exit_rule() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sat = shared.join("data/satellite");
+    let rasters = format!(
+        "domain = \"satellite\"\nchip_size = 56\npaths = [{:?}, {:?}]\n",
+        sat.join("merc.tif"),
+        sat.join("rmnp-rgb.tif")
+    );
+    let out = dir.path().join("strict");
+    let o = out.to_str().unwrap();
+    let run = embed_source(&shared, dir.path(), &rasters, &["--out", o, "--strict"]);
+    assert_eq!(run.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--strict: stopped"));
+    assert!(!out.join("features/rmnp-rgb.safetensors").exists());
+    assert_eq!(
+        column(&table(&out.join("manifest.parquet")), "status"),
+        ["failed"]
+    );
+    // Without --strict the good raster is embedded.
+    let lenient = dir.path().join("lenient");
+    let l = lenient.to_str().unwrap();
+    assert!(embed_source(&shared, dir.path(), &rasters, &["--out", l])
+        .status
+        .success());
+    assert!(lenient.join("features/rmnp-rgb.safetensors").is_file());
+
+    let bad = dir.path().join("bad.nii");
+    std::fs::write(&bad, b"not a volume").unwrap();
+    let conv = dir.path().join("converted");
+    let out = dinoadapt(&[
+        "radiology",
+        "convert",
+        bad.to_str().unwrap(),
+        "-o",
+        conv.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(i32::from(ALL_FAILED)));
+    assert!(conv.join("volumes.parquet").is_file());
+}

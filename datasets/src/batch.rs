@@ -7,8 +7,10 @@
 //! One rule for every batch command ([`BatchRun::exit_code`]): `0` when at least one item of
 //! this process's share finished (now or in an earlier run) or there was nothing to do; failed
 //! items are rows of the manifest and counted on stderr. [`ALL_FAILED`] (`3`) when every item
-//! attempted failed, so that a Slurm job or a pipeline sees a batch that produced nothing. (The
-//! program exits `2` when a batch cannot start at all: bad arguments, unwritable folder.)
+//! attempted failed, so that a Slurm job or a pipeline sees a batch that produced nothing.
+//! [`STOPPED`] (`4`) when a `--strict` batch ([`BatchConfig::strict`]) stopped at its first
+//! failed item. (The program exits `2` when a batch cannot start at all: bad arguments,
+//! unwritable folder.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -154,6 +156,9 @@ impl StatusFiles {
 /// The exit status of a batch in which every item attempted failed.
 pub const ALL_FAILED: u8 = 3;
 
+/// The exit status of a strict batch that stopped at a failed item.
+pub const STOPPED: u8 = 4;
+
 /// How one process runs its share of a batch.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
@@ -166,6 +171,9 @@ pub struct BatchConfig {
     /// Skip items whose status from an earlier run says they finished and whose outputs are
     /// all there (needs `statuses`).
     pub resume: bool,
+    /// Stop at the first item that fails (its status and the manifest are still written), for
+    /// pipelines that prefer no output to a partial one.
+    pub strict: bool,
 }
 
 /// One kind of work over a batch's items: what an item is called, how it is done, and its
@@ -208,6 +216,8 @@ pub struct BatchRun<S> {
     pub statuses: Vec<Option<S>>,
     /// The manifest written.
     pub manifest: PathBuf,
+    /// A strict batch stopped at a failed item; the items after it were not attempted.
+    pub stopped: bool,
 }
 
 impl<S> BatchRun<S> {
@@ -216,10 +226,12 @@ impl<S> BatchRun<S> {
         self.failed > 0 && self.done == 0 && self.skipped == 0
     }
 
-    /// The batch's exit status (see the [module docs](self)): [`ALL_FAILED`] when every item
-    /// attempted failed, else success.
+    /// The batch's exit status (see the [module docs](self)): [`STOPPED`] when a strict batch
+    /// stopped, [`ALL_FAILED`] when every item attempted failed, else success.
     pub fn exit_code(&self) -> ExitCode {
-        if self.all_failed() {
+        if self.stopped {
+            ExitCode::from(STOPPED)
+        } else if self.all_failed() {
             ExitCode::from(ALL_FAILED)
         } else {
             ExitCode::SUCCESS
@@ -251,6 +263,7 @@ pub fn run_batch<J: BatchJob>(
     let share = cfg.shard.select((0..items.len()).collect());
     let mut statuses: Vec<Option<J::Status>> = (0..items.len()).map(|_| None).collect();
     let (mut done, mut skipped, mut failed) = (0, 0, 0);
+    let mut stopped = false;
     progress.start(share.len(), unit);
     for (n, &k) in share.iter().enumerate() {
         let earlier = if cfg.resume {
@@ -283,6 +296,10 @@ pub fn run_batch<J: BatchJob>(
         };
         statuses[k] = Some(status);
         progress.set(n + 1);
+        if cfg.strict && failed > 0 {
+            stopped = true;
+            break;
+        }
     }
     progress.finish();
     if cfg.statuses {
@@ -303,6 +320,7 @@ pub fn run_batch<J: BatchJob>(
         failed,
         statuses,
         manifest,
+        stopped,
     })
 }
 
@@ -416,6 +434,7 @@ mod runner_tests {
             shard,
             statuses: true,
             resume,
+            strict: false,
         }
     }
 
@@ -425,6 +444,23 @@ mod runner_tests {
             runs: vec![],
             manifests: 0,
         }
+    }
+
+    #[test]
+    fn a_strict_batch_stops_at_its_first_failed_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let mut j = job(out);
+        let cfg = BatchConfig {
+            strict: true,
+            ..config(out, Shard { index: 0, count: 1 }, false)
+        };
+        let run = run_batch(&cfg, &[0, 2, 3, 4], &mut j, "numbers", &mut Silent).unwrap();
+        assert_eq!(j.runs, [0, 2, 3], "4 comes after the failure");
+        assert!(run.stopped);
+        assert_eq!((run.done, run.failed), (2, 1));
+        assert_eq!(run.exit_code(), ExitCode::from(STOPPED));
+        assert_eq!(j.manifests, 3, "the manifest has the items attempted");
     }
 
     #[test]

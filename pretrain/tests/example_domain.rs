@@ -506,6 +506,7 @@ fn an_example_microscopy_domain_feeds_pretraining_through_the_plugin_trait() {
         shard: Shard { index: 0, count: 1 },
         statuses: true,
         resume: false,
+        strict: false,
     };
     let items = inputs.inputs().to_vec();
     let batch = run_batch(&cfg, &items, &mut job, "fields", &mut Silent).unwrap();

@@ -234,9 +234,9 @@ impl<S: RegionSource + 'static> BackendJob for ImageEmbedding<S> {
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
-    let sharded = args.shards.shard.is_some() || args.shards.resume || args.shards.overwrite;
-    if sharded && args.source.is_none() {
-        bail!("--shard, --resume and --overwrite are for batches (--source)");
+    let s = &args.shards;
+    if (s.shard.is_some() || s.resume || s.overwrite || s.strict) && args.source.is_none() {
+        bail!("--shard, --resume, --overwrite and --strict are for batches (--source)");
     }
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
+use dinoadapt_datasets::batch::ALL_FAILED;
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::embedding::Silent;
 use dinoadapt_datasets::{run_batch, write_parquet};
@@ -208,6 +209,11 @@ pub(crate) fn finish(out: &Path, rows: &[VolumeRow], what: &str) -> anyhow::Resu
     let table = out.join("volumes.parquet");
     write_parquet(&table, &mut volumes::table(rows))?;
     report(&table, rows, what);
+    // The batch exit rule (dinoadapt_datasets::batch): every volume failed -> ALL_FAILED.
+    if !rows.is_empty() && rows.iter().all(|r| r.status != "ok") {
+        eprintln!("{what}: every volume failed (exit status {ALL_FAILED})");
+        return Ok(ExitCode::from(ALL_FAILED));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
