@@ -111,6 +111,9 @@ fn first_csv_cell(line: &str) -> Result<String, csv::Error> {
 
 /// Decode an image file (PNG, JPEG, TIFF, ...).
 pub fn open_image(path: &Path) -> Result<DynamicImage, ImageError> {
+    if std::fs::metadata(path).is_err() {
+        return Err(ImageError::Missing(path.to_path_buf()));
+    }
     dinoadapt_core::io::refuse_special_file(path).map_err(|source| ImageError::Io {
         path: path.to_path_buf(),
         source,

@@ -166,6 +166,7 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, Option<PathBuf>), CheckpointErro
             ),
         ));
     }
+    crate::io::refuse_special_file(path).map_err(|e| CheckpointError::io(path, e))?;
     let (weights, dir) = if path.is_dir() {
         let mut found = None;
         for name in [

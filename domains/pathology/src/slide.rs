@@ -104,7 +104,10 @@ impl Slide {
 
     /// Opens a slide: OpenSlide when it recognises the file, else the plain image decoder.
     pub fn open_with(path: &Path, options: &OpenOptions) -> Result<Slide> {
-        std::fs::metadata(path).map_err(PathologyError::io(path, "cannot open the slide"))?;
+        std::fs::metadata(path).map_err(|_| {
+            let why = dinoadapt_core::io::why_unreachable(path);
+            PathologyError::io(path, "cannot open the slide")(std::io::Error::other(why))
+        })?;
         dinoadapt_core::io::refuse_special_file(path)
             .map_err(PathologyError::io(path, "cannot open the slide"))?;
         let (backend, mut info) = if let Some(vendor) = detect_vendor(path) {

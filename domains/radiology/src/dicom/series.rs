@@ -380,7 +380,10 @@ pub fn load_series_with(
             .first()
             .map(|p| p.as_ref().to_path_buf())
             .unwrap_or_default();
+        let one_file = paths.len() == 1 && paths[0].as_ref().is_file();
         let detail = match scan.errors.first() {
+            // The input is the file: its message alone.
+            Some(e) if one_file && scan.errors.len() == 1 => e.message.clone(),
             Some(e) => format!(
                 "{} file error(s), first: {}: {}",
                 scan.errors.len(),
