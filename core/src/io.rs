@@ -22,8 +22,10 @@ pub fn temp_dir_beside(path: &Path) -> std::io::Result<TempDir> {
     beside(path, 0o777, |b, dir| b.tempdir_in(dir))
 }
 
-/// `make` with a builder for `.{file name}.XXXXXX.partial` in `path`'s folder (created if
-/// missing), asking for `mode` (less the umask) on Unix.
+/// `make` with a builder for `.{file name}.{pid}.XXXXXX.partial` in `path`'s folder (created if
+/// missing), asking for `mode` (less the umask) on Unix. Partial files of the same target left
+/// by a process that no longer runs (killed with SIGKILL, or the machine went down) are removed
+/// first.
 fn beside<T>(
     path: &Path,
     #[cfg_attr(not(unix), allow(unused_variables))] mode: u32,
@@ -31,7 +33,8 @@ fn beside<T>(
 ) -> std::io::Result<T> {
     let (dir, name) = parent_and_name(path);
     std::fs::create_dir_all(dir)?;
-    let prefix = format!(".{name}.");
+    remove_orphaned_partials(dir, &name);
+    let prefix = format!(".{name}.{}.", std::process::id());
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".partial");
     #[cfg(unix)]
@@ -40,6 +43,39 @@ fn beside<T>(
         builder.permissions(std::fs::Permissions::from_mode(mode));
     }
     make(&builder, dir)
+}
+
+/// Remove `.{name}.{pid}.XXXXXX.partial` files and folders in `dir` whose process is gone
+/// (Linux: no `/proc/{pid}`; elsewhere nothing is removed). Best effort: a failure leaves them.
+fn remove_orphaned_partials(dir: &Path, name: &str) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 /// Move a finished temporary folder onto `path`, replacing a folder that was there.
@@ -193,5 +229,29 @@ mod unreachable_tests {
             why_unreachable(&dir.path().join("x")),
             "no such file or folder"
         );
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+
+    #[test]
+    fn partials_of_a_gone_process_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("pca.tif");
+        // pid 4194304 is above Linux's pid_max: never a live process.
+        let dead = dir.path().join(".pca.tif.4194304.ab12cd.partial");
+        let live = dir
+            .path()
+            .join(format!(".pca.tif.{}.ef34gh.partial", std::process::id()));
+        let other = dir.path().join(".other.tif.4194304.ab12cd.partial");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        write_atomically(&target, |w| w.write_all(b"done")).unwrap();
+        assert!(!dead.exists() || !Path::new("/proc/self").exists());
+        assert!(live.exists() && other.exists());
+        assert_eq!(std::fs::read(&target).unwrap(), b"done");
     }
 }
