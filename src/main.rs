@@ -90,23 +90,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", message(&e));
+            eprintln!("error: {}", dinoadapt_core::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
-}
-
-/// An error and its causes, `a: b: c`, leaving out a cause whose text the message already
-/// holds (many errors print their source in their own text; `{:#}` would say it twice).
-fn message(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text = format!("{text}: {c}");
-        }
-    }
-    text
 }
 
 #[cfg(test)]
@@ -116,16 +103,5 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
-        let io = std::io::Error::other("a symbolic link to nothing");
-        let typed = dinoadapt_core::checkpoint::CheckpointError::io(std::path::Path::new("m"), io);
-        let e = anyhow::Error::new(typed).context("loading the model m");
-        assert_eq!(
-            super::message(&e),
-            "loading the model m: m: cannot read: a symbolic link to nothing"
-        );
     }
 }

@@ -144,7 +144,8 @@ impl LayerArgs {
     /// The block indices for a model of `depth` blocks.
     pub fn resolve(&self, depth: usize) -> anyhow::Result<Vec<usize>> {
         match &self.spec {
-            Some(s) => crate::commands::embed::parse_layers(s, depth),
+            Some(s) => dinoadapt_datasets::embedding::parse_layers(s, depth)
+                .map_err(|e| anyhow::anyhow!("--layers {e}")),
             None => Ok(Vec::new()),
         }
     }

@@ -3,8 +3,11 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod error_text;
 pub mod eval;
 pub mod io;
 pub mod objective;
 pub mod train;
 pub mod vit;
+
+pub use error_text::error_chain;

@@ -65,16 +65,7 @@ pub struct FileDescription {
 impl DomainError {
     /// `error` and its causes (`a: b: c`) as an input error.
     pub fn input(error: impl std::error::Error) -> Self {
-        let mut message = error.to_string();
-        let mut cause = error.source();
-        while let Some(c) = cause {
-            let text = c.to_string();
-            if !message.ends_with(&text) {
-                message = format!("{message}: {text}");
-            }
-            cause = c.source();
-        }
-        DomainError::Input(message)
+        DomainError::Input(dinoadapt_core::error_chain(&error))
     }
 }
 

@@ -32,4 +32,4 @@ pub use images::{collect_images, open_image, ImageError};
 pub use manifest::{column, embed_manifest, write_parquet, EmbedRecord, ManifestError};
 pub use provenance::{Provenance, PROGRAM_VERSION};
 pub use regions::{regions_table, Region, RegionBatch, RegionSource, SkippedRegion};
-pub use transforms::{Preprocess, ResizeFilter};
+pub use transforms::{Preprocess, PreprocessOverrides, ResizeFilter};

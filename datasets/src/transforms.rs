@@ -1,5 +1,7 @@
 //! Model preprocessing: resize, centre crop, scale to [0, 1] and normalise per channel.
 
+use std::path::Path;
+
 use image::imageops::FilterType;
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
@@ -73,7 +75,80 @@ fn triple(v: Option<&Value>) -> Option<[f32; 3]> {
     ])
 }
 
+/// A user's changes to a preprocessing, as the command line spells them (`embed --resize
+/// --crop-size --mean --std --filter`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PreprocessOverrides<'a> {
+    /// Shorter side in px (0: no resize).
+    pub resize: Option<u32>,
+    /// `N`, `HxW` or `0` (no crop).
+    pub crop: Option<&'a str>,
+    /// Three numbers, `0.485,0.456,0.406`.
+    pub mean: Option<&'a str>,
+    pub std: Option<&'a str>,
+    /// bicubic, bilinear or nearest.
+    pub filter: Option<&'a str>,
+}
+
+/// Three comma-separated numbers.
+fn three_numbers(s: &str, what: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--{what} `{s}`: expected three numbers like 0.5,0.5,0.5"))?;
+    v.try_into()
+        .map_err(|_| format!("--{what} `{s}`: expected three numbers"))
+}
+
 impl Preprocess {
+    /// Apply a user's overrides (see [`PreprocessOverrides`]).
+    pub fn override_with(&mut self, o: &PreprocessOverrides) -> Result<(), String> {
+        if let Some(r) = o.resize {
+            self.resize_shortest = (r > 0).then_some(r);
+        }
+        if let Some(c) = o.crop {
+            let bad = || format!("--crop-size `{c}`: N, HxW or 0");
+            let side = |v: &str| v.trim().parse::<u32>().map_err(|_| bad());
+            self.crop = match c.split_once('x') {
+                _ if c == "0" => None,
+                Some((h, w)) => Some((side(h)?, side(w)?)),
+                None => Some((side(c)?, side(c)?)),
+            };
+        }
+        if let Some(m) = o.mean {
+            self.mean = three_numbers(m, "mean")?;
+        }
+        if let Some(s) = o.std {
+            self.std = three_numbers(s, "std")?;
+        }
+        if let Some(f) = o.filter {
+            self.filter = ResizeFilter::parse(f)
+                .ok_or_else(|| format!("--filter `{f}`: bicubic, bilinear or nearest"))?;
+        }
+        Ok(())
+    }
+
+    /// The preprocessing a checkpoint's own library applies: Hugging Face's
+    /// `preprocessor_config.json` beside the weights `weights`, else `pretrained_cfg` in a timm
+    /// `config.json` (`config`), else the DINOv2 evaluation transform ([`Preprocess::default`]).
+    pub fn of_checkpoint(weights: &Path, config: Option<&Path>) -> Result<Preprocess, String> {
+        let dir = weights.parent().unwrap_or(Path::new("."));
+        let hf = dir.join("preprocessor_config.json");
+        if hf.is_file() {
+            let text =
+                std::fs::read_to_string(&hf).map_err(|e| format!("{}: {e}", hf.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not valid JSON ({e})", hf.display()))?;
+            return Ok(Preprocess::from_huggingface(&v));
+        }
+        let timm = config
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v.get("pretrained_cfg").map(Preprocess::from_timm));
+        Ok(timm.unwrap_or_default())
+    }
+
     /// From a Hugging Face `preprocessor_config.json` (BitImageProcessor as DINOv2 ships).
     pub fn from_huggingface(v: &Value) -> Self {
         let mut p = Preprocess::default();

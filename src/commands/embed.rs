@@ -4,20 +4,19 @@
 //! (`dinoadapt_datasets::embedding`); this command picks the preprocessing and writes the
 //! manifest, one row per input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
 use dinoadapt_datasets::embedding::{EmbedError, EmbedSettings, RegionEmbedder};
 use dinoadapt_datasets::{
     collect_images, embed_manifest, open_image, write_parquet, EmbedRecord, ImageRegions,
-    Preprocess, RegionSource, ResizeFilter, TensorRegions,
+    Preprocess, PreprocessOverrides, RegionSource, TensorRegions,
 };
-use serde_json::Value;
 
 use crate::batch_args::ShardArgs;
 use crate::commands::embed_source::{self, SourceEmbedJob};
@@ -77,87 +76,19 @@ pub struct EmbedArgs {
     pub run: RunArgs,
 }
 
-fn triple(s: &str, what: &str) -> anyhow::Result<[f32; 3]> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|x| x.trim().parse::<f32>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--{what} `{s}`: expected three numbers like 0.5,0.5,0.5"))?;
-    v.try_into()
-        .map_err(|_| anyhow::anyhow!("--{what} `{s}`: expected three numbers"))
-}
-
 /// The model's own preprocessing (HF preprocessor_config.json, timm pretrained_cfg), then flags.
 fn preprocessing(args: &EmbedArgs, ck: &LoadedCheckpoint) -> anyhow::Result<Preprocess> {
-    let dir = ck.path.parent().unwrap_or(Path::new("."));
-    let hf = dir.join("preprocessor_config.json");
-    let mut p = if hf.is_file() {
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&hf)?)
-            .with_context(|| format!("{}: not valid JSON", hf.display()))?;
-        Preprocess::from_huggingface(&v)
-    } else if let Some(cfg) = ck
-        .config_path
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-    {
-        let v: Value = serde_json::from_str(&cfg).unwrap_or(Value::Null);
-        match v.get("pretrained_cfg") {
-            Some(t) => Preprocess::from_timm(t),
-            None => Preprocess::default(),
-        }
-    } else {
-        Preprocess::default()
-    };
-    if let Some(r) = args.resize {
-        p.resize_shortest = (r > 0).then_some(r);
-    }
-    if let Some(c) = &args.crop_size {
-        p.crop = match c.split_once('x') {
-            _ if c == "0" => None,
-            Some((h, w)) => Some((h.parse()?, w.parse()?)),
-            None => {
-                let s: u32 = c.parse().with_context(|| format!("--crop-size `{c}`"))?;
-                Some((s, s))
-            }
-        };
-    }
-    if let Some(m) = &args.mean {
-        p.mean = triple(m, "mean")?;
-    }
-    if let Some(s) = &args.std {
-        p.std = triple(s, "std")?;
-    }
-    if let Some(f) = &args.filter {
-        p.filter = ResizeFilter::parse(f)
-            .ok_or_else(|| anyhow::anyhow!("--filter `{f}`: bicubic, bilinear or nearest"))?;
-    }
+    let mut p = Preprocess::of_checkpoint(&ck.path, ck.config_path.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    p.override_with(&PreprocessOverrides {
+        resize: args.resize,
+        crop: args.crop_size.as_deref(),
+        mean: args.mean.as_deref(),
+        std: args.std.as_deref(),
+        filter: args.filter.as_deref(),
+    })
+    .map_err(anyhow::Error::msg)?;
     Ok(p)
-}
-
-/// Parse `--layers`.
-pub fn parse_layers(spec: &str, depth: usize) -> anyhow::Result<Vec<usize>> {
-    let layers: Vec<usize> = if let Some(n) = spec.strip_prefix("last:") {
-        let n: usize = n.parse().with_context(|| format!("--layers `{spec}`"))?;
-        if n == 0 || n > depth {
-            bail!("--layers `{spec}`: the model has {depth} blocks");
-        }
-        (depth - n..depth).collect()
-    } else {
-        spec.split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("--layers `{spec}`: not an index list"))
-            })
-            .collect::<Result<_, _>>()?
-    };
-    if let Some(bad) = layers.iter().find(|&&i| i >= depth) {
-        bail!(
-            "--layers: block {bad} does not exist (the model has blocks 0..{})",
-            depth - 1
-        );
-    }
-    Ok(layers)
 }
 
 /// Embeds one source of images and turns what happened to each input into its manifest row.
@@ -189,46 +120,12 @@ impl<S: RegionSource + 'static> BackendJob for ImageEmbedding<S> {
             r => r?,
         };
         let model = self.ck.path.display().to_string();
-        let bytes = |path: &str| match self.file_bytes {
-            true => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            false => 0,
-        };
-        let mut records: Vec<(usize, EmbedRecord)> = Vec::with_capacity(n);
-        for (row, (r, seconds)) in e.regions.iter().zip(&e.forward_seconds).enumerate() {
-            let record = EmbedRecord {
-                index: Some(row as u32),
-                path: r.source.clone(),
-                model: model.clone(),
-                checkpoint_sha256: self.ck.sha256.clone(),
-                width: r.width as u32,
-                height: r.height as u32,
-                input_width: input_width as u32,
-                input_height: input_height as u32,
-                file_bytes: bytes(&r.source),
-                seconds: *seconds,
-                error: String::new(),
-            };
-            records.push((r.index, record));
-        }
-        for s in &e.skipped {
-            let record = EmbedRecord {
-                index: None,
-                path: s.source.clone(),
-                model: model.clone(),
-                checkpoint_sha256: self.ck.sha256.clone(),
-                width: s.width as u32,
-                height: s.height as u32,
-                input_width: s.input_width as u32,
-                input_height: s.input_height as u32,
-                file_bytes: bytes(&s.source),
-                seconds: 0.0,
-                error: s.error.clone(),
-            };
-            records.push((s.index, record));
-        }
-        // One row per input, in the order the inputs were given.
-        records.sort_by_key(|(i, _)| *i);
-        Ok(records.into_iter().map(|(_, r)| r).collect())
+        Ok(e.records(
+            (input_height, input_width),
+            &model,
+            &self.ck.sha256,
+            self.file_bytes,
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use dinoadapt_core::vit::{MatmulPrecision, VisionTransformer};
 use super::layout::{append_batch, FeatureLayout};
 use super::{EmbedError, Progress};
 use crate::regions::{Region, RegionBatch, RegionSource, SkippedRegion};
-use crate::FeatureWriter;
+use crate::{EmbedRecord, FeatureWriter};
 
 /// How regions are embedded.
 #[derive(Debug, Clone)]
@@ -48,6 +48,56 @@ pub struct Embedded {
     /// Backbone seconds of each embedded region (its batch's time over the batch size).
     pub forward_seconds: Vec<f64>,
     pub seconds: f64,
+}
+
+impl Embedded {
+    /// One manifest row per region, embedded or skipped, in the source's order (an image
+    /// source: the order of its inputs): `input` is the size fed to the backbone (height,
+    /// width); `file_bytes` records each region's source file size (image files, not a tensor).
+    pub fn records(
+        &self,
+        input: (usize, usize),
+        model: &str,
+        checkpoint_sha256: &str,
+        file_bytes: bool,
+    ) -> Vec<EmbedRecord> {
+        let bytes = |path: &str| match file_bytes {
+            true => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            false => 0,
+        };
+        let record = |index, path: &str, (width, height), seconds, error: &str| EmbedRecord {
+            index,
+            path: path.to_string(),
+            model: model.to_string(),
+            checkpoint_sha256: checkpoint_sha256.to_string(),
+            width,
+            height,
+            input_width: input.1 as u32,
+            input_height: input.0 as u32,
+            file_bytes: bytes(path),
+            seconds,
+            error: error.to_string(),
+        };
+        let mut rows: Vec<(usize, EmbedRecord)> = Vec::new();
+        for (row, (r, s)) in self.regions.iter().zip(&self.forward_seconds).enumerate() {
+            let size = (r.width as u32, r.height as u32);
+            rows.push((r.index, record(Some(row as u32), &r.source, size, *s, "")));
+        }
+        for s in &self.skipped {
+            let mut rec = record(
+                None,
+                &s.source,
+                (s.width as u32, s.height as u32),
+                0.0,
+                &s.error,
+            );
+            rec.input_width = s.input_width as u32;
+            rec.input_height = s.input_height as u32;
+            rows.push((s.index, rec));
+        }
+        rows.sort_by_key(|(i, _)| *i);
+        rows.into_iter().map(|(_, r)| r).collect()
+    }
 }
 
 impl<B: Backend> RegionEmbedder<B> {

@@ -40,3 +40,48 @@ pub enum EmbedError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Blocks to keep as `layer.{i}`: `8,9,10,11` or `last:N`, checked against the model's `depth`.
+pub fn parse_layers(spec: &str, depth: usize) -> Result<Vec<usize>, String> {
+    let layers: Vec<usize> = if let Some(n) = spec.strip_prefix("last:") {
+        let n: usize = n
+            .parse()
+            .map_err(|_| format!("`{spec}`: N of last:N is a count"))?;
+        if n == 0 || n > depth {
+            return Err(format!("`{spec}`: the model has {depth} blocks"));
+        }
+        (depth - n..depth).collect()
+    } else {
+        spec.split(',')
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("`{spec}`: not an index list"))?
+    };
+    if let Some(bad) = layers.iter().find(|&&i| i >= depth) {
+        return Err(format!(
+            "`{spec}`: block {bad} does not exist (the model has blocks 0..{})",
+            depth - 1
+        ));
+    }
+    Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_layers;
+
+    #[test]
+    fn layer_specs_are_lists_or_the_last_n_blocks() {
+        assert_eq!(parse_layers("last:2", 12).unwrap(), [10, 11]);
+        assert_eq!(parse_layers("0, 5", 12).unwrap(), [0, 5]);
+        assert!(parse_layers("last:13", 12)
+            .unwrap_err()
+            .contains("12 blocks"));
+        assert!(parse_layers("12", 12)
+            .unwrap_err()
+            .contains("block 12 does not exist"));
+        assert!(parse_layers("a", 12)
+            .unwrap_err()
+            .contains("not an index list"));
+    }
+}

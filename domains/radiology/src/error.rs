@@ -106,16 +106,4 @@ impl RadiologyError {
 }
 
 /// Display of an error with its sources.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let t = src.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = src.source();
-    }
-    s
-}
+pub(crate) use dinoadapt_core::error_chain;
