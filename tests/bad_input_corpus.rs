@@ -9,8 +9,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::{shared, table};
 
@@ -85,28 +85,11 @@ fn corpus(sample: &Path, dir: &Path, ext: &str, seed: u64) -> (Vec<PathBuf>, Vec
     (bad, good)
 }
 
-/// `dinoadapt args` within the memory and time limits; panics are failures.
+/// `dinoadapt args` within the memory and time limits; panics and allocation failures fail.
 fn run(args: &[String]) -> Output {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -v {MEMORY_KIB}; exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_dinoadapt"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > TIME_LIMIT {
-            child.kill().unwrap();
-            panic!("dinoadapt {args:?} hangs (killed after {TIME_LIMIT:?})");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::run_bounded(&args, MEMORY_KIB, TIME_LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
-    eprintln!("$ dinoadapt {}\n{err}", args.join(" "));
     assert!(
         !err.contains("panicked"),
         "dinoadapt {args:?} panicked: {err}"

@@ -6,40 +6,10 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::shared;
-
-/// `dinoadapt args` under a virtual-memory limit (`ulimit -v`, KiB), killed after `limit`.
-fn run_bounded(args: &[&str], memory_kib: u64, limit: Duration) -> Output {
-    let bin = env!("CARGO_BIN_EXE_dinoadapt");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -v {memory_kib}; exec \"$0\" \"$@\""))
-        .arg(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            child.kill().unwrap();
-            panic!("dinoadapt {args:?} still running after {limit:?} (a hang)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "$ dinoadapt {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{run_bounded, shared};
 
 /// A FIFO at `path`.
 fn mkfifo(path: &Path) {

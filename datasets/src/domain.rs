@@ -92,6 +92,19 @@ impl SourceOptions<'_> {
         })
     }
 
+    /// [`parse`](Self::parse), with the paths `paths` points at taken from the recipe's folder.
+    pub fn parse_anchored<T: DeserializeOwned>(
+        &self,
+        domain: &'static str,
+        paths: impl FnOnce(&mut T) -> &mut Vec<PathBuf>,
+    ) -> Result<T, DomainError> {
+        let mut config: T = self.parse(domain)?;
+        for p in paths(&mut config).iter_mut() {
+            *p = self.anchor(p);
+        }
+        Ok(config)
+    }
+
     /// `path` taken from the recipe's folder when it is relative.
     pub fn anchor(&self, path: &Path) -> PathBuf {
         if path.is_relative() {

@@ -96,8 +96,7 @@ impl Domain for Microscopy {
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
         Some((|| {
-            let mut cfg: FieldsConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
+            let cfg = source.parse_anchored(self.name(), |c: &mut FieldsConfig| &mut c.paths)?;
             if cfg.paths.is_empty() {
                 return Err(DomainError::Options {
                     domain: "microscopy",
@@ -112,11 +111,11 @@ impl Domain for Microscopy {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
-        Some((|| {
-            let mut cfg: FieldsConfig = source.parse(self.name())?;
-            cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-            Ok(Box::new(FieldInputs::new(cfg)) as Box<dyn EmbeddingInputs>)
-        })())
+        Some(
+            source
+                .parse_anchored(self.name(), |c: &mut FieldsConfig| &mut c.paths)
+                .map(|cfg| Box::new(FieldInputs::new(cfg)) as Box<dyn EmbeddingInputs>),
+        )
     }
 
     fn dense_targets(

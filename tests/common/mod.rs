@@ -159,3 +159,33 @@ pub fn pretrain_steps(dir: &Path) -> serde_json::Value {
             .unwrap();
     summary["steps"].clone()
 }
+
+/// `dinoadapt args` under a virtual-memory limit (`ulimit -v`, KiB), killed after `limit`
+/// (a hang fails the test); its output, echoed.
+pub fn run_bounded(args: &[&str], memory_kib: u64, limit: std::time::Duration) -> Output {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {memory_kib}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_dinoadapt"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("dinoadapt {args:?} still running after {limit:?} (a hang)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ dinoadapt {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -17,15 +17,6 @@ use crate::{inspect, SlideTiles, SlideTilesConfig};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pathology;
 
-impl Pathology {
-    /// A `[data.source]` table of slides, its paths taken from the recipe's folder.
-    fn config(&self, source: &SourceOptions) -> Result<SlideTilesConfig, DomainError> {
-        let mut cfg: SlideTilesConfig = source.parse(self.name())?;
-        cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-        Ok(cfg)
-    }
-}
-
 impl Domain for Pathology {
     fn name(&self) -> &'static str {
         "pathology"
@@ -35,9 +26,13 @@ impl Domain for Pathology {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some(self.config(source).and_then(|cfg| {
-            Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
-        }))
+        Some(
+            source
+                .parse_anchored(self.name(), |c: &mut SlideTilesConfig| &mut c.paths)
+                .and_then(|cfg| {
+                    Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
+                }),
+        )
     }
 
     /// Each slide's tissue tiles on a grid, at each of the table's resolutions.
@@ -46,7 +41,8 @@ impl Domain for Pathology {
         source: &SourceOptions,
     ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
         Some(
-            self.config(source)
+            source
+                .parse_anchored(self.name(), |c: &mut SlideTilesConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Box::new(SlideInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
         )
     }

@@ -17,15 +17,6 @@ use crate::{inspect, VolumeSlices, VolumeSlicesConfig};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Radiology;
 
-impl Radiology {
-    /// A `[data.source]` table of volumes, its paths taken from the recipe's folder.
-    fn config(&self, source: &SourceOptions) -> Result<VolumeSlicesConfig, DomainError> {
-        let mut cfg: VolumeSlicesConfig = source.parse(self.name())?;
-        cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-        Ok(cfg)
-    }
-}
-
 impl Domain for Radiology {
     fn name(&self) -> &'static str {
         "radiology"
@@ -35,9 +26,14 @@ impl Domain for Radiology {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some(self.config(source).and_then(|cfg| {
-            Ok(Arc::new(VolumeSlices::render(&cfg, source.scratch)?) as Arc<dyn ImageSource>)
-        }))
+        Some(
+            source
+                .parse_anchored(self.name(), |c: &mut VolumeSlicesConfig| &mut c.paths)
+                .and_then(|cfg| {
+                    Ok(Arc::new(VolumeSlices::render(&cfg, source.scratch)?)
+                        as Arc<dyn ImageSource>)
+                }),
+        )
     }
 
     /// Every non-empty slice of each volume.
@@ -46,7 +42,8 @@ impl Domain for Radiology {
         source: &SourceOptions,
     ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
         Some(
-            self.config(source)
+            source
+                .parse_anchored(self.name(), |c: &mut VolumeSlicesConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Box::new(VolumeInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
         )
     }

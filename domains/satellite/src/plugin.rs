@@ -17,15 +17,6 @@ use crate::{inspect, RasterChips, RasterChipsConfig};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Satellite;
 
-impl Satellite {
-    /// A `[data.source]` table of rasters, its paths taken from the recipe's folder.
-    fn config(&self, source: &SourceOptions) -> Result<RasterChipsConfig, DomainError> {
-        let mut cfg: RasterChipsConfig = source.parse(self.name())?;
-        cfg.paths = cfg.paths.iter().map(|p| source.anchor(p)).collect();
-        Ok(cfg)
-    }
-}
-
 impl Domain for Satellite {
     fn name(&self) -> &'static str {
         "satellite"
@@ -36,7 +27,8 @@ impl Domain for Satellite {
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
         Some(
-            self.config(source)
+            source
+                .parse_anchored(self.name(), |c: &mut RasterChipsConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Arc::new(RasterChips::open(&cfg)?) as Arc<dyn ImageSource>)),
         )
     }
@@ -47,7 +39,8 @@ impl Domain for Satellite {
         source: &SourceOptions,
     ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
         Some(
-            self.config(source)
+            source
+                .parse_anchored(self.name(), |c: &mut RasterChipsConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Box::new(RasterInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
         )
     }
