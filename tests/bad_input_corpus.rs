@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use common::{shared, table};
 
-/// Virtual memory a run may map (KiB): the backbone, its threads and one input at a time.
-const MEMORY_KIB: u64 = 4 << 20;
+/// Virtual memory a run may map (KiB), 512 MiB: the backbone, its threads and one input at a
+/// time fit (resident memory is less than what is mapped).
+const MEMORY_KIB: u64 = 512 << 10;
 const TIME_LIMIT: Duration = Duration::from_secs(180);
 
 /// A deterministic byte stream (xorshift64*).
