@@ -241,7 +241,9 @@ fn check_deflated<R: Read + Seek, S: Fn(Tag) -> bool>(
 ) -> Result<(), String> {
     let mut inflated = Vec::new();
     let mut decoder = flate2::read::DeflateDecoder::new(w.r).take(MAX_INFLATED + 1);
-    if decoder.read_to_end(&mut inflated).is_err() || inflated.len() as u64 > MAX_INFLATED {
+    // A damaged stream is walked as far as it inflates: the parser cannot read past that either.
+    let _ = decoder.read_to_end(&mut inflated);
+    if inflated.len() as u64 > MAX_INFLATED {
         return Ok(());
     }
     let len = inflated.len() as u64;

@@ -216,9 +216,21 @@ fn regression_dicom_lengths_past_the_end() {
     // Five zero bytes inserted in a slice of the series: a 542 MB length.
     let mut padded = std::fs::read(dicom.join("series_ct5n/2062")).unwrap();
     padded.splice(1865..1865, [0u8; 5]);
+    // Eleven bytes inserted in a deflated data set: the stream breaks after a 1.4 GB length.
+    let mut deflated = std::fs::read(dicom.join("image_dfl.dcm")).unwrap();
+    deflated.splice(
+        717..717,
+        [
+            0xcf, 0x28, 0xb7, 0x05, 0x02, 0x5a, 0x09, 0x0d, 0x00, 0x00, 0x00,
+        ],
+    );
     let scratch = Scratch::new("dicom-regression");
     let pseudo = Pseudonymizer::new(SALT);
-    for (name, bytes) in [("JPGExtended.dcm", cut), ("2062", padded)] {
+    for (name, bytes) in [
+        ("JPGExtended.dcm", cut),
+        ("2062", padded),
+        ("image_dfl.dcm", deflated),
+    ] {
         let path = scratch.write(name, &bytes);
         let (read, refused) = fuzz::refused_during(|| read_dicom_file(&path, &pseudo));
         assert_eq!(refused, 0, "{name}: asked for {refused} bytes");
