@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod class_planes;
 pub mod dense;
+pub mod dicom_lengths;
 pub mod domain;
 pub mod embedding;
 pub mod feature_store;

@@ -158,6 +158,7 @@ pub const LINKING_UID_TAGS: &[(Tag, &str)] = &[
 /// trimmed text value, non-empty values only. Meant for tests and audits that scan outputs.
 pub fn identifying_values(path: impl AsRef<Path>) -> Result<Vec<(&'static str, String)>> {
     let path = path.as_ref();
+    crate::dicom::read::lengths_fit(path, true)?;
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)

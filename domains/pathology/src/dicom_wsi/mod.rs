@@ -10,8 +10,11 @@ pub use reader::DicomSlide;
 
 use std::path::{Path, PathBuf};
 
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, VirtualVr};
+use dicom_core::VR;
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dinoadapt_datasets::dicom_lengths::check_dicom_lengths;
 
 use crate::error::{PathologyError, Result};
 use crate::mpp::{Mpp, MppSource};
@@ -35,8 +38,24 @@ pub(crate) fn first_item(ds: &InMemDicomObject, tag: dicom_core::Tag) -> Option<
     ds.element_opt(tag).ok()??.items()?.first()
 }
 
+/// `Err` with the reason when an element of the DICOM file at `path` declares a length that runs
+/// past the end of the file (of the elements before the pixel data when `until_pixels`): checked
+/// before dicom-rs reads the file, since it allocates a declared length before reading it.
+pub(crate) fn lengths_fit(path: &Path, until_pixels: bool) -> std::result::Result<(), String> {
+    let stop = until_pixels.then_some((tags::PIXEL_DATA.0, tags::PIXEL_DATA.1));
+    check_dicom_lengths(path, stop, is_sequence).unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Whether the standard dictionary gives the tag the sequence VR (for implicit-VR files).
+fn is_sequence((group, element): (u16, u16)) -> bool {
+    StandardDataDictionary
+        .by_tag(dicom_core::Tag(group, element))
+        .is_some_and(|e| e.vr == VirtualVr::Exact(VR::SQ))
+}
+
 /// The header of a DICOM file (everything before its pixel data).
 fn header(path: &Path) -> Option<InMemDicomObject> {
+    lengths_fit(path, true).ok()?;
     OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -80,6 +99,7 @@ struct Instance {
 }
 
 fn instance(path: &Path) -> Option<(String, Instance)> {
+    lengths_fit(path, true).ok()?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -133,6 +153,7 @@ fn series(path: &Path) -> Result<(SlideInfo, Vec<PathBuf>)> {
         what: format!("not a DICOM whole-slide image: {reason}"),
     };
     // The header only: the pixel data of a level can be gigabytes.
+    lengths_fit(path, true).map_err(|r| not_wsi(&r))?;
     OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)

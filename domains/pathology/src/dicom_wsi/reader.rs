@@ -158,6 +158,8 @@ fn sparse_positions(ds: &InMemDicomObject, tile: (u32, u32)) -> HashMap<(u64, u6
 impl DicomLevel {
     /// Opens one VOLUME instance's geometry and frame layout (its pixel data is not read).
     pub fn open(path: &Path) -> Result<DicomLevel> {
+        super::lengths_fit(path, true)
+            .map_err(|e| invalid(path, format!("not a readable DICOM file: {e}")))?;
         let obj = dicom_object::OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(path)
@@ -224,6 +226,7 @@ impl DicomLevel {
                 let obj = {
                     let mut slot = obj.lock().unwrap_or_else(|e| e.into_inner());
                     if slot.is_none() {
+                        super::lengths_fit(&self.path, false).map_err(fail)?;
                         let o = open_file(&self.path).map_err(|e| fail(e.to_string()))?;
                         *slot = Some(Arc::new(o));
                     }

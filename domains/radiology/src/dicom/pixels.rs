@@ -54,16 +54,28 @@ pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -
                 .into(),
         ));
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| {
-        if ts.is_encapsulated_pixel_data() {
-            undecodable(error_chain(&e))
-        } else {
-            RadiologyError::PixelData {
-                path: path.to_path_buf(),
-                reason: error_chain(&e),
-            }
-        }
-    })?;
+    // dicom-rs's JPEG 2000 adapter panics on some damaged codestreams (a slice index past
+    // the frame, found by fuzz_dicom_file): a panic there is this file's error, not the run's.
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
+            .map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                undecodable(format!("the decoder failed on damaged data ({what})"))
+            })?
+            .map_err(|e| {
+                if ts.is_encapsulated_pixel_data() {
+                    undecodable(error_chain(&e))
+                } else {
+                    RadiologyError::PixelData {
+                        path: path.to_path_buf(),
+                        reason: error_chain(&e),
+                    }
+                }
+            })?;
     let rows = decoded.rows() as usize;
     let columns = decoded.columns() as usize;
     let frames = decoded.number_of_frames().max(1) as usize;

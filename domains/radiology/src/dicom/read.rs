@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dinoadapt_datasets::dicom_lengths::check_dicom_lengths;
 use serde::{Deserialize, Serialize};
 
 use super::attrs::{self, DataSet};
@@ -106,11 +109,31 @@ pub(crate) fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject
             reason: "not a regular file".into(),
         });
     }
+    lengths_fit(path, until_pixels)?;
     let mut opts = OpenFileOptions::new();
     if until_pixels {
         opts = opts.read_until(tags::PIXEL_DATA);
     }
     opts.open_file(path).map_err(|e| invalid(path, e))
+}
+
+/// Refuses a file with an element length that runs past its end (of the elements before the
+/// pixel data when `until_pixels`), before dicom-rs allocates that length.
+pub(crate) fn lengths_fit(path: &Path, until_pixels: bool) -> Result<()> {
+    let stop = until_pixels.then_some((tags::PIXEL_DATA.0, tags::PIXEL_DATA.1));
+    check_dicom_lengths(path, stop, is_sequence)
+        .map_err(|e| RadiologyError::io(path, "cannot read file", e))?
+        .map_err(|reason| RadiologyError::InvalidDicom {
+            path: path.to_path_buf(),
+            reason,
+        })
+}
+
+/// Whether the standard dictionary gives the tag the sequence VR (for implicit-VR files).
+fn is_sequence((group, element): (u16, u16)) -> bool {
+    StandardDataDictionary
+        .by_tag(Tag(group, element))
+        .is_some_and(|e| e.vr == VirtualVr::Exact(VR::SQ))
 }
 
 fn rescale_of(ds: &DataSet) -> Option<(f64, f64)> {
