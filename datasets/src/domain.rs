@@ -131,6 +131,14 @@ pub trait EmbeddingInputs: Send {
     /// Every input, in the order every shard of a batch sees alike.
     fn inputs(&self) -> &[EmbeddingInput];
 
+    /// Where `input` is in [`inputs`](Self::inputs), or an error when it is not one of them.
+    fn position(&self, input: &EmbeddingInput) -> Result<usize, DomainError> {
+        self.inputs()
+            .iter()
+            .position(|i| i == input)
+            .ok_or_else(|| DomainError::Input(format!("{}: not an input of the table", input.id)))
+    }
+
     /// The region sources of `input`, each handed to `embed` with an id for its feature file
     /// (unique in the batch; the input's id when the input has one source), or why one part of
     /// the input could not become a source (a broken series of a DICOM folder), which does not

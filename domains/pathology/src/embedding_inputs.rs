@@ -73,11 +73,7 @@ impl EmbeddingInputs for SlideInputs {
         input: &EmbeddingInput,
         embed: &mut dyn FnMut(String, Result<Box<dyn RegionSource>, DomainError>),
     ) -> Result<(), DomainError> {
-        let entry = self
-            .entries
-            .iter()
-            .find(|e| e.slide_id == input.id)
-            .ok_or_else(|| DomainError::Input(format!("slide {}: not in the table", input.id)))?;
+        let entry = &self.entries[self.position(input)?];
         let slide = Slide::open_with(
             &entry.path,
             &OpenOptions {

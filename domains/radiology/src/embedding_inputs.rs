@@ -56,11 +56,7 @@ impl EmbeddingInputs for VolumeInputs {
         input: &EmbeddingInput,
         embed: &mut dyn FnMut(String, Result<Box<dyn RegionSource>, DomainError>),
     ) -> Result<(), DomainError> {
-        let index = self
-            .inputs
-            .iter()
-            .position(|i| i == input)
-            .ok_or_else(|| DomainError::Input(format!("{}: not in the table", input.id)))?;
+        let index = self.position(input)?;
         let mut rows = Vec::new();
         let mut sources = 0;
         for_each_sliced_volume_of(
