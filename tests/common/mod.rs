@@ -167,6 +167,11 @@ pub fn run_bounded(args: &[&str], memory_kib: u64, limit: std::time::Duration) -
         .arg("-c")
         .arg(format!("ulimit -v {memory_kib}; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_dinoadapt"))
+        // Mapped memory grows with the thread count (each thread's stack and glibc malloc
+        // arena, 64 MiB of reserved address space apiece), which differs between hosts: fix
+        // both so that the limit measures what an input makes the program allocate.
+        .env("RAYON_NUM_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2")
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
