@@ -173,8 +173,8 @@ impl<R: Read + Seek, S: Fn(Tag) -> bool> Walker<R, S> {
 
 /// `Err` with the reason when an element of the DICOM file at `path` declares a length that
 /// runs past the end of the file (elements before `stop`, when given). `is_sequence` says which
-/// tags hold sequences in an implicit-VR data set. Files without the `DICM` preamble or with a
-/// deflated data set pass: the parser judges them.
+/// tags hold sequences in an implicit-VR data set. Files without the `DICM` magic code or the
+/// file meta group length, and deflated data sets over 64 MiB, pass: the parser judges them.
 pub fn check_dicom_lengths(
     path: &Path,
     stop: Option<Tag>,
@@ -188,24 +188,37 @@ pub fn check_dicom_lengths(
         len,
         is_sequence,
     };
+    // `DICM` after the 128-byte preamble or, as dicom-rs also reads it, at the very start.
     if w.skip(128).is_none() || w.bytes::<4>() != Some(*b"DICM") {
-        return Ok(Ok(()));
+        w.r.rewind()?;
+        w.pos = 0;
+        if w.bytes::<4>() != Some(*b"DICM") {
+            return Ok(Ok(()));
+        }
     }
-    // The file meta group: explicit VR little endian, (0002,xxxx) elements.
+    // The file meta group: explicit VR little endian, led by its group length (0002,0000);
+    // the parser reads elements, whatever their group, until that many bytes are read, and the
+    // data set starts there (a file without the group length is refused by the parser).
+    match w.header(Encoding::ExplicitLittle) {
+        Some(((0x0002, 0x0000), _, 4)) => {}
+        _ => return Ok(Ok(())),
+    }
+    let Some(group_length) = w.u32(false) else {
+        return Ok(Ok(()));
+    };
+    let meta_start = w.pos;
     let mut syntax = String::new();
-    loop {
-        let start = w.pos;
+    while w.pos - meta_start < u64::from(group_length) {
         let Some((tag, _, len)) = w.header(Encoding::ExplicitLittle) else {
             return Ok(Ok(()));
         };
-        if tag.0 != 0x0002 || len == UNDEFINED {
-            w.r.seek(std::io::SeekFrom::Start(start))?;
-            w.pos = start;
-            break;
+        if len == UNDEFINED {
+            return Ok(Ok(()));
         }
         if u64::from(len) > w.len - w.pos {
             return Ok(Err(format!(
-                "file meta element (0002,{:04X}) declares {len} bytes but the file has {} left",
+                "file meta element ({:04X},{:04X}) declares {len} bytes but the file has {} left",
+                tag.0,
                 tag.1,
                 w.len - w.pos
             )));
@@ -262,15 +275,24 @@ mod tests {
 
     /// A file: preamble, `DICM`, a file meta group naming `syntax`, then `body`.
     fn file(syntax: &str, body: &[u8]) -> tempfile::NamedTempFile {
+        file_with_meta(syntax, &[], body)
+    }
+
+    /// A file whose file meta group (its group length counting them) ends with `extra_meta`.
+    fn file_with_meta(syntax: &str, extra_meta: &[u8], body: &[u8]) -> tempfile::NamedTempFile {
         let mut uid = syntax.as_bytes().to_vec();
         if uid.len() % 2 == 1 {
             uid.push(0);
         }
+        let mut meta = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I'];
+        meta.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+        meta.extend_from_slice(&uid);
+        meta.extend_from_slice(extra_meta);
         let mut b = vec![0u8; 128];
         b.extend_from_slice(b"DICM");
-        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        b.extend_from_slice(&(uid.len() as u16).to_le_bytes());
-        b.extend_from_slice(&uid);
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        b.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        b.extend_from_slice(&meta);
         b.extend_from_slice(body);
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), &b).unwrap();
@@ -372,8 +394,53 @@ mod tests {
             .is_err());
     }
 
+    /// The parser reads the file meta group by its group length, whatever the groups of the
+    /// elements in it; so does the check (found by fuzz_dicom_wsi_frames: a damaged tag group in
+    /// the meta group made the check start the data set early, the parser read on and met a
+    /// 1.4 GB length).
     #[test]
-    fn files_without_the_preamble_are_left_to_the_parser() {
+    fn the_data_set_starts_where_the_meta_group_length_says() {
+        // An off-group (0008,0005) CS "ISO_IR 100" inside the meta group, explicit VR like the
+        // rest of it; the implicit-VR data set after it is sound. Read as the start of the
+        // implicit data set, "CS" and its length would make a 167 MB value.
+        let mut extra = vec![0x08, 0x00, 0x05, 0x00, b'C', b'S', 10, 0];
+        extra.extend_from_slice(b"ISO_IR 100");
+        let body = [
+            0x10, 0x00, 0x10, 0x00, 6, 0, 0, 0, b'D', b'o', b'e', b'^', b'J', b' ',
+        ];
+        let f = file_with_meta("1.2.840.10008.1.2", &extra, &body);
+        assert_eq!(check(&f), Ok(()));
+        // A lying element in that data set is still found.
+        let mut lying = body.to_vec();
+        lying.extend_from_slice(&[0x28, 0x00, 0x10, 0x00, 0, 0, 0, 0x40]);
+        let f = file_with_meta("1.2.840.10008.1.2", &extra, &lying);
+        assert!(check(&f).is_err());
+    }
+
+    #[test]
+    fn a_file_meta_group_without_its_group_length_is_left_to_the_parser() {
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 2, 0, b'1', 0]);
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0, 0, 0, 0x40]);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &b).unwrap();
+        assert_eq!(check(&f), Ok(()));
+    }
+
+    #[test]
+    fn a_file_without_the_128_byte_preamble_is_checked_too() {
+        let mut body = good_body();
+        body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+        body.extend_from_slice(&0x4000_0000u32.to_le_bytes());
+        let f = file(EXPLICIT_LE, &body);
+        let bytes = std::fs::read(f.path()).unwrap();
+        std::fs::write(f.path(), &bytes[128..]).unwrap();
+        assert!(check(&f).is_err());
+    }
+
+    #[test]
+    fn files_without_the_dicm_magic_are_left_to_the_parser() {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), b"not dicom").unwrap();
         assert_eq!(check(&f), Ok(()));

@@ -86,6 +86,15 @@ fn regression_dicom_wsi_lengths_past_the_end() {
                 &[0x0e, 0x34, 0x96, 0x3c, 0x03, 0x1d, 0xd2, 0x76, 0x17, 0x2d],
             ),
         ),
+        // A tag group in the file meta group damaged to 0x8002 and 13 bytes cut after it: the
+        // parser reads the meta group by its group length and starts the data set mid-element,
+        // at a 1.4 GB length.
+        ("boxes_1.dcm", {
+            let mut b = read("boxes_1.dcm");
+            b[295] = 0x80;
+            b.drain(356..369);
+            b
+        }),
     ];
     let scratch = Scratch::new("dicom-wsi-regression");
     for (name, bytes) in cases {
