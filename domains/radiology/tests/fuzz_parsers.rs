@@ -239,23 +239,28 @@ fn regression_dicom_lengths_past_the_end() {
     }
 }
 
-/// A crash the fuzzing found in a decoder we cannot fix here: one byte of the JPEG 2000
-/// codestream damaged makes dicom-rs's JPEG 2000 adapter index past the frame buffer (a
+/// Crashes the fuzzing found in decoders we cannot fix here: one byte of the JPEG 2000
+/// codestream, or of an RLE segment, damaged makes dicom-rs's adapter index past its buffer (a
 /// panic); it is caught, and the file's error says the decoder failed on damaged data.
 #[test]
-fn regression_jpeg2000_decoder_panic_is_the_files_error() {
+fn regression_decoder_panics_are_the_files_error() {
     let Some(data) = fuzz::shared("data") else {
         return;
     };
-    let mut bytes = std::fs::read(data.join("dicom/MR_small_jp2klossless.dcm")).unwrap();
-    bytes[1563] = 0x7c;
-    let scratch = Scratch::new("jpeg2000-regression");
-    let path = scratch.write("MR_small_jp2klossless.dcm", &bytes);
+    let scratch = Scratch::new("decoder-panic-regression");
     let pseudo = Pseudonymizer::new(SALT);
-    let file = read_dicom_file(&path, &pseudo).expect("the header reads");
-    let err = file.to_volume().expect_err("damaged pixels").to_string();
-    assert!(
-        err.contains("the decoder failed on damaged data") && err.contains("out of range"),
-        "{err}"
-    );
+    for (name, at, byte) in [
+        ("MR_small_jp2klossless.dcm", 1563, 0x7c),
+        ("MR_small_RLE.dcm", 1617, 0x4d),
+    ] {
+        let mut bytes = std::fs::read(data.join("dicom").join(name)).unwrap();
+        bytes[at] = byte;
+        let path = scratch.write(name, &bytes);
+        let file = read_dicom_file(&path, &pseudo).expect("the header reads");
+        let err = file.to_volume().expect_err("damaged pixels").to_string();
+        assert!(
+            err.contains("the decoder failed on damaged data") && err.contains("out of"),
+            "{name}: {err}"
+        );
+    }
 }
