@@ -375,3 +375,143 @@ fn resume_refuses_another_recipe_and_a_folder_without_checkpoints() {
     assert!(longer.status.success());
     assert_eq!(checkpoints_in(&out).last().unwrap().0, 8);
 }
+
+/// Continued pre-training from a timm/UNI-style checkpoint, which has no mask token: iBOT
+/// trains one from zeros and it is saved with the teacher. Gram anchoring joins at its start
+/// iteration, logged as its own `gram_loss` column.
+#[test]
+fn a_checkpoint_without_a_mask_token_trains_one_and_gram_anchoring_is_logged() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let uni = shared.join("fixtures/timm_uni/model.safetensors");
+    let r = recipe(
+        tmp.path(),
+        &shared,
+        &format!("checkpoint = {:?}", uni.display().to_string()),
+    );
+    let out = tmp.path().join("uni");
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--set",
+        "train.max_steps=6",
+        "--set",
+        "crops.global_size=32",
+        "--set",
+        "crops.local_size=16",
+        "--set",
+        "loss.gram.weight=1.0",
+        "--set",
+        "loss.gram.start_iteration=3",
+    ]);
+    let t = teacher(&out);
+    let (shape, token) = t
+        .iter()
+        .find(|(k, _)| k.ends_with("mask_token"))
+        .map(|(_, v)| v)
+        .expect("a mask token in the teacher");
+    assert_eq!(shape, &vec![1, 64]);
+    assert!(
+        token.iter().any(|v| *v != 0.0),
+        "the mask token did not train"
+    );
+
+    let file = std::fs::File::open(out.join("metrics.parquet")).unwrap();
+    let df = ParquetReader::new(file).finish().unwrap();
+    let gram = df.column("gram_loss").unwrap().f64().unwrap().clone();
+    let gram: Vec<f64> = (0..gram.len()).map(|i| gram.get(i).unwrap()).collect();
+    assert_eq!(&gram[..3], &[0.0, 0.0, 0.0], "{gram:?}");
+    assert!(gram[3..].iter().all(|g| *g > 0.0), "{gram:?}");
+}
+
+/// A run continued from a previous run's folder carries student, teacher and both heads over
+/// bit-exactly, and the optimizer state with `train.resume_optimizer`: after one iteration at
+/// lr 0 and teacher momentum 1 (which change no weight) the new checkpoint holds the old
+/// weights, and the AdamW step counts went on from the old ones (or restarted without it).
+#[test]
+fn a_run_continues_from_a_run_with_its_heads_and_optimizer_state() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), &shared, "");
+    let first = tmp.path().join("first");
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        first.to_str().unwrap(),
+        "--set",
+        "train.max_steps=4",
+    ]);
+    let dir = tmp.path().join("second");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r2 = recipe(
+        &dir,
+        &shared,
+        &format!("checkpoint = {:?}", first.display().to_string()),
+    );
+    let state = |out: &Path, step: usize| {
+        let d = out.join(format!("checkpoints/step-{step:08}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("state.json")).unwrap()).unwrap();
+        let steps: std::collections::BTreeMap<String, u64> = json["optimizer_steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+            .collect();
+        (read_tensors(&d.join("state.safetensors")), steps)
+    };
+    let (before, before_steps) = state(&first, 4);
+    for (resume_optimizer, name) in [(true, "carried"), (false, "fresh")] {
+        let out = tmp.path().join(name);
+        ok(&[
+            "pretrain",
+            "--recipe",
+            r2.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--set",
+            "train.max_steps=1",
+            "--set",
+            "train.checkpoint_every=1",
+            "--set",
+            &format!("train.resume_optimizer={resume_optimizer}"),
+            "--set",
+            "optim.base_lr=0.0",
+            "--set",
+            "optim.min_lr=0.0",
+            "--set",
+            "teacher.momentum_teacher=1.0",
+            "--set",
+            "teacher.final_momentum_teacher=1.0",
+        ]);
+        let (after, after_steps) = state(&out, 1);
+        let mut weights = 0;
+        for (k, (_, v)) in &before {
+            if k.starts_with("student.") || k.starts_with("teacher.") {
+                assert_eq!(&after[k].1, v, "{name}: {k} not carried over bit-exactly");
+                weights += 1;
+            }
+        }
+        assert!(before.keys().any(|k| k.starts_with("student.dino_head.")));
+        assert!(weights > 40, "{weights} tensors compared");
+        // A parameter without a gradient in an iteration (the mask token when nothing was
+        // masked) is not stepped.
+        for (k, n) in &after_steps {
+            let was = before_steps.get(k).copied().unwrap_or(0);
+            if resume_optimizer {
+                assert!(*n == was || *n == was + 1, "{name}: {k} at {n}, was {was}");
+            } else {
+                assert!(*n <= 1, "{name}: {k} at {n}");
+            }
+        }
+        if resume_optimizer {
+            let total = |m: &std::collections::BTreeMap<String, u64>| m.values().sum::<u64>();
+            assert!(total(&after_steps) > total(&before_steps), "{name}");
+        }
+    }
+}

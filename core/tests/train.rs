@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
+use dinoadapt_core::objective::gram::GramConfig;
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::losses::{dino_cross_entropy, ibot_masked_loss, koleo};
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
@@ -311,5 +312,82 @@ fn a_chunked_student_takes_the_whole_batch_step() {
             let err = max_abs_diff(v, &b[k]);
             assert!(err <= 1e-5, "frozen {frozen}, {k}: {err}");
         }
+    }
+}
+
+fn gram_trainer(seed: u64, teacher_scale: f64) -> Trainer<AB> {
+    let mut t = trainer(seed);
+    t.loss.gram = GramConfig {
+        weight: 2.0,
+        start_iteration: 1,
+        update_every: 2,
+        teacher_scale,
+        ..GramConfig::default()
+    };
+    t
+}
+
+/// Gram anchoring in the loop: off before its start iteration, then a term of its own in the
+/// total that the student's gradient sees; a whole and a chunked batch agree; the Gram teacher
+/// is part of the saved state, so a run continues exactly.
+#[test]
+fn gram_anchoring_joins_the_objective_at_its_start_and_resumes_exactly() {
+    let _rng = rng_lock();
+    let mut t = gram_trainer(21, 1.0);
+    assert!(!t.refresh_gram_teacher(0));
+    let before = t.step(&batch(0), values(false));
+    assert_eq!(before.loss.gram, 0.0);
+    assert!(t.refresh_gram_teacher(1));
+    let at_start = t.step(&batch(1), values(false));
+    // The Gram teacher is the EMA teacher of one step before: close, but not equal.
+    assert!(at_start.loss.gram > 0.0, "{at_start:?}");
+    let terms = at_start.loss.dino_global
+        + at_start.loss.dino_local
+        + 2.0 * at_start.loss.koleo
+        + 2.0 * at_start.loss.ibot
+        + 2.0 * at_start.loss.gram;
+    assert!(
+        (at_start.loss.total - terms).abs() <= 1e-5 * terms.abs(),
+        "{at_start:?}"
+    );
+
+    // Whole against chunked batch with the Gram term (and a higher-resolution Gram teacher).
+    let [a, b] = [1, 2].map(|chunks| {
+        let mut t = gram_trainer(22, 1.5);
+        t.chunks = chunks;
+        t.step(&batch(0), values(false));
+        t.refresh_gram_teacher(1);
+        t.step(&batch(1), values(false))
+    });
+    assert!(
+        (a.loss.gram - b.loss.gram).abs() <= 1e-5 * a.loss.gram.max(1e-3),
+        "{a:?} vs {b:?}"
+    );
+    assert!((a.grad_norm_backbone - b.grad_norm_backbone).abs() <= 1e-4 * a.grad_norm_backbone);
+
+    // Save after step 2, continue 2..5 (a refresh at 3) straight and from the saved state.
+    let run = |t: &mut Trainer<AB>, steps: std::ops::Range<u64>| {
+        steps
+            .map(|s| {
+                t.refresh_gram_teacher(s as usize);
+                t.step(&batch(s), values(false)).loss.gram
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut straight = gram_trainer(23, 1.0);
+    run(&mut straight, 0..2);
+    let (tensors, steps) = straight.save_state();
+    assert!(tensors.iter().any(|(k, _)| k.starts_with("gram_teacher.")));
+    let grams = run(&mut straight, 2..5);
+    let mut resumed = gram_trainer(98, 1.0);
+    let map: HashMap<_, _> = tensors.into_iter().collect();
+    resumed.load_state(&map, &steps).unwrap();
+    assert_eq!(run(&mut resumed, 2..5), grams);
+    let (a, b) = (
+        by_name(snapshot::<AB, _>(&straight.student)),
+        by_name(snapshot::<AB, _>(&resumed.student)),
+    );
+    for (k, v) in &a {
+        assert!(max_abs_diff(v, &b[k]) <= 1e-6, "{k}");
     }
 }

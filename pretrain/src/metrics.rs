@@ -54,6 +54,11 @@ const COLUMNS: &[(&str, Getter, Setter)] = &[
         |r, v| r.report.loss.ibot = v,
     ),
     (
+        "gram_loss",
+        |r| r.report.loss.gram,
+        |r, v| r.report.loss.gram = v,
+    ),
+    (
         "teacher_entropy",
         |r| r.report.loss.teacher_entropy,
         |r, v| r.report.loss.teacher_entropy = v,
@@ -101,6 +106,9 @@ const COLUMNS: &[(&str, Getter, Setter)] = &[
         |r, v| r.images_per_s = v,
     ),
 ];
+
+/// Columns that tables written by earlier versions lack (read as 0).
+const ADDED_LATER: &[&str] = &["gram_loss"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -170,6 +178,10 @@ pub fn read(path: &Path) -> Result<Vec<StepRecord>, MetricsError> {
         r.values.backbone_frozen = f != 0.0;
     }
     for (name, _, set) in COLUMNS {
+        if ADDED_LATER.contains(name) && df.column(name).is_err() {
+            // A table from before the column existed: the term was 0.
+            continue;
+        }
         for (r, v) in records.iter_mut().zip(floats(name)?) {
             set(r, v);
         }
@@ -195,19 +207,18 @@ pub fn plot(path: &Path, records: &[StepRecord]) -> Result<(), MetricsError> {
             |p, (label, col)| p.series(*label, series(column(col))),
         )
     };
+    let mut losses = vec![
+        ("total", "loss_total"),
+        ("dino local", "dino_local_crops_loss"),
+        ("dino global", "dino_global_crops_loss"),
+        ("ibot", "ibot_loss"),
+        ("koleo", "koleo_loss"),
+    ];
+    if records.iter().any(|r| r.report.loss.gram != 0.0) {
+        losses.push(("gram", "gram_loss"));
+    }
     let panels = [
-        panel(
-            "Losses",
-            "loss",
-            &[
-                ("total", "loss_total"),
-                ("dino local", "dino_local_crops_loss"),
-                ("dino global", "dino_global_crops_loss"),
-                ("ibot", "ibot_loss"),
-                ("koleo", "koleo_loss"),
-            ],
-            false,
-        ),
+        panel("Losses", "loss", &losses, false),
         panel(
             "Learning rate and weight decay",
             "value",

@@ -34,7 +34,10 @@ pub struct ModelSection {
     #[serde(default)]
     pub arch: Option<String>,
     /// Continued pre-training: start student and teacher from this checkpoint (any format the
-    /// foundation loads).
+    /// foundation loads; fresh DINO/iBOT heads), or from a previous run (its output folder, for
+    /// its latest checkpoint, or one of its `checkpoints/step-N` folders): student, teacher
+    /// and their heads carry over (the optimizer state too with `train.resume_optimizer`) and
+    /// the schedules start again as this recipe says.
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,
     /// Overrides of the preset's shape, for small models.
@@ -284,6 +287,9 @@ pub struct TrainSection {
     pub head_warmup_iterations: usize,
     /// A log line every this many iterations.
     pub log_every: usize,
+    /// When `model.checkpoint` names a previous run: carry its AdamW moments and step counts
+    /// over too (by default the optimizer starts afresh).
+    pub resume_optimizer: bool,
 }
 
 impl Default for TrainSection {
@@ -297,6 +303,7 @@ impl Default for TrainSection {
             keep_last: 3,
             head_warmup_iterations: 0,
             log_every: 20,
+            resume_optimizer: false,
         }
     }
 }
@@ -511,6 +518,7 @@ impl Recipe {
         if self.heads.prototypes == 0 {
             return Err("heads.prototypes must be at least 1".into());
         }
+        self.loss.gram.validate()?;
         Ok(())
     }
 

@@ -148,15 +148,37 @@ pub fn fresh_config(recipe: &Recipe) -> Result<VitConfig, RunError> {
     Ok(c)
 }
 
+/// The training state `model.checkpoint` names when it names a previous run rather than a
+/// model: (the run's folder, the checkpoint folder) for a run folder (its latest checkpoint) or
+/// one of its `checkpoints/step-N` folders.
+pub fn previous_run(path: &Path) -> Option<(PathBuf, PathBuf)> {
+    if path.join("state.json").is_file() && path.join("state.safetensors").is_file() {
+        let run = path.parent()?.parent()?;
+        return Some((run.to_path_buf(), path.to_path_buf()));
+    }
+    checkpoints::latest(path).map(|(_, dir)| (path.to_path_buf(), dir))
+}
+
 fn build_backbone<B: Backend>(
     recipe: &Recipe,
     device: &B::Device,
 ) -> Result<(VisionTransformer<B>, String), RunError> {
     match &recipe.model.checkpoint {
         Some(path) => {
-            let mut loaded = load_checkpoint(path, &LoadOptions::default())?;
+            // A previous run's architecture is that of the teacher it exported.
+            let model = match previous_run(path) {
+                Some((run, _)) => run.join("teacher"),
+                None => path.clone(),
+            };
+            let mut loaded = load_checkpoint(&model, &LoadOptions::default())?;
             loaded.config.drop_path_rate = recipe.model.drop_path_rate;
-            Ok((loaded.build(device)?, loaded.sha256))
+            if !loaded.config.mask_token {
+                tracing::info!(
+                    "{}: no mask token in the checkpoint; iBOT trains one from zeros",
+                    path.display()
+                );
+            }
+            Ok((loaded.build(device)?.with_mask_token(), loaded.sha256))
         }
         None => {
             let mut cfg = fresh_config(recipe)?;
@@ -164,6 +186,44 @@ fn build_backbone<B: Backend>(
             Ok((VisionTransformer::init(&cfg, device), String::new()))
         }
     }
+}
+
+/// When `path` names a previous run: its student, teacher and heads (and, with
+/// `resume_optimizer`, its optimizer state) into `trainer`.
+pub fn continue_from_run<B: AutodiffBackend>(
+    trainer: &mut Trainer<B>,
+    path: &Path,
+    resume_optimizer: bool,
+) -> Result<(), RunError> {
+    let Some((run, dir)) = previous_run(path) else {
+        return Ok(());
+    };
+    let (tensors, meta) = checkpoints::load(&dir)?;
+    let mismatch = |e: String| {
+        RunError::Config(format!(
+            "model.checkpoint: {} cannot continue in this recipe ({e}); the [heads] section must \
+             match the previous run's",
+            dir.display()
+        ))
+    };
+    trainer.load_weights(&tensors).map_err(mismatch)?;
+    if resume_optimizer {
+        trainer
+            .load_optimizer(&tensors, &meta.optimizer_steps)
+            .map_err(mismatch)?;
+    }
+    tracing::info!(
+        "continuing run {} from its iteration {}: student, teacher and heads{} carried over; the \
+         schedules start again",
+        run.display(),
+        meta.step,
+        if resume_optimizer {
+            ", optimizer state"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 fn check_crops(recipe: &Recipe, patch: usize) -> Result<(), RunError> {
@@ -286,6 +346,11 @@ pub fn run<B: AutodiffBackend>(
     let mut trainer = Trainer::new(student, recipe.loss, recipe.optim.optimizer);
     trainer.crop_forward = recipe.crops.forward;
     trainer.chunks = options.batch_chunks.max(1);
+    if previous.is_none() {
+        if let Some(path) = &recipe.model.checkpoint {
+            continue_from_run(&mut trainer, path, recipe.train.resume_optimizer)?;
+        }
+    }
 
     let metrics_path = out.join("metrics.parquet");
     let mut records: Vec<StepRecord> = Vec::new();
@@ -422,6 +487,9 @@ pub fn run<B: AutodiffBackend>(
             teacher_temp: schedules.teacher_temp.at(step),
             backbone_frozen: step < warmup,
         };
+        if trainer.refresh_gram_teacher(step) {
+            tracing::info!("iteration {step}: Gram teacher loaded from the EMA teacher");
+        }
         let report = trainer.step(&batch, values);
         let secs = t0.elapsed().as_secs_f64();
         let images = batch.images();

@@ -246,6 +246,7 @@ pub fn infer_config(
         drop_path_rate: 0.0,
         interpolation: overrides.interpolation.unwrap_or(interpolation),
         interpolation_skip,
+        channels: None,
     };
     cfg.validate()?;
     Ok((cfg, source))

@@ -1,9 +1,10 @@
 //! The DINOv2 objective, piece by piece, each checked against the official code's outputs:
 //! the DINO/iBOT heads, the losses (DINO with Sinkhorn-Knopp or centering, iBOT, KoLeo), iBOT
-//! block masking, the EMA teacher update, the schedules and the per-parameter multipliers.
+//! block masking, Gram anchoring (DINOv3), the EMA teacher update, the schedules and the per-parameter multipliers.
 //! The training engine that drives them is [`crate::train`].
 
 pub mod ema;
+pub mod gram;
 pub mod head;
 pub mod losses;
 pub mod masking;

@@ -10,6 +10,7 @@ use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorDat
 use serde::{Deserialize, Serialize};
 
 use super::batch_chunks::{frozen_tokens, ChunkedStudent};
+use crate::objective::gram::{gram_loss, GramConfig};
 use crate::objective::head::{DinoHead, DinoHeadConfig};
 use crate::objective::losses::{
     dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
@@ -69,6 +70,8 @@ pub struct SslLossConfig {
     pub sinkhorn_iterations: usize,
     /// EMA momentum of the softmax centres.
     pub center_momentum: f64,
+    /// Gram anchoring (DINOv3), off by default.
+    pub gram: GramConfig,
 }
 
 impl Default for SslLossConfig {
@@ -81,6 +84,7 @@ impl Default for SslLossConfig {
             centering: Centering::SinkhornKnopp,
             sinkhorn_iterations: 3,
             center_momentum: 0.9,
+            gram: GramConfig::default(),
         }
     }
 }
@@ -148,6 +152,9 @@ pub struct LossReport {
     pub teacher_entropy: f64,
     /// Mean over dimensions of the std over the batch of the student's global class tokens.
     pub cls_std: f64,
+    /// `gram_loss` (unweighted; 0 while Gram anchoring is off).
+    #[serde(default)]
+    pub gram: f64,
 }
 
 /// The differentiable total loss and its report.
@@ -242,6 +249,8 @@ pub(super) fn crop_features<B: Backend>(
 struct StudentTokens<B: AutodiffBackend> {
     /// Class tokens of the global crops [2n, D].
     cls: Tensor<B, 2>,
+    /// All patch tokens of the (masked) global crops [2n, N, D], for Gram anchoring.
+    global_patches: Tensor<B, 3>,
     /// The masked patch tokens [M, D].
     patches: Tensor<B, 2>,
     /// Class tokens of the local crops [L n, D].
@@ -268,6 +277,7 @@ fn student_tokens<B: AutodiffBackend>(
         let t = frozen_tokens(&backbone.valid(), batch, mask, forward, chunks);
         return StudentTokens {
             cls: Tensor::from_inner(t.cls),
+            global_patches: Tensor::from_inner(t.patches.clone()),
             patches: Tensor::from_inner(gather_patches(t.patches, indices)),
             local: t.local.map(Tensor::from_inner),
             chunked: None,
@@ -289,6 +299,7 @@ fn student_tokens<B: AutodiffBackend>(
         let t = chunked.tokens.clone();
         return StudentTokens {
             cls: t.cls,
+            global_patches: t.patches.clone(),
             patches: gather_patches(t.patches, &indices),
             local: t.local,
             chunked: Some(chunked),
@@ -303,6 +314,7 @@ fn student_tokens<B: AutodiffBackend>(
     );
     StudentTokens {
         cls: g.cls(),
+        global_patches: g.patches(),
         patches: gather_patches(g.patches(), &indices),
         local: local.map(|l| l.cls()),
         chunked: None,
@@ -349,7 +361,10 @@ fn head_logits<B: Backend>(
 }
 
 /// One forward pass of the DINOv2 objective. The teacher runs without gradients; `pass` says
-/// whether the student backbone is in the graph and how its crops go through it.
+/// whether the student backbone is in the graph and how its crops go through it. With
+/// `gram_targets` (the Gram teacher's patch tokens of the global crops on the student's grid,
+/// [2n, N, D]), the Gram anchoring term is added with `cfg.gram`'s weight.
+#[allow(clippy::too_many_arguments)]
 pub fn ssl_forward<B: AutodiffBackend>(
     student: &SslModel<B>,
     teacher: &SslModel<B::InnerBackend>,
@@ -358,6 +373,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
     cfg: &SslLossConfig,
     centers: &mut Centers<B::InnerBackend>,
     pass: StudentPass,
+    gram_targets: Option<Tensor<B::InnerBackend, 3>>,
 ) -> SslOutput<B> {
     let device = batch.global.device();
     let n2 = batch.global.dims()[0];
@@ -406,6 +422,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
     // Student.
     let StudentTokens {
         cls: s_cls,
+        global_patches: s_global_patches,
         patches: s_patches,
         local: s_local,
         chunked,
@@ -462,6 +479,11 @@ pub fn ssl_forward<B: AutodiffBackend>(
         let ibot = ibot_masked_loss(s, Tensor::from_inner(t), weights, n2, st);
         report.ibot = scalar(&ibot.clone().inner()) / 2.0;
         loss = loss + ibot.mul_scalar(cfg.ibot_weight);
+    }
+    if let Some(targets) = gram_targets {
+        let gram = gram_loss(s_global_patches, Tensor::from_inner(targets), &cfg.gram);
+        report.gram = scalar(&gram.clone().inner());
+        loss = loss + gram.mul_scalar(cfg.gram.weight);
     }
     report.total = scalar(&loss.clone().inner());
     SslOutput {

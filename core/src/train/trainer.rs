@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 use super::batch_chunks::add_gradients;
 use super::clip::clip_grad_norm;
 use super::optimizer::{AdamW, AdamWConfig};
-use super::param_paths::{param_names, snapshot};
+use super::param_paths::{param_names, restore, snapshot};
 use super::ssl::{
     ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };
 use crate::checkpoint::{HostTensor, NamedTensors};
 use crate::objective::ema::ema_update;
+use crate::objective::gram::{resample_grid, resample_images};
 use crate::objective::param_groups::{param_group, ParamGroup};
+use crate::vit::VisionTransformer;
 
 /// Optimisation settings that are not schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -82,6 +84,9 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Chunks of the batch that go through the backbones at once ([`super::chunks`]): one per
     /// thread on a CPU, 1 (the default) on a GPU.
     pub chunks: usize,
+    /// The Gram anchoring teacher: a snapshot of the EMA teacher's backbone, taken by
+    /// [`refresh_gram_teacher`](Self::refresh_gram_teacher); `None` until the first one.
+    pub gram_teacher: Option<VisionTransformer<B::InnerBackend>>,
     groups: HashMap<String, ParamGroup>,
 }
 
@@ -129,6 +134,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim,
             crop_forward: CropForward::default(),
             chunks: 1,
+            gram_teacher: None,
             groups,
         }
     }
@@ -138,8 +144,47 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.groups.get(name).copied()
     }
 
+    /// Before iteration `iteration`: loads the Gram teacher from the EMA teacher when the
+    /// Gram schedule says so ([`GramConfig::refresh_at`](crate::objective::gram::GramConfig));
+    /// whether it did.
+    pub fn refresh_gram_teacher(&mut self, iteration: usize) -> bool {
+        if !self.loss.gram.refresh_at(iteration) {
+            return false;
+        }
+        self.gram_teacher = Some(self.teacher.backbone.clone());
+        true
+    }
+
+    /// The Gram teacher's patch tokens of the global crops on the student's grid [2n, N, D].
+    fn gram_targets(
+        &self,
+        batch: &CropBatch<B::InnerBackend>,
+    ) -> Option<burn::tensor::Tensor<B::InnerBackend, 3>> {
+        let gram = self.gram_teacher.as_ref()?;
+        if !self.loss.gram.enabled() {
+            return None;
+        }
+        let [_, _, h, w] = batch.global.dims();
+        let grid = gram.grid_of(h, w);
+        let scale = self.loss.gram.teacher_scale;
+        let p = gram.config.patch_size;
+        let images = if scale > 1.0 {
+            // The larger view, a whole number of patches.
+            let size = |x: usize| ((x as f64 * scale / p as f64).round() as usize).max(1) * p;
+            resample_images(batch.global.clone(), (size(h), size(w)))
+        } else {
+            batch.global.clone()
+        };
+        let [_, _, hh, ww] = images.dims();
+        let patches = gram
+            .forward_features_chunked(images, &[], self.chunks)
+            .patches();
+        Some(resample_grid(patches, gram.grid_of(hh, ww), grid, false))
+    }
+
     /// One iteration on `batch`.
     pub fn step(&mut self, batch: &CropBatch<B::InnerBackend>, v: StepValues) -> StepReport {
+        let gram_targets = self.gram_targets(batch);
         let out = ssl_forward(
             &self.student,
             &self.teacher,
@@ -152,6 +197,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 forward: self.crop_forward,
                 chunks: self.chunks,
             },
+            gram_targets,
         );
         let mut raw = out.loss.backward();
         let chunked = out.chunked.map(|s| s.backward(&mut raw));
@@ -222,6 +268,12 @@ impl<B: AutodiffBackend> Trainer<B> {
                     .expect("f32"),
             )
         };
+        if let Some(gram) = &self.gram_teacher {
+            tensors.extend(prefixed(
+                "gram_teacher",
+                snapshot::<B::InnerBackend, _>(gram),
+            ));
+        }
         tensors.push(("center.dino".into(), host(self.centers.dino.current())));
         tensors.push(("center.ibot".into(), host(self.centers.ibot.current())));
         (tensors, steps)
@@ -233,27 +285,18 @@ impl<B: AutodiffBackend> Trainer<B> {
         tensors: &HashMap<String, HostTensor>,
         steps: &[(String, u64)],
     ) -> Result<(), String> {
-        use super::param_paths::restore;
-        let device = self.student.backbone.device();
+        self.load_weights(tensors)?;
+        self.load_optimizer(tensors, steps)?;
         let inner_device = self.teacher.backbone.device();
-        let with_prefix = |prefix: &str| -> HashMap<String, HostTensor> {
-            let p = format!("{prefix}.");
-            tensors
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix(&p).map(|r| (r.to_string(), v.clone())))
-                .collect()
+        let gram = with_prefix(tensors, "gram_teacher");
+        self.gram_teacher = if gram.is_empty() {
+            None
+        } else {
+            Some(
+                restore(self.teacher.backbone.clone(), &gram, &inner_device)
+                    .map_err(|e| format!("gram teacher: {e}"))?,
+            )
         };
-        self.student = restore(self.student.clone(), &with_prefix("student"), &device)
-            .map_err(|e| format!("student: {e}"))?;
-        self.teacher = restore(self.teacher.clone(), &with_prefix("teacher"), &inner_device)
-            .map_err(|e| format!("teacher: {e}"))?;
-        self.optimizer = AdamW::load(
-            self.optimizer.config,
-            &with_prefix("optimizer"),
-            steps,
-            &inner_device,
-        )
-        .map_err(|k| format!("optimizer state `{k}` is missing"))?;
         let center = |name: &str| {
             tensors
                 .get(name)
@@ -269,4 +312,50 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.centers.ibot.center = center("center.ibot")?;
         Ok(())
     }
+
+    /// The student and teacher of a saved state (backbones and DINO/iBOT heads), as a run
+    /// that continues another run starts: its optimizer, centres and schedules start afresh.
+    pub fn load_weights(&mut self, tensors: &HashMap<String, HostTensor>) -> Result<(), String> {
+        let device = self.student.backbone.device();
+        let inner_device = self.teacher.backbone.device();
+        self.student = restore(
+            self.student.clone(),
+            &with_prefix(tensors, "student"),
+            &device,
+        )
+        .map_err(|e| format!("student: {e}"))?;
+        self.teacher = restore(
+            self.teacher.clone(),
+            &with_prefix(tensors, "teacher"),
+            &inner_device,
+        )
+        .map_err(|e| format!("teacher: {e}"))?;
+        Ok(())
+    }
+
+    /// The AdamW moments and per-parameter step counts of a saved state.
+    pub fn load_optimizer(
+        &mut self,
+        tensors: &HashMap<String, HostTensor>,
+        steps: &[(String, u64)],
+    ) -> Result<(), String> {
+        let inner_device = self.teacher.backbone.device();
+        self.optimizer = AdamW::load(
+            self.optimizer.config,
+            &with_prefix(tensors, "optimizer"),
+            steps,
+            &inner_device,
+        )
+        .map_err(|k| format!("optimizer state `{k}` is missing"))?;
+        Ok(())
+    }
+}
+
+/// The tensors under `prefix.`, with the prefix taken off.
+fn with_prefix(tensors: &HashMap<String, HostTensor>, prefix: &str) -> HashMap<String, HostTensor> {
+    let p = format!("{prefix}.");
+    tensors
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&p).map(|r| (r.to_string(), v.clone())))
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! One configuration for the whole ViT family (DINOv2 S/B/L/g, with or without registers, UNI,
 //! UNI2-h and any other size), serialisable as the documented architecture file.
 
+use super::channels::InputChannels;
 use serde::{Deserialize, Serialize};
 
 use super::pos_embed::{PosEmbedInterpolation, PosEmbedSkip};
@@ -136,6 +137,10 @@ pub struct VitConfig {
     /// When the stored table is used unchanged.
     #[serde(default = "default_skip")]
     pub interpolation_skip: PosEmbedSkip,
+    /// The input channels' names and normalisation, for a model grown to C != 3 channels
+    /// ([`super::channels`]); absent for RGB models, which take ImageNet normalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<InputChannels>,
 }
 
 /// Names of the built-in presets.
@@ -193,6 +198,12 @@ impl VitConfig {
         if self.ffn.hidden() == 0 {
             return Err("the FFN hidden size must be positive".into());
         }
+        if self.in_chans == 0 {
+            return Err("in_chans must be positive".into());
+        }
+        if let Some(c) = &self.channels {
+            c.validate(self.in_chans)?;
+        }
         Ok(())
     }
 
@@ -226,6 +237,7 @@ impl VitConfig {
                 PosEmbedInterpolation::OffsetBicubic { offset: 0.1 }
             },
             interpolation_skip: PosEmbedSkip::SameCountSquareImage,
+            channels: None,
         }
     }
 
@@ -262,6 +274,7 @@ impl VitConfig {
             drop_path_rate: 0.0,
             interpolation: PosEmbedInterpolation::BicubicAntialias,
             interpolation_skip: PosEmbedSkip::SameGrid,
+            channels: None,
         }
     }
 

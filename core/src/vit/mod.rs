@@ -1,5 +1,7 @@
-//! The ViT family: configuration, layers, the model and position-embedding resampling.
+//! The ViT family: configuration, layers, the model, position-embedding resampling and input
+//! channels other than RGB.
 
+pub mod channels;
 pub mod config;
 pub mod init;
 pub mod layers;
@@ -10,6 +12,7 @@ pub mod precision;
 pub mod stochastic_depth;
 pub mod weights;
 
+pub use channels::{ChannelInit, InputChannels};
 pub use config::{FfnConfig, PosEmbedPrefix, VitConfig, PRESETS};
 pub use model::{patches_to_grid, VisionTransformer, VitFeatures};
 pub use packed::Packing;

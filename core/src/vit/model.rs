@@ -120,6 +120,19 @@ impl<B: Backend> VisionTransformer<B> {
         }
     }
 
+    /// The model with a trainable mask token: a checkpoint without one (timm, UNI) gets a zero
+    /// token [1, D], as the official `DinoVisionTransformer` initialises it, recorded in its
+    /// config so that it is saved with the weights. A model that has one is returned as it is.
+    pub fn with_mask_token(mut self) -> Self {
+        if self.mask_token.is_none() {
+            let device = self.device();
+            let d = self.config.embed_dim;
+            self.mask_token = Some(Param::from_tensor(Tensor::zeros([1, d], &device)));
+            self.config.mask_token = true;
+        }
+        self
+    }
+
     /// The same model computing its products at `precision`.
     pub fn with_precision(mut self, precision: MatmulPrecision) -> Self {
         self.precision = precision;
