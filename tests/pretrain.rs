@@ -515,3 +515,82 @@ fn a_run_continues_from_a_run_with_its_heads_and_optimizer_state() {
         }
     }
 }
+
+/// Distillation from a previous run into a smaller student: the teacher run's folder is named
+/// in `[distillation]`, the student (16-d, one block) trains against it, and the run writes the
+/// student's EMA to `student/`, which `embed` then uses like any model.
+#[test]
+fn a_smaller_student_is_distilled_from_a_run() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), &shared, "");
+    let big = tmp.path().join("big");
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        big.to_str().unwrap(),
+        "--set",
+        "train.max_steps=4",
+    ]);
+    let small = tmp.path().join("small");
+    ok(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        small.to_str().unwrap(),
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "model.embed_dim=16",
+        "--set",
+        "model.depth=1",
+        "--set",
+        &format!("distillation.teacher={:?}", big.display().to_string()),
+    ]);
+    assert!(!small.join("teacher").exists());
+    let student = read_tensors(&small.join("student/model.safetensors"));
+    let (shape, _) = student
+        .iter()
+        .find(|(k, _)| k.ends_with("cls_token"))
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(shape.last(), Some(&16));
+    let features = tmp.path().join("f.safetensors");
+    ok(&[
+        "embed",
+        "--model",
+        small.join("student").to_str().unwrap(),
+        shared.join("data/mnist5k/val/3").to_str().unwrap(),
+        "-o",
+        features.to_str().unwrap(),
+        "--resize",
+        "28",
+        "--crop-size",
+        "28",
+        "--quiet",
+    ]);
+    let f = read_tensors(&features);
+    assert_eq!(f["cls"].0[1], 16);
+
+    // A teacher that is not a run is refused with what to do.
+    let err = common::dinoadapt(&[
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        tmp.path().join("bad").to_str().unwrap(),
+        "--set",
+        &format!(
+            "distillation.teacher={:?}",
+            shared.join("fixtures/hf_dinov2_reg").display().to_string()
+        ),
+    ]);
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        !err.status.success() && text.contains("head_warmup_iterations"),
+        "{text}"
+    );
+}

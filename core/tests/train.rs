@@ -391,3 +391,53 @@ fn gram_anchoring_joins_the_objective_at_its_start_and_resumes_exactly() {
         assert!(max_abs_diff(v, &b[k]) <= 1e-6, "{k}");
     }
 }
+
+/// Distillation: a larger frozen teacher (its own width and depth, the same prototypes) gives
+/// the targets; it never changes, the student's EMA does, and on a repeated batch the loss
+/// falls. The EMA is part of the saved state.
+#[test]
+fn distillation_keeps_the_teacher_frozen_and_its_loss_falls() {
+    let _rng = rng_lock();
+    let device = Default::default();
+    <AB as Backend>::seed(&device, 31);
+    let mut big = tiny_config();
+    big.embed_dim = 24;
+    big.depth = 3;
+    big.ffn = FfnConfig::mlp(24, 2.0);
+    let teacher_head = DinoHeadConfig::new(24)
+        .with_num_prototypes(32)
+        .with_hidden_dim(24)
+        .with_bottleneck_dim(8);
+    let teacher = SslModel::new(
+        VisionTransformer::<Flex>::init(&big, &device),
+        &teacher_head,
+        None,
+        &device,
+    );
+    let before = by_name(snapshot::<Flex, _>(&teacher));
+    let mut t = trainer(32);
+    t.distill_from(teacher);
+    let ema0 = by_name(snapshot::<Flex, _>(t.output()));
+    let fast = StepValues {
+        lr: 3e-3,
+        last_layer_lr: 3e-3,
+        ..values(false)
+    };
+    let losses: Vec<f64> = (0..25)
+        .map(|_| t.step(&batch(0), fast).loss.total)
+        .collect();
+    let after = by_name(snapshot::<Flex, _>(&t.teacher));
+    assert_eq!(before, after, "the frozen teacher changed");
+    let ema = by_name(snapshot::<Flex, _>(t.output()));
+    assert!(
+        ema.iter().any(|(k, v)| max_abs_diff(v, &ema0[k]) > 0.0),
+        "the student's EMA did not move"
+    );
+    let (first, last) = (
+        losses[..3].iter().sum::<f64>(),
+        losses[22..].iter().sum::<f64>(),
+    );
+    assert!(last < first, "the loss did not fall: {losses:?}");
+    let (tensors, _) = t.save_state();
+    assert!(tensors.iter().any(|(k, _)| k.starts_with("student_ema.")));
+}

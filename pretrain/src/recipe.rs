@@ -396,6 +396,20 @@ pub struct Recipe {
     pub guard: GuardSection,
     #[serde(default)]
     pub monitor: Option<MonitorSection>,
+    #[serde(default)]
+    pub distillation: Option<DistillationSection>,
+}
+
+/// `[distillation]` (DINOv2 §5): train the recipe's (smaller) model against a frozen larger
+/// one. The teacher is a previous run (its folder or a `checkpoints/step-N` folder), whose EMA
+/// teacher and DINO/iBOT heads give the targets; to distil a released checkpoint, first train
+/// its heads on the frozen backbone (a run from `model.checkpoint` with
+/// `train.head_warmup_iterations` = `train.max_steps`). The student's global crops are not
+/// masked, and the run's output model is the student's EMA (`student/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillationSection {
+    pub teacher: PathBuf,
 }
 
 /// Set `table[a][b]... = value` for the dotted `key`, creating tables on the way.
@@ -483,6 +497,9 @@ impl Recipe {
         }
         if let Some(c) = recipe.model.checkpoint.as_mut() {
             anchor(c);
+        }
+        if let Some(d) = recipe.distillation.as_mut() {
+            anchor(&mut d.teacher);
         }
         anchor(&mut recipe.train.output_dir);
         if let Some(m) = recipe.monitor.as_mut() {

@@ -11,6 +11,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use dinoadapt_core::checkpoint::export::save_native;
 use dinoadapt_core::checkpoint::{load_checkpoint, CheckpointError, LoadOptions};
 use dinoadapt_core::objective::head::DinoHeadConfig;
+use dinoadapt_core::train::param_paths::restore;
 use dinoadapt_core::train::{SslModel, StepValues, Trainer};
 use dinoadapt_core::vit::{FfnConfig, PosEmbedInterpolation, VisionTransformer, VitConfig};
 use dinoadapt_datasets::ImageError;
@@ -159,15 +160,80 @@ pub fn previous_run(path: &Path) -> Option<(PathBuf, PathBuf)> {
     checkpoints::latest(path).map(|(_, dir)| (path.to_path_buf(), dir))
 }
 
+/// The model folder a run exports: `student/` for a distillation run, else `teacher/`.
+pub fn output_model(run: &Path) -> PathBuf {
+    let student = run.join("student");
+    if student.is_dir() {
+        student
+    } else {
+        run.join("teacher")
+    }
+}
+
+/// The frozen teacher of a distillation: a previous run's EMA teacher with its DINO/iBOT heads,
+/// on the heads of the recipe that run was made with.
+fn distillation_teacher<B: Backend>(
+    path: &Path,
+    recipe: &Recipe,
+    device: &B::Device,
+) -> Result<SslModel<B>, RunError> {
+    let (run, dir) = previous_run(path).ok_or_else(|| {
+        RunError::Config(format!(
+            "distillation.teacher: {} is not a run's folder (nor one of its checkpoints/step-N \
+             folders); the teacher's DINO/iBOT heads give the targets, so train heads on the \
+             frozen model first (a run from model.checkpoint with train.head_warmup_iterations \
+             = train.max_steps) and name that run",
+            path.display()
+        ))
+    })?;
+    let (tensors, meta) = checkpoints::load(&dir)?;
+    let origin = dir.join("state.json");
+    let previous = Recipe::parse(&meta.recipe, &origin, &[])
+        .map_err(|e| RunError::Config(format!("distillation.teacher: {e}")))?;
+    let (p, h) = (&previous.heads, &recipe.heads);
+    if p.prototypes != h.prototypes || p.separate_ibot_head != h.separate_ibot_head {
+        return Err(RunError::Config(format!(
+            "distillation.teacher: its heads have {} prototypes{}; the student's [heads] must \
+             have the same (prototypes = {}, separate_ibot_head = {})",
+            p.prototypes,
+            if p.separate_ibot_head {
+                " and a separate iBOT head"
+            } else {
+                ""
+            },
+            p.prototypes,
+            p.separate_ibot_head
+        )));
+    }
+    let backbone = load_checkpoint(&run.join("teacher"), &LoadOptions::default())?.build(device)?;
+    let head = DinoHeadConfig::new(backbone.config.embed_dim)
+        .with_num_prototypes(p.prototypes)
+        .with_hidden_dim(p.hidden_dim)
+        .with_bottleneck_dim(p.bottleneck_dim)
+        .with_nlayers(p.nlayers);
+    let model = SslModel::new(
+        backbone,
+        &head,
+        p.separate_ibot_head.then_some(&head),
+        device,
+    );
+    let weights: std::collections::HashMap<_, _> = tensors
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("teacher.").map(|r| (r.to_string(), v)))
+        .collect();
+    restore(model, &weights, device)
+        .map_err(|e| RunError::Config(format!("distillation.teacher {}: {e}", dir.display())))
+}
+
 fn build_backbone<B: Backend>(
     recipe: &Recipe,
     device: &B::Device,
 ) -> Result<(VisionTransformer<B>, String), RunError> {
     match &recipe.model.checkpoint {
         Some(path) => {
-            // A previous run's architecture is that of the teacher it exported.
+            // A previous run's architecture is that of the model it exported.
             let model = match previous_run(path) {
-                Some((run, _)) => run.join("teacher"),
+                Some((run, _)) => output_model(&run),
                 None => path.clone(),
             };
             let mut loaded = load_checkpoint(&model, &LoadOptions::default())?;
@@ -198,7 +264,19 @@ pub fn continue_from_run<B: AutodiffBackend>(
     let Some((run, dir)) = previous_run(path) else {
         return Ok(());
     };
-    let (tensors, meta) = checkpoints::load(&dir)?;
+    let (mut tensors, meta) = checkpoints::load(&dir)?;
+    if tensors.keys().any(|k| k.starts_with("student_ema.")) {
+        // A distillation run: its output, the student's EMA, is the new run's teacher.
+        tensors.retain(|k, _| !k.starts_with("teacher."));
+        let ema: Vec<(String, _)> = tensors
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("student_ema.")
+                    .map(|r| (format!("teacher.{r}"), v.clone()))
+            })
+            .collect();
+        tensors.extend(ema);
+    }
     let mismatch = |e: String| {
         RunError::Config(format!(
             "model.checkpoint: {} cannot continue in this recipe ({e}); the [heads] section must \
@@ -351,6 +429,17 @@ pub fn run<B: AutodiffBackend>(
             continue_from_run(&mut trainer, path, recipe.train.resume_optimizer)?;
         }
     }
+    if let Some(d) = &recipe.distillation {
+        let teacher = distillation_teacher::<B::InnerBackend>(&d.teacher, recipe, device)?;
+        tracing::info!(
+            "distilling a {}-d, {}-block teacher into a {}-d, {}-block student",
+            teacher.backbone.config.embed_dim,
+            teacher.backbone.config.depth,
+            cfg.embed_dim,
+            cfg.depth
+        );
+        trainer.distill_from(teacher);
+    }
 
     let metrics_path = out.join("metrics.parquet");
     let mut records: Vec<StepRecord> = Vec::new();
@@ -426,7 +515,7 @@ pub fn run<B: AutodiffBackend>(
             if knn.iter().any(|p| p.step == step && p.when == when) {
                 return Ok::<(), RunError>(());
             }
-            let accuracy = m.accuracy(&trainer.teacher.backbone)?;
+            let accuracy = m.accuracy(&trainer.output().backbone)?;
             tracing::info!("kNN accuracy at iteration {step} ({when}): {accuracy:.4}");
             knn.push(KnnPoint {
                 step,
@@ -470,7 +559,12 @@ pub fn run<B: AutodiffBackend>(
         .map(|(_, d)| d.display().to_string())
         .unwrap_or_else(|| "none (no checkpoint was saved yet)".into());
     let (mut timed_images, mut timed_secs) = (0usize, 0f64);
-    let teacher_dir = out.join("teacher");
+    // The run's output model: the EMA teacher, or in distillation the student's EMA.
+    let teacher_dir = out.join(if recipe.distillation.is_some() {
+        "student"
+    } else {
+        "teacher"
+    });
 
     let mut prefetch = Prefetch::new(batches, pool.clone(), start..total);
     for step in start..total {
@@ -562,10 +656,10 @@ pub fn run<B: AutodiffBackend>(
             };
             metrics::write(&metrics_path, &records)?;
             let dir = checkpoints::save(&out, &tensors, &meta)?;
-            let teacher = trainer.teacher.backbone.to_state();
+            let output = &trainer.output().backbone;
             save_native(
-                &teacher,
-                &trainer.teacher.backbone.config,
+                &output.to_state(),
+                &output.config,
                 &teacher_dir,
                 &[
                     ("step", done.to_string()),

@@ -222,6 +222,9 @@ pub struct StudentPass {
     /// Chunks of the batch (by image) that go through the backbones at once, one per thread
     /// ([`super::chunks`]); 1 runs the whole batch in one pass, as on a GPU.
     pub chunks: usize,
+    /// The student's global crops are left unmasked (distillation, DINOv2 §5: the iBOT loss
+    /// still compares the student's and the teacher's tokens at the mask's positions).
+    pub unmasked: bool,
 }
 
 /// Final tokens of the global crops (with the iBOT mask) and of the local crops.
@@ -272,7 +275,13 @@ fn student_tokens<B: AutodiffBackend>(
         frozen,
         forward,
         chunks,
+        unmasked,
     } = pass;
+    let mask = if unmasked {
+        mask.clone().bool_and(mask.bool_not())
+    } else {
+        mask
+    };
     if frozen {
         let t = frozen_tokens(&backbone.valid(), batch, mask, forward, chunks);
         return StudentTokens {

@@ -87,6 +87,9 @@ pub struct Trainer<B: AutodiffBackend> {
     /// The Gram anchoring teacher: a snapshot of the EMA teacher's backbone, taken by
     /// [`refresh_gram_teacher`](Self::refresh_gram_teacher); `None` until the first one.
     pub gram_teacher: Option<VisionTransformer<B::InnerBackend>>,
+    /// Distillation ([`distill_from`](Self::distill_from)): the EMA of the student, the run's
+    /// output model, while `teacher` stays frozen.
+    pub student_ema: Option<SslModel<B::InnerBackend>>,
     groups: HashMap<String, ParamGroup>,
 }
 
@@ -135,6 +138,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             crop_forward: CropForward::default(),
             chunks: 1,
             gram_teacher: None,
+            student_ema: None,
             groups,
         }
     }
@@ -144,6 +148,19 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.groups.get(name).copied()
     }
 
+    /// Distillation (DINOv2 §5): `teacher` (a larger model with its DINO/iBOT heads, frozen:
+    /// it is never updated) gives the targets, the student's global crops go unmasked, and an
+    /// EMA of the student, started from the student, becomes the run's output model.
+    pub fn distill_from(&mut self, teacher: SslModel<B::InnerBackend>) {
+        self.teacher = teacher;
+        self.student_ema = Some(self.student.valid());
+    }
+
+    /// The model the run produces: the EMA teacher, or in distillation the student's EMA.
+    pub fn output(&self) -> &SslModel<B::InnerBackend> {
+        self.student_ema.as_ref().unwrap_or(&self.teacher)
+    }
+
     /// Before iteration `iteration`: loads the Gram teacher from the EMA teacher when the
     /// Gram schedule says so ([`GramConfig::refresh_at`](crate::objective::gram::GramConfig));
     /// whether it did.
@@ -151,7 +168,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         if !self.loss.gram.refresh_at(iteration) {
             return false;
         }
-        self.gram_teacher = Some(self.teacher.backbone.clone());
+        self.gram_teacher = Some(self.output().backbone.clone());
         true
     }
 
@@ -196,6 +213,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 frozen: v.backbone_frozen,
                 forward: self.crop_forward,
                 chunks: self.chunks,
+                unmasked: self.student_ema.is_some(),
             },
             gram_targets,
         );
@@ -233,7 +251,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             Some((lr * g.lr_multiplier, v.wd * g.wd_multiplier))
         };
         self.student = self.optimizer.step(self.student.clone(), grads, hyper);
-        self.teacher = ema_update(self.teacher.clone(), &self.student.valid(), v.momentum);
+        match self.student_ema.take() {
+            Some(ema) => {
+                self.student_ema = Some(ema_update(ema, &self.student.valid(), v.momentum));
+            }
+            None => {
+                self.teacher = ema_update(self.teacher.clone(), &self.student.valid(), v.momentum);
+            }
+        }
         StepReport {
             loss: out.report,
             grad_norm_backbone,
@@ -268,6 +293,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                     .expect("f32"),
             )
         };
+        if let Some(ema) = &self.student_ema {
+            tensors.extend(prefixed("student_ema", snapshot::<B::InnerBackend, _>(ema)));
+        }
         if let Some(gram) = &self.gram_teacher {
             tensors.extend(prefixed(
                 "gram_teacher",
@@ -288,6 +316,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.load_weights(tensors)?;
         self.load_optimizer(tensors, steps)?;
         let inner_device = self.teacher.backbone.device();
+        let ema = with_prefix(tensors, "student_ema");
+        if !ema.is_empty() {
+            let start = self.student.valid();
+            self.student_ema =
+                Some(restore(start, &ema, &inner_device).map_err(|e| format!("student EMA: {e}"))?);
+        }
         let gram = with_prefix(tensors, "gram_teacher");
         self.gram_teacher = if gram.is_empty() {
             None
