@@ -594,3 +594,108 @@ fn a_smaller_student_is_distilled_from_a_run() {
         "{text}"
     );
 }
+
+/// A high-resolution stage after the main schedule, in one run: the position embeddings are
+/// resampled once to the stage's grid (28 px -> 56 px: 7 -> 14 patches a side), the kNN of the
+/// model as it stood is measured at the new size first (the baseline) and at the end, and a
+/// run stopped inside the stage resumes to the same weights as one that was not.
+#[test]
+fn a_high_resolution_stage_resamples_once_and_resumes_exactly() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), &shared, "");
+    let digits = shared.join("data/mnist5k");
+    let mut text = std::fs::read_to_string(&r).unwrap();
+    text.push_str(&format!(
+        r#"
+[monitor]
+train = {:?}
+val = {:?}
+max_per_class = 10
+
+[[stages]]
+name = "high-res"
+iterations = 3
+[stages.crops]
+global_size = 56
+[stages.optim]
+warmup_epochs = 0
+"#,
+        digits.join("train").display().to_string(),
+        digits.join("val").display().to_string()
+    ));
+    std::fs::write(&r, text).unwrap();
+    let short = [
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "train.checkpoint_every=2",
+    ];
+    let straight = tmp.path().join("straight");
+    let mut args = vec![
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        straight.to_str().unwrap(),
+    ];
+    args.extend(short);
+    ok(&args);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["steps"], 7);
+    let whens: Vec<String> = summary["knn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}@{}", p["when"].as_str().unwrap(), p["step"]))
+        .collect();
+    for want in [
+        "start@0",
+        "stage main end@4",
+        "stage high-res start (56 px)@4",
+        "end@7",
+    ] {
+        assert!(whens.iter().any(|w| w == want), "{want} not in {whens:?}");
+    }
+    let teacher_tensors = teacher(&straight);
+    let (shape, _) = teacher_tensors
+        .iter()
+        .find(|(k, _)| k.ends_with("pos_embed"))
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(
+        shape[1],
+        1 + 14 * 14,
+        "the table is stored at the stage's grid"
+    );
+
+    // Stopped at iteration 5 (inside the stage), then resumed.
+    let resumed = tmp.path().join("resumed");
+    let mut args = vec![
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        resumed.to_str().unwrap(),
+        "--set",
+        "train.max_steps=5",
+    ];
+    args.extend(short);
+    ok(&args);
+    let mut args = vec![
+        "pretrain",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--output",
+        resumed.to_str().unwrap(),
+        "--resume",
+    ];
+    args.extend(short);
+    ok(&args);
+    let (a, b) = (teacher(&straight), teacher(&resumed));
+    for (k, (_, v)) in &a {
+        assert_eq!(v, &b[k].1, "{k} differs after the resume");
+    }
+}

@@ -1,5 +1,6 @@
 //! dinoadapt-pretrain: pre-training runs from TOML recipes (fresh or continued from released
-//! weights) on the core training engine, with exact resume, a collapse guard, kNN monitoring and
+//! weights, or from a previous run, or distilled from one) on the core training engine, in
+//! stages, with exact resume, a collapse guard, kNN monitoring and
 //! metrics; and data curation (dedup, retrieval, k-means) whose manifests recipes take as data.
 
 pub mod checkpoints;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod recipe;
 pub mod run;
+pub mod stages;
 
 pub use recipe::{Recipe, RecipeError};
 pub use run::{run, KnnPoint, RunError, RunOptions, RunSummary};

@@ -10,6 +10,8 @@ use dinoadapt_core::train::{CropForward, OptimConfig, SslLossConfig};
 use dinoadapt_core::vit::MatmulPrecision;
 use serde::{Deserialize, Serialize};
 
+use crate::stages::StageSection;
+
 /// Why a recipe could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -398,6 +400,10 @@ pub struct Recipe {
     pub monitor: Option<MonitorSection>,
     #[serde(default)]
     pub distillation: Option<DistillationSection>,
+    /// Stages after the main schedule (`[[stages]]`, e.g. a high-resolution stage): see
+    /// [`crate::stages`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSection>,
 }
 
 /// `[distillation]` (DINOv2 §5): train the recipe's (smaller) model against a frozen larger
@@ -536,6 +542,13 @@ impl Recipe {
             return Err("heads.prototypes must be at least 1".into());
         }
         self.loss.gram.validate()?;
+        let mut names = std::collections::BTreeSet::from(["main"]);
+        for s in &self.stages {
+            s.validate()?;
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("two stages are named `{}`", s.name));
+            }
+        }
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use crate::guard::Guard;
 use crate::metrics::{self, MetricsError, StepRecord};
 use crate::monitor::{KnnMonitor, LabelledImages};
 use crate::recipe::Recipe;
+use crate::stages;
 use dinoadapt_datasets::ImageSource;
 
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +410,10 @@ pub fn run<B: AutodiffBackend>(
     let backbone = backbone.with_precision(recipe.model.precision);
     let cfg = backbone.config.clone();
     check_crops(recipe, cfg.patch_size)?;
+    let plan = stages::plan(recipe, cfg.patch_size).map_err(RunError::Config)?;
+    for s in &plan[1..] {
+        check_crops(&s.recipe, cfg.patch_size)?;
+    }
     let h = &recipe.heads;
     let head = DinoHeadConfig::new(cfg.embed_dim)
         .with_num_prototypes(h.prototypes)
@@ -448,6 +453,13 @@ pub fn run<B: AutodiffBackend>(
     let mut knn: Vec<KnnPoint> = Vec::new();
     if let Some((step, dir)) = &previous {
         let (tensors, meta) = checkpoints::load(dir)?;
+        // The tables as the stages before this checkpoint left them.
+        trainer.resample_pos_embed(stages::pos_grid_after(
+            &plan,
+            step.checked_sub(1),
+            cfg.patch_size,
+            cfg.pos_grid,
+        ));
         trainer
             .load_state(&tensors, &meta.optimizer_steps)
             .map_err(|e| RunError::Config(format!("{}: {e}", dir.display())))?;
@@ -492,16 +504,16 @@ pub fn run<B: AutodiffBackend>(
     };
     let pool = Arc::new(pool);
     tracing::info!("images: {}", pool.source.describe());
-    let batches = BatchRecipe::from_recipe(recipe, cfg.patch_size);
-    let schedules = recipe.schedule_config().build();
-    let total = recipe.total_steps();
+    let total = stages::total_steps(&plan, recipe.train.max_steps);
+    let mut stage = stages::stage_of(&plan, start);
+    let mut schedules = plan[stage].recipe.schedule_config().build();
     let warmup = recipe.train.head_warmup_iterations;
     let inner_device = trainer.teacher.backbone.device();
-    let monitor = match &recipe.monitor {
+    let mut monitor = match &recipe.monitor {
         Some(m) => Some(KnnMonitor {
             train: LabelledImages::open(&m.train, m.max_per_class)?,
             val: LabelledImages::open(&m.val, m.max_per_class)?,
-            size: recipe.crops.global_size,
+            size: plan[stage].recipe.crops.global_size,
             mean: recipe.crops.mean,
             std: recipe.crops.std,
             k: m.k,
@@ -510,8 +522,12 @@ pub fn run<B: AutodiffBackend>(
         None => None,
     };
     let every = recipe.monitor.as_ref().map_or(0, |m| m.every);
-    let measure = |trainer: &Trainer<B>, step: usize, when: &str, knn: &mut Vec<KnnPoint>| {
-        if let Some(m) = &monitor {
+    let measure = |monitor: &Option<KnnMonitor>,
+                   trainer: &Trainer<B>,
+                   step: usize,
+                   when: &str,
+                   knn: &mut Vec<KnnPoint>| {
+        if let Some(m) = monitor {
             if knn.iter().any(|p| p.step == step && p.when == when) {
                 return Ok::<(), RunError>(());
             }
@@ -526,7 +542,7 @@ pub fn run<B: AutodiffBackend>(
         Ok(())
     };
     if start == 0 {
-        measure(&trainer, 0, "start", &mut knn)?;
+        measure(&monitor, &trainer, 0, "start", &mut knn)?;
     }
     let warmup_end = recipe
         .teacher
@@ -566,19 +582,48 @@ pub fn run<B: AutodiffBackend>(
         "teacher"
     });
 
-    let mut prefetch = Prefetch::new(batches, pool.clone(), start..total);
+    let batches_of = |s: &stages::Stage| BatchRecipe::from_recipe(&s.recipe, cfg.patch_size);
+    let mut prefetch = Prefetch::new(
+        batches_of(&plan[stage]),
+        pool.clone(),
+        start..plan[stage].end.min(total),
+    );
     for step in start..total {
+        if stage + 1 < plan.len() && step == plan[stage + 1].start {
+            stage += 1;
+            let s = &plan[stage];
+            let size = s.recipe.crops.global_size;
+            if size != plan[stage - 1].recipe.crops.global_size {
+                trainer.resample_pos_embed(s.grid(cfg.patch_size));
+                if let Some(m) = monitor.as_mut() {
+                    m.size = size;
+                }
+            }
+            tracing::info!(
+                "iteration {step}: stage `{}` ({} iterations, global crops {size} px, batch {})",
+                s.name,
+                s.end - s.start,
+                s.recipe.data.batch_size
+            );
+            // The baseline: the model as it stands, evaluated at the stage's resolution.
+            let when = format!("stage {} start ({size} px)", s.name);
+            measure(&monitor, &trainer, step, &when, &mut knn)?;
+            schedules = s.recipe.schedule_config().build();
+            prefetch = Prefetch::new(batches_of(s), pool.clone(), step..s.end.min(total));
+        }
+        // Each stage's schedules start again at its first iteration.
+        let at = step - plan[stage].start;
         B::seed(device, mix(seed, 4, step as u64));
         let t0 = Instant::now();
         let batch = prefetch
             .next(step)?
             .upload::<B::InnerBackend>(&inner_device);
         let values = StepValues {
-            lr: schedules.lr.at(step),
-            last_layer_lr: schedules.last_layer_lr.at(step),
-            wd: schedules.wd.at(step),
-            momentum: schedules.momentum.at(step),
-            teacher_temp: schedules.teacher_temp.at(step),
+            lr: schedules.lr.at(at),
+            last_layer_lr: schedules.last_layer_lr.at(at),
+            wd: schedules.wd.at(at),
+            momentum: schedules.momentum.at(at),
+            teacher_temp: schedules.teacher_temp.at(at),
             backbone_frozen: step < warmup,
         };
         if trainer.refresh_gram_teacher(step) {
@@ -591,7 +636,7 @@ pub fn run<B: AutodiffBackend>(
         timed_secs += secs;
         let record = StepRecord {
             step: step as u64,
-            epoch: pool.epochs_after(step + 1, recipe.data.batch_size),
+            epoch: pool.epochs_after(step + 1, plan[stage].recipe.data.batch_size),
             values,
             report,
             images_per_s: images as f64 / secs.max(1e-9),
@@ -628,13 +673,17 @@ pub fn run<B: AutodiffBackend>(
             );
         }
         if warmup > 0 && done == warmup {
-            measure(&trainer, done, "after head warm-up", &mut knn)?;
+            measure(&monitor, &trainer, done, "after head warm-up", &mut knn)?;
         }
         if every > 0 && done.is_multiple_of(every) && done != total {
-            measure(&trainer, done, "periodic", &mut knn)?;
+            measure(&monitor, &trainer, done, "periodic", &mut knn)?;
+        }
+        if plan.len() > 1 && done == plan[stage].end && done != total {
+            let when = format!("stage {} end", plan[stage].name);
+            measure(&monitor, &trainer, done, &when, &mut knn)?;
         }
         if done == total {
-            measure(&trainer, done, "end", &mut knn)?;
+            measure(&monitor, &trainer, done, "end", &mut knn)?;
         }
         if done.is_multiple_of(recipe.train.checkpoint_every.max(1)) || done == total {
             if best.0.is_none_or(|b| smoothed.is_some_and(|s| s < b)) {

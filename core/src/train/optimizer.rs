@@ -126,6 +126,12 @@ impl<B: Backend> AdamW<B> {
         }
     }
 
+    /// Drops the moments of the parameter at `path` (one whose shape changed, such as a
+    /// resampled position embedding): it starts again from zero moments and step 0.
+    pub fn forget(&mut self, path: &str) {
+        self.state.remove(path);
+    }
+
     /// One step over `module` with `grads` (consumed); `hyper(path)` gives each parameter's lr and
     /// weight decay.
     pub fn step<AB, M>(

@@ -156,6 +156,38 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.student_ema = Some(self.student.valid());
     }
 
+    /// Resamples the position embeddings of every backbone (student, teacher, the student's
+    /// EMA and the Gram teacher) once to a `grid` x `grid` patch grid, as a stage at a new
+    /// global crop size does; the optimizer forgets the student table's moments (its shape
+    /// changed). A frozen distillation teacher keeps its own table.
+    pub fn resample_pos_embed(&mut self, grid: usize) {
+        if self.student.backbone.config.pos_grid == grid {
+            return;
+        }
+        let student = self.student.clone();
+        self.student = SslModel {
+            backbone: student.backbone.with_pos_grid(grid),
+            ..student
+        };
+        if self.student_ema.is_none() {
+            let teacher = self.teacher.clone();
+            self.teacher = SslModel {
+                backbone: teacher.backbone.with_pos_grid(grid),
+                ..teacher
+            };
+        }
+        if let Some(ema) = self.student_ema.take() {
+            self.student_ema = Some(SslModel {
+                backbone: ema.backbone.with_pos_grid(grid),
+                ..ema
+            });
+        }
+        if let Some(gram) = self.gram_teacher.take() {
+            self.gram_teacher = Some(gram.with_pos_grid(grid));
+        }
+        self.optimizer.forget("backbone.pos_embed");
+    }
+
     /// The model the run produces: the EMA teacher, or in distillation the student's EMA.
     pub fn output(&self) -> &SslModel<B::InnerBackend> {
         self.student_ema.as_ref().unwrap_or(&self.teacher)

@@ -133,6 +133,28 @@ impl<B: Backend> VisionTransformer<B> {
         self
     }
 
+    /// The model with its position-embedding table resampled once to a `grid` x `grid` patch
+    /// grid (with the model's own interpolation mode), as a high-resolution stage stores it:
+    /// at that grid the table is then used as it is.
+    pub fn with_pos_grid(mut self, grid: usize) -> Self {
+        let cfg = &self.config;
+        if grid == cfg.pos_grid || grid == 0 {
+            return self;
+        }
+        let p = cfg.patch_size;
+        let d = cfg.embed_dim;
+        let (prefix, table) = self.pos_embed_for((grid, grid), (grid * p, grid * p));
+        let rows = match prefix {
+            Some(prefix) => Tensor::cat(vec![prefix, table], 0),
+            None => table,
+        };
+        let n = rows.dims()[0];
+        let table = rows.reshape([1, n, d]).detach();
+        self.pos_embed = Param::from_tensor(table);
+        self.config.pos_grid = grid;
+        self
+    }
+
     /// The same model computing its products at `precision`.
     pub fn with_precision(mut self, precision: MatmulPrecision) -> Self {
         self.precision = precision;
