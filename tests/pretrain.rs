@@ -699,3 +699,102 @@ warmup_epochs = 0
         assert_eq!(v, &b[k].1, "{k} differs after the resume");
     }
 }
+
+/// N-channel inputs: grayscale slices of a volume (1 channel) and all four bands of an RGB +
+/// near-infrared raster, each continued from an RGB checkpoint whose patch embedding is grown
+/// (mean-repeat; a band map copying R, G, B and starting NIR at zero). The teacher records its
+/// channels; the embedding commands, which feed RGB, refuse it with the reason.
+#[test]
+fn pretraining_takes_one_channel_slices_and_four_band_chips() {
+    let Some(shared) = shared() else { return };
+    let checkpoint = shared.join("fixtures/hf_dinov2_reg").display().to_string();
+    let volume = shared
+        .join("data/nifti/anatomical.nii")
+        .display()
+        .to_string();
+    let raster = shared.join("data/satellite/rgbn.tif").display().to_string();
+    let cases = [
+        (
+            format!("[data.source]\ndomain = \"radiology\"\npaths = [{volume:?}]\nsize = 56"),
+            vec![
+                "model.in_chans=1",
+                "crops.mean=[0.5]",
+                "crops.std=[0.25]",
+                "model.channel_names=[\"MR\"]",
+            ],
+            1,
+        ),
+        (
+            format!(
+                "[data.source]\ndomain = \"satellite\"\npaths = [{raster:?}]\nbands = [1, 2, 3, 4]\nchip_size = 56\nchips_per_epoch = 12"
+            ),
+            vec![
+                "model.in_chans=4",
+                "crops.mean=[0.5, 0.5, 0.5, 0.5]",
+                "crops.std=[0.25, 0.25, 0.25, 0.25]",
+                "model.channel_map=[0, 1, 2, -1]",
+                "model.channel_names=[\"red\", \"green\", \"blue\", \"nir\"]",
+            ],
+            4,
+        ),
+    ];
+    for (data, sets, channels) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = tiny_pretrain_recipe(dir.path(), &data);
+        let mut args = vec![
+            "pretrain".to_string(),
+            "--recipe".into(),
+            recipe.display().to_string(),
+            "--quiet".into(),
+        ];
+        let model = format!("model.checkpoint={checkpoint:?}");
+        for s in [
+            model.as_str(),
+            "crops.global_size=28",
+            "crops.local_size=14",
+        ]
+        .into_iter()
+        .chain(sets.iter().copied())
+        {
+            args.extend(["--set".to_string(), s.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&args);
+        assert_eq!(pretrain_steps(dir.path()), 3);
+        let teacher = dir.path().join("run/teacher");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(teacher.join("config.json")).unwrap())
+                .unwrap();
+        let arch = &config["dinoadapt"];
+        assert_eq!(arch["in_chans"], channels, "{arch}");
+        assert_eq!(
+            arch["channels"]["names"].as_array().unwrap().len(),
+            channels,
+            "{arch}"
+        );
+        let weights = read_tensors(&teacher.join("model.safetensors"));
+        let (shape, _) = weights
+            .iter()
+            .find(|(k, _)| k.contains("patch_embed") && k.ends_with("weight"))
+            .map(|(_, v)| v)
+            .unwrap();
+        assert_eq!(shape[1], channels, "patch embedding {shape:?}");
+
+        let out = dinoadapt(&[
+            "embed",
+            "--model",
+            teacher.to_str().unwrap(),
+            shared
+                .join("data/pathology/he_tile_240.png")
+                .to_str()
+                .unwrap(),
+            "-o",
+            dir.path().join("f.safetensors").to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&format!("takes {channels} input channels")),
+            "{err}"
+        );
+    }
+}

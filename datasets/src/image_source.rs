@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use image::DynamicImage;
 
+use crate::bands::MultiBandImage;
 use crate::images::{collect_images, open_image, ImageError};
 
 /// A pool of `len()` images; `image(i, seed)` is image `i` drawn with `seed` (a source that
@@ -16,6 +17,12 @@ pub trait ImageSource: Send + Sync {
         self.len() == 0
     }
     fn image(&self, index: usize, seed: u64) -> Result<DynamicImage, ImageError>;
+    /// Image `index` as bands on [0, 1], for models with other than three input channels: by
+    /// default the R, G and B planes of [`image`](Self::image); a source with more bands (a
+    /// multispectral raster) gives them all.
+    fn bands(&self, index: usize, seed: u64) -> Result<MultiBandImage, ImageError> {
+        Ok(MultiBandImage::from_image(&self.image(index, seed)?))
+    }
     /// One line for logs and run records.
     fn describe(&self) -> String;
 }

@@ -1,6 +1,7 @@
 //! dinoadapt-datasets: image inputs, model preprocessing, DINOv2 multi-crop augmentation,
 //! batching, the feature store, the embedding engine and PNG plots.
 
+pub mod bands;
 pub mod batch;
 pub mod class_planes;
 pub mod dense;
@@ -18,6 +19,7 @@ pub mod provenance;
 pub mod regions;
 pub mod transforms;
 
+pub use bands::{multi_crop_bands, MultiBandImage};
 pub use batch::{run_batch, BatchConfig, BatchError, BatchJob, BatchRun, Shard, StatusFiles};
 pub use dense::{
     DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, DenseValues, FeatureFile,

@@ -18,8 +18,9 @@ pub struct MultiCropConfig {
     pub local_size: u32,
     pub local_scale: (f64, f64),
     pub local_crops: usize,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    /// Per channel (three for RGB images; one per band for [`crate::bands`]).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 impl Default for MultiCropConfig {
@@ -30,8 +31,8 @@ impl Default for MultiCropConfig {
             local_size: 98,
             local_scale: (0.05, 0.32),
             local_crops: 8,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
+            mean: IMAGENET_MEAN.to_vec(),
+            std: IMAGENET_STD.to_vec(),
         }
     }
 }
@@ -45,7 +46,12 @@ pub struct Crops {
 
 /// torchvision `RandomResizedCrop.get_params`: area fraction in `scale`, log-uniform aspect in
 /// [3/4, 4/3], ten tries, then a centre crop clamped to the allowed ratio.
-fn resized_crop_box(rng: &mut StdRng, w: u32, h: u32, scale: (f64, f64)) -> (u32, u32, u32, u32) {
+pub(crate) fn resized_crop_box(
+    rng: &mut StdRng,
+    w: u32,
+    h: u32,
+    scale: (f64, f64),
+) -> (u32, u32, u32, u32) {
     let area = (w * h) as f64;
     let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
     for _ in 0..10 {
@@ -163,7 +169,7 @@ fn solarize(img: &mut Rgb32FImage) {
         .for_each(|p| p.0 = p.0.map(|c| if c >= t { 1.0 - c } else { c }));
 }
 
-fn to_chw(img: &Rgb32FImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+fn to_chw(img: &Rgb32FImage, mean: &[f32], std: &[f32]) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0f32; 3 * w * h];
     for (i, p) in img.pixels().enumerate() {
@@ -204,11 +210,12 @@ fn crop(
     if rng.random_bool(solar) {
         solarize(&mut c);
     }
-    to_chw(&c, cfg.mean, cfg.std)
+    to_chw(&c, &cfg.mean, &cfg.std)
 }
 
-/// The DINOv2 crops of one image for `seed`.
+/// The DINOv2 crops of one RGB image for `seed`.
 pub fn multi_crop(img: &DynamicImage, cfg: &MultiCropConfig, seed: u64) -> Crops {
+    assert_eq!(cfg.mean.len(), 3, "RGB crops take three means");
     let mut rng = StdRng::seed_from_u64(seed);
     let rgb = img.to_rgb32f();
     let g = (cfg.global_size, cfg.global_scale);

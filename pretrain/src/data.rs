@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use dinoadapt_core::objective::masking::{collate_masks, BatchMasks, MaskingGenerator, PyRandom};
 use dinoadapt_core::train::CropBatch;
 use dinoadapt_datasets::multicrop::{multi_crop, MultiCropConfig};
-use dinoadapt_datasets::{ImageError, ImageFiles, ImageSource};
+use dinoadapt_datasets::{multi_crop_bands, ImageError, ImageFiles, ImageSource};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -95,10 +95,13 @@ pub struct BatchRecipe {
     pub mask_ratio: (f32, f32),
     pub batch_size: usize,
     pub seed: u64,
+    /// Input channels of the model: three take RGB images, others the sources' bands.
+    pub channels: usize,
 }
 
 impl BatchRecipe {
-    pub fn from_recipe(r: &Recipe, patch_size: usize) -> Self {
+    /// The batches of `r` for a model of `patch_size` and `channels` input channels.
+    pub fn from_recipe(r: &Recipe, patch_size: usize, channels: usize) -> Self {
         let c = &r.crops;
         BatchRecipe {
             crops: MultiCropConfig {
@@ -107,14 +110,15 @@ impl BatchRecipe {
                 local_size: c.local_size,
                 local_scale: (c.local_scale[0], c.local_scale[1]),
                 local_crops: c.local_crops,
-                mean: c.mean,
-                std: c.std,
+                mean: c.mean.clone(),
+                std: c.std.clone(),
             },
             masking: MaskingGenerator::dinov2(c.global_size as usize / patch_size),
             mask_probability: r.masking.probability,
             mask_ratio: (r.masking.ratio[0], r.masking.ratio[1]),
             batch_size: r.data.batch_size,
             seed: r.train.seed,
+            channels,
         }
     }
 
@@ -126,14 +130,21 @@ impl BatchRecipe {
             .enumerate()
             .map(|(i, &idx)| {
                 // The draw seed: the same (seed, step, slot) always gives the same image.
+                let draw = mix(self.seed, 1 << 32 | step as u64, i as u64);
+                let crop_seed = mix(self.seed, 2 + step as u64, i as u64);
+                if self.channels == 3 {
+                    let img = pool.source.image(idx, draw)?;
+                    return Ok(multi_crop(&img, &self.crops, crop_seed));
+                }
                 let img = pool
                     .source
-                    .image(idx, mix(self.seed, 1 << 32 | step as u64, i as u64))?;
-                Ok(multi_crop(
-                    &img,
-                    &self.crops,
-                    mix(self.seed, 2 + step as u64, i as u64),
-                ))
+                    .bands(idx, draw)?
+                    .with_channels(self.channels)
+                    .map_err(|reason| ImageError::Decode {
+                        path: format!("image {idx} of {}", pool.source.describe()).into(),
+                        reason,
+                    })?;
+                Ok(multi_crop_bands(&img, &self.crops, crop_seed))
             })
             .collect::<Result<Vec<_>, ImageError>>()?;
         let n = crops.len();
@@ -157,6 +168,7 @@ impl BatchRecipe {
         );
         Ok(HostBatch {
             images: n,
+            channels: self.channels,
             global_size: self.crops.global_size as usize,
             local_size: self.crops.local_size as usize,
             local_crops: nl,
@@ -180,6 +192,7 @@ impl BatchRecipe {
 /// A batch on the host, crop-major as [`CropBatch`] lays it out.
 pub struct HostBatch {
     images: usize,
+    channels: usize,
     global_size: usize,
     local_size: usize,
     local_crops: usize,
@@ -190,15 +203,20 @@ pub struct HostBatch {
 
 impl HostBatch {
     pub fn upload<B: Backend>(self, device: &B::Device) -> CropBatch<B> {
-        let (n, g, l) = (self.images, self.global_size, self.local_size);
+        let (n, g, l, c) = (
+            self.images,
+            self.global_size,
+            self.local_size,
+            self.channels,
+        );
         let local = self.local.map(|data| {
             Tensor::from_data(
-                TensorData::new(data, [self.local_crops * n, 3, l, l]),
+                TensorData::new(data, [self.local_crops * n, c, l, l]),
                 device,
             )
         });
         CropBatch {
-            global: Tensor::from_data(TensorData::new(self.global, [2 * n, 3, g, g]), device),
+            global: Tensor::from_data(TensorData::new(self.global, [2 * n, c, g, g]), device),
             local,
             masks: self.masks,
         }
@@ -310,6 +328,7 @@ mod tests {
             mask_ratio: (0.1, 0.5),
             batch_size: 3,
             seed: 5,
+            channels: 3,
         }
     }
 

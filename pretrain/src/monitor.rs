@@ -52,15 +52,22 @@ impl LabelledImages {
     }
 }
 
-/// Resize to `size` x `size` (bicubic), normalise, CHW.
-fn pixels(path: &Path, size: u32, mean: [f32; 3], std: [f32; 3]) -> Result<Vec<f32>, ImageError> {
+/// Resize to `size` x `size` (bicubic), normalise, CHW: RGB with three means, gray (ITU-R 601
+/// luma) with one.
+fn pixels(path: &Path, size: u32, mean: &[f32], std: &[f32]) -> Result<Vec<f32>, ImageError> {
     let img = open_image(path)?.to_rgb32f();
     let img = imageops::resize(&img, size, size, FilterType::CatmullRom);
     let n = (size * size) as usize;
-    let mut out = vec![0f32; 3 * n];
+    let channels = mean.len();
+    let mut out = vec![0f32; channels * n];
     for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * n + i] = (p[c] - mean[c]) / std[c];
+        if channels == 1 {
+            let g = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+            out[i] = (g - mean[0]) / std[0];
+        } else {
+            for c in 0..3 {
+                out[c * n + i] = (p[c] - mean[c]) / std[c];
+            }
         }
     }
     Ok(out)
@@ -71,10 +78,11 @@ pub fn class_tokens<B: Backend>(
     model: &VisionTransformer<B>,
     paths: &[PathBuf],
     size: u32,
-    mean: [f32; 3],
-    std: [f32; 3],
+    mean: &[f32],
+    std: &[f32],
     batch: usize,
 ) -> Result<Vec<f32>, ImageError> {
+    let channels = mean.len();
     let device = model.device();
     let s = size as usize;
     let mut out = Vec::with_capacity(paths.len() * model.config.embed_dim);
@@ -84,7 +92,10 @@ pub fn class_tokens<B: Backend>(
             .map(|p| pixels(p, size, mean, std))
             .collect::<Result<Vec<_>, _>>()?
             .concat();
-        let x = Tensor::<B, 4>::from_data(TensorData::new(data, [chunk.len(), 3, s, s]), &device);
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(data, [chunk.len(), channels, s, s]),
+            &device,
+        );
         let cls = model.forward_features(x, None, &[]).cls();
         out.extend(
             cls.into_data()
@@ -102,8 +113,9 @@ pub struct KnnMonitor {
     pub train: LabelledImages,
     pub val: LabelledImages,
     pub size: u32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    /// Per input channel: three (RGB images) or one (the images as gray).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
     pub k: usize,
     pub temperature: f64,
 }
@@ -112,7 +124,7 @@ impl KnnMonitor {
     /// Top-1 kNN accuracy of `model`'s class tokens: val images classified by train images.
     pub fn accuracy<B: Backend>(&self, model: &VisionTransformer<B>) -> Result<f64, ImageError> {
         let f = |set: &LabelledImages| {
-            class_tokens(model, &set.paths, self.size, self.mean, self.std, 64)
+            class_tokens(model, &set.paths, self.size, &self.mean, &self.std, 64)
         };
         let (train, val) = (f(&self.train)?, f(&self.val)?);
         Ok(knn_accuracy(

@@ -61,6 +61,20 @@ pub struct ModelSection {
     /// Stochastic depth at the last block.
     #[serde(default)]
     pub drop_path_rate: f64,
+    /// Input channels, when not three: 1 for grayscale CT/MR, 4 for RGB + near-infrared, up to
+    /// the bands of a multispectral source. A fresh model is built with them; an RGB
+    /// checkpoint's patch embedding is grown to them (`channel_map`). `crops.mean`/`crops.std`
+    /// give one value per channel; the names and normalisation are recorded with the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_chans: Option<usize>,
+    /// How an RGB checkpoint grows to `in_chans`: for each channel the RGB kernel it copies
+    /// (0, 1, 2; -1: none, it starts at zero); by default every channel takes the RGB mean
+    /// scaled by 3 / in_chans (a gray image then gives the RGB model's output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_map: Option<Vec<i64>>,
+    /// Names of the input channels (default `band1`, `band2`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_names: Vec<String>,
     /// LayerScale init of a fresh backbone (official `student.layerscale`, 1e-5); 0 builds the
     /// blocks without LayerScale. Ignored with `checkpoint` (the weights carry their own).
     #[serde(default = "default_layerscale")]
@@ -174,8 +188,10 @@ pub struct CropsSection {
     pub local_size: u32,
     pub local_scale: [f64; 2],
     pub local_crops: usize,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    /// Normalisation per input channel (three for RGB; one per channel of a model with
+    /// `model.in_chans` channels).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
     /// How the student's global and local crops go through the backbone: `packed` (one
     /// sequence, block-diagonal attention; the default) or `per_size` (one forward each).
     pub forward: CropForward,
@@ -189,8 +205,8 @@ impl Default for CropsSection {
             local_size: 98,
             local_scale: [0.05, 0.32],
             local_crops: 8,
-            mean: dinoadapt_datasets::transforms::IMAGENET_MEAN,
-            std: dinoadapt_datasets::transforms::IMAGENET_STD,
+            mean: dinoadapt_datasets::transforms::IMAGENET_MEAN.to_vec(),
+            std: dinoadapt_datasets::transforms::IMAGENET_STD.to_vec(),
             forward: CropForward::Packed,
         }
     }

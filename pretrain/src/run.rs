@@ -13,7 +13,9 @@ use dinoadapt_core::checkpoint::{load_checkpoint, CheckpointError, LoadOptions};
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::train::param_paths::restore;
 use dinoadapt_core::train::{SslModel, StepValues, Trainer};
-use dinoadapt_core::vit::{FfnConfig, PosEmbedInterpolation, VisionTransformer, VitConfig};
+use dinoadapt_core::vit::{
+    ChannelInit, FfnConfig, InputChannels, PosEmbedInterpolation, VisionTransformer, VitConfig,
+};
 use dinoadapt_datasets::ImageError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -245,14 +247,51 @@ fn build_backbone<B: Backend>(
                     path.display()
                 );
             }
-            Ok((loaded.build(device)?.with_mask_token(), loaded.sha256))
+            let backbone = loaded.build(device)?.with_mask_token();
+            Ok((input_channels(backbone, recipe)?, loaded.sha256))
         }
         None => {
             let mut cfg = fresh_config(recipe)?;
             cfg.drop_path_rate = recipe.model.drop_path_rate;
-            Ok((VisionTransformer::init(&cfg, device), String::new()))
+            cfg.in_chans = recipe.model.in_chans.unwrap_or(3);
+            let backbone = VisionTransformer::init(&cfg, device);
+            Ok((input_channels(backbone, recipe)?, String::new()))
         }
     }
+}
+
+/// `model.in_chans`: the patch embedding grown to that many channels when it has three, and
+/// the channels' names and normalisation recorded with the model.
+fn input_channels<B: Backend>(
+    backbone: VisionTransformer<B>,
+    recipe: &Recipe,
+) -> Result<VisionTransformer<B>, RunError> {
+    let m = &recipe.model;
+    let Some(channels) = m.in_chans else {
+        return Ok(backbone);
+    };
+    let init = match &m.channel_map {
+        None => ChannelInit::MeanRepeat,
+        Some(map) => ChannelInit::Map(map.iter().map(|&k| usize::try_from(k).ok()).collect()),
+    };
+    let names = if m.channel_names.is_empty() {
+        (1..=channels).map(|i| format!("band{i}")).collect()
+    } else {
+        m.channel_names.clone()
+    };
+    let record = InputChannels {
+        names,
+        mean: recipe.crops.mean.clone(),
+        std: recipe.crops.std.clone(),
+    };
+    let grown = backbone.config.in_chans != channels;
+    let backbone = backbone
+        .with_input_channels(channels, &init, Some(record))
+        .map_err(|e| RunError::Config(format!("model.in_chans = {channels}: {e}")))?;
+    if grown {
+        tracing::info!("the RGB patch embedding grown to {channels} channels ({init:?})");
+    }
+    Ok(backbone)
 }
 
 /// When `path` names a previous run: its student, teacher and heads (and, with
@@ -305,8 +344,27 @@ pub fn continue_from_run<B: AutodiffBackend>(
     Ok(())
 }
 
-fn check_crops(recipe: &Recipe, patch: usize) -> Result<(), RunError> {
+fn check_crops(recipe: &Recipe, patch: usize, channels: usize) -> Result<(), RunError> {
     let c = &recipe.crops;
+    if c.mean.len() != channels || c.std.len() != channels {
+        return Err(RunError::Config(format!(
+            "crops.mean and crops.std need one value per input channel ({channels}; they have \
+             {} and {})",
+            c.mean.len(),
+            c.std.len()
+        )));
+    }
+    if let Some(bad) = c.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(RunError::Config(format!(
+            "crops.std {bad} is not a positive number"
+        )));
+    }
+    if recipe.monitor.is_some() && channels != 3 && channels != 1 {
+        return Err(RunError::Config(format!(
+            "[monitor] classifies RGB (or, for a 1-channel model, gray) image folders; a \
+             {channels}-channel model cannot be monitored on them: leave [monitor] out"
+        )));
+    }
     for (name, size) in [("global_size", c.global_size), ("local_size", c.local_size)] {
         if size == 0 || !(size as usize).is_multiple_of(patch) {
             return Err(RunError::Config(format!(
@@ -409,10 +467,10 @@ pub fn run<B: AutodiffBackend>(
     let (backbone, source_sha) = build_backbone::<B>(recipe, device)?;
     let backbone = backbone.with_precision(recipe.model.precision);
     let cfg = backbone.config.clone();
-    check_crops(recipe, cfg.patch_size)?;
+    check_crops(recipe, cfg.patch_size, cfg.in_chans)?;
     let plan = stages::plan(recipe, cfg.patch_size).map_err(RunError::Config)?;
     for s in &plan[1..] {
-        check_crops(&s.recipe, cfg.patch_size)?;
+        check_crops(&s.recipe, cfg.patch_size, cfg.in_chans)?;
     }
     let h = &recipe.heads;
     let head = DinoHeadConfig::new(cfg.embed_dim)
@@ -514,8 +572,8 @@ pub fn run<B: AutodiffBackend>(
             train: LabelledImages::open(&m.train, m.max_per_class)?,
             val: LabelledImages::open(&m.val, m.max_per_class)?,
             size: plan[stage].recipe.crops.global_size,
-            mean: recipe.crops.mean,
-            std: recipe.crops.std,
+            mean: recipe.crops.mean.clone(),
+            std: recipe.crops.std.clone(),
             k: m.k,
             temperature: m.temperature,
         }),
@@ -582,7 +640,8 @@ pub fn run<B: AutodiffBackend>(
         "teacher"
     });
 
-    let batches_of = |s: &stages::Stage| BatchRecipe::from_recipe(&s.recipe, cfg.patch_size);
+    let batches_of =
+        |s: &stages::Stage| BatchRecipe::from_recipe(&s.recipe, cfg.patch_size, cfg.in_chans);
     let mut prefetch = Prefetch::new(
         batches_of(&plan[stage]),
         pool.clone(),

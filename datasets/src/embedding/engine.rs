@@ -107,6 +107,17 @@ impl<B: Backend> RegionEmbedder<B> {
         settings: EmbedSettings,
     ) -> Result<Self, EmbedError> {
         let model = ck.build::<B>(&device)?.with_precision(settings.precision);
+        let c = &model.config;
+        if c.in_chans != 3 {
+            return Err(EmbedError::Channels {
+                channels: c.in_chans,
+                names: c
+                    .channels
+                    .as_ref()
+                    .map(|r| r.names.join(", "))
+                    .unwrap_or_else(|| "unnamed".into()),
+            });
+        }
         Ok(RegionEmbedder {
             model,
             device,

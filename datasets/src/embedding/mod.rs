@@ -28,6 +28,12 @@ pub enum EmbedError {
     },
     #[error("the source has no regions")]
     NoRegions,
+    /// A model trained on other than RGB channels (`model.in_chans` of a pre-training run).
+    #[error(
+        "the model takes {channels} input channels ({names}); the embedding commands feed RGB \
+         regions, so they embed 3-channel models only (multi-channel embedding is not built yet)"
+    )]
+    Channels { channels: usize, names: String },
     /// Every region was skipped (all nodata, empty or unreadable).
     #[error("every region was skipped (all nodata / empty)")]
     NothingEmbedded,

@@ -73,6 +73,9 @@ impl Normalization {
                 (scale()?, m, s)
             }
             "none" => (Scale::Identity, vec![0.0; n], vec![1.0; n]),
+            // [0, 1] as an 8-bit image is, any number of bands (pre-training chips, whose
+            // mean and std the recipe's crops apply).
+            "unit" => (scale()?, vec![0.0; n], vec![1.0; n]),
             "band-stats" => {
                 let (m, s) = mean_std(rasters, bands)?;
                 (Scale::Identity, m, s)
@@ -80,7 +83,7 @@ impl Normalization {
             other => {
                 return Err(SatelliteError::invalid(
                     here,
-                    format!("unknown preset `{other}`: imagenet, canopy, band-stats or none"),
+                    format!("unknown preset `{other}`: imagenet, canopy, band-stats, unit or none"),
                 ))
             }
         };

@@ -1,21 +1,23 @@
 //! The satellite domain's pre-training image pool: random chips of the recipe's rasters read
 //! online, window by window (a raster is never read whole), each chip determined by its draw
-//! seed so that a resumed run sees the same chips. Values become 8-bit RGB as `satellite embed`
-//! scales them to [0, 1]: 8-bit bands as they are, other types stretched between their 2nd and
-//! 98th percentiles; the recipe's `crops.mean/std` then apply as for any image.
+//! seed so that a resumed run sees the same chips. Values are scaled to [0, 1] as `satellite
+//! embed` scales them: 8-bit bands as they are, other types stretched between their 2nd and
+//! 98th percentiles; the recipe's `crops.mean/std` then apply as for any image. Three bands
+//! make RGB chips (8-bit, as image files); any other number (a model with `model.in_chans` =
+//! that number, e.g. 4 for RGB + near-infrared) gives every band, unquantised.
 //!
 //! ```toml
 //! [data.source]
 //! domain = "satellite"
 //! paths = ["scene.tif"]     # GeoTIFF, COG, anything GDAL opens
-//! bands = [1, 2, 3]         # three bands, 1-based, in RGB order (default 1, 2, 3)
+//! bands = [1, 2, 3]         # bands, 1-based: three in RGB order (default), or any number
 //! chip_size = 224           # default 224
 //! chips_per_epoch = 10000   # default 10000
 //! ```
 
 use std::path::PathBuf;
 
-use dinoadapt_datasets::{DomainError, ImageError, ImageSource};
+use dinoadapt_datasets::{DomainError, ImageError, ImageSource, MultiBandImage};
 use image::{DynamicImage, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -30,7 +32,7 @@ use crate::{Raster, Window};
 pub struct RasterChipsConfig {
     /// Rasters (GeoTIFF, COG, ...).
     pub paths: Vec<PathBuf>,
-    /// The three bands of a chip, 1-based, in RGB order.
+    /// The bands of a chip, 1-based: three in RGB order, or as many as the model's channels.
     #[serde(default = "default_bands")]
     pub bands: Vec<usize>,
     /// Chip side in pixels.
@@ -79,9 +81,10 @@ impl RasterChips {
             message,
         };
         let bands = cfg.bands.clone();
-        if bands.len() != 3 {
+        if bands.is_empty() || bands.contains(&0) {
             return Err(bad(format!(
-                "bands: three bands (RGB order), not {bands:?}"
+                "bands: 1-based band numbers (three in RGB order for an RGB model), not \
+                 {bands:?}"
             )));
         }
         let size = cfg.chip_size;
@@ -110,9 +113,7 @@ impl RasterChips {
             cumulative.push(total);
         }
         let refs: Vec<&Raster> = rasters.iter().collect();
-        let mut scale = Normalization::preset("imagenet", &refs, &bands).map_err(input)?;
-        scale.mean = vec![0.0; 3];
-        scale.std = vec![1.0; 3];
+        let scale = Normalization::preset("unit", &refs, &bands).map_err(input)?;
         Ok(RasterChips {
             paths: cfg.paths.clone(),
             sizes,
@@ -124,7 +125,8 @@ impl RasterChips {
         })
     }
 
-    fn chip(&self, rng: &mut StdRng) -> Result<(RgbImage, f64), String> {
+    /// A random chip's bands scaled to [0, 1] (band-major), and its valid fraction.
+    fn chip(&self, rng: &mut StdRng) -> Result<(Vec<f32>, f64), String> {
         let total = *self.cumulative.last().unwrap_or(&0.0);
         let at = rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
         let i = self
@@ -149,18 +151,29 @@ impl RasterChips {
             .map_err(|e| e.to_string())?;
         let valid = px.valid_fraction();
         self.scale.apply(&mut px.data, &px.valid);
-        let plane = self.size * self.size;
-        let mut rgb = vec![0u8; 3 * plane];
-        for (p, o) in rgb.chunks_exact_mut(3).enumerate() {
-            for (c, v) in o.iter_mut().enumerate() {
-                *v = (px.data[c * plane + p].clamp(0.0, 1.0) * 255.0).round() as u8;
+        px.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        Ok((px.data, valid))
+    }
+
+    /// The chip of draw `index` with `seed`: the first of [`DRAWS`] random chips with at least
+    /// [`MIN_VALID`] valid pixels, or the most valid of them.
+    fn drawn(&self, index: usize, seed: u64) -> Result<Vec<f32>, ImageError> {
+        let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).rotate_left(32));
+        let fail = |reason: String| ImageError::Decode {
+            path: format!("chip {index} of the recipe's rasters").into(),
+            reason,
+        };
+        let mut best: Option<(Vec<f32>, f64)> = None;
+        for _ in 0..DRAWS {
+            let (chip, valid) = self.chip(&mut rng).map_err(fail)?;
+            if valid >= MIN_VALID {
+                return Ok(chip);
+            }
+            if best.as_ref().is_none_or(|b| valid > b.1) {
+                best = Some((chip, valid));
             }
         }
-        let size = self.size as u32;
-        Ok((
-            RgbImage::from_raw(size, size, rgb).expect("sized above"),
-            valid,
-        ))
+        Ok(best.expect("DRAWS > 0").0)
     }
 }
 
@@ -170,22 +183,38 @@ impl ImageSource for RasterChips {
     }
 
     fn image(&self, index: usize, seed: u64) -> Result<DynamicImage, ImageError> {
-        let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).rotate_left(32));
-        let fail = |reason: String| ImageError::Decode {
-            path: format!("chip {index} of the recipe's rasters").into(),
-            reason,
-        };
-        let mut best: Option<(RgbImage, f64)> = None;
-        for _ in 0..DRAWS {
-            let (img, valid) = self.chip(&mut rng).map_err(fail)?;
-            if valid >= MIN_VALID {
-                return Ok(DynamicImage::ImageRgb8(img));
-            }
-            if best.as_ref().is_none_or(|b| valid > b.1) {
-                best = Some((img, valid));
+        if self.bands.len() != 3 {
+            return Err(ImageError::Decode {
+                path: format!("chip {index} of the recipe's rasters").into(),
+                reason: format!(
+                    "an RGB model takes three bands, the source has {} (set model.in_chans = \
+                     {} to train on all of them)",
+                    self.bands.len(),
+                    self.bands.len()
+                ),
+            });
+        }
+        let data = self.drawn(index, seed)?;
+        let plane = self.size * self.size;
+        let mut rgb = vec![0u8; 3 * plane];
+        for (p, o) in rgb.chunks_exact_mut(3).enumerate() {
+            for (c, v) in o.iter_mut().enumerate() {
+                *v = (data[c * plane + p] * 255.0).round() as u8;
             }
         }
-        Ok(DynamicImage::ImageRgb8(best.expect("DRAWS > 0").0))
+        let size = self.size as u32;
+        let img = RgbImage::from_raw(size, size, rgb).expect("sized above");
+        Ok(DynamicImage::ImageRgb8(img))
+    }
+
+    fn bands(&self, index: usize, seed: u64) -> Result<MultiBandImage, ImageError> {
+        let data = self.drawn(index, seed)?;
+        let plane = self.size * self.size;
+        Ok(MultiBandImage {
+            width: self.size as u32,
+            height: self.size as u32,
+            bands: data.chunks_exact(plane).map(<[f32]>::to_vec).collect(),
+        })
     }
 
     fn describe(&self) -> String {
