@@ -27,7 +27,8 @@ impl MultiBandImage {
     pub fn from_image(img: &DynamicImage) -> MultiBandImage {
         let rgb = img.to_rgb32f();
         let (width, height) = rgb.dimensions();
-        let mut bands = vec![Vec::with_capacity((width * height) as usize); 3];
+        let n = (width * height) as usize;
+        let mut bands: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(n)).collect();
         for p in rgb.pixels() {
             for (b, v) in bands.iter_mut().zip(p.0) {
                 b.push(v);
