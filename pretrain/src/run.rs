@@ -178,6 +178,7 @@ pub fn output_model(run: &Path) -> PathBuf {
 fn distillation_teacher<B: Backend>(
     path: &Path,
     recipe: &Recipe,
+    student_patch: usize,
     device: &B::Device,
 ) -> Result<SslModel<B>, RunError> {
     let (run, dir) = previous_run(path).ok_or_else(|| {
@@ -209,6 +210,14 @@ fn distillation_teacher<B: Backend>(
         )));
     }
     let backbone = load_checkpoint(&run.join("teacher"), &LoadOptions::default())?.build(device)?;
+    if backbone.config.patch_size != student_patch {
+        return Err(RunError::Config(format!(
+            "distillation.teacher: its patches are {} px, the student's {student_patch} px; the \
+             iBOT targets are the teacher's tokens at the student's masked patches, so both \
+             need one patch grid",
+            backbone.config.patch_size
+        )));
+    }
     let head = DinoHeadConfig::new(backbone.config.embed_dim)
         .with_num_prototypes(p.prototypes)
         .with_hidden_dim(p.hidden_dim)
@@ -493,7 +502,8 @@ pub fn run<B: AutodiffBackend>(
         }
     }
     if let Some(d) = &recipe.distillation {
-        let teacher = distillation_teacher::<B::InnerBackend>(&d.teacher, recipe, device)?;
+        let teacher =
+            distillation_teacher::<B::InnerBackend>(&d.teacher, recipe, cfg.patch_size, device)?;
         tracing::info!(
             "distilling a {}-d, {}-block teacher into a {}-d, {}-block student",
             teacher.backbone.config.embed_dim,
