@@ -376,6 +376,21 @@ fn resume_refuses_another_recipe_and_a_folder_without_checkpoints() {
     assert_eq!(checkpoints_in(&out).last().unwrap().0, 8);
 }
 
+/// `pretrain` of `recipe` into `out` with the `KEY=VALUE` overrides `sets`.
+fn pretrain(recipe: &Path, out: &Path, sets: &[&str]) {
+    let mut args = vec![
+        "pretrain",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    ok(&args);
+}
+
 /// Continued pre-training from a timm/UNI-style checkpoint, which has no mask token: iBOT
 /// trains one from zeros and it is saved with the teacher. Gram anchoring joins at its start
 /// iteration, logged as its own `gram_loss` column.
@@ -390,23 +405,17 @@ fn a_checkpoint_without_a_mask_token_trains_one_and_gram_anchoring_is_logged() {
         &format!("checkpoint = {:?}", uni.display().to_string()),
     );
     let out = tmp.path().join("uni");
-    ok(&[
-        "pretrain",
-        "--recipe",
-        r.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--set",
-        "train.max_steps=6",
-        "--set",
-        "crops.global_size=32",
-        "--set",
-        "crops.local_size=16",
-        "--set",
-        "loss.gram.weight=1.0",
-        "--set",
-        "loss.gram.start_iteration=3",
-    ]);
+    pretrain(
+        &r,
+        &out,
+        &[
+            "train.max_steps=6",
+            "crops.global_size=32",
+            "crops.local_size=16",
+            "loss.gram.weight=1.0",
+            "loss.gram.start_iteration=3",
+        ],
+    );
     let t = teacher(&out);
     let (shape, token) = t
         .iter()
@@ -437,15 +446,7 @@ fn a_run_continues_from_a_run_with_its_heads_and_optimizer_state() {
     let tmp = tempfile::tempdir().unwrap();
     let r = recipe(tmp.path(), &shared, "");
     let first = tmp.path().join("first");
-    ok(&[
-        "pretrain",
-        "--recipe",
-        r.to_str().unwrap(),
-        "--output",
-        first.to_str().unwrap(),
-        "--set",
-        "train.max_steps=4",
-    ]);
+    pretrain(&r, &first, &["train.max_steps=4"]);
     let dir = tmp.path().join("second");
     std::fs::create_dir_all(&dir).unwrap();
     let r2 = recipe(
@@ -468,27 +469,19 @@ fn a_run_continues_from_a_run_with_its_heads_and_optimizer_state() {
     let (before, before_steps) = state(&first, 4);
     for (resume_optimizer, name) in [(true, "carried"), (false, "fresh")] {
         let out = tmp.path().join(name);
-        ok(&[
-            "pretrain",
-            "--recipe",
-            r2.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--set",
-            "train.max_steps=1",
-            "--set",
-            "train.checkpoint_every=1",
-            "--set",
-            &format!("train.resume_optimizer={resume_optimizer}"),
-            "--set",
-            "optim.base_lr=0.0",
-            "--set",
-            "optim.min_lr=0.0",
-            "--set",
-            "teacher.momentum_teacher=1.0",
-            "--set",
-            "teacher.final_momentum_teacher=1.0",
-        ]);
+        pretrain(
+            &r2,
+            &out,
+            &[
+                "train.max_steps=1",
+                "train.checkpoint_every=1",
+                &format!("train.resume_optimizer={resume_optimizer}"),
+                "optim.base_lr=0.0",
+                "optim.min_lr=0.0",
+                "teacher.momentum_teacher=1.0",
+                "teacher.final_momentum_teacher=1.0",
+            ],
+        );
         let (after, after_steps) = state(&out, 1);
         let mut weights = 0;
         for (k, (_, v)) in &before {
@@ -525,31 +518,18 @@ fn a_smaller_student_is_distilled_from_a_run() {
     let tmp = tempfile::tempdir().unwrap();
     let r = recipe(tmp.path(), &shared, "");
     let big = tmp.path().join("big");
-    ok(&[
-        "pretrain",
-        "--recipe",
-        r.to_str().unwrap(),
-        "--output",
-        big.to_str().unwrap(),
-        "--set",
-        "train.max_steps=4",
-    ]);
+    pretrain(&r, &big, &["train.max_steps=4"]);
     let small = tmp.path().join("small");
-    ok(&[
-        "pretrain",
-        "--recipe",
-        r.to_str().unwrap(),
-        "--output",
-        small.to_str().unwrap(),
-        "--set",
-        "train.max_steps=4",
-        "--set",
-        "model.embed_dim=16",
-        "--set",
-        "model.depth=1",
-        "--set",
-        &format!("distillation.teacher={:?}", big.display().to_string()),
-    ]);
+    pretrain(
+        &r,
+        &small,
+        &[
+            "train.max_steps=4",
+            "model.embed_dim=16",
+            "model.depth=1",
+            &format!("distillation.teacher={:?}", big.display().to_string()),
+        ],
+    );
     assert!(!small.join("teacher").exists());
     let student = read_tensors(&small.join("student/model.safetensors"));
     let (shape, _) = student

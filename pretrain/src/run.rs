@@ -25,7 +25,7 @@ use crate::data::{mix, BatchRecipe, ImagePool, Prefetch};
 use crate::guard::Guard;
 use crate::metrics::{self, MetricsError, StepRecord};
 use crate::monitor::{KnnMonitor, LabelledImages};
-use crate::recipe::Recipe;
+use crate::recipe::{HeadsSection, Recipe};
 use crate::stages;
 use dinoadapt_datasets::ImageSource;
 
@@ -173,6 +173,21 @@ pub fn output_model(run: &Path) -> PathBuf {
     }
 }
 
+/// `backbone` with fresh DINO (and, when separate, iBOT) heads of the recipe's `[heads]`.
+fn with_heads<B: Backend>(
+    backbone: VisionTransformer<B>,
+    h: &HeadsSection,
+    device: &B::Device,
+) -> SslModel<B> {
+    let head = DinoHeadConfig::new(backbone.config.embed_dim)
+        .with_num_prototypes(h.prototypes)
+        .with_hidden_dim(h.hidden_dim)
+        .with_bottleneck_dim(h.bottleneck_dim)
+        .with_nlayers(h.nlayers);
+    let ibot = h.separate_ibot_head.then_some(&head);
+    SslModel::new(backbone, &head, ibot, device)
+}
+
 /// The frozen teacher of a distillation: a previous run's EMA teacher with its DINO/iBOT heads,
 /// on the heads of the recipe that run was made with.
 fn distillation_teacher<B: Backend>(
@@ -218,17 +233,7 @@ fn distillation_teacher<B: Backend>(
             backbone.config.patch_size
         )));
     }
-    let head = DinoHeadConfig::new(backbone.config.embed_dim)
-        .with_num_prototypes(p.prototypes)
-        .with_hidden_dim(p.hidden_dim)
-        .with_bottleneck_dim(p.bottleneck_dim)
-        .with_nlayers(p.nlayers);
-    let model = SslModel::new(
-        backbone,
-        &head,
-        p.separate_ibot_head.then_some(&head),
-        device,
-    );
+    let model = with_heads(backbone, p, device);
     let weights: std::collections::HashMap<_, _> = tensors
         .into_iter()
         .filter_map(|(k, v)| k.strip_prefix("teacher.").map(|r| (r.to_string(), v)))
@@ -482,17 +487,7 @@ pub fn run<B: AutodiffBackend>(
         check_crops(&s.recipe, cfg.patch_size, cfg.in_chans)?;
     }
     let h = &recipe.heads;
-    let head = DinoHeadConfig::new(cfg.embed_dim)
-        .with_num_prototypes(h.prototypes)
-        .with_hidden_dim(h.hidden_dim)
-        .with_bottleneck_dim(h.bottleneck_dim)
-        .with_nlayers(h.nlayers);
-    let student = SslModel::new(
-        backbone,
-        &head,
-        h.separate_ibot_head.then_some(&head),
-        device,
-    );
+    let student = with_heads(backbone, h, device);
     let mut trainer = Trainer::new(student, recipe.loss, recipe.optim.optimizer);
     trainer.crop_forward = recipe.crops.forward;
     trainer.chunks = options.batch_chunks.max(1);
