@@ -326,10 +326,16 @@ fn three_official_iterations(variant: &str, chunks: usize) {
         let loss = |name: &str| fx.scalar(&format!("it{it}.loss.{name}"));
         for (ours, name) in [
             (r.loss.total, "loss_accumulator"),
-            (r.loss.dino_local, "dino_local_crops_loss"),
-            (r.loss.dino_global, "dino_global_crops_loss"),
-            (r.loss.koleo, "koleo_loss"),
-            (r.loss.ibot, "ibot_loss"),
+            (
+                r.loss.terms.value("dino_local_crops_loss"),
+                "dino_local_crops_loss",
+            ),
+            (
+                r.loss.terms.value("dino_global_crops_loss"),
+                "dino_global_crops_loss",
+            ),
+            (r.loss.terms.value("koleo_loss"), "koleo_loss"),
+            (r.loss.terms.value("ibot_loss"), "ibot_loss"),
         ] {
             let e = relative(ours, loss(name));
             eprintln!("{variant} chunks {chunks} it {it} {name}: relative error {e:.2e}");

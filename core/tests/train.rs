@@ -11,6 +11,7 @@ use dinoadapt_core::objective::gram::GramConfig;
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::losses::{dino_cross_entropy, ibot_masked_loss, koleo};
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
+use dinoadapt_core::train::loss_terms::{DINO_GLOBAL, DINO_LOCAL, GRAM, IBOT, KOLEO};
 use dinoadapt_core::train::param_paths::snapshot;
 use dinoadapt_core::train::{
     CropBatch, OptimConfig, SslLossConfig, SslModel, StepReport, StepValues, Trainer,
@@ -178,7 +179,11 @@ fn head_warm_up_leaves_the_backbone_and_moves_the_heads() {
     let teacher_before = by_name(snapshot::<Flex, _>(&t.teacher));
     let r = t.step(&batch(0), values(true));
     assert!(r.loss.total.is_finite(), "{r:?}");
-    assert!(r.loss.dino_local > 0.0 && r.loss.ibot > 0.0 && r.loss.koleo.is_finite());
+    assert!(
+        r.loss.terms.value(DINO_LOCAL) > 0.0
+            && r.loss.terms.value(IBOT) > 0.0
+            && r.loss.terms.value(KOLEO).is_finite()
+    );
     let after = by_name(snapshot::<AB, _>(&t.student));
     for (k, v) in &after {
         let changed = before[k] != *v;
@@ -295,10 +300,10 @@ fn a_chunked_student_takes_the_whole_batch_step() {
         let (l, m) = (whole.loss, chunked.loss);
         for (x, y) in [
             (l.total, m.total),
-            (l.dino_local, m.dino_local),
-            (l.dino_global, m.dino_global),
-            (l.koleo, m.koleo),
-            (l.ibot, m.ibot),
+            (l.terms.value(DINO_LOCAL), m.terms.value(DINO_LOCAL)),
+            (l.terms.value(DINO_GLOBAL), m.terms.value(DINO_GLOBAL)),
+            (l.terms.value(KOLEO), m.terms.value(KOLEO)),
+            (l.terms.value(IBOT), m.terms.value(IBOT)),
             (whole.grad_norm_backbone, chunked.grad_norm_backbone),
             (whole.grad_norm_dino_head, chunked.grad_norm_dino_head),
         ] {
@@ -336,16 +341,16 @@ fn gram_anchoring_joins_the_objective_at_its_start_and_resumes_exactly() {
     let mut t = gram_trainer(21, 1.0);
     assert!(!t.refresh_gram_teacher(0));
     let before = t.step(&batch(0), values(false));
-    assert_eq!(before.loss.gram, 0.0);
+    assert_eq!(before.loss.terms.value(GRAM), 0.0);
     assert!(t.refresh_gram_teacher(1));
     let at_start = t.step(&batch(1), values(false));
     // The Gram teacher is the EMA teacher of one step before: close, but not equal.
-    assert!(at_start.loss.gram > 0.0, "{at_start:?}");
-    let terms = at_start.loss.dino_global
-        + at_start.loss.dino_local
-        + 2.0 * at_start.loss.koleo
-        + 2.0 * at_start.loss.ibot
-        + 2.0 * at_start.loss.gram;
+    assert!(at_start.loss.terms.value(GRAM) > 0.0, "{at_start:?}");
+    let terms = at_start.loss.terms.value(DINO_GLOBAL)
+        + at_start.loss.terms.value(DINO_LOCAL)
+        + 2.0 * at_start.loss.terms.value(KOLEO)
+        + 2.0 * at_start.loss.terms.value(IBOT)
+        + 2.0 * at_start.loss.terms.value(GRAM);
     assert!(
         (at_start.loss.total - terms).abs() <= 1e-5 * terms.abs(),
         "{at_start:?}"
@@ -360,7 +365,8 @@ fn gram_anchoring_joins_the_objective_at_its_start_and_resumes_exactly() {
         t.step(&batch(1), values(false))
     });
     assert!(
-        (a.loss.gram - b.loss.gram).abs() <= 1e-5 * a.loss.gram.max(1e-3),
+        (a.loss.terms.value(GRAM) - b.loss.terms.value(GRAM)).abs()
+            <= 1e-5 * a.loss.terms.value(GRAM).max(1e-3),
         "{a:?} vs {b:?}"
     );
     assert!((a.grad_norm_backbone - b.grad_norm_backbone).abs() <= 1e-4 * a.grad_norm_backbone);
@@ -370,7 +376,7 @@ fn gram_anchoring_joins_the_objective_at_its_start_and_resumes_exactly() {
         steps
             .map(|s| {
                 t.refresh_gram_teacher(s as usize);
-                t.step(&batch(s), values(false)).loss.gram
+                t.step(&batch(s), values(false)).loss.terms.value(GRAM)
             })
             .collect::<Vec<_>>()
     };

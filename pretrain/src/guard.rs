@@ -3,6 +3,7 @@
 //! ln K times their share), or whose teacher has become uniform, with a message that names the
 //! symptom and its usual causes. The run keeps its last checkpoint, saved before the symptom.
 
+use dinoadapt_core::train::loss_terms::{DINO_GLOBAL, DINO_LOCAL, IBOT, KOLEO};
 use std::fmt;
 
 use dinoadapt_core::train::StepReport;
@@ -128,10 +129,10 @@ impl Guard {
         let l = &r.loss;
         let named = [
             ("total loss", l.total),
-            ("DINO local-crops loss", l.dino_local),
-            ("DINO global-crops loss", l.dino_global),
-            ("iBOT loss", l.ibot),
-            ("KoLeo loss", l.koleo),
+            ("DINO local-crops loss", l.terms.value(DINO_LOCAL)),
+            ("DINO global-crops loss", l.terms.value(DINO_GLOBAL)),
+            ("iBOT loss", l.terms.value(IBOT)),
+            ("KoLeo loss", l.terms.value(KOLEO)),
             ("backbone gradient norm", r.grad_norm_backbone),
             ("DINO head gradient norm", r.grad_norm_dino_head),
             ("iBOT head gradient norm", r.grad_norm_ibot_head),
@@ -158,7 +159,7 @@ impl Guard {
             });
         }
         // The DINO terms at ln K x their share, to a relative `uniform_tolerance`.
-        let dino = (l.dino_local + l.dino_global) / self.dino_share;
+        let dino = (l.terms.value(DINO_LOCAL) + l.terms.value(DINO_GLOBAL)) / self.dino_share;
         let at_ln_k = step >= self.entropy_after
             && self.max_entropy > 0.0
             && ((dino - self.max_entropy) / self.max_entropy).abs() <= self.cfg.uniform_tolerance;
@@ -224,8 +225,8 @@ mod tests {
 
     fn dino(local: f64, global: f64) -> StepReport {
         let mut r = report(local + global + 1.0, 0.1, 1.0);
-        r.loss.dino_local = local;
-        r.loss.dino_global = global;
+        r.loss.terms.set(DINO_LOCAL, local);
+        r.loss.terms.set(DINO_GLOBAL, global);
         r
     }
 

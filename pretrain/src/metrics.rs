@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dinoadapt_core::train::loss_terms::intern;
 use dinoadapt_core::train::{StepReport, StepValues};
 use dinoadapt_datasets::plot::{panels_png, Panel, PlotError};
 use dinoadapt_datasets::{write_parquet, ManifestError};
@@ -25,38 +26,14 @@ pub struct StepRecord {
 type Getter = fn(&StepRecord) -> f64;
 type Setter = fn(&mut StepRecord, f64);
 
-/// The float columns, in table order.
+/// The float columns besides the loss terms, in table order (the terms, one `*_loss` column
+/// each, follow `loss_total`).
 const COLUMNS: &[(&str, Getter, Setter)] = &[
     ("epoch", |r| r.epoch, |r, v| r.epoch = v),
     (
         "loss_total",
         |r| r.report.loss.total,
         |r, v| r.report.loss.total = v,
-    ),
-    (
-        "dino_local_crops_loss",
-        |r| r.report.loss.dino_local,
-        |r, v| r.report.loss.dino_local = v,
-    ),
-    (
-        "dino_global_crops_loss",
-        |r| r.report.loss.dino_global,
-        |r, v| r.report.loss.dino_global = v,
-    ),
-    (
-        "koleo_loss",
-        |r| r.report.loss.koleo,
-        |r, v| r.report.loss.koleo = v,
-    ),
-    (
-        "ibot_loss",
-        |r| r.report.loss.ibot,
-        |r, v| r.report.loss.ibot = v,
-    ),
-    (
-        "gram_loss",
-        |r| r.report.loss.gram,
-        |r, v| r.report.loss.gram = v,
     ),
     (
         "teacher_entropy",
@@ -107,9 +84,6 @@ const COLUMNS: &[(&str, Getter, Setter)] = &[
     ),
 ];
 
-/// Columns that tables written by earlier versions lack (read as 0).
-const ADDED_LATER: &[&str] = &["gram_loss"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error(transparent)]
@@ -140,8 +114,30 @@ pub fn to_frame(records: &[StepRecord]) -> DataFrame {
     for (name, get, _) in COLUMNS {
         let v: Vec<f64> = records.iter().map(get).collect();
         columns.push(Series::new((*name).into(), v).into_column());
+        if *name == "loss_total" {
+            for term in term_names(records) {
+                let v: Vec<f64> = records
+                    .iter()
+                    .map(|r| r.report.loss.terms.value(term))
+                    .collect();
+                columns.push(Series::new(term.into(), v).into_column());
+            }
+        }
     }
     DataFrame::new(records.len(), columns).expect("columns have one length")
+}
+
+/// The loss terms the records report, in the order they first appear.
+fn term_names(records: &[StepRecord]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for r in records {
+        for (n, _) in r.report.loss.terms.iter() {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names
 }
 
 /// Write `metrics.parquet` atomically.
@@ -178,12 +174,20 @@ pub fn read(path: &Path) -> Result<Vec<StepRecord>, MetricsError> {
         r.values.backbone_frozen = f != 0.0;
     }
     for (name, _, set) in COLUMNS {
-        if ADDED_LATER.contains(name) && df.column(name).is_err() {
-            // A table from before the column existed: the term was 0.
-            continue;
-        }
         for (r, v) in records.iter_mut().zip(floats(name)?) {
             set(r, v);
+        }
+    }
+    let terms: Vec<String> = df
+        .get_column_names()
+        .into_iter()
+        .map(|n| n.to_string())
+        .filter(|n| n.ends_with("_loss"))
+        .collect();
+    for term in terms {
+        let name = intern(&term);
+        for (r, v) in records.iter_mut().zip(floats(name)?) {
+            r.report.loss.terms.set(name, v);
         }
     }
     Ok(records)
@@ -191,31 +195,43 @@ pub fn read(path: &Path) -> Result<Vec<StepRecord>, MetricsError> {
 
 /// `metrics.png`: losses, schedules, collapse diagnostics and gradient norms over iterations.
 pub fn plot(path: &Path, records: &[StepRecord]) -> Result<(), MetricsError> {
-    let series = |get: Getter| -> Vec<(f64, f64)> {
-        records.iter().map(|r| (r.step as f64, get(r))).collect()
-    };
-    let column = |name: &str| -> Getter {
-        COLUMNS
+    // A column of COLUMNS, or else a loss term.
+    let series = |name: &str| -> Vec<(f64, f64)> {
+        let get = COLUMNS
             .iter()
             .find(|(n, _, _)| *n == name)
-            .map(|(_, g, _)| *g)
-            .expect("known column")
+            .map(|(_, g, _)| *g);
+        records
+            .iter()
+            .map(|r| {
+                let v = get.map_or_else(|| r.report.loss.terms.value(name), |g| g(r));
+                (r.step as f64, v)
+            })
+            .collect()
     };
     let panel = |title: &str, y: &str, names: &[(&str, &str)], log: bool| {
         names.iter().fold(
             Panel::new(title).x_label("iteration").y_label(y).log_y(log),
-            |p, (label, col)| p.series(*label, series(column(col))),
+            |p, (label, col)| p.series(*label, series(col)),
         )
     };
-    let mut losses = vec![
-        ("total", "loss_total"),
-        ("dino local", "dino_local_crops_loss"),
-        ("dino global", "dino_global_crops_loss"),
-        ("ibot", "ibot_loss"),
-        ("koleo", "koleo_loss"),
-    ];
-    if records.iter().any(|r| r.report.loss.gram != 0.0) {
-        losses.push(("gram", "gram_loss"));
+    let labels: Vec<String> = term_names(records)
+        .into_iter()
+        .map(|n| {
+            n.trim_end_matches("_loss")
+                .replace("_crops", "")
+                .replace('_', " ")
+        })
+        .collect();
+    let mut losses = vec![("total", "loss_total")];
+    for (label, name) in labels.iter().zip(term_names(records)) {
+        // A term that stayed 0 (Gram anchoring before its start, no local crops) is left out.
+        if records
+            .iter()
+            .any(|r| r.report.loss.terms.value(name) != 0.0)
+        {
+            losses.push((label.as_str(), name));
+        }
     }
     let panels = [
         panel("Losses", "loss", &losses, false),

@@ -725,12 +725,15 @@ pub fn run<B: AutodiffBackend>(
         let done = step + 1;
         if done.is_multiple_of(recipe.train.log_every.max(1)) {
             tracing::info!(
-                "iteration {done}/{total} loss {l:.4} (dino local {:.4} global {:.4} ibot {:.4} \
-                 koleo {:.4}) lr {:.2e} teacher entropy {:.3} cls std {:.3e}",
-                report.loss.dino_local,
-                report.loss.dino_global,
-                report.loss.ibot,
-                report.loss.koleo,
+                "iteration {done}/{total} loss {l:.4} ({}) lr {:.2e} teacher entropy {:.3} cls std \
+                 {:.3e}",
+                report
+                    .loss
+                    .terms
+                    .iter()
+                    .map(|(n, v)| format!("{} {v:.4}", n.trim_end_matches("_loss")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 values.lr,
                 report.loss.teacher_entropy,
                 report.loss.cls_std,

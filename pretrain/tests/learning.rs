@@ -98,7 +98,10 @@ fn pretraining_learns_the_digits_and_leaves_the_uniform_fixed_point() {
     let tail = &records[records.len().saturating_sub(50)..];
     let dino = tail
         .iter()
-        .map(|r| r.report.loss.dino_local + r.report.loss.dino_global)
+        .map(|r| {
+            let t = &r.report.loss.terms;
+            t.value("dino_local_crops_loss") + t.value("dino_global_crops_loss")
+        })
         .sum::<f64>()
         / tail.len() as f64;
     let ln_k = (recipe.heads.prototypes as f64).ln();

@@ -6,11 +6,13 @@
 
 pub mod batch_chunks;
 pub mod clip;
+pub mod loss_terms;
 pub mod optimizer;
 pub mod param_paths;
 pub mod ssl;
 pub mod trainer;
 
+pub use loss_terms::LossTerms;
 pub use ssl::{
     Centering, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };

@@ -10,6 +10,7 @@ use burn::tensor::{Bool, Distribution, ElementConversion, Int, Tensor, TensorDat
 use serde::{Deserialize, Serialize};
 
 use super::batch_chunks::{frozen_tokens, ChunkedStudent};
+use super::loss_terms::{LossTerms, DINO_GLOBAL, DINO_LOCAL, GRAM, IBOT, KOLEO};
 use crate::objective::gram::{gram_loss, GramConfig};
 use crate::objective::head::{DinoHead, DinoHeadConfig};
 use crate::objective::losses::{
@@ -138,23 +139,16 @@ impl<B: Backend> CropBatch<B> {
     }
 }
 
-/// The loss terms as the official `loss_dict` logs them, plus the collapse diagnostics.
+/// The total loss, its terms by name as the official `loss_dict` logs them
+/// ([`super::loss_terms`]), and the collapse diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct LossReport {
     pub total: f64,
-    pub dino_local: f64,
-    pub dino_global: f64,
-    /// `koleo_loss` as logged (the weighted sum over both global crops / 2).
-    pub koleo: f64,
-    /// `ibot_loss` as logged (the loss / 2).
-    pub ibot: f64,
+    pub terms: LossTerms,
     /// Mean entropy (nats) of the teacher's class-token targets.
     pub teacher_entropy: f64,
     /// Mean over dimensions of the std over the batch of the student's global class tokens.
     pub cls_std: f64,
-    /// `gram_loss` (unweighted; 0 while Gram anchoring is off).
-    #[serde(default)]
-    pub gram: f64,
 }
 
 /// The differentiable total loss and its report.
@@ -460,15 +454,20 @@ pub fn ssl_forward<B: AutodiffBackend>(
     let dino_global = dino_cross_entropy(&[s_global], &[t_dino], st).mul_scalar(2.0 / terms);
     let mut loss = dino_global.clone().mul_scalar(cfg.dino_weight);
     let mut report = LossReport {
-        dino_global: scalar(&dino_global.clone().inner()),
         teacher_entropy,
         cls_std,
         ..LossReport::default()
     };
+    let logged = &mut report.terms;
+    // The DINOv2 terms, always reported (0 where a batch has none).
+    logged.set(DINO_LOCAL, 0.0);
+    logged.set(DINO_GLOBAL, scalar(&dino_global.clone().inner()));
+    logged.set(KOLEO, 0.0);
+    logged.set(IBOT, 0.0);
     if let (Some(l), true) = (s_local_logits, n_local > 0) {
         let dino_local =
             dino_cross_entropy(&l.chunk(n_local, 0), &teacher_list, st).div_scalar(terms);
-        report.dino_local = scalar(&dino_local.clone().inner());
+        logged.set(DINO_LOCAL, scalar(&dino_local.clone().inner()));
         loss = loss + dino_local.mul_scalar(cfg.dino_weight);
     }
     if cfg.koleo_weight > 0.0 && n >= 2 {
@@ -479,19 +478,19 @@ pub fn ssl_forward<B: AutodiffBackend>(
             .reduce(|a, b| a + b)
             .expect("two global crops")
             .mul_scalar(cfg.koleo_weight);
-        report.koleo = scalar(&k.clone().inner()) / 2.0;
+        logged.set(KOLEO, scalar(&k.clone().inner()) / 2.0);
         loss = loss + k;
     }
     if let (Some(s), Some(t)) = (s_patch_logits, t_ibot) {
         let weights =
             Tensor::<B, 1>::from_data(TensorData::new(masks.weights.clone(), [m]), &device);
         let ibot = ibot_masked_loss(s, Tensor::from_inner(t), weights, n2, st);
-        report.ibot = scalar(&ibot.clone().inner()) / 2.0;
+        logged.set(IBOT, scalar(&ibot.clone().inner()) / 2.0);
         loss = loss + ibot.mul_scalar(cfg.ibot_weight);
     }
     if let Some(targets) = gram_targets {
         let gram = gram_loss(s_global_patches, Tensor::from_inner(targets), &cfg.gram);
-        report.gram = scalar(&gram.clone().inner());
+        logged.set(GRAM, scalar(&gram.clone().inner()));
         loss = loss + gram.mul_scalar(cfg.gram.weight);
     }
     report.total = scalar(&loss.clone().inner());
