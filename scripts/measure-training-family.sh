@@ -6,7 +6,8 @@
 #      began is the evaluate-at-high-resolution baseline;
 #   2. continued pre-training from that teacher with fresh heads and a head warm-up
 #      (recipes/mnist_continue.toml, kNN every 25 iterations: no collapse during the warm-up);
-#   3. distillation of that run into a smaller student (32-d, 2 blocks).
+#   3. distillation of that run into a smaller student (32-d, 2 blocks), against the same
+#      student trained alone for as long.
 # Usage: scripts/measure-training-family.sh [BIN] [OUT]   (BIN: the dinoadapt binary)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,11 +26,15 @@ stage='stages=[{name = "high-res", iterations = 150, crops = {global_size = 112}
   --set "train.output_dir=\"$out/distill\"" --set "model.embed_dim=32" --set "model.depth=2" \
   --set "model.num_heads=2" --set "optim.epochs=6" \
   --set "distillation.teacher=\"$out/highres\""
+# The control: the same student trained alone for as long (no teacher run).
+"$bin" pretrain --recipe "$root/recipes/mnist_tiny.toml" --quiet \
+  --set "train.output_dir=\"$out/small_scratch\"" --set "model.embed_dim=32" --set "model.depth=2" \
+  --set "model.num_heads=2" --set "optim.epochs=6"
 
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-for run in ["highres", "continue", "distill"]:
+for run in ["highres", "continue", "distill", "small_scratch"]:
     s = json.load(open(f"{out}/{run}/summary.json"))
     print(f"{run}: {s['steps']} iterations, {s['images_per_s']:.1f} img/s")
     for p in s["knn"]:
