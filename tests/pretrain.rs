@@ -771,10 +771,87 @@ fn pretraining_takes_one_channel_slices_and_four_band_chips() {
             "-o",
             dir.path().join("f.safetensors").to_str().unwrap(),
         ]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains(&format!("takes {channels} input channels")),
-            "{err}"
-        );
+        if channels == 1 {
+            // `embed` feeds image files to a one-channel model as gray.
+            assert!(out.status.success());
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains(&format!("takes {channels} input channels")),
+                "{err}"
+            );
+        }
     }
+}
+
+/// A one-channel model grown from an RGB checkpoint (mean-repeat), taken as it is (one
+/// iteration at lr 0, teacher momentum 1): `embed` feeds it gray digits normalised with its
+/// recorded mean and std, and its class tokens are those of the RGB checkpoint on the same
+/// digits with the same normalisation on each of R, G and B.
+#[test]
+fn a_grown_gray_model_embeds_gray_images_as_its_rgb_source_does() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = shared.join("fixtures/hf_dinov2_reg");
+    let volume = shared
+        .join("data/nifti/anatomical.nii")
+        .display()
+        .to_string();
+    let recipe = tiny_pretrain_recipe(
+        dir.path(),
+        &format!("[data.source]\ndomain = \"radiology\"\npaths = [{volume:?}]\nsize = 56"),
+    );
+    let sets = [
+        format!("model.checkpoint={:?}", checkpoint.display().to_string()),
+        "model.in_chans=1".into(),
+        "crops.mean=[0.5]".into(),
+        "crops.std=[0.25]".into(),
+        "crops.global_size=28".into(),
+        "crops.local_size=14".into(),
+        "train.max_steps=1".into(),
+        "optim.base_lr=0.0".into(),
+        "optim.min_lr=0.0".into(),
+        "teacher.momentum_teacher=1.0".into(),
+        "teacher.final_momentum_teacher=1.0".into(),
+    ];
+    let mut args = vec!["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    ok(&args);
+    let digits = shared.join("data/mnist5k/val/3");
+    let embed = |model: &Path, out: &str, extra: &[&str]| {
+        let f = dir.path().join(out);
+        let mut args = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            digits.to_str().unwrap(),
+            "-o",
+            f.to_str().unwrap(),
+            "--resize",
+            "28",
+            "--crop-size",
+            "28",
+            "--quiet",
+        ];
+        args.extend(extra);
+        ok(&args);
+        read_tensors(&f)["cls"].clone()
+    };
+    let gray = embed(&dir.path().join("run/teacher"), "gray.safetensors", &[]);
+    let rgb = embed(
+        &checkpoint,
+        "rgb.safetensors",
+        &["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"],
+    );
+    assert_eq!(gray.0, rgb.0);
+    let diff = gray
+        .1
+        .iter()
+        .zip(&rgb.1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("gray model vs its RGB source, class tokens: max |diff| {diff:.2e}");
+    assert!(diff < 1e-4, "class tokens differ by {diff}");
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_core::checkpoint::HostTensor;
+use dinoadapt_core::vit::InputChannels;
 use rayon::prelude::*;
 
 use crate::images::open_image;
@@ -19,6 +20,9 @@ pub struct ImageRegions {
     preprocess: Preprocess,
     size: (usize, usize),
     next: usize,
+    /// For a one-channel model: the images as gray (ITU-R 601 luma), normalised with this
+    /// (mean, std).
+    gray: Option<(f32, f32)>,
 }
 
 impl ImageRegions {
@@ -30,7 +34,18 @@ impl ImageRegions {
             preprocess,
             size,
             next: 0,
+            gray: None,
         }
+    }
+
+    /// The regions a model with the channel record `channels` takes: for a one-channel model
+    /// (`model.in_chans = 1` of a pre-training run), the images as gray normalised with the
+    /// record's mean and std, as the run fed them; otherwise RGB with the preprocessing's.
+    pub fn with_input_channels(mut self, channels: Option<&InputChannels>) -> Self {
+        self.gray = channels
+            .filter(|c| c.mean.len() == 1 && c.std.len() == 1)
+            .map(|c| (c.mean[0], c.std[0]));
+        self
     }
 }
 
@@ -58,7 +73,25 @@ impl ImageRegions {
                 return Read::Skipped(skipped);
             }
         };
-        let (x, (h, w)) = self.preprocess.apply(&img);
+        let (x, (h, w)) = match self.gray {
+            None => self.preprocess.apply(&img),
+            Some((mean, std)) => {
+                let raw = Preprocess {
+                    mean: [0.0; 3],
+                    std: [1.0; 3],
+                    ..self.preprocess.clone()
+                };
+                let (rgb, hw) = raw.apply(&img);
+                let n = (hw.0 * hw.1) as usize;
+                let gray = (0..n)
+                    .map(|i| {
+                        let g = 0.299 * rgb[i] + 0.587 * rgb[n + i] + 0.114 * rgb[2 * n + i];
+                        (g - mean) / std
+                    })
+                    .collect();
+                (gray, hw)
+            }
+        };
         let (width, height) = (img.width() as usize, img.height() as usize);
         if (h as usize, w as usize) != self.size {
             skipped.error = format!(
@@ -109,7 +142,7 @@ impl RegionSource for ImageRegions {
         let (h, w) = self.size;
         let mut batch = RegionBatch {
             regions: Vec::with_capacity(end - start),
-            pixels: Vec::with_capacity((end - start) * 3 * h * w),
+            pixels: Vec::with_capacity((end - start) * self.channels() * h * w),
             size: self.size,
             skipped: Vec::new(),
         };
@@ -129,14 +162,29 @@ impl RegionSource for ImageRegions {
     }
 
     fn metadata(&self) -> HashMap<String, String> {
-        HashMap::from([(
+        let mut m = HashMap::from([(
             "preprocessing".to_string(),
             serde_json::to_string(&self.preprocess).expect("preprocessing serialises"),
-        )])
+        )]);
+        if let Some((mean, std)) = self.gray {
+            m.insert(
+                "channels".into(),
+                format!("gray (ITU-R 601 luma), mean {mean}, std {std}"),
+            );
+        }
+        m
     }
 
     fn unit(&self) -> &'static str {
         "images"
+    }
+
+    fn channels(&self) -> usize {
+        if self.gray.is_some() {
+            1
+        } else {
+            3
+        }
     }
 }
 

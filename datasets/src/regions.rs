@@ -72,6 +72,10 @@ pub trait RegionSource: Send {
     fn unit(&self) -> &'static str {
         "regions"
     }
+    /// Channels of every region's pixels (RGB unless the source says otherwise).
+    fn channels(&self) -> usize {
+        3
+    }
 }
 
 /// A boxed source is a source (a domain hands out its sources boxed, see
@@ -85,6 +89,9 @@ impl RegionSource for Box<dyn RegionSource> {
     }
     fn next_batch(&mut self, max: usize) -> Result<Option<RegionBatch>, String> {
         (**self).next_batch(max)
+    }
+    fn channels(&self) -> usize {
+        (**self).channels()
     }
     fn metadata(&self) -> HashMap<String, String> {
         (**self).metadata()

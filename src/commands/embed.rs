@@ -184,11 +184,13 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
                 (h as usize, w as usize)
             }
         };
+        let source =
+            ImageRegions::new(paths, pre, size).with_input_channels(ck.config.channels.as_ref());
         on_device(
             args.run.device,
             ImageEmbedding {
                 ck,
-                source: ImageRegions::new(paths, pre, size),
+                source,
                 settings,
                 output: args.output.clone(),
                 quiet: args.run.quiet,

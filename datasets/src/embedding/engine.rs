@@ -107,17 +107,6 @@ impl<B: Backend> RegionEmbedder<B> {
         settings: EmbedSettings,
     ) -> Result<Self, EmbedError> {
         let model = ck.build::<B>(&device)?.with_precision(settings.precision);
-        let c = &model.config;
-        if c.in_chans != 3 {
-            return Err(EmbedError::Channels {
-                channels: c.in_chans,
-                names: c
-                    .channels
-                    .as_ref()
-                    .map(|r| r.names.join(", "))
-                    .unwrap_or_else(|| "unnamed".into()),
-            });
-        }
         Ok(RegionEmbedder {
             model,
             device,
@@ -138,6 +127,18 @@ impl<B: Backend> RegionEmbedder<B> {
         let max = source.max_regions();
         if max == 0 {
             return Err(EmbedError::NoRegions);
+        }
+        let c = &self.model.config;
+        if c.in_chans != source.channels() {
+            return Err(EmbedError::Channels {
+                channels: c.in_chans,
+                names: c
+                    .channels
+                    .as_ref()
+                    .map(|r| r.names.join(", "))
+                    .unwrap_or_else(|| "unnamed".into()),
+                given: source.channels(),
+            });
         }
         let layout = FeatureLayout::new(&self.model, size, s.layers.clone(), s.norm_layers)?;
         let mut metadata = s.metadata.clone();

@@ -17,6 +17,8 @@ pub struct FeatureLayout {
     pub layers: Vec<usize>,
     pub norm_layers: bool,
     pub size: (usize, usize),
+    /// Input channels of the model (and of the regions).
+    pub channels: usize,
 }
 
 impl FeatureLayout {
@@ -42,6 +44,7 @@ impl FeatureLayout {
             layers,
             norm_layers,
             size,
+            channels: cfg.in_chans,
         })
     }
 
@@ -82,7 +85,7 @@ pub fn append_batch<B: Backend>(
 ) -> Result<Vec<f32>, EmbedError> {
     let (d, r, np) = (layout.dim, layout.registers, layout.patches);
     let x = Tensor::<B, 4>::from_data(
-        TensorData::new(pixels, [n, 3, layout.size.0, layout.size.1]),
+        TensorData::new(pixels, [n, layout.channels, layout.size.0, layout.size.1]),
         device,
     );
     let f = model.forward_features_chunked(x, &layout.layers, chunks);

@@ -28,12 +28,18 @@ pub enum EmbedError {
     },
     #[error("the source has no regions")]
     NoRegions,
-    /// A model trained on other than RGB channels (`model.in_chans` of a pre-training run).
+    /// A model trained on other channels than the source gives (`model.in_chans` of a
+    /// pre-training run).
     #[error(
-        "the model takes {channels} input channels ({names}); the embedding commands feed RGB \
-         regions, so they embed 3-channel models only (multi-channel embedding is not built yet)"
+        "the model takes {channels} input channels ({names}) and this source gives {given}: \
+         the embedding commands feed RGB regions, and gray ones from image files (`embed`) to a \
+         one-channel model; other channel counts are not embedded yet"
     )]
-    Channels { channels: usize, names: String },
+    Channels {
+        channels: usize,
+        names: String,
+        given: usize,
+    },
     /// Every region was skipped (all nodata, empty or unreadable).
     #[error("every region was skipped (all nodata / empty)")]
     NothingEmbedded,
