@@ -79,6 +79,17 @@ impl<R: Read + Seek, S: Fn(Tag) -> bool> Walker<R, S> {
         Some(())
     }
 
+    /// Why element `tag`, whose header ends here, cannot be read: `len` runs past the file.
+    fn too_long(&self, tag: Tag, len: u32) -> String {
+        format!(
+            "element ({:04X},{:04X}) at byte {} declares {len} bytes but the file has {} left",
+            tag.0,
+            tag.1,
+            self.pos,
+            self.len - self.pos
+        )
+    }
+
     /// The next header: tag, whether its value is a sequence, and its length.
     fn header(&mut self, enc: Encoding) -> Option<(Tag, bool, u32)> {
         let big = matches!(enc, Encoding::ExplicitBig);
@@ -132,25 +143,11 @@ impl<R: Read + Seek, S: Fn(Tag) -> bool> Walker<R, S> {
                 // stop tag itself, pixel data, may be cut short: it is not read).
                 return match Some(tag) == stop || !past_end {
                     true => Ok(()),
-                    false => Err(format!(
-                        "element ({:04X},{:04X}) at byte {} declares {len} bytes but the file has \
-                         {} left",
-                        tag.0,
-                        tag.1,
-                        self.pos,
-                        self.len - self.pos
-                    )),
+                    false => Err(self.too_long(tag, len)),
                 };
             }
             if past_end {
-                return Err(format!(
-                    "element ({:04X},{:04X}) at byte {} declares {len} bytes but the file has {} \
-                     left",
-                    tag.0,
-                    tag.1,
-                    self.pos,
-                    self.len - self.pos
-                ));
+                return Err(self.too_long(tag, len));
             }
             if tag == ITEM_END || tag == SEQUENCE_END {
                 open.pop();

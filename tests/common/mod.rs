@@ -27,13 +27,18 @@ pub fn dinoadapt(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run dinoadapt");
+    echo(args, &out);
+    out
+}
+
+/// The command and what it printed, on the test's stderr (shown when it fails).
+fn echo(args: &[&str], out: &Output) {
     eprintln!(
         "$ dinoadapt {}\n{}{}",
         args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
 }
 
 pub fn ok(args: &[&str]) -> String {
@@ -186,11 +191,6 @@ pub fn run_bounded(args: &[&str], memory_kib: u64, limit: std::time::Duration) -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "$ dinoadapt {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    echo(args, &out);
     out
 }
