@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dinoadapt, ok, pretrain_steps, read_tensors, shared, tiny_pretrain_recipe};
+use common::{
+    dinoadapt, max_abs_diff, ok, p, pretrain_steps, read_tensors, shared, tiny_pretrain_recipe,
+};
 use polars::prelude::{ParquetReader, SerReader};
 
 /// A small recipe over the shared MNIST validation digits.
@@ -854,4 +856,124 @@ fn a_grown_gray_model_embeds_gray_images_as_its_rgb_source_does() {
         .fold(0f32, f32::max);
     eprintln!("gray model vs its RGB source, class tokens: max |diff| {diff:.2e}");
     assert!(diff < 1e-4, "class tokens differ by {diff}");
+
+    // Volumes: `radiology embed` feeds the one-channel model each slice once (gray, the
+    // default for it), normalised with its record; three channels are refused with the reason.
+    let slices = dir.path().join("slices");
+    let teacher = dir.path().join("run/teacher");
+    let rad = |extra: &[&str]| {
+        let mut args = vec![
+            "radiology",
+            "embed",
+            "--model",
+            p(&teacher),
+            &volume,
+            "--size",
+            "28",
+            "--step",
+            "16",
+            "-o",
+            p(&slices),
+            "--quiet",
+        ];
+        args.extend(extra);
+        dinoadapt(&args)
+    };
+    assert!(rad(&[]).status.success());
+    let feats = std::fs::read_dir(&slices)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| {
+            f.extension().is_some_and(|e| e == "safetensors")
+                && f.file_stem().is_some_and(|s| s != "volumes")
+        })
+        .expect("a volume's slice features");
+    let (shape, cls) = read_tensors(&feats)["cls"].clone();
+    assert_eq!(shape[1], 64);
+    assert!(cls.iter().all(|v| v.is_finite()));
+    let refused = rad(&["--channels", "repeat"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("takes 1 input channel"), "{err}");
+}
+
+#[test]
+fn a_grown_band_model_embeds_rasters_as_its_rgb_source_does() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = shared.join("fixtures/hf_dinov2_reg");
+    let raster = shared.join("data/satellite/rgbn.tif");
+    let recipe = tiny_pretrain_recipe(
+        dir.path(),
+        &format!(
+            "[data.source]\ndomain = \"satellite\"\npaths = [{:?}]\nbands = [1, 2, 3, 4]\n\
+             chip_size = 56\nchips_per_epoch = 8",
+            raster.display().to_string()
+        ),
+    );
+    // R, G, B copy the RGB kernels and near-infrared starts at zero; the recorded
+    // normalisation is ImageNet's on R, G, B: at lr 0 the grown model is the RGB model
+    // whatever the NIR band holds.
+    let sets = [
+        format!("model.checkpoint={:?}", checkpoint.display().to_string()),
+        "model.in_chans=4".into(),
+        "model.channel_map=[0, 1, 2, -1]".into(),
+        "crops.mean=[0.485, 0.456, 0.406, 0.5]".into(),
+        "crops.std=[0.229, 0.224, 0.225, 0.25]".into(),
+        "crops.global_size=28".into(),
+        "crops.local_size=14".into(),
+        "train.max_steps=1".into(),
+        "optim.base_lr=0.0".into(),
+        "optim.min_lr=0.0".into(),
+        "teacher.momentum_teacher=1.0".into(),
+        "teacher.final_momentum_teacher=1.0".into(),
+    ];
+    let mut args = vec!["pretrain", "--recipe", p(&recipe), "--quiet"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    ok(&args);
+    let embed = |model: &Path, bands: &str, out: &str| {
+        let f = dir.path().join(out);
+        let args = [
+            "satellite",
+            "embed",
+            "--model",
+            p(model),
+            p(&raster),
+            "--size",
+            "56",
+            "--bands",
+            bands,
+            "-o",
+            p(&f),
+            "--quiet",
+        ];
+        (dinoadapt(&args), f)
+    };
+    let (out, f) = embed(
+        &dir.path().join("run/teacher"),
+        "1,2,3,4",
+        "bands.safetensors",
+    );
+    assert!(out.status.success());
+    let four = read_tensors(&f)["cls"].clone();
+    let (out, f) = embed(&checkpoint, "1,2,3", "rgb.safetensors");
+    assert!(out.status.success());
+    let rgb = read_tensors(&f)["cls"].clone();
+    assert_eq!(four.0, rgb.0);
+    let diff = max_abs_diff(&four.1, &rgb.1);
+    eprintln!(
+        "4-band model vs its RGB source on a raster's chips, class tokens: max |diff| {diff:.2e}"
+    );
+    assert!(diff < 1e-4, "class tokens differ by {diff}");
+    // Three bands into the four-channel model: refused with the reason.
+    let (out, _) = embed(
+        &dir.path().join("run/teacher"),
+        "1,2,3",
+        "three.safetensors",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("records 4 channels"), "{err}");
 }

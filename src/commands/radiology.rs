@@ -7,12 +7,15 @@
 mod kmeans_head;
 pub(crate) mod volumes;
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
+use dinoadapt_core::vit::VitConfig;
 use dinoadapt_datasets::batch::ALL_FAILED;
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::embedding::Silent;
@@ -81,10 +84,10 @@ pub struct SliceArgs {
     /// percentiles (mr, percentile:P1,P2), minmax or none.
     #[arg(long, default_value = "minmax")]
     pub intensity: String,
-    /// The three input channels: repeat, neighbours (slices k-1, k, k+1) or
-    /// windows:A;B;C (three intensity maps of one slice).
-    #[arg(long, default_value = "repeat")]
-    pub channels: String,
+    /// The input channels: repeat, neighbours (slices k-1, k, k+1), windows:A;B;C (three
+    /// intensity maps of one slice) or gray (one channel; the default of one-channel models).
+    #[arg(long)]
+    pub channels: Option<String>,
     /// Model input side in pixels.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
@@ -103,30 +106,32 @@ pub struct SliceArgs {
 }
 
 impl SliceArgs {
-    pub fn options(&self) -> anyhow::Result<SliceOptions> {
-        let axis: Axis = self
-            .axis
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--axis `{}`: {e}", self.axis))?;
-        let intensity: Intensity = self
-            .intensity
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--intensity `{}`: {e}", self.intensity))?;
-        let channels: Channels = self
-            .channels
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--channels `{}`: {e}", self.channels))?;
+    /// The slice options, fitted to `model`'s input channels where a model takes them.
+    pub fn options(&self, model: Option<&VitConfig>) -> anyhow::Result<SliceOptions> {
+        fn parsed<T: FromStr<Err: Display>>(f: &str, v: &str) -> anyhow::Result<T> {
+            v.parse().map_err(|e| anyhow::anyhow!("{f} `{v}`: {e}"))
+        }
+        let axis: Axis = parsed("--axis", &self.axis)?;
+        let intensity: Intensity = parsed("--intensity", &self.intensity)?;
+        let channels: Channels =
+            parsed("--channels", self.channels.as_deref().unwrap_or("repeat"))?;
         if self.step == 0 {
             anyhow::bail!("--step must be at least 1");
         }
+        let input = InputSpec {
+            intensity,
+            channels,
+            size: self.size,
+            keep_aspect: !self.stretch,
+            ..InputSpec::default()
+        };
         Ok(SliceOptions {
             axis,
-            input: InputSpec {
-                intensity,
-                channels,
-                size: self.size,
-                keep_aspect: !self.stretch,
-                ..InputSpec::default()
+            input: match model {
+                Some(c) => {
+                    input.for_model(c.in_chans, c.channels.as_ref(), self.channels.is_some())?
+                }
+                None => input,
             },
             step: self.step,
             skip_empty: self.skip_empty,
@@ -259,7 +264,7 @@ fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
 /// A model-input slice `[3][size][size]` back to RGB bytes (undoing the mean/std).
 fn slices(args: SlicesArgs) -> anyhow::Result<ExitCode> {
     use dinoadapt_datasets::RegionSource;
-    let options = args.slices.options()?;
+    let options = args.slices.options(None)?;
     std::fs::create_dir_all(&args.out)?;
     let mut rows = Vec::new();
     let (mut ids, mut index, mut pos, mut valid, mut png) =
@@ -360,12 +365,11 @@ impl BackendJob for RadiologyEmbedJob {
 
 fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
-    let options = args.slices.options()?;
     let ck = args.model.load()?;
+    let options = args.slices.options(Some(&ck.config))?;
     let layers = args.layers.resolve(ck.config.depth)?;
-    let device = args.run.device;
     on_device(
-        device,
+        args.run.device,
         RadiologyEmbedJob {
             args,
             options,
@@ -382,11 +386,10 @@ fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         .and_then(|k| k.parse().ok())
         .filter(|&k| (1..=255).contains(&k))
         .with_context(|| format!("--head `{}`: kmeans:K with K in 1..=255", args.head))?;
-    let options = args.slices.options()?;
     let ck = args.model.load()?;
-    let device = args.run.device;
+    let options = args.slices.options(Some(&ck.config))?;
     on_device(
-        device,
+        args.run.device,
         kmeans_head::KmeansPredictJob {
             args,
             options,

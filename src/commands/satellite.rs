@@ -97,10 +97,11 @@ pub struct EmbedArgs {
     pub rasters: Vec<PathBuf>,
     #[command(flatten)]
     pub chips: ChipArgs,
-    /// imagenet, canopy (Meta's satellite mean/std), band-stats, none. 8-bit imagery is divided
-    /// by 255 first; other types are stretched between their 2nd and 98th percentiles.
-    #[arg(long, default_value = "imagenet")]
-    pub normalize: String,
+    /// imagenet, canopy (Meta's satellite mean/std), band-stats, unit, none, or model (the
+    /// channels' mean/std a grown model records; its default, else imagenet). 8-bit imagery is
+    /// divided by 255 first; other types are stretched between their 2nd and 98th percentiles.
+    #[arg(long)]
+    pub normalize: Option<String>,
     /// Output features (safetensors: cls, patch, reg, layer.{i}).
     #[arg(long, short, default_value = "chips.safetensors")]
     pub output: PathBuf,

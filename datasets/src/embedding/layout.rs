@@ -118,7 +118,8 @@ pub fn append_batch<B: Backend>(
     Ok(cls)
 }
 
-/// Patch tokens of a batch of square inputs: `[image][patch][dim]` and the patch grid.
+/// Patch tokens of a batch of square inputs (`[n][C][size][size]`, C the model's input
+/// channels): `[image][patch][dim]` and the patch grid.
 pub fn patch_tokens<B: Backend>(
     model: &VisionTransformer<B>,
     device: &B::Device,
@@ -129,7 +130,19 @@ pub fn patch_tokens<B: Backend>(
 ) -> Result<(Vec<f32>, (usize, usize)), EmbedError> {
     let cfg = &model.config;
     let (gh, gw) = model.grid_of(size, size);
-    let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, size, size]), device);
+    let c = cfg.in_chans;
+    if pixels.len() != n * c * size * size {
+        return Err(EmbedError::Channels {
+            channels: c,
+            names: cfg
+                .channels
+                .as_ref()
+                .map(|r| r.names.join(", "))
+                .unwrap_or_else(|| "unnamed".into()),
+            given: pixels.len() / (n * size * size).max(1),
+        });
+    }
+    let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, c, size, size]), device);
     let f = model.forward_features_chunked(x, &[], chunks);
     let prefix = 1 + cfg.num_register_tokens;
     let patches = host(f.tokens.narrow(1, prefix, gh * gw))?;

@@ -32,8 +32,8 @@ pub enum EmbedError {
     /// pre-training run).
     #[error(
         "the model takes {channels} input channels ({names}) and this source gives {given}: \
-         the embedding commands feed RGB regions, and gray ones from image files (`embed`) to a \
-         one-channel model; other channel counts are not embedded yet"
+         rasters give one channel per --bands entry, volumes one with --channels gray (the \
+         default for one-channel models), image files gray to a one-channel model, slides RGB"
     )]
     Channels {
         channels: usize,

@@ -1,5 +1,5 @@
-//! Slices as model inputs: intensity mapping, three channels (2.5D), resizing to the model's
-//! square input, ImageNet normalisation.
+//! Slices as model inputs: intensity mapping, three channels (2.5D) or one (gray, for models
+//! grown to one input channel), resizing to the model's square input, normalisation.
 //!
 //! For each slice the steps are:
 //! 1. the slices of the three channels ([`Channels`]) are mapped to `[0, 1]` by their
@@ -17,6 +17,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use dinoadapt_core::vit::InputChannels;
 use dinoadapt_datasets::transforms::{IMAGENET_MEAN, IMAGENET_STD};
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +26,14 @@ use crate::intensity::{Intensity, IntensityMap, ParseIntensityError};
 use crate::slices::{check_canonical_ras, slice_pixels, Axis};
 use crate::volume::Volume;
 
-/// What the three input channels hold.
+/// What the input channels hold.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Channels {
     /// The slice three times (`repeat`).
     Repeat,
+    /// The slice once, as the one channel of a gray model (`gray`: `model.in_chans = 1`).
+    Gray,
     /// Slices `k - 1`, `k`, `k + 1`, clamped at the ends (`neighbours`).
     Neighbours,
     /// The same slice under three intensity mappings, as R, G, B
@@ -42,6 +45,7 @@ impl fmt::Display for Channels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Channels::Repeat => f.write_str("repeat"),
+            Channels::Gray => f.write_str("gray"),
             Channels::Neighbours => f.write_str("neighbours"),
             Channels::Windows([a, b, c]) => write!(f, "windows:{a};{b};{c}"),
         }
@@ -51,7 +55,7 @@ impl fmt::Display for Channels {
 /// A string that is not a [`Channels`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParseChannelsError {
-    #[error("unknown channel layout {0:?}: use repeat, neighbours or windows:A;B;C")]
+    #[error("unknown channel layout {0:?}: use repeat, neighbours, windows:A;B;C or gray")]
     Unknown(String),
     #[error("windows:A;B;C needs three intensity mappings separated by ';', got {0:?}")]
     Count(String),
@@ -65,6 +69,7 @@ impl FromStr for Channels {
         let t = s.trim();
         match t.to_ascii_lowercase().as_str() {
             "repeat" => return Ok(Channels::Repeat),
+            "gray" | "grey" => return Ok(Channels::Gray),
             "neighbours" | "neighbors" => return Ok(Channels::Neighbours),
             _ => {}
         }
@@ -80,6 +85,16 @@ impl FromStr for Channels {
             parts[1].parse()?,
             parts[2].parse()?,
         ]))
+    }
+}
+
+impl Channels {
+    /// The number of model-input channels: 1 for [`Channels::Gray`], else 3.
+    pub fn count(self) -> usize {
+        match self {
+            Channels::Gray => 1,
+            _ => 3,
+        }
     }
 }
 
@@ -106,9 +121,49 @@ pub struct InputSpec {
     pub size: usize,
     /// Keep the slice's physical aspect ratio and pad (true), or stretch (false).
     pub keep_aspect: bool,
-    /// Per-channel normalisation after intensity mapping: `(x - mean) / std`.
+    /// Per-channel normalisation after intensity mapping: `(x - mean) / std` (a gray input
+    /// uses the first entry).
     pub mean: [f32; 3],
     pub std: [f32; 3],
+}
+
+impl InputSpec {
+    /// The spec a model of `in_chans` input channels with the channel record `record` takes.
+    /// A one-channel model gets the slice once (`gray`), normalised with the record's mean and
+    /// std as its pre-training run fed it; a 3-channel model with a record gets the record's
+    /// normalisation. `explicit` says whether the caller chose the channel layout: a layout
+    /// whose count is not the model's is refused then, with the reason.
+    pub fn for_model(
+        mut self,
+        in_chans: usize,
+        record: Option<&InputChannels>,
+        explicit: bool,
+    ) -> Result<Self> {
+        if in_chans == 1 && !explicit {
+            self.channels = Channels::Gray;
+        }
+        if self.channels.count() != in_chans {
+            return Err(RadiologyError::InvalidVolume {
+                reason: format!(
+                    "the model takes {in_chans} input channel(s); --channels {} gives {}{}",
+                    self.channels,
+                    self.channels.count(),
+                    if in_chans == 1 {
+                        " (use --channels gray, or leave it out)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        if let Some(r) = record.filter(|r| r.mean.len() == in_chans && r.std.len() == in_chans) {
+            for c in 0..3 {
+                self.mean[c] = r.mean[c.min(in_chans - 1)];
+                self.std[c] = r.std[c.min(in_chans - 1)];
+            }
+        }
+        Ok(self)
+    }
 }
 
 impl Default for InputSpec {
@@ -259,8 +314,8 @@ impl ResolvedInput {
         )
     }
 
-    /// The model input `[3][size][size]` (channel-major) of slice `index` along `axis` of the
-    /// canonical RAS `volume` (frame 0).
+    /// The model input `[C][size][size]` (channel-major, C = `channels.count()`) of slice
+    /// `index` along `axis` of the canonical RAS `volume` (frame 0).
     pub fn render(&self, volume: &Volume, axis: Axis, index: usize) -> Result<Vec<f32>> {
         check_canonical_ras(volume)?;
         let count = axis.count(volume.dims);
@@ -276,9 +331,10 @@ impl ResolvedInput {
             Channels::Neighbours => [index.saturating_sub(1), index, (index + 1).min(count - 1)],
             _ => [index; 3],
         };
-        let mut out = Vec::with_capacity(3 * size * size);
+        let channels = self.spec.channels.count();
+        let mut out = Vec::with_capacity(channels * size * size);
         let mut previous: Option<(usize, IntensityMap, Vec<f32>)> = None;
-        for c in 0..3 {
+        for c in 0..channels {
             let map = self.maps[c];
             let canvas = match &previous {
                 Some((k, m, canvas)) if *k == sources[c] && *m == map => canvas.clone(),
@@ -304,14 +360,17 @@ impl ResolvedInput {
     }
 }
 
-/// Model-input pixels ([3][size][size], normalised with `spec`'s mean and std) back to 8-bit
-/// RGB bytes [size][size][3], as `radiology slices` writes them and pre-training draws them.
+/// Model-input pixels ([C][size][size], normalised with `spec`'s mean and std) back to 8-bit
+/// RGB bytes [size][size][3], as `radiology slices` writes them and pre-training draws them
+/// (a gray input gives its one channel as R, G and B).
 pub fn to_rgb(pixels: &[f32], spec: &InputSpec) -> Vec<u8> {
     let plane = spec.size * spec.size;
+    let channels = spec.channels.count();
     let mut rgb = vec![0u8; 3 * plane];
     for c in 0..3 {
-        for (i, v) in pixels[c * plane..(c + 1) * plane].iter().enumerate() {
-            let x = v * spec.std[c] + spec.mean[c];
+        let k = c.min(channels - 1);
+        for (i, v) in pixels[k * plane..(k + 1) * plane].iter().enumerate() {
+            let x = v * spec.std[k] + spec.mean[k];
             rgb[3 * i + c] = (x.clamp(0.0, 1.0) * 255.0).round() as u8;
         }
     }
@@ -373,6 +432,44 @@ mod tests {
         let f = Fit::new(100, 50, [1.0, 1.0], 50, true);
         assert_eq!((f.x0, f.y0, f.w, f.h), (0, 12, 50, 25));
         assert_eq!(Fit::new(100, 50, [1.0, 1.0], 50, false).h, 50);
+    }
+
+    #[test]
+    fn a_one_channel_model_gets_the_slice_once_with_its_recorded_normalisation() {
+        let v = ras([4, 2, 3], [1.0, 1.0, 1.0]);
+        let record = InputChannels {
+            names: vec!["gray".into()],
+            mean: vec![0.3],
+            std: vec![0.2],
+        };
+        let spec = InputSpec {
+            size: 4,
+            ..InputSpec::default()
+        };
+        let gray = spec.for_model(1, Some(&record), false).unwrap();
+        assert_eq!(gray.channels, Channels::Gray);
+        assert_eq!((gray.mean, gray.std), ([0.3; 3], [0.2; 3]));
+        let repeat = InputSpec {
+            channels: Channels::Repeat,
+            ..gray
+        };
+        let one = ResolvedInput::new(gray, &v).unwrap();
+        let three = ResolvedInput::new(repeat, &v).unwrap();
+        let x = one.render(&v, Axis::Axial, 1).unwrap();
+        let y = three.render(&v, Axis::Axial, 1).unwrap();
+        assert_eq!(x.len(), 16);
+        assert_eq!(x, y[..16], "gray is the repeated slice's first channel");
+        // Asked for three channels, a one-channel model refuses with the reason.
+        let err = spec.for_model(1, Some(&record), true).unwrap_err();
+        assert!(err.to_string().contains("--channels gray"), "{err}");
+        // An RGB model keeps the layout asked for; a gray layout is refused for it.
+        assert_eq!(spec.for_model(3, None, false).unwrap(), spec);
+        let gray_rgb = InputSpec {
+            channels: Channels::Gray,
+            ..spec
+        };
+        assert!(gray_rgb.for_model(3, None, true).is_err());
+        assert_eq!(to_rgb(&x, &one.spec).len(), 3 * 16);
     }
 
     #[test]

@@ -249,6 +249,10 @@ impl RegionSource for SliceSource {
         (self.options.input.size, self.options.input.size)
     }
 
+    fn channels(&self) -> usize {
+        self.options.input.channels.count()
+    }
+
     fn max_regions(&self) -> usize {
         self.regions.len()
     }
@@ -259,7 +263,8 @@ impl RegionSource for SliceSource {
         }
         let end = (self.next + max.max(1)).min(self.regions.len());
         let regions = self.regions[self.next..end].to_vec();
-        let mut pixels = Vec::with_capacity(regions.len() * 3 * self.fit.size * self.fit.size);
+        let c = self.channels();
+        let mut pixels = Vec::with_capacity(regions.len() * c * self.fit.size * self.fit.size);
         for r in &regions {
             let x = self
                 .input

@@ -21,7 +21,7 @@ use polars::prelude::{DataFrame, PolarsError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SatelliteError;
-use crate::normalize::Normalization;
+use crate::normalize::{default_preset, Normalization};
 use crate::raster::Raster;
 use crate::source::{check_chips, ChipConfig, ChipSource};
 
@@ -75,7 +75,8 @@ pub type ProgressFactory<'a> = Box<dyn FnMut() -> Box<dyn Progress> + 'a>;
 pub struct RasterEmbedBatch<'a, B: Backend> {
     pub outputs: RasterOutputs,
     pub chips: ChipConfig,
-    /// The normalisation preset (`Normalization::preset`).
+    /// The normalisation preset (`Normalization::for_model`; by default `default_preset` of
+    /// the model).
     pub normalize: String,
     pub embedder: &'a RegionEmbedder<B>,
     pub progress: ProgressFactory<'a>,
@@ -89,14 +90,15 @@ impl<'a, B: Backend> RasterEmbedBatch<'a, B> {
     pub fn new(
         outputs: RasterOutputs,
         chips: ChipConfig,
-        normalize: String,
+        normalize: Option<String>,
         embedder: &'a RegionEmbedder<B>,
         progress: ProgressFactory<'a>,
     ) -> Self {
+        let record = embedder.model.config.channels.as_ref();
         RasterEmbedBatch {
             outputs,
             chips,
-            normalize,
+            normalize: normalize.unwrap_or_else(|| default_preset(record).into()),
             embedder,
             progress,
             checked: Vec::new(),
@@ -142,7 +144,13 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
                 self.checked.push(raster);
             }
             RasterOutputs::PerRaster { folder } => {
-                let norm = Normalization::preset(&self.normalize, &[&raster], &self.chips.bands)?;
+                let record = self.embedder.model.config.channels.as_ref();
+                let norm = Normalization::for_model(
+                    &self.normalize,
+                    &[&raster],
+                    &self.chips.bands,
+                    record,
+                )?;
                 let source = ChipSource::new(vec![raster], self.chips.clone(), norm)?;
                 let id = &status.raster_id;
                 let features = format!("{id}.safetensors");
@@ -189,10 +197,11 @@ impl<B: Backend> BatchJob for RasterEmbedBatch<'_, B> {
                 if rasters.is_empty() {
                     return Ok(features.clone());
                 }
-                let norm = Normalization::preset(
+                let norm = Normalization::for_model(
                     &self.normalize,
                     &rasters.iter().collect::<Vec<_>>(),
                     &self.chips.bands,
+                    self.embedder.model.config.channels.as_ref(),
                 )?;
                 let source = ChipSource::new(rasters, self.chips.clone(), norm)?;
                 let e = self

@@ -24,7 +24,7 @@ pub mod writer;
 pub use chips::{Chip, ChipGrid};
 pub use error::{Result, SatelliteError};
 pub use geotransform::GeoTransform;
-pub use normalize::Normalization;
+pub use normalize::{default_preset, Normalization};
 pub use pca_head::{PcaHead, PcaHeadError};
 pub use plugin::Satellite;
 pub use pretraining::{RasterChips, RasterChipsConfig};

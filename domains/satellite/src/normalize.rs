@@ -1,6 +1,7 @@
 //! From raw band values to model inputs: band selection, scaling to [0, 1] (divide by the type's
 //! range, or a percentile stretch for 12/16-bit imagery), then per-channel mean/std.
 
+use dinoadapt_core::vit::InputChannels;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SatelliteError};
@@ -32,7 +33,56 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
+/// The preset a model takes unless told otherwise: `model` (its recorded channels' mean and
+/// std after [0, 1] scaling, as its pre-training fed the chips) for a model grown to other
+/// channels than RGB, `imagenet` for the rest.
+pub fn default_preset(record: Option<&InputChannels>) -> &'static str {
+    if record.is_some() {
+        "model"
+    } else {
+        "imagenet"
+    }
+}
+
 impl Normalization {
+    /// [`Normalization::preset`], plus `model`: [0, 1] scaling as `unit`, then the mean and
+    /// std of each channel the model's config records (`record`, one per band).
+    pub fn for_model(
+        name: &str,
+        rasters: &[&Raster],
+        bands: &[usize],
+        record: Option<&InputChannels>,
+    ) -> Result<Normalization> {
+        if name != "model" {
+            return Self::preset(name, rasters, bands);
+        }
+        let here = std::path::Path::new("--normalize");
+        let Some(r) = record else {
+            return Err(SatelliteError::invalid(
+                here,
+                "preset `model` needs a model that records its channels' normalisation \
+                 (one grown with model.in_chans); use imagenet, canopy, band-stats, unit or none",
+            ));
+        };
+        if r.mean.len() != bands.len() || r.std.len() != bands.len() {
+            return Err(SatelliteError::invalid(
+                here,
+                format!(
+                    "the model records {} channels ({}); {} bands are selected",
+                    r.mean.len(),
+                    r.names.join(", "),
+                    bands.len()
+                ),
+            ));
+        }
+        Ok(Normalization {
+            preset: "model".into(),
+            mean: r.mean.clone(),
+            std: r.std.clone(),
+            ..Self::preset("unit", rasters, bands)?
+        })
+    }
+
     /// `imagenet` / `canopy` (3 bands, [0, 1] scaling then the preset's mean/std), `none`
     /// (raw values), `band-stats` (standardise each band by its mean/std over the rasters).
     /// 8-bit imagery is divided by 255; other types are stretched between the 2nd and 98th

@@ -72,16 +72,6 @@ impl ChipSource {
                 ),
             ));
         }
-        if cfg.bands.len() != 3 {
-            return Err(SatelliteError::invalid(
-                std::path::Path::new("--bands"),
-                format!(
-                    "the backbone takes 3 channels; {} bands are selected (e.g. --bands 1,2,3 \
-                     for RGB, or 3,2,1 for BGR-ordered files)",
-                    cfg.bands.len()
-                ),
-            ));
-        }
         let mut all = Vec::with_capacity(rasters.len());
         for r in rasters {
             r.check_bands(&cfg.bands)?;
@@ -107,8 +97,9 @@ impl ChipSource {
 
     fn batch(&mut self, max: usize) -> Result<Option<RegionBatch>> {
         let plane = self.cfg.size * self.cfg.size;
+        let c = self.cfg.bands.len();
         let mut regions = Vec::with_capacity(max);
-        let mut pixels = Vec::with_capacity(max * 3 * plane);
+        let mut pixels = Vec::with_capacity(max * c * plane);
         while regions.len() < max {
             let (ri, ci) = self.cursor;
             let Some((raster, chips, crs)) = self.rasters.get(ri) else {
@@ -129,7 +120,7 @@ impl ChipSource {
                     self.skipped += 1;
                     continue;
                 }
-                pixels.extend_from_slice(&x[i * 3 * plane..(i + 1) * 3 * plane]);
+                pixels.extend_from_slice(&x[i * c * plane..(i + 1) * c * plane]);
                 regions.push(Region {
                     source: raster.path().display().to_string(),
                     index: chip.index,
@@ -163,6 +154,11 @@ impl RegionSource for ChipSource {
 
     fn max_regions(&self) -> usize {
         self.rasters.iter().map(|(_, c, _)| c.len()).sum()
+    }
+
+    /// One channel per selected band.
+    fn channels(&self) -> usize {
+        self.cfg.bands.len()
     }
 
     fn next_batch(&mut self, max: usize) -> std::result::Result<Option<RegionBatch>, String> {

@@ -72,21 +72,23 @@ impl<B: Backend> DensePredictor<B> {
         self.config.output_channels()
     }
 
-    /// Predictions [n, channels, h, w] for normalised `pixels` [n, 3, h, w] (class
-    /// probabilities, or heights in metres).
+    /// Predictions [n, channels, h, w] for normalised `pixels` [n, C, h, w], C the backbone's
+    /// input channels (class probabilities, or heights in metres).
     pub fn predict(
         &self,
         pixels: Vec<f32>,
         n: usize,
         (h, w): (usize, usize),
     ) -> DenseResult<Vec<f32>> {
-        if pixels.len() != n * 3 * h * w {
+        let c = self.backbone.config.in_chans;
+        if pixels.len() != n * c * h * w {
             return Err(DenseError::Shape(format!(
-                "{} pixel values for {n} images of 3x{h}x{w}",
+                "{} pixel values for {n} images of {c}x{h}x{w} (the backbone takes {c} \
+                 channel(s))",
                 pixels.len()
             )));
         }
-        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, h, w]), &self.device);
+        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, c, h, w]), &self.device);
         let (tokens, grid) = backbone_tokens(&self.backbone, x, &self.tokens, self.chunks);
         self.config.check_input(tokens.dims(), grid)?;
         self.head
