@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dinoadapt, ok, p, shared, table, whole};
+use common::{dinoadapt, ok, p, shared, table, vegetation_classes, whole};
 use dinoadapt_satellite::Raster;
 use serde_json::Value;
 
@@ -194,42 +194,6 @@ fn canopy_dpt_head_trains_on_a_dem_on_another_grid_and_predicts_metres_on_the_so
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sha256"));
-}
-
-/// Classes 0 (bare), 1 (sparse), 2 (vegetated) by NDVI of rgbn.tif (band 4 NIR, band 1 red),
-/// 255 where NIR + red is 0; written on the source grid.
-fn vegetation_classes(src: &Path, out: &Path) {
-    let r = Raster::open(src).unwrap();
-    let (nir, red) = (whole(&r, 4), whole(&r, 1));
-    let classes: Vec<u8> = nir
-        .iter()
-        .zip(&red)
-        .map(|(&n, &r)| {
-            if n + r == 0.0 {
-                return 255;
-            }
-            let ndvi = (n - r) / (n + r);
-            if ndvi < 0.05 {
-                0
-            } else if ndvi < 0.25 {
-                1
-            } else {
-                2
-            }
-        })
-        .collect();
-    let info = r.info();
-    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-    let mut ds = driver
-        .create_with_band_type::<u8, _>(out, info.width, info.height, 1)
-        .unwrap();
-    ds.set_geo_transform(&info.geotransform.unwrap().0).unwrap();
-    ds.set_projection(&info.crs.as_ref().unwrap().wkt).unwrap();
-    let mut band = ds.rasterband(1).unwrap();
-    band.set_no_data_value(Some(255.0)).unwrap();
-    let mut buf = gdal::raster::Buffer::new((info.width, info.height), classes);
-    band.write((0, 0), (info.width, info.height), &mut buf)
-        .unwrap();
 }
 
 #[test]

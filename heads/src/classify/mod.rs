@@ -11,17 +11,19 @@
 
 mod pooled_features;
 mod probe_head;
+pub mod stores;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use dinoadapt_core::checkpoint::CheckpointError;
 use dinoadapt_core::eval::knn::knn_votes;
-use dinoadapt_datasets::{column as col, write_parquet, ManifestError};
+use dinoadapt_datasets::{column as col, write_parquet, Domain, ManifestError};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
 
-pub use pooled_features::{encode, FeatureKind, Features, Labels};
+pub use pooled_features::{encode, FeatureKind, Features, FileRows, Labels};
 pub use probe_head::{ClassifyRecord, ProbeHead, TASK};
+pub use stores::{RowKey, Unit};
 
 use crate::linear::LinearProbe;
 use crate::metrics::{argmax_rows, ClassificationMetrics};
@@ -33,8 +35,22 @@ use crate::store::{HeadFolder, StoreError};
 pub enum ClassifyError {
     #[error("--features `{0}`: cls or cls+avgpool")]
     UnknownFeatures(String),
-    #[error("--labels `{0}`: folder or csv:FILE")]
+    #[error("--labels `{0}`: folder, csv:FILE or targets:FILE")]
     UnknownLabels(String),
+    #[error(
+        "--unit `{0}`: rows (tiles, slices, chips, regions, images) or groups (slides, volumes, \
+         rasters)"
+    )]
+    UnknownUnit(String),
+    /// No row has a label (of the split asked for).
+    #[error("no row has a label of split `{split}`")]
+    NoLabelledRows { split: String },
+    /// Dense labels are per pixel: pooled groups have no pixels.
+    #[error("labels from a domain's dense targets need --unit rows (tiles, slices, chips)")]
+    TargetsOfGroups,
+    /// A domain could not give the dense labels of a feature file.
+    #[error("{}: labels from the domain's targets: {reason}", path.display())]
+    Targets { path: PathBuf, reason: String },
     /// A feature file without the tensor the feature kind needs.
     #[error("{}: no `{name}` features", path.display())]
     MissingFeatures { path: PathBuf, name: String },
@@ -113,6 +129,8 @@ pub struct ClassifyConfig {
     pub test: Option<PathBuf>,
     pub features: FeatureKind,
     pub labels: Labels,
+    /// Rows (tiles, slices, chips) or their groups (slides, volumes, rasters) as samples.
+    pub unit: Unit,
     /// kNN neighbours and temperature.
     pub k: usize,
     pub temperature: f64,
@@ -134,6 +152,7 @@ impl Default for ClassifyConfig {
             test: None,
             features: FeatureKind::Cls,
             labels: Labels::Folder,
+            unit: Unit::Rows,
             k: 20,
             temperature: 0.07,
             lrs: vec![0.001, 0.003, 0.01, 0.03, 0.1],
@@ -160,14 +179,45 @@ pub struct ClassifyReport {
     pub results: Vec<ProbeResult>,
 }
 
+impl ClassifyReport {
+    /// What `heads train --task classify` prints: classes, split sizes, the chosen lr and
+    /// weight decay, and every method's metrics on every split.
+    pub fn summary(&self) -> serde_json::Value {
+        let results: Vec<_> = self
+            .results
+            .iter()
+            .map(|r| {
+                let m = &r.metrics;
+                serde_json::json!({"method": r.method, "split": r.split,
+                    "accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy,
+                    "macro_f1": m.macro_f1, "auroc": m.auroc})
+            })
+            .collect();
+        serde_json::json!({
+            "classes": self.classes, "train": self.train, "val": self.val,
+            "linear_lr": self.best.config.lr,
+            "linear_weight_decay": self.best.config.weight_decay,
+            "results": results,
+        })
+    }
+}
+
 /// Runs kNN, the linear sweep and the few-shot probes of `cfg`, and writes the head folder
 /// `out` (`head.json`, `head.safetensors`, `results.parquet`, `sweep.parquet`).
-pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, ClassifyError> {
-    let tr = Features::load(&cfg.train, cfg.features)?;
-    let va = Features::load(&cfg.val, cfg.features)?;
+pub fn train(
+    cfg: &ClassifyConfig,
+    out: &Path,
+    domains: &[&dyn Domain],
+) -> Result<ClassifyReport, ClassifyError> {
+    // One store may hold every split (a labels CSV with a `split` column).
+    let split = |path: &Path, role: &str| -> Result<(Features, Vec<String>), ClassifyError> {
+        let s = Features::load(path, cfg.features)?.in_unit(cfg.unit);
+        s.labelled(&cfg.labels, Some(role), domains)
+    };
+    let (tr, tr_names) = split(&cfg.train, "train")?;
+    let (va, va_names) = split(&cfg.val, "val")?;
     same_backbone(&tr, &va, &cfg.val)?;
     same_width(&tr, &va, &cfg.val)?;
-    let tr_names = tr.label_names(&cfg.labels)?;
     let classes: Vec<String> = tr_names
         .iter()
         .cloned()
@@ -179,13 +229,13 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
     }
     let (c, dim) = (classes.len(), tr.dim);
     let ytr = encode(&tr_names, &classes)?;
-    let yva = encode(&va.label_names(&cfg.labels)?, &classes)?;
+    let yva = encode(&va_names, &classes)?;
     let test = match &cfg.test {
         Some(p) => {
-            let s = Features::load(p, cfg.features)?;
+            let (s, names) = split(p, "test")?;
             same_backbone(&tr, &s, p)?;
             same_width(&tr, &s, p)?;
-            let y = encode(&s.label_names(&cfg.labels)?, &classes)?;
+            let y = encode(&names, &classes)?;
             Some((s, y))
         }
         None => None,
@@ -266,6 +316,7 @@ pub fn train(cfg: &ClassifyConfig, out: &Path) -> Result<ClassifyReport, Classif
         probe: best,
         classes,
         features: cfg.features,
+        unit: cfg.unit,
         backbone: tr.backbone.clone(),
     };
     head.save(out, results_table(&rows)?, sweep_table(&sweep)?)?;
@@ -360,14 +411,14 @@ fn same_width(train: &Features, split: &Features, path: &Path) -> Result<(), Cla
     Ok(())
 }
 
-/// A saved head and the features of `features_path` in the head's feature kind, refused when
-/// they come from another backbone or have another dimension.
+/// A saved head and the features of `features_path` in the head's feature kind and unit,
+/// refused when they come from another backbone or have another dimension.
 fn head_and_features(
     head: &Path,
     features_path: &Path,
 ) -> Result<(ProbeHead, Features), ClassifyError> {
     let folder = HeadFolder::<ClassifyRecord>::load(head)?;
-    let s = Features::load(features_path, folder.info.features)?;
+    let s = Features::load(features_path, folder.info.features)?.in_unit(folder.info.unit);
     folder.check_features(s.backbone.as_ref(), features_path)?;
     let head = ProbeHead::from_folder(&folder)?;
     if s.dim != head.probe.dim {
@@ -379,14 +430,18 @@ fn head_and_features(
     Ok((head, s))
 }
 
-/// The metrics of the head folder `head` on the labelled features of `features_path`.
+/// The metrics of the head folder `head` on the labelled rows of `split` (every labelled row
+/// when `None`) of the store `features_path`.
 pub fn eval(
     head: &Path,
     features_path: &Path,
     labels: &Labels,
+    split: Option<&str>,
+    domains: &[&dyn Domain],
 ) -> Result<ClassificationMetrics, ClassifyError> {
     let (head, s) = head_and_features(head, features_path)?;
-    let y = encode(&s.label_names(labels)?, &head.classes)?;
+    let (s, names) = s.labelled(labels, split, domains)?;
+    let y = encode(&names, &head.classes)?;
     Ok(ClassificationMetrics::compute(
         &y,
         &head.probe.predict_proba(&s.x),
@@ -395,7 +450,8 @@ pub fn eval(
 }
 
 /// The predictions of the head folder `head` on the features of `features_path`, written to
-/// `out` as Parquet (`path`, `predicted`, `p_<class>` per class); returns how many rows.
+/// `out` as Parquet (`path`: the image path or `<group>:<index>` of the row, `predicted`,
+/// `p_<class>` per class); returns how many rows.
 pub fn predict(head: &Path, features_path: &Path, out: &Path) -> Result<usize, ClassifyError> {
     let (head, s) = head_and_features(head, features_path)?;
     let p = head.probe.predict_proba(&s.x);
@@ -403,7 +459,7 @@ pub fn predict(head: &Path, features_path: &Path, out: &Path) -> Result<usize, C
     let c = classes.len();
     let best = argmax_rows(&p, c);
     let mut columns = vec![
-        col::<String>("path", s.paths.clone()),
+        col::<String>("path", s.ids()),
         col::<String>(
             "predicted",
             best.iter().map(|&b| classes[b].clone()).collect(),
@@ -415,7 +471,7 @@ pub fn predict(head: &Path, features_path: &Path, out: &Path) -> Result<usize, C
             p.chunks(c).map(|r| r[k]).collect(),
         ));
     }
-    let mut df = DataFrame::new(s.paths.len(), columns)?;
+    let mut df = DataFrame::new(s.len(), columns)?;
     write_parquet(out, &mut df)?;
-    Ok(s.paths.len())
+    Ok(s.len())
 }

@@ -1,6 +1,6 @@
-//! The class-token features of a file that `embed` wrote (safetensors, with its Parquet
-//! manifest beside it) and the class label of each row, from the image paths (ImageFolder
-//! style) or from a CSV.
+//! The class-token features of a store (a file that `embed` wrote, with its Parquet manifest
+//! beside it, or any domain's feature store, see [`super::stores`]) and the class label of each
+//! row: from the image paths (ImageFolder style), a CSV, or the domain's dense labels.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
-use polars::prelude::{ParquetReader, SerReader};
+use dinoadapt_datasets::{find_domain, DenseTargetOptions, DenseValues, Domain, FeatureFile};
+use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
+use super::stores::{
+    folder_parts, group_means, is_region_table, read_table, region_keys, RowKey, StorePart, Unit,
+};
 use super::ClassifyError;
 use crate::backbone::Backbone;
 
@@ -61,9 +65,15 @@ pub enum Labels {
     /// The parent folder of each image path in the manifest (`folder`).
     #[default]
     Folder,
-    /// A CSV with the columns `path,label` (`csv:FILE`); a path matches by its full text or its
-    /// file name.
+    /// A CSV (`csv:FILE`) whose first column names rows and whose `label` column (else the
+    /// second) gives their class; an optional `split` column (train, val, test) assigns each
+    /// row to a split. A row matches by its id (an image path, or `<group>:<index>` such as
+    /// `slide:12`), its group (`slide`: every tile of the slide) or its file name.
     Csv(PathBuf),
+    /// The domain's own dense labels (`targets:FILE`, also `raster:FILE`): a label raster
+    /// over satellite chips, GeoJSON annotations over one slide's tiles. Each row takes the
+    /// most frequent class of its pixels; rows without any are left out.
+    Targets(PathBuf),
 }
 
 impl FromStr for Labels {
@@ -73,179 +83,411 @@ impl FromStr for Labels {
         if s == "folder" {
             return Ok(Labels::Folder);
         }
-        s.strip_prefix("csv:")
-            .map(|file| Labels::Csv(PathBuf::from(file)))
+        if let Some(file) = s.strip_prefix("csv:") {
+            return Ok(Labels::Csv(PathBuf::from(file)));
+        }
+        s.strip_prefix("targets:")
+            .or_else(|| s.strip_prefix("raster:"))
+            .map(|file| Labels::Targets(PathBuf::from(file)))
             .ok_or_else(|| ClassifyError::UnknownLabels(s.to_string()))
     }
 }
 
-/// Features of one file and the image path of each row.
+/// One feature file of a store: its rows in [`Features`] and its metadata (a domain reads its
+/// dense labels by them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRows {
+    pub path: PathBuf,
+    pub meta: HashMap<String, String>,
+    pub rows: usize,
+}
+
+/// Features of a store and the key of each row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Features {
     /// Row-major `[rows, dim]`.
     pub x: Vec<f32>,
     pub dim: usize,
-    /// The image path of each row (from the manifest; empty where it has none).
-    pub paths: Vec<String>,
-    /// The backbone the file records (`None` for files of other tools).
+    /// The name of each row: an image path (`embed`) or `<group>:<index>` (domain stores).
+    pub keys: Vec<RowKey>,
+    /// The backbone the files record (`None` for files of other tools).
     pub backbone: Option<Backbone>,
+    /// The feature files, in row order (empty once rows are pooled into groups).
+    pub files: Vec<FileRows>,
+}
+
+/// Rows `[n, dim]` of one feature file and its metadata.
+struct FileFeatures {
+    x: Vec<f32>,
+    dim: usize,
+    n: usize,
+    meta: HashMap<String, String>,
+}
+
+/// The `kind` features of one safetensors file.
+fn read_rows(path: &Path, kind: FeatureKind) -> Result<FileFeatures, ClassifyError> {
+    let (tensors, meta) = read_safetensors(path)?;
+    let get = |name: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| ClassifyError::MissingFeatures {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            })
+    };
+    let bad = |reason: String| ClassifyError::BadFeatures {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let cls = get("cls")?;
+    let [n, d] = cls.shape[..] else {
+        return Err(bad(format!(
+            "`cls` has shape {:?}; class tokens are [rows, dim]",
+            cls.shape
+        )));
+    };
+    if n == 0 || d == 0 {
+        return Err(bad(format!("`cls` has shape {:?}: no features", cls.shape)));
+    }
+    check_finite(&cls.data, d, "cls").map_err(bad)?;
+    let (x, dim) = match kind {
+        FeatureKind::Cls => (cls.data.clone(), d),
+        FeatureKind::ClsAvgpool => {
+            let patch = get("patch")?;
+            let p = match patch.shape[..] {
+                [rows, p, pd] if rows == n && pd == d && p > 0 => p,
+                _ => {
+                    return Err(bad(format!(
+                        "`patch` has shape {:?}; cls+avgpool needs [{n}, tokens, {d}] \
+                         beside `cls` [{n}, {d}]",
+                        patch.shape
+                    )))
+                }
+            };
+            check_finite(&patch.data, p * d, "patch").map_err(bad)?;
+            let mut x = Vec::with_capacity(n * 2 * d);
+            for i in 0..n {
+                x.extend_from_slice(&cls.data[i * d..(i + 1) * d]);
+                let tokens = &patch.data[i * p * d..(i + 1) * p * d];
+                let mut mean = vec![0f32; d];
+                for t in tokens.chunks(d) {
+                    mean.iter_mut().zip(t).for_each(|(m, v)| *m += v / p as f32);
+                }
+                x.extend(mean);
+            }
+            (x, 2 * d)
+        }
+    };
+    Ok(FileFeatures { x, dim, n, meta })
+}
+
+/// The image path of each of the `n` rows of an `embed` manifest (`index`, `path`).
+fn manifest_keys(manifest: &Path, df: &DataFrame, n: usize) -> Result<Vec<RowKey>, ClassifyError> {
+    let column = |name: &str, kind: &str| ClassifyError::ManifestTable {
+        path: manifest.to_path_buf(),
+        reason: format!(
+            "no `{name}` column of {kind} (the manifest `embed` writes beside its features, or \
+             a region table with `feature_row`)"
+        ),
+    };
+    let index = df
+        .column("index")
+        .and_then(|c| c.u32())
+        .map_err(|_| column("index", "u32 feature rows"))?
+        .clone();
+    let p = df
+        .column("path")
+        .and_then(|c| c.str())
+        .map_err(|_| column("path", "input paths"))?
+        .clone();
+    // Feature row i is the manifest row whose `index` is i.
+    let mut paths = vec![String::new(); n];
+    for r in 0..df.height() {
+        if let (Some(i), Some(path)) = (index.get(r), p.get(r)) {
+            if (i as usize) < n {
+                paths[i as usize] = path.to_string();
+            }
+        }
+    }
+    Ok(paths.into_iter().map(RowKey::single).collect())
 }
 
 impl Features {
-    /// Reads the `kind` features of `path` and the image paths of its manifest
-    /// (`path` with the extension `.parquet`).
+    /// Reads the `kind` features of a store: a feature file of `embed` (its manifest beside
+    /// it, `path` with the extension `.parquet`), a feature file with its region table, or a
+    /// domain's output folder ([`super::stores`]).
     pub fn load(path: &Path, kind: FeatureKind) -> Result<Self, ClassifyError> {
-        let (tensors, meta) = read_safetensors(path)?;
-        let get = |name: &str| {
-            tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
-                .ok_or_else(|| ClassifyError::MissingFeatures {
-                    path: path.to_path_buf(),
-                    name: name.to_string(),
-                })
+        let parts = if path.is_dir() {
+            folder_parts(path)?
+        } else {
+            vec![StorePart {
+                features: path.to_path_buf(),
+                table: path.with_extension("parquet"),
+                group: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            }]
         };
-        let bad = |reason: String| ClassifyError::BadFeatures {
-            path: path.to_path_buf(),
-            reason,
+        let mut out = Features {
+            x: Vec::new(),
+            dim: 0,
+            keys: Vec::new(),
+            backbone: None,
+            files: Vec::new(),
         };
-        let cls = get("cls")?;
-        let [n, d] = cls.shape[..] else {
-            return Err(bad(format!(
-                "`cls` has shape {:?}; class tokens are [rows, dim]",
-                cls.shape
-            )));
-        };
-        if n == 0 || d == 0 {
-            return Err(bad(format!("`cls` has shape {:?}: no features", cls.shape)));
-        }
-        check_finite(&cls.data, d, "cls").map_err(bad)?;
-        let (x, dim) = match kind {
-            FeatureKind::Cls => (cls.data.clone(), d),
-            FeatureKind::ClsAvgpool => {
-                let patch = get("patch")?;
-                let p = match patch.shape[..] {
-                    [rows, p, pd] if rows == n && pd == d && p > 0 => p,
-                    _ => {
-                        return Err(bad(format!(
-                            "`patch` has shape {:?}; cls+avgpool needs [{n}, tokens, {d}] \
-                             beside `cls` [{n}, {d}]",
-                            patch.shape
-                        )))
-                    }
-                };
-                check_finite(&patch.data, p * d, "patch").map_err(bad)?;
-                let mut x = Vec::with_capacity(n * 2 * d);
-                for i in 0..n {
-                    x.extend_from_slice(&cls.data[i * d..(i + 1) * d]);
-                    let tokens = &patch.data[i * p * d..(i + 1) * p * d];
-                    let mut mean = vec![0f32; d];
-                    for t in tokens.chunks(d) {
-                        mean.iter_mut().zip(t).for_each(|(m, v)| *m += v / p as f32);
-                    }
-                    x.extend(mean);
-                }
-                (x, 2 * d)
+        for part in &parts {
+            let FileFeatures { x, dim, n, meta } = read_rows(&part.features, kind)?;
+            let df = read_table(&part.table)?;
+            let keys = if is_region_table(&df) {
+                region_keys(part, &df, n)?
+            } else {
+                manifest_keys(&part.table, &df, n)?
+            };
+            let backbone = Backbone::from_metadata(&meta);
+            if out.files.is_empty() {
+                (out.dim, out.backbone) = (dim, backbone);
+            } else if dim != out.dim
+                || backbone.as_ref().map(|b| &b.checkpoint_sha256)
+                    != out.backbone.as_ref().map(|b| &b.checkpoint_sha256)
+            {
+                return Err(ClassifyError::BadFeatures {
+                    path: part.features.clone(),
+                    reason: format!(
+                        "{dim}-wide features of another backbone or width than {}'s",
+                        parts[0].features.display()
+                    ),
+                });
             }
-        };
-        // Feature row i is the manifest row whose `index` is i.
-        let manifest = path.with_extension("parquet");
-        let file = std::fs::File::open(&manifest).map_err(|source| ClassifyError::Manifest {
-            path: manifest.clone(),
-            source,
-        })?;
-        let table = |reason: String| ClassifyError::ManifestTable {
-            path: manifest.clone(),
-            reason,
-        };
-        let df = ParquetReader::new(file)
-            .finish()
-            .map_err(|e| table(format!("not a readable Parquet table ({e})")))?;
-        let column = |name: &str, kind: &str| {
-            table(format!(
-                "no `{name}` column of {kind} (the manifest `embed` writes beside its features)"
-            ))
-        };
-        let index = df
-            .column("index")
-            .and_then(|c| c.u32())
-            .map_err(|_| column("index", "u32 feature rows"))?
-            .clone();
-        let p = df
-            .column("path")
-            .and_then(|c| c.str())
-            .map_err(|_| column("path", "input paths"))?
-            .clone();
-        let mut paths = vec![String::new(); n];
-        for r in 0..df.height() {
-            if let (Some(i), Some(path)) = (index.get(r), p.get(r)) {
-                if (i as usize) < n {
-                    paths[i as usize] = path.to_string();
+            out.x.extend(x);
+            out.keys.extend(keys);
+            out.files.push(FileRows {
+                path: part.features.clone(),
+                meta,
+                rows: n,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The features as samples of `unit`: rows as they are, or each group pooled (the mean).
+    pub fn in_unit(self, unit: Unit) -> Self {
+        match unit {
+            Unit::Rows => self,
+            Unit::Groups => {
+                let (x, keys) = group_means(&self.x, self.dim, &self.keys);
+                Features {
+                    x,
+                    keys,
+                    files: Vec::new(),
+                    ..self
                 }
             }
         }
-        Ok(Features {
-            x,
-            dim,
-            paths,
-            backbone: Backbone::from_metadata(&meta),
-        })
     }
 
     /// Rows.
     pub fn len(&self) -> usize {
-        self.paths.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.keys.is_empty()
     }
 
-    /// The class name of each row.
-    pub fn label_names(&self, labels: &Labels) -> Result<Vec<String>, ClassifyError> {
+    /// The id of each row.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.id.clone()).collect()
+    }
+
+    /// The rows whose `keep` is true.
+    pub fn select(&self, keep: &[bool]) -> Features {
+        let d = self.dim;
+        Features {
+            x: self
+                .x
+                .chunks(d)
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .flat_map(|(r, _)| r.iter().copied())
+                .collect(),
+            dim: d,
+            keys: self
+                .keys
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(r, _)| r.clone())
+                .collect(),
+            backbone: self.backbone.clone(),
+            files: Vec::new(),
+        }
+    }
+
+    /// The labelled rows of `split` (every row when the labels name no splits) and their class
+    /// names; `domains` read [`Labels::Targets`].
+    pub fn labelled(
+        &self,
+        labels: &Labels,
+        split: Option<&str>,
+        domains: &[&dyn Domain],
+    ) -> Result<(Features, Vec<String>), ClassifyError> {
+        let names = self.label_names(labels, split, domains)?;
+        let keep: Vec<bool> = names.iter().map(Option::is_some).collect();
+        if !keep.iter().any(|k| *k) {
+            return Err(ClassifyError::NoLabelledRows {
+                split: split.unwrap_or("any").to_string(),
+            });
+        }
+        Ok((self.select(&keep), names.into_iter().flatten().collect()))
+    }
+
+    /// The class name of each row, `None` for rows of another split or without a target.
+    pub fn label_names(
+        &self,
+        labels: &Labels,
+        split: Option<&str>,
+        domains: &[&dyn Domain],
+    ) -> Result<Vec<Option<String>>, ClassifyError> {
         let file = match labels {
             Labels::Folder => {
                 return self
-                    .paths
+                    .keys
                     .iter()
-                    .map(|p| {
-                        Path::new(p)
+                    .map(|k| {
+                        Path::new(&k.id)
                             .parent()
                             .and_then(|d| d.file_name())
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .ok_or_else(|| ClassifyError::NoClassFolder(p.clone()))
+                            .map(|n| Some(n.to_string_lossy().into_owned()))
+                            .ok_or_else(|| ClassifyError::NoClassFolder(k.id.clone()))
                     })
                     .collect();
             }
+            Labels::Targets(file) => return target_classes(self, file, domains),
             Labels::Csv(file) => file,
         };
-        let text = std::fs::read_to_string(file).map_err(|source| ClassifyError::ReadLabels {
-            path: file.clone(),
-            source,
-        })?;
-        let map: HashMap<String, String> = text
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(','))
-            .map(|(p, l)| (p.trim().to_string(), l.trim().to_string()))
-            .collect();
-        self.paths
+        let table = LabelTable::read(file)?;
+        self.keys
             .iter()
-            .map(|p| {
-                map.get(p)
-                    .or_else(|| {
-                        let name = Path::new(p).file_name()?.to_str()?;
-                        map.get(name)
-                    })
-                    .cloned()
+            .map(|k| {
+                let name = Path::new(&k.id).file_name().and_then(|n| n.to_str());
+                let (label, row_split) = table
+                    .rows
+                    .get(&k.id)
+                    .or_else(|| table.rows.get(&k.group))
+                    .or_else(|| name.and_then(|n| table.rows.get(n)))
                     .ok_or_else(|| ClassifyError::NoLabel {
                         path: file.clone(),
-                        image: p.clone(),
-                    })
+                        image: k.id.clone(),
+                    })?;
+                let wanted = match (split, row_split) {
+                    (Some(want), Some(s)) => s == want,
+                    _ => true,
+                };
+                Ok(wanted.then(|| label.clone()))
             })
             .collect()
     }
+}
+
+/// A labels CSV: row name -> (label, split).
+struct LabelTable {
+    rows: HashMap<String, (String, Option<String>)>,
+}
+
+impl LabelTable {
+    fn read(file: &Path) -> Result<LabelTable, ClassifyError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ClassifyError::ReadLabels {
+            path: file.to_path_buf(),
+            source,
+        })?;
+        let cells = |l: &str| -> Vec<String> {
+            l.split(',')
+                .map(|c| c.trim().trim_matches('"').to_string())
+                .collect()
+        };
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = cells(lines.next().unwrap_or_default());
+        let at = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+        let label = at("label").unwrap_or(1);
+        let split = at("split");
+        let rows = lines
+            .map(cells)
+            .filter(|c| c.len() > label)
+            .map(|c| {
+                let s = split.and_then(|i| c.get(i).cloned());
+                (c[0].clone(), (c[label].clone(), s))
+            })
+            .collect();
+        Ok(LabelTable { rows })
+    }
+}
+
+/// The most frequent class of each row's pixels in the domain's dense labels `file`.
+fn target_classes(
+    f: &Features,
+    file: &Path,
+    domains: &[&dyn Domain],
+) -> Result<Vec<Option<String>>, ClassifyError> {
+    if f.files.is_empty() {
+        return Err(ClassifyError::TargetsOfGroups);
+    }
+    let mut out = Vec::with_capacity(f.len());
+    for part in &f.files {
+        let targets = |reason: String| ClassifyError::Targets {
+            path: part.path.clone(),
+            reason,
+        };
+        let name = part.meta.get("domain").ok_or_else(|| {
+            targets("no `domain` metadata: embed with a `dinoadapt <domain> embed` command".into())
+        })?;
+        let domain = find_domain(domains, name).map_err(|e| targets(e.to_string()))?;
+        let feature_file = FeatureFile {
+            path: &part.path,
+            meta: &part.meta,
+            rows: part.rows,
+        };
+        let options = DenseTargetOptions {
+            targets: file,
+            volume: None,
+            resampling: None,
+            class_names: &[],
+            ignore_index: u32::MAX,
+            values: DenseValues::Classes,
+        };
+        let l = domain
+            .dense_targets(&feature_file, &options)
+            .ok_or_else(|| targets(format!("the {name} domain has no dense labels")))?
+            .map_err(|e| targets(e.to_string()))?;
+        let plane = l.input_size * l.input_size;
+        if l.values.len() != part.rows * plane {
+            return Err(targets(format!(
+                "{} target values for {} rows of {plane} pixels",
+                l.values.len(),
+                part.rows
+            )));
+        }
+        for row in l.values.chunks(plane) {
+            let mut counts: HashMap<i64, usize> = HashMap::new();
+            for v in row.iter().filter(|v| v.is_finite()) {
+                *counts.entry(v.round() as i64).or_default() += 1;
+            }
+            // The most frequent class; ties go to the smaller class value.
+            let best = counts
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(c, _)| c);
+            out.push(best.map(|c| {
+                l.class_names
+                    .get(c as usize)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            }));
+        }
+    }
+    Ok(out)
 }
 
 /// Refuse NaN and ±Inf in a tensor of rows of `row` values: a probe trained on them silently
@@ -298,7 +540,10 @@ mod tests {
             Labels::Csv(PathBuf::from("a/b.csv"))
         );
         let err = "tsv:x".parse::<Labels>().unwrap_err();
-        assert_eq!(err.to_string(), "--labels `tsv:x`: folder or csv:FILE");
+        assert_eq!(
+            err.to_string(),
+            "--labels `tsv:x`: folder, csv:FILE or targets:FILE"
+        );
     }
 
     #[test]
@@ -306,30 +551,71 @@ mod tests {
         let f = Features {
             x: vec![0.0; 2],
             dim: 1,
-            paths: vec!["data/cat/1.png".into(), "data/dog/2.png".into()],
+            keys: vec![
+                RowKey::single("data/cat/1.png"),
+                RowKey::single("data/dog/2.png"),
+            ],
             backbone: None,
+            files: Vec::new(),
         };
-        assert_eq!(f.label_names(&Labels::Folder).unwrap(), ["cat", "dog"]);
-        let dir = std::env::temp_dir().join(format!("dinoadapt-labels-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let csv = dir.join("labels.csv");
+        let folder = f.label_names(&Labels::Folder, None, &[]).unwrap();
+        assert_eq!(folder, [Some("cat".into()), Some("dog".into())]);
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("labels.csv");
         std::fs::write(&csv, "path,label\ndata/cat/1.png, tabby\n2.png,hound\n").unwrap();
-        assert_eq!(
-            f.label_names(&Labels::Csv(csv.clone())).unwrap(),
-            ["tabby", "hound"]
-        );
+        let (_, names) = f.labelled(&Labels::Csv(csv.clone()), None, &[]).unwrap();
+        assert_eq!(names, ["tabby", "hound"]);
         std::fs::write(&csv, "path,label\n1.png,tabby\n").unwrap();
-        let err = f.label_names(&Labels::Csv(csv.clone())).unwrap_err();
+        let err = f
+            .label_names(&Labels::Csv(csv.clone()), None, &[])
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{}: no label for `data/dog/2.png`", csv.display())
         );
-        std::fs::remove_dir_all(&dir).unwrap();
         let classes = vec!["cat".to_string()];
         let err = encode(&["dog".to_string()], &classes).unwrap_err();
         assert_eq!(
             err.to_string(),
             "class `dog` is not among the training classes [\"cat\"]"
+        );
+    }
+
+    #[test]
+    fn a_csv_labels_a_slides_tiles_by_its_group_and_splits_them() {
+        let key = |id: &str| RowKey {
+            id: id.into(),
+            group: id.split(':').next().unwrap().into(),
+        };
+        let f = Features {
+            x: vec![1.0, 2.0, 3.0],
+            dim: 1,
+            keys: vec![key("s1:0"), key("s1:1"), key("s2:0")],
+            backbone: None,
+            files: Vec::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("labels.csv");
+        // The tile's own row wins over its slide's.
+        std::fs::write(
+            &csv,
+            "slide_id,split,label\ns1,train,tumour\ns1:1,train,normal\ns2,val,normal\n",
+        )
+        .unwrap();
+        let labels = Labels::Csv(csv);
+        let (train, names) = f.labelled(&labels, Some("train"), &[]).unwrap();
+        assert_eq!(names, ["tumour", "normal"]);
+        assert_eq!(train.x, [1.0, 2.0]);
+        let (val, names) = f.labelled(&labels, Some("val"), &[]).unwrap();
+        assert_eq!(
+            (val.ids(), names),
+            (vec!["s2:0".to_string()], vec!["normal".into()])
+        );
+        let err = f.labelled(&labels, Some("test"), &[]).unwrap_err();
+        assert!(err.to_string().contains("test"), "{err}");
+        assert_eq!(
+            "raster:l.tif".parse::<Labels>().unwrap(),
+            Labels::Targets("l.tif".into())
         );
     }
 }

@@ -9,7 +9,7 @@ use dinoadapt_core::checkpoint::HostTensor;
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use super::{ClassifyError, FeatureKind};
+use super::{ClassifyError, FeatureKind, Unit};
 use crate::backbone::Backbone;
 use crate::linear::{LinearProbe, LinearProbeConfig};
 use crate::store::{self, HeadFiles, HeadFolder, HeadInfo, TaskRecord};
@@ -25,6 +25,9 @@ pub struct ClassifyRecord {
     /// Class names, in class-index order.
     pub classes: Vec<String>,
     pub features: FeatureKind,
+    /// Rows or groups of a store as samples (rows in heads written before it was recorded).
+    #[serde(default)]
+    pub unit: Unit,
     /// The feature dimension the probe takes.
     pub dim: usize,
     pub config: LinearProbeConfig,
@@ -51,6 +54,7 @@ pub struct ProbeHead {
     /// Class names, in class-index order.
     pub classes: Vec<String>,
     pub features: FeatureKind,
+    pub unit: Unit,
     /// The backbone of the training features (`None` when they recorded none).
     pub backbone: Option<Backbone>,
 }
@@ -65,6 +69,7 @@ impl ProbeHead {
                 head: "linear".into(),
                 classes: self.classes.clone(),
                 features: self.features,
+                unit: self.unit,
                 dim: self.probe.dim,
                 config: self.probe.config,
             },
@@ -118,6 +123,7 @@ impl ProbeHead {
             probe,
             classes: folder.info.classes.clone(),
             features: folder.info.features,
+            unit: folder.info.unit,
             backbone: folder.info.backbone.clone(),
         })
     }

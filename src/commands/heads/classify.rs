@@ -1,14 +1,14 @@
-//! `heads train|eval|predict --task classify`: the probes of DINOv2's evaluation on feature
-//! files that `embed` wrote (kNN, the linear sweep, few-shot; see
+//! `heads train|eval|predict --task classify`: the probes of DINOv2's evaluation on any feature
+//! store (`embed`, `pathology|radiology|satellite embed`; kNN, the linear sweep, few-shot; see
 //! [`dinoadapt_heads::classify`]). This module turns the flags into a [`ClassifyConfig`] and
 //! prints the results.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Args;
 use dinoadapt_heads::classify::{self, ClassifyConfig, Labels};
-use serde_json::json;
 
 use super::{required, Common};
 
@@ -18,16 +18,19 @@ pub struct FeatureArgs {
     /// concatenated, as DINOv2's linear evaluation does).
     #[arg(long, default_value = "cls")]
     pub features: String,
-    /// classify: labels, `folder` (the parent folder of each image path in the manifest beside
-    /// the feature file) or `csv:FILE` (columns path,label).
+    /// classify: labels, `folder` (each image path's parent folder), `csv:FILE` (row name or
+    /// its slide/volume/raster, label[, split]) or `targets:FILE` (a label raster, annotations).
     #[arg(long, default_value = "folder")]
     pub labels: String,
+    /// classify: samples, `rows` (tiles, slices, chips) or `groups` (slides, volumes, rasters).
+    #[arg(long, default_value = "rows")]
+    pub unit: String,
 }
 
 /// `heads train --task classify`.
 #[derive(Args, Debug)]
 pub struct ClassifyTrainArgs {
-    /// classify: training features (safetensors from `embed`, with its .parquet manifest).
+    /// classify: training features (a feature file, or a domain embed's output folder).
     #[arg(long)]
     pub train: Option<PathBuf>,
     /// classify: validation features (the sweep is chosen on them).
@@ -58,7 +61,7 @@ pub struct ClassifyTrainArgs {
     pub few_shot: Vec<usize>,
 }
 
-pub fn train(args: &ClassifyTrainArgs, common: &Common) -> anyhow::Result<ExitCode> {
+pub fn train(args: &ClassifyTrainArgs, common: &Common) -> Result<ExitCode> {
     let train = required(&args.train, "--train", "classify")?.clone();
     let val = required(&args.val, "--val", "classify")?.clone();
     let out = required(&common.out, "--out", "classify")?;
@@ -68,6 +71,7 @@ pub fn train(args: &ClassifyTrainArgs, common: &Common) -> anyhow::Result<ExitCo
         test: args.test.clone(),
         features: args.feats.features.parse()?,
         labels: args.feats.labels.parse()?,
+        unit: args.feats.unit.parse()?,
         k: args.k,
         temperature: args.temperature,
         lrs: args.lrs.clone(),
@@ -76,36 +80,19 @@ pub fn train(args: &ClassifyTrainArgs, common: &Common) -> anyhow::Result<ExitCo
         epochs: common.epochs.unwrap_or(300),
         seed: common.seed,
     };
-    let report = classify::train(&cfg, out)?;
-    let summary: Vec<_> = report
-        .results
-        .iter()
-        .map(|r| {
-            let m = &r.metrics;
-            json!({"method": r.method, "split": r.split, "accuracy": m.accuracy,
-            "balanced_accuracy": m.balanced_accuracy, "macro_f1": m.macro_f1, "auroc": m.auroc})
-        })
-        .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({
-            "classes": report.classes, "train": report.train, "val": report.val,
-            "linear_lr": report.best.config.lr,
-            "linear_weight_decay": report.best.config.weight_decay,
-            "results": summary,
-        }))?
-    );
+    let report = classify::train(&cfg, out, &crate::domains::all())?;
+    println!("{}", serde_json::to_string_pretty(&report.summary())?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn eval(head: &Path, features_path: &Path, labels: &str) -> anyhow::Result<ExitCode> {
+pub fn eval(head: &Path, features: &Path, labels: &str, split: Option<&str>) -> Result<ExitCode> {
     let labels: Labels = labels.parse()?;
-    let m = classify::eval(head, features_path, &labels)?;
+    let m = classify::eval(head, features, &labels, split, &crate::domains::all())?;
     println!("{}", serde_json::to_string_pretty(&m)?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn predict(head: &Path, features_path: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+pub fn predict(head: &Path, features_path: &Path, out: &Path) -> Result<ExitCode> {
     let n = classify::predict(head, features_path, out)?;
     eprintln!("{n} predictions -> {}", out.display());
     Ok(ExitCode::SUCCESS)

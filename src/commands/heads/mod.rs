@@ -101,12 +101,15 @@ pub struct EvalArgs {
     /// Check that the head is of this task (it is read from head.json).
     #[arg(long, value_enum)]
     pub task: Option<Task>,
-    /// classify: labelled features (safetensors from `embed`).
+    /// classify: labelled features (a feature file, or a domain embed's output folder).
     #[arg(long)]
     pub features: Option<PathBuf>,
-    /// classify: labels, `folder` or `csv:FILE` (as for train).
+    /// classify: labels, `folder`, `csv:FILE` or `targets:FILE` (as for train).
     #[arg(long, default_value = "folder")]
     pub labels: String,
+    /// classify: only the rows of this split of the labels CSV (train, val, test).
+    #[arg(long)]
+    pub split: Option<String>,
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
@@ -123,7 +126,7 @@ pub struct PredictArgs {
     /// Check that the head is of this task (it is read from head.json).
     #[arg(long, value_enum)]
     pub task: Option<Task>,
-    /// classify: features to classify (safetensors from `embed`).
+    /// classify: features to classify (a feature file, or a domain embed's output folder).
     #[arg(long)]
     pub features: Option<PathBuf>,
     #[command(flatten)]
@@ -167,6 +170,7 @@ pub fn run(cmd: HeadsCommand) -> anyhow::Result<ExitCode> {
                 &a.head,
                 required(&a.features, "--features", "classify")?,
                 &a.labels,
+                a.split.as_deref(),
             ),
             Task::Segment | Task::Canopy => dense::eval(&a.head, &a.dense, &a.common),
             Task::Survival => survival::eval(&a.head, &a.survival, &a.common),
