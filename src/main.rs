@@ -33,11 +33,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The three users' jobs end to end at tiny scale on built-in samples, with report.html.
+    Demo(commands::demo::DemoArgs),
     /// Images (or a preprocessed pixel tensor) -> backbone features in safetensors + a Parquet
     /// manifest.
     Embed(Box<commands::embed::EmbedArgs>),
     /// Describe a checkpoint: format, layout, architecture, parameter count, interpolation.
     Inspect(commands::inspect::InspectArgs),
+    /// Check the machine before a long batch (libraries, devices, disk, model): what to fix.
+    Doctor(commands::doctor::DoctorArgs),
     /// Write a checkpoint as dinoadapt native safetensors or in the Hugging Face layout.
     Export(commands::export::ExportArgs),
     /// DINOv2 pre-training from a TOML recipe: fresh, or continued from a checkpoint; resumable.
@@ -76,9 +80,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    dinoadapt_datasets::report::mark_start();
     let result = match cli.command {
+        Command::Demo(a) => commands::demo::run(a),
         Command::Embed(a) => commands::embed::run(*a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Doctor(a) => commands::doctor::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Pretrain(a) => commands::pretrain::run_command(a),
         Command::Curate(a) => commands::curate::run(*a),

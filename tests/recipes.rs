@@ -1,6 +1,8 @@
 //! Every pre-training recipe of `recipes/` (issue 19), run at tiny scale by changing sizes only:
 //! the shared fixtures stand in for the released weights, the shared samples for the slides,
 //! volumes and rasters, and every size (model width aside, which the checkpoint fixes) shrinks.
+//! `pathology_curated_tiles.toml` needs a curated tile manifest first: `tests/curate_tiles.rs`
+//! runs it after the `pathology embed` and `curate` it takes.
 
 mod common;
 

@@ -99,6 +99,71 @@ pub fn batch_chunks(spec: DeviceSpec) -> usize {
     }
 }
 
+/// A CUDA device the driver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaDeviceInfo {
+    /// The `N` of `--device cuda:N`.
+    pub index: usize,
+    pub name: String,
+    /// Total device memory in bytes.
+    pub total_memory: u64,
+}
+
+/// What this build can see of CUDA (`dinoadapt doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CudaDevices {
+    /// Built without the `cuda` feature.
+    NotBuilt,
+    /// Built with CUDA, but the driver could not be loaded or queried: why.
+    Unavailable(String),
+    /// The devices the driver lists (possibly none).
+    Found(Vec<CudaDeviceInfo>),
+}
+
+/// The CUDA devices of this machine, asked of the driver without creating a context; never
+/// panics (a driver library that cannot be loaded is `Unavailable`).
+pub fn cuda_devices() -> CudaDevices {
+    #[cfg(feature = "cuda")]
+    {
+        // cudarc panics when it cannot load libcuda: keep that message off stderr.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let probed = std::panic::catch_unwind(probe_cuda);
+        std::panic::set_hook(hook);
+        match probed {
+            Ok(Ok(devices)) => CudaDevices::Found(devices),
+            Ok(Err(e)) => CudaDevices::Unavailable(e),
+            Err(_) => CudaDevices::Unavailable(
+                "the CUDA driver library (libcuda) could not be loaded".into(),
+            ),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    CudaDevices::NotBuilt
+}
+
+#[cfg(feature = "cuda")]
+fn probe_cuda() -> Result<Vec<CudaDeviceInfo>, String> {
+    use cudarc::driver::result::{self, device};
+    let driver = |what: &str, e: cudarc::driver::DriverError| format!("{what}: {e}");
+    result::init().map_err(|e| driver("cuInit", e))?;
+    let count = device::get_count().map_err(|e| driver("counting devices", e))?;
+    (0..count)
+        .map(|i| {
+            let dev = device::get(i).map_err(|e| driver("cuDeviceGet", e))?;
+            let name = device::get_name(dev).map_err(|e| driver("cuDeviceGetName", e))?;
+            // SAFETY: `dev` was returned by `device::get`.
+            let total =
+                unsafe { device::total_mem(dev) }.map_err(|e| driver("cuDeviceTotalMem", e))?;
+            Ok(CudaDeviceInfo {
+                index: i as usize,
+                name,
+                total_memory: total as u64,
+            })
+        })
+        .collect()
+}
+
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -173,5 +238,15 @@ mod tests {
         );
         assert_eq!(batch_chunks(DeviceSpec::Cuda(1)), 1);
         assert_eq!(batch_chunks(DeviceSpec::Cpu), rayon::current_num_threads());
+    }
+
+    #[test]
+    fn doctor_lists_no_cuda_devices_in_a_cpu_build() {
+        if !CUDA_BUILT {
+            assert_eq!(cuda_devices(), CudaDevices::NotBuilt);
+        } else {
+            // Any machine: devices or a reason, never a panic.
+            let _ = cuda_devices();
+        }
     }
 }

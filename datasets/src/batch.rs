@@ -199,6 +199,16 @@ pub trait BatchJob {
     /// Write the batch's manifest from the statuses of every item that has one (this run's,
     /// earlier runs', other shards'), in item order; its path.
     fn write_manifest(&mut self, statuses: &[&Self::Status]) -> Result<PathBuf, Self::Error>;
+    /// The batch's run report (`report.html` in the output folder, written after the
+    /// manifest): its title and sections, or `None` for batches that write none. The runner
+    /// adds the counts, the timing and the manifest.
+    fn report(&self) -> Option<crate::report::Report> {
+        None
+    }
+    /// The input file of an item, hashed in the report (never named there).
+    fn item_path(&self, _item: &Self::Item) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// What one process did with its share of a batch.
@@ -260,6 +270,7 @@ pub fn run_batch<J: BatchJob>(
         source,
     })?;
     let files = StatusFiles::new(&cfg.out);
+    let started = std::time::Instant::now();
     let share = cfg.shard.select((0..items.len()).collect());
     let mut statuses: Vec<Option<J::Status>> = (0..items.len()).map(|_| None).collect();
     let (mut done, mut skipped, mut failed) = (0, 0, 0);
@@ -313,6 +324,28 @@ pub fn run_batch<J: BatchJob>(
     let manifest = job
         .write_manifest(&present)
         .map_err(|e| BatchError::Manifest(e.to_string()))?;
+    if let Some(report) = job.report() {
+        let secs = started.elapsed().as_secs_f64();
+        let inputs: Vec<PathBuf> = share
+            .iter()
+            .filter_map(|&k| job.item_path(&items[k]))
+            .collect();
+        report
+            .inputs(&inputs)
+            .fact(format!("{unit} (this shard)"), share.len())
+            .fact(
+                "done now / earlier / failed",
+                format!("{done} / {skipped} / {failed}"),
+            )
+            .fact("seconds", format!("{secs:.1}"))
+            .fact(
+                format!("{unit} per second"),
+                format!("{:.3}", done as f64 / secs.max(1e-9)),
+            )
+            .section(crate::report::Section::new("Manifest").parquet("every item", &manifest))
+            .write(&cfg.out.join("report.html"))
+            .map_err(|e| BatchError::Manifest(e.to_string()))?;
+    }
     Ok(BatchRun {
         shard: cfg.shard,
         done,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::dense::{DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, FeatureFile};
+use crate::doctor::Check;
 use crate::embedding::Progress;
 use crate::{ImageSource, RegionSource};
 
@@ -170,6 +171,23 @@ pub trait Domain: Sync {
         &self,
         _source: &SourceOptions,
     ) -> Option<Result<Box<dyn EmbeddingInputs>, DomainError>> {
+        None
+    }
+
+    /// `dinoadapt doctor`: this domain's environment, checked before a long batch: the
+    /// libraries it links (their versions), the formats and codecs this build reads, each
+    /// failure or warning with what to install (e.g. the Debian package). Cheap: no input
+    /// files are opened. None by default.
+    fn doctor(&self) -> Vec<Check> {
+        Vec::new()
+    }
+
+    /// `dinoadapt demo`: this domain's jobs at tiny scale on its built-in samples (see
+    /// [`crate::demo`]), or `None` when it has no demo.
+    fn demo(
+        &self,
+        _ctx: &mut crate::demo::DemoContext,
+    ) -> Option<Result<crate::demo::DemoOutcome, DomainError>> {
         None
     }
 

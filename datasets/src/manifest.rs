@@ -8,6 +8,8 @@ use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, ParquetWriter, S
 pub enum ManifestError {
     #[error("{path}: cannot write the manifest: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("{path}: cannot read the table: {reason}")]
+    Read { path: PathBuf, reason: String },
 }
 
 /// One embedded input.
@@ -97,6 +99,20 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), ManifestErro
             .map_err(std::io::Error::other)
     })
     .map_err(|e| err(e.to_string()))
+}
+
+/// Read a Parquet table.
+pub fn read_parquet(path: &Path) -> Result<DataFrame, ManifestError> {
+    use polars::prelude::{ParquetReader, SerReader};
+
+    let err = |reason: String| ManifestError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

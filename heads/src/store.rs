@@ -318,6 +318,47 @@ fn part_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Writes the head folder `out` (created): `head.safetensors`, the tables and the plot of
 /// `files`, then `head.json`; each through a temporary file renamed when whole.
+/// `report.html` of a trained head folder `dir`: the task and backbone of `head.json`, the
+/// training's `facts`, every picture of the folder (training curves, Kaplan–Meier, error
+/// histograms) and its tables (`metrics.parquet`, `confusion.parquet`, `training.parquet`).
+pub fn write_report(
+    dir: &Path,
+    task: &str,
+    facts: &[(String, String)],
+) -> Result<PathBuf, StoreError> {
+    use dinoadapt_datasets::report::{Report, Section};
+    let mut r = Report::new(format!("heads train --task {task}"));
+    if let Ok(json) = std::fs::read_to_string(dir.join(HEAD_JSON)) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) {
+            for key in ["model", "checkpoint_sha256", "layout"] {
+                if let Some(x) = v["backbone"][key].as_str() {
+                    r = r.fact(format!("backbone {key}"), x);
+                }
+            }
+        }
+    }
+    for (k, v) in facts {
+        r = r.fact(k.clone(), v);
+    }
+    let mut section = Section::new("Head").images_in(dir, 8);
+    for (caption, file) in [
+        ("metrics", "metrics.parquet"),
+        (
+            "confusion (linear probe, validation split)",
+            "confusion.parquet",
+        ),
+        ("training", "training.parquet"),
+    ] {
+        section = section.parquet(caption, &dir.join(file));
+    }
+    r.section(section)
+        .write(&dir.join("report.html"))
+        .map_err(|e| StoreError::Write {
+            path: dir.join("report.html"),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
 pub fn write<R: TaskRecord>(
     out: &Path,
     info: &HeadInfo<R>,

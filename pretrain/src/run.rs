@@ -108,6 +108,10 @@ pub struct RunSummary {
     pub final_loss: Option<f64>,
     /// Mean training throughput of this process's iterations (source images per second).
     pub images_per_s: f64,
+    /// The images of the pool an epoch visits (a curated manifest's kept rows or tiles), and
+    /// what they are.
+    pub pool_images: usize,
+    pub pool: String,
     pub knn: Vec<KnnPoint>,
     pub teacher: PathBuf,
     pub metrics: PathBuf,
@@ -796,6 +800,8 @@ pub fn run<B: AutodiffBackend>(
         resumed_from: previous.map(|(s, _)| s),
         final_loss: records.last().map(|r| r.report.loss.total),
         images_per_s: timed_images as f64 / timed_secs.max(1e-9),
+        pool_images: pool.len(),
+        pool: pool.source.describe(),
         knn,
         teacher: teacher_dir,
         metrics: metrics_path,
@@ -807,5 +813,43 @@ pub fn run<B: AutodiffBackend>(
         serde_json::to_string_pretty(&summary).expect("summary serialises"),
     )
     .map_err(io(&summary_path))?;
+    run_report(&summary, seed, &out.join("recipe.toml"))
+        .write(&out.join("report.html"))
+        .map_err(|e| RunError::Config(e.to_string()))?;
     Ok(summary)
+}
+
+/// `report.html` of a run: the recipe, the pool, throughput, the metrics plot and kNN.
+fn run_report(s: &RunSummary, seed: u64, recipe: &Path) -> dinoadapt_datasets::report::Report {
+    use dinoadapt_datasets::column as col;
+    use dinoadapt_datasets::report::{Report, Section};
+    let mut monitor = Section::new("Training").image("losses, schedules, teacher", &s.plot);
+    if !s.knn.is_empty() {
+        let df = polars::prelude::DataFrame::new(
+            s.knn.len(),
+            vec![
+                col::<u64>("step", s.knn.iter().map(|k| k.step as u64).collect()),
+                col::<String>("when", s.knn.iter().map(|k| k.when.clone()).collect()),
+                col::<f64>("knn_accuracy", s.knn.iter().map(|k| k.accuracy).collect()),
+            ],
+        )
+        .expect("columns of one length");
+        monitor = monitor.table("kNN monitor (teacher class tokens)", df);
+    }
+    Report::new("pretrain")
+        .recipe(recipe)
+        .fact("seed", seed)
+        .fact("iterations", s.steps)
+        .fact(
+            "resumed from",
+            s.resumed_from.map_or("-".into(), |r| r.to_string()),
+        )
+        .fact("pool", format!("{} images: {}", s.pool_images, s.pool))
+        .fact("images per second", format!("{:.1}", s.images_per_s))
+        .fact(
+            "final loss",
+            s.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        )
+        .fact("teacher", s.teacher.display())
+        .section(monitor)
 }

@@ -1,6 +1,6 @@
 //! `dinoadapt curate --pool FEATURES.safetensors --seeds SEEDS.safetensors --out curated.parquet`:
-//! dedup, decontamination and retrieval (or hierarchical k-means sampling) over embeddings that
-//! `embed` wrote; the manifest feeds `pretrain` recipes (`data.manifest`).
+//! dedup, decontamination and retrieval (or hierarchical k-means sampling) over any feature
+//! store; the manifest feeds `pretrain` recipes (`data.manifest`, or pathology's `tiles`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,13 +32,13 @@ pub enum MetricArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct CurateArgs {
-    /// The uncurated pool: a feature file from `embed` (its .parquet manifest gives the paths).
+    /// The pool: a feature store (an `embed` file, a domain embed's folder: rows `<group>:<i>`).
     #[arg(long)]
     pub pool: PathBuf,
-    /// The curated seed set (features), for retrieval.
+    /// The curated seed set (a feature store, as --pool), for retrieval.
     #[arg(long)]
     pub seeds: Option<PathBuf>,
-    /// An evaluation set (features): pool items too close to it are removed.
+    /// An evaluation set (a feature store): pool items too close to it are removed.
     #[arg(long)]
     pub eval: Option<PathBuf>,
     /// The curated manifest (Parquet); a histogram PNG is written beside it.

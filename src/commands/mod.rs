@@ -1,4 +1,6 @@
 pub mod curate;
+pub mod demo;
+pub mod doctor;
 pub mod embed;
 pub mod embed_source;
 pub mod export;

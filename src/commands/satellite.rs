@@ -6,17 +6,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
-use dinoadapt_datasets::column as col;
-use dinoadapt_datasets::{regions_table, write_parquet, Region};
 use dinoadapt_datasets::{DensePredictOptions, Domain};
-use dinoadapt_satellite::align::{warp_to_grid, LabelResampling};
+use dinoadapt_satellite::align::LabelResampling;
+use dinoadapt_satellite::chip_table::chip_table;
 use dinoadapt_satellite::predict::{
-    predict_raster, read_batch, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
+    predict_raster, BandPassthrough, ChipModel, PredictConfig, PredictSummary,
 };
-use dinoadapt_satellite::source::{crs_label, ChipConfig};
-use dinoadapt_satellite::{Blend, ChipGrid, Normalization, PcaHead, Raster, Satellite};
+use dinoadapt_satellite::source::ChipConfig;
+use dinoadapt_satellite::{Blend, Normalization, PcaHead, Raster, Satellite};
 use indicatif::{ProgressBar, ProgressStyle};
-use polars::prelude::{IntoColumn, NamedFrom, Series};
 
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
 use crate::commands::heads::dense::folder::{self as dense_folder, is_head_folder};
@@ -162,13 +160,6 @@ pub fn run(cmd: SatelliteCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_all(paths: &[PathBuf]) -> anyhow::Result<Vec<Raster>> {
-    paths
-        .iter()
-        .map(|p| Raster::open(p).map_err(anyhow::Error::from))
-        .collect()
-}
-
 fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.chips.config()?;
     let resampling = LabelResampling::parse(&args.label_resampling).with_context(|| {
@@ -177,91 +168,16 @@ fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {
             args.label_resampling
         )
     })?;
-    let label = args.labels.as_deref().map(Raster::open).transpose()?;
-    let plane = cfg.size * cfg.size;
-    let mut regions: Vec<Region> = Vec::new();
-    let (mut kept, mut label_valid, mut label_mean, mut label_path) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for raster in open_all(&args.rasters)? {
-        raster.check_bands(&cfg.bands)?;
-        let info = raster.info().clone();
-        let gt = info.require_geotransform()?;
-        let aligned = match &label {
-            Some(l) => {
-                let stem = info.path.file_stem().unwrap_or_default().to_string_lossy();
-                let out = args.out.join("labels").join(format!("{stem}.tif"));
-                std::fs::create_dir_all(args.out.join("labels"))?;
-                Some(warp_to_grid(l, &info, &out, resampling)?)
-            }
-            None => None,
-        };
-        let grid = ChipGrid::new(info.width, info.height, cfg.size, cfg.stride)?;
-        let crs = crs_label(info.crs.as_ref());
-        for part in grid.chips(&gt).chunks(64) {
-            let batch = read_batch(&raster, &cfg.bands, part, cfg.size)?;
-            let labels = match &aligned {
-                Some(a) => Some(read_batch(a, &[1], part, cfg.size)?),
-                None => None,
-            };
-            for (i, chip) in part.iter().enumerate() {
-                let valid = &batch.valid[i * plane..(i + 1) * plane];
-                let fraction = valid.iter().filter(|&&v| v).count() as f64 / plane as f64;
-                kept.push(fraction > 0.0 && 1.0 - fraction <= cfg.max_nodata);
-                let (lv, lm) = match &labels {
-                    Some(l) => {
-                        let (v, ok) = (
-                            &l.raw[i * plane..(i + 1) * plane],
-                            &l.valid[i * plane..(i + 1) * plane],
-                        );
-                        let n = ok.iter().filter(|&&o| o).count();
-                        let sum: f64 = v
-                            .iter()
-                            .zip(ok)
-                            .filter(|(_, &o)| o)
-                            .map(|(&x, _)| x as f64)
-                            .sum();
-                        (
-                            Some(n as f64 / plane as f64),
-                            (n > 0).then(|| sum / n as f64),
-                        )
-                    }
-                    None => (None, None),
-                };
-                label_valid.push(lv);
-                label_mean.push(lm);
-                label_path.push(aligned.as_ref().map(|a| a.path().display().to_string()));
-                regions.push(Region {
-                    source: info.path.display().to_string(),
-                    index: chip.index,
-                    col: chip.window.col,
-                    row: chip.window.row,
-                    width: chip.window.width,
-                    height: chip.window.height,
-                    bounds: chip.bounds,
-                    crs: crs.clone(),
-                    valid_fraction: fraction,
-                });
-            }
-        }
-    }
-    let n_kept = kept.iter().filter(|&&k| k).count();
-    let mut df = regions_table(&regions).drop("feature_row")?;
-    df.with_column(col::<bool>("kept", kept))?;
-    if label.is_some() {
-        df.with_column(Series::new("label_valid_fraction".into(), label_valid).into_column())?;
-        df.with_column(Series::new("label_mean".into(), label_mean).into_column())?;
-        df.with_column(Series::new("label_raster".into(), label_path).into_column())?;
-    }
-    let table = args.out.join("chips.parquet");
-    write_parquet(&table, &mut df)?;
+    let labels = args.labels.as_deref();
+    let t = chip_table(&args.rasters, &cfg, labels, resampling, &args.out)?;
     eprintln!(
         "{} chips ({} kept, {} over --max-nodata {}) from {} rasters -> {}",
-        regions.len(),
-        n_kept,
-        regions.len() - n_kept,
+        t.chips,
+        t.kept,
+        t.chips - t.kept,
         cfg.max_nodata,
         args.rasters.len(),
-        table.display()
+        t.table.display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -393,6 +309,7 @@ pub fn run_predict(
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    dinoadapt_satellite::quicklook::write_prediction_report(&s, None)?;
     Ok(s)
 }
 

@@ -12,6 +12,7 @@ use dinoadapt_datasets::batch::{BatchError, BatchJob, StatusFiles};
 use dinoadapt_datasets::column as col;
 use dinoadapt_datasets::embedding::{EmbedError, RegionEmbedder, Silent};
 use dinoadapt_datasets::manifest::ManifestError;
+use dinoadapt_datasets::report::{Report, Section};
 use dinoadapt_datasets::{write_parquet, Provenance};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,26 @@ impl<B: Backend> BatchJob for SlideBatch<'_, B> {
     /// slides of other lists included), sorted by slide id.
     fn write_manifest(&mut self, _: &[&SlideStatus]) -> Result<PathBuf, SlideBatchError> {
         Ok(write_manifest(&self.out)?.0)
+    }
+
+    fn item_path(&self, entry: &SlideEntry) -> Option<PathBuf> {
+        Some(entry.path.clone())
+    }
+
+    /// `pathology tissue|tile|embed`: the tissue QC thumbnails (the first 24 slides) and, when
+    /// embedding, the model.
+    fn report(&self) -> Option<Report> {
+        let mut r = Report::new(format!("pathology {}", self.stage.name()));
+        if let Some(e) = self.embedding {
+            for (k, v) in e.provenance.pairs() {
+                r = r.fact(k, v);
+            }
+        }
+        Some(r.section(
+            Section::new("Tissue")
+                .text("The tissue found on each slide (QC thumbnails: the tissue outline in green).")
+                .images_in(&self.out.join("tissue"), 24),
+        ))
     }
 }
 

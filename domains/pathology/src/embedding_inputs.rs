@@ -22,11 +22,18 @@ pub struct SlideInputs {
 impl SlideInputs {
     /// The slides the table names (files, folders, CSV lists), listed, not yet opened.
     pub fn new(cfg: &SlideTilesConfig) -> Result<SlideInputs, DomainError> {
-        let entries = collect_slides(&cfg.paths).map_err(DomainError::input)?;
         let bad = |message: String| DomainError::Options {
             domain: "pathology",
             message,
         };
+        if cfg.tiles.is_some() {
+            return Err(bad(
+                "tiles: a curated tile manifest is a pre-training pool; `embed --source` embeds \
+                 the slides of `paths` on a grid (leave `tiles` out)"
+                    .into(),
+            ));
+        }
+        let entries = collect_slides(&cfg.paths).map_err(DomainError::input)?;
         if let Some(m) = cfg.mpp.iter().find(|m| !(m.is_finite() && **m > 0.0)) {
             return Err(bad(format!("mpp: {m} is not a positive resolution")));
         }

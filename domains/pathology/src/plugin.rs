@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dinoadapt_datasets::demo::{DemoContext, DemoOutcome};
 use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
-    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    Check, DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
     EmbeddingInputs, FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
@@ -26,13 +27,9 @@ impl Domain for Pathology {
         &self,
         source: &SourceOptions,
     ) -> Option<Result<Arc<dyn ImageSource>, DomainError>> {
-        Some(
-            source
-                .parse_anchored(self.name(), |c: &mut SlideTilesConfig| &mut c.paths)
-                .and_then(|cfg| {
-                    Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
-                }),
-        )
+        Some(SlideTilesConfig::from_source(source).and_then(|cfg| {
+            Ok(Arc::new(SlideTiles::open(&cfg, source.seed)?) as Arc<dyn ImageSource>)
+        }))
     }
 
     /// Each slide's tissue tiles on a grid, at each of the table's resolutions.
@@ -45,6 +42,16 @@ impl Domain for Pathology {
                 .parse_anchored(self.name(), |c: &mut SlideTilesConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Box::new(SlideInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
         )
+    }
+
+    /// OpenSlide's and HDF5's versions.
+    fn doctor(&self) -> Vec<Check> {
+        crate::doctor::checks()
+    }
+
+    /// Slide features and survival on the sample slide ([`crate::demo`]).
+    fn demo(&self, ctx: &mut DemoContext) -> Option<Result<DemoOutcome, DomainError>> {
+        Some(crate::demo::run(ctx))
     }
 
     fn claim_file(&self, path: &Path) -> FileClaim {

@@ -6,6 +6,7 @@
 //! - [`nifti`]: own NIfTI-1/NIfTI-2 reader and writer (nibabel's affine rules).
 //! - [`dicom`]: single files (all transfer syntaxes dicom-rs decodes in pure Rust) and series.
 //! - [`privacy`]: pseudonymous ids, identifying attributes.
+//! - [`doctor`]: what `dinoadapt doctor` checks: the DICOM decoders built in, gzip NIfTI.
 //! - [`inspect`]: the serialisable [`inspect::VolumeReport`] behind `inspect --json`.
 //! - [`reorient`]: exact reorientation to canonical RAS / LPS (permutation and flips).
 //! - [`resample`]: resampling to a spacing or onto another grid, centred crop / pad.
@@ -18,8 +19,11 @@
 // Index loops read more clearly than iterator chains in small 3x3 / 4x4 matrix code.
 #![allow(clippy::needless_range_loop)]
 
+pub mod demo;
+pub mod demo_inputs;
 pub mod dense;
 pub mod dicom;
+pub mod doctor;
 pub mod embed_batch;
 pub mod embedding_inputs;
 pub mod error;

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use dinoadapt_datasets::demo::{DemoContext, DemoOutcome};
 use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
-    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    Check, DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
     EmbeddingInputs, FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
@@ -46,6 +47,16 @@ impl Domain for Radiology {
                 .parse_anchored(self.name(), |c: &mut VolumeSlicesConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Box::new(VolumeInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
         )
+    }
+
+    /// The DICOM transfer syntaxes this build decodes and gzip NIfTI.
+    fn doctor(&self) -> Vec<Check> {
+        crate::doctor::checks()
+    }
+
+    /// Slice probes and segmentation on the sample volume ([`crate::demo`]).
+    fn demo(&self, ctx: &mut DemoContext) -> Option<Result<DemoOutcome, DomainError>> {
+        Some(crate::demo::run(ctx))
     }
 
     fn claim_file(&self, path: &Path) -> FileClaim {

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::align::{chip_targets, LabelResampling};
 use crate::predict::{class_map, predict_raster, ChipBatch, ChipModel, PredictConfig};
+use crate::quicklook::write_prediction_report;
 use crate::{Blend, Normalization, Raster, Window};
 
 /// The domain's name in `head.json`'s `preprocessing`.
@@ -225,12 +226,20 @@ pub fn predict_chips(
     });
     progress.finish();
     let mut summary = summary.map_err(DomainError::input)?;
-    if o.values == DenseValues::Classes {
+    let range = if o.values == DenseValues::Classes {
         summary.output = class_map(&target, o.out, classes, o.cog).map_err(DomainError::input)?;
         std::fs::remove_file(&target)
             .map_err(|e| DomainError::Input(format!("removing {}: {e}", target.display())))?;
-    }
-    serde_json::to_value(&summary).map_err(DomainError::input)
+        Some((0.0, classes.saturating_sub(1).max(1) as f32))
+    } else {
+        None
+    };
+    // A quick look beside the output (heights over their 2nd-98th percentiles, classes over
+    // their ids) and the run report.
+    let page = write_prediction_report(&summary, range).map_err(DomainError::input)?;
+    let mut value = serde_json::to_value(&summary).map_err(DomainError::input)?;
+    value["report"] = json!(page.display().to_string());
+    Ok(value)
 }
 
 #[cfg(test)]

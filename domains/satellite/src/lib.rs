@@ -4,8 +4,12 @@
 //! no training (`band:N` passthrough, the `pca` feature map of any backbone).
 
 pub mod align;
+pub mod chip_table;
 pub mod chips;
+pub mod demo;
+pub mod demo_inputs;
 pub mod dense;
+pub mod doctor;
 pub mod embed_batch;
 pub mod embedding_inputs;
 pub mod error;
@@ -16,6 +20,7 @@ pub mod pca_head;
 pub mod plugin;
 pub mod predict;
 pub mod pretraining;
+pub mod quicklook;
 pub mod raster;
 pub mod source;
 pub mod stitch;

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use dinoadapt_datasets::demo::{DemoContext, DemoOutcome};
 use dinoadapt_datasets::embedding::Progress;
 use dinoadapt_datasets::{
-    DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
+    Check, DenseLabels, DenseModel, DensePredictOptions, DenseTargetOptions, Domain, DomainError,
     EmbeddingInputs, FeatureFile, FileClaim, FileDescription, ImageSource, SourceOptions,
 };
 
@@ -43,6 +44,16 @@ impl Domain for Satellite {
                 .parse_anchored(self.name(), |c: &mut RasterChipsConfig| &mut c.paths)
                 .and_then(|cfg| Ok(Box::new(RasterInputs::new(&cfg)?) as Box<dyn EmbeddingInputs>)),
         )
+    }
+
+    /// GDAL's version, its GeoTIFF/COG drivers and the PROJ database.
+    fn doctor(&self) -> Vec<Check> {
+        crate::doctor::checks()
+    }
+
+    /// Canopy height on the sample raster ([`crate::demo`]).
+    fn demo(&self, ctx: &mut DemoContext) -> Option<Result<DemoOutcome, DomainError>> {
+        Some(crate::demo::run(ctx))
     }
 
     fn claim_file(&self, path: &Path) -> FileClaim {

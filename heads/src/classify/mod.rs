@@ -11,14 +11,17 @@
 
 mod pooled_features;
 mod probe_head;
-pub mod stores;
+
+/// The feature stores of every domain as probe inputs (moved to the datasets crate, which
+/// owns the feature store; re-exported here for the callers of `heads::classify::stores`).
+pub use dinoadapt_datasets::store_rows as stores;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use dinoadapt_core::checkpoint::CheckpointError;
 use dinoadapt_core::eval::knn::knn_votes;
-use dinoadapt_datasets::{column as col, write_parquet, Domain, ManifestError};
+use dinoadapt_datasets::{column as col, write_parquet, Domain, ManifestError, StoreRowsError};
 use polars::prelude::{DataFrame, IntoColumn, NamedFrom, PolarsError, Series};
 
 pub use pooled_features::{encode, FeatureKind, Features, FileRows, Labels};
@@ -118,6 +121,18 @@ pub enum ClassifyError {
     Io(#[from] std::io::Error),
 }
 
+/// The store's errors as the probes have always reported them.
+impl From<StoreRowsError> for ClassifyError {
+    fn from(e: StoreRowsError) -> Self {
+        match e {
+            StoreRowsError::UnknownUnit(u) => ClassifyError::UnknownUnit(u),
+            StoreRowsError::Table { path, reason } => ClassifyError::ManifestTable { path, reason },
+            StoreRowsError::Manifest { path, source } => ClassifyError::Manifest { path, source },
+            StoreRowsError::ReadDir { path, source } => ClassifyError::ReadLabels { path, source },
+        }
+    }
+}
+
 /// `heads train --task classify`: the splits, their features and labels, and the probes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassifyConfig {
@@ -203,7 +218,8 @@ impl ClassifyReport {
 }
 
 /// Runs kNN, the linear sweep and the few-shot probes of `cfg`, and writes the head folder
-/// `out` (`head.json`, `head.safetensors`, `results.parquet`, `sweep.parquet`).
+/// `out` (`head.json`, `head.safetensors`, `metrics.parquet`, `training.parquet`, and
+/// `confusion.parquet`: the linear probe's confusion on the validation split).
 pub fn train(
     cfg: &ClassifyConfig,
     out: &Path,
@@ -319,7 +335,32 @@ pub fn train(
         unit: cfg.unit,
         backbone: tr.backbone.clone(),
     };
+    let (best_lr, best_wd) = (head.probe.config.lr, head.probe.config.weight_decay);
     head.save(out, results_table(&rows)?, sweep_table(&sweep)?)?;
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.method == "linear" && r.split == "val")
+    {
+        let mut df = confusion_table(&head.classes, &r.metrics.confusion)?;
+        write_parquet(&out.join("confusion.parquet"), &mut df)?;
+    }
+    let facts = [
+        ("classes".to_string(), head.classes.join(", ")),
+        (
+            "features / unit".into(),
+            format!("{} / {}", cfg.features, cfg.unit),
+        ),
+        (
+            "samples train / val".into(),
+            format!("{} / {}", ytr.len(), yva.len()),
+        ),
+        (
+            "linear lr / weight decay".into(),
+            format!("{} / {}", best_lr, best_wd),
+        ),
+        ("seed".into(), cfg.seed.to_string()),
+    ];
+    crate::store::write_report(out, TASK, &facts)?;
     Ok(ClassifyReport {
         classes: head.classes,
         train: ytr.len(),
@@ -360,6 +401,21 @@ pub fn results_table(rows: &[ProbeResult]) -> Result<DataFrame, PolarsError> {
             .into_column(),
         ],
     )
+}
+
+/// `confusion.parquet`: one row per true class (`true`), one count column per predicted class.
+pub fn confusion_table(
+    classes: &[String],
+    confusion: &[Vec<u64>],
+) -> Result<DataFrame, PolarsError> {
+    let mut columns = vec![col::<String>("true", classes.to_vec())];
+    for (p, name) in classes.iter().enumerate() {
+        columns.push(col::<u64>(
+            &format!("predicted {name}"),
+            confusion.iter().map(|row| row[p]).collect(),
+        ));
+    }
+    DataFrame::new(classes.len(), columns)
 }
 
 /// `training.parquet`: lr, weight decay and the validation accuracies of each sweep point.

@@ -9,12 +9,9 @@ use std::str::FromStr;
 
 use dinoadapt_core::checkpoint::safetensors_io::read_safetensors;
 use dinoadapt_datasets::{find_domain, DenseTargetOptions, DenseValues, Domain, FeatureFile};
-use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use super::stores::{
-    folder_parts, group_means, is_region_table, read_table, region_keys, RowKey, StorePart, Unit,
-};
+use super::stores::{group_means, read_table, row_keys, store_parts, RowKey, Unit};
 use super::ClassifyError;
 use crate::backbone::Backbone;
 
@@ -183,54 +180,12 @@ fn read_rows(path: &Path, kind: FeatureKind) -> Result<FileFeatures, ClassifyErr
     Ok(FileFeatures { x, dim, n, meta })
 }
 
-/// The image path of each of the `n` rows of an `embed` manifest (`index`, `path`).
-fn manifest_keys(manifest: &Path, df: &DataFrame, n: usize) -> Result<Vec<RowKey>, ClassifyError> {
-    let column = |name: &str, kind: &str| ClassifyError::ManifestTable {
-        path: manifest.to_path_buf(),
-        reason: format!(
-            "no `{name}` column of {kind} (the manifest `embed` writes beside its features, or \
-             a region table with `feature_row`)"
-        ),
-    };
-    let index = df
-        .column("index")
-        .and_then(|c| c.u32())
-        .map_err(|_| column("index", "u32 feature rows"))?
-        .clone();
-    let p = df
-        .column("path")
-        .and_then(|c| c.str())
-        .map_err(|_| column("path", "input paths"))?
-        .clone();
-    // Feature row i is the manifest row whose `index` is i.
-    let mut paths = vec![String::new(); n];
-    for r in 0..df.height() {
-        if let (Some(i), Some(path)) = (index.get(r), p.get(r)) {
-            if (i as usize) < n {
-                paths[i as usize] = path.to_string();
-            }
-        }
-    }
-    Ok(paths.into_iter().map(RowKey::single).collect())
-}
-
 impl Features {
     /// Reads the `kind` features of a store: a feature file of `embed` (its manifest beside
     /// it, `path` with the extension `.parquet`), a feature file with its region table, or a
     /// domain's output folder ([`super::stores`]).
     pub fn load(path: &Path, kind: FeatureKind) -> Result<Self, ClassifyError> {
-        let parts = if path.is_dir() {
-            folder_parts(path)?
-        } else {
-            vec![StorePart {
-                features: path.to_path_buf(),
-                table: path.with_extension("parquet"),
-                group: path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            }]
-        };
+        let parts = store_parts(path)?;
         let mut out = Features {
             x: Vec::new(),
             dim: 0,
@@ -241,11 +196,7 @@ impl Features {
         for part in &parts {
             let FileFeatures { x, dim, n, meta } = read_rows(&part.features, kind)?;
             let df = read_table(&part.table)?;
-            let keys = if is_region_table(&df) {
-                region_keys(part, &df, n)?
-            } else {
-                manifest_keys(&part.table, &df, n)?
-            };
+            let keys = row_keys(part, &df, n)?;
             let backbone = Backbone::from_metadata(&meta);
             if out.files.is_empty() {
                 (out.dim, out.backbone) = (dim, backbone);

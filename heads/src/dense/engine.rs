@@ -174,6 +174,9 @@ pub struct TrainedHead {
     pub tensors: NamedTensors,
     pub log: Vec<EpochLog>,
     pub metrics: Vec<(String, DenseMetrics)>,
+    /// Heights: the residuals (prediction − target, m) of the last split measured (`val` when
+    /// there is one); empty for classes.
+    pub residuals: Vec<f32>,
 }
 
 /// Trains the head `config` on `train` (`on_epoch` after each epoch) and measures it on `train`
@@ -187,20 +190,19 @@ pub fn train_and_measure<B: AutodiffBackend>(
     on_epoch: impl FnMut(&EpochLog),
 ) -> DenseResult<TrainedHead> {
     let trained = train::<B>(config, train_set, val, cfg, device, on_epoch)?;
-    let mut metrics = vec![(
-        "train".to_string(),
-        evaluate(&trained.head, config, train_set, cfg, device)?.metrics,
-    )];
+    let on_train = evaluate(&trained.head, config, train_set, cfg, device)?;
+    let mut residuals = on_train.residuals;
+    let mut metrics = vec![("train".to_string(), on_train.metrics)];
     if let Some(v) = val {
-        metrics.push((
-            "val".into(),
-            evaluate(&trained.head, config, v, cfg, device)?.metrics,
-        ));
+        let on_val = evaluate(&trained.head, config, v, cfg, device)?;
+        metrics.push(("val".into(), on_val.metrics));
+        residuals = on_val.residuals;
     }
     Ok(TrainedHead {
         tensors: trained.head.to_named(),
         log: trained.log,
         metrics,
+        residuals,
     })
 }
 

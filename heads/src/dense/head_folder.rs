@@ -42,6 +42,9 @@ pub enum HeadFolderError {
     Table(#[from] PolarsError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The error histogram could not be drawn or written.
+    #[error("errors.png: {0}")]
+    Plot(String),
 }
 
 /// What a dense head records in `head.json` besides the task and the backbone.
@@ -147,6 +150,8 @@ pub struct TrainedDense<'a> {
     pub log: &'a [EpochLog],
     /// The validation metric's name in `training.png` (mIoU, R²).
     pub metric_name: &'a str,
+    /// Heights: residuals of the last split measured, drawn as `errors.png`.
+    pub residuals: &'a [f32],
 }
 
 /// The description of a dense head of `task` trained on features of `backbone`: `record`
@@ -164,8 +169,23 @@ pub fn head_info(
 }
 
 /// Writes the head folder `out` (created): `head.safetensors`, `metrics.parquet`,
-/// `training.parquet`, `training.png`, then `head.json`.
+/// `training.parquet`, `training.png`, `errors.png` (heights: the histogram of residuals), then
+/// `head.json`.
 pub fn write(out: &Path, info: &HeadInfo, trained: &TrainedDense) -> Result<(), HeadFolderError> {
+    if !trained.residuals.is_empty() {
+        let r: Vec<f64> = trained.residuals.iter().map(|v| f64::from(*v)).collect();
+        let mean = r.iter().sum::<f64>() / r.len() as f64;
+        std::fs::create_dir_all(out).map_err(|e| HeadFolderError::Plot(e.to_string()))?;
+        dinoadapt_datasets::plot::histogram_png(
+            &out.join("errors.png"),
+            "Height errors (prediction - target)",
+            "metres",
+            &r,
+            60,
+            &[("bias".to_string(), mean), ("0".to_string(), 0.0)],
+        )
+        .map_err(|e| HeadFolderError::Plot(e.to_string()))?;
+    }
     let plot = |p: &Path| tables::training_plot(p, trained.log, trained.metric_name);
     store::write(
         out,
@@ -177,5 +197,6 @@ pub fn write(out: &Path, info: &HeadInfo, trained: &TrainedDense) -> Result<(), 
             plot: Some(&plot),
         },
     )?;
+    store::write_report(out, &info.task, &[])?;
     Ok(())
 }

@@ -82,6 +82,9 @@ impl DenseMetrics {
 pub struct Evaluation {
     pub loss: f64,
     pub metrics: DenseMetrics,
+    /// Heights: prediction minus target at every pixel with a target (metres); empty for
+    /// classes.
+    pub residuals: Vec<f32>,
 }
 
 /// A trained head and its history.
@@ -296,6 +299,15 @@ pub fn evaluate<B: Backend>(
             _ => heights.extend(y),
         }
     }
+    let residuals = match &set.targets {
+        DenseTargets::Heights(t) if confusion.is_none() => heights
+            .iter()
+            .zip(t)
+            .filter(|(_, t)| t.is_finite())
+            .map(|(p, t)| p - t)
+            .collect(),
+        _ => Vec::new(),
+    };
     let metrics = match (confusion, &set.targets) {
         (Some(c), _) => DenseMetrics::Segmentation(c.metrics()),
         (None, DenseTargets::Heights(t)) => {
@@ -306,6 +318,7 @@ pub fn evaluate<B: Backend>(
     Ok(Evaluation {
         loss: loss_sum / batches.max(1) as f64,
         metrics,
+        residuals,
     })
 }
 

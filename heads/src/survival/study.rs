@@ -320,6 +320,19 @@ impl Study {
             &HeadInfo::new(TASK, backbone, record),
             folds_df,
         )?;
+        let facts = [
+            (
+                "slides / events".to_string(),
+                format!("{n} / {}", summary["events"]),
+            ),
+            (
+                "C-index (mean ± std over folds)".into(),
+                format!("{mean:.3} ± {std:.3}"),
+            ),
+            ("loss".into(), self.config.loss.name().to_string()),
+            ("seed".into(), self.config.seed.to_string()),
+        ];
+        crate::store::write_report(out, TASK, &facts)?;
         Ok(summary)
     }
 }

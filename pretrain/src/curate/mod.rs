@@ -3,6 +3,14 @@
 //! cluster fallback for seeds with too few close neighbours) or sample evenly over a hierarchical
 //! k-means. The result is a Parquet manifest, one row per pool item, that pre-training recipes
 //! take as their data (`data.manifest`).
+//!
+//! The pool (and the seed and evaluation sets) is any feature store
+//! ([`dinoadapt_datasets::store_rows`]): a file `embed` wrote, whose manifest names each row by
+//! its image path, or a feature file with its region table, or a domain embed's folder (its
+//! files' rows end to end, in the folder's order), whose rows are named `<group>:<index>`
+//! (`slide:12`); the manifest then also names each row's group (`slide`, `volume`, `group`) and,
+//! where the region table records them, its level-0 place (`x`, `y`, `width`, `height`,
+//! `level`), so that the kept tiles can be read back from their slides.
 
 pub mod kmeans;
 pub mod rows;
@@ -14,12 +22,16 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use dinoadapt_datasets::plot::{histogram_png, PlotError};
-use dinoadapt_datasets::{write_parquet, ManifestError};
+use dinoadapt_datasets::store_rows::{
+    group_column, read_table as read_store_table, region_places, row_keys, store_parts,
+    PLACE_COLUMNS,
+};
+use dinoadapt_datasets::{write_parquet, ManifestError, RegionPlace, StoreRowsError};
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
 use serde::Serialize;
 
 use kmeans::{assign, kmeans, KMeans};
-use rows::{FeatureRows, RowsError};
+use rows::{RowsError, StoreRows};
 use search::{search, search_chunked, InMemory, Metric, RowBlocks};
 use select::{balanced_sample, contaminated, duplicates, retrieve, Retrieved};
 
@@ -27,6 +39,8 @@ use select::{balanced_sample, contaminated, duplicates, retrieve, Retrieved};
 pub enum CurateError {
     #[error(transparent)]
     Rows(#[from] RowsError),
+    #[error(transparent)]
+    Store(#[from] StoreRowsError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -85,6 +99,11 @@ pub struct CurateRecord {
     pub seed: i64,
     /// Its cluster (top level), or -1.
     pub cluster: i64,
+    /// For a row of a region store: the column naming its group (`slide`, `volume`, `group`)
+    /// and the group.
+    pub group: Option<(&'static str, String)>,
+    /// Where the region lies, as far as its region table records it.
+    pub place: RegionPlace,
 }
 
 /// Summary statistics of a run.
@@ -122,42 +141,58 @@ fn read_table(path: &Path) -> Result<DataFrame, CurateError> {
         .map_err(|e| err(e.to_string()))
 }
 
-/// `index -> path` from the Parquet manifest `embed` writes beside a feature file.
-fn pool_paths(features: &Path, rows: usize) -> Result<Vec<String>, CurateError> {
-    let manifest = features.with_extension("parquet");
-    let mut out = vec![String::new(); rows];
-    if !manifest.is_file() {
-        return Ok(out);
+/// The name of a pool row in the manifest: its id (an image path, or `<group>:<index>`), its
+/// group and its place.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowName {
+    pub path: String,
+    pub group: Option<(&'static str, String)>,
+    pub place: RegionPlace,
+}
+
+/// The feature files of the store `path` as one matrix of rows (tensor `key`), and with
+/// `named` the name of each row: a region table's `<group>:<index>` with the group and the
+/// region's place, else the image paths of `embed`'s manifest (empty when a lone feature file
+/// has none beside it).
+pub fn open_store(
+    path: &Path,
+    key: &str,
+    named: bool,
+) -> Result<(StoreRows, Vec<RowName>), CurateError> {
+    let parts = store_parts(path)?;
+    let files: Vec<PathBuf> = parts.iter().map(|p| p.features.clone()).collect();
+    let rows = StoreRows::open(&files, key)?;
+    let mut names = Vec::new();
+    if !named {
+        return Ok((rows, names));
     }
-    let err = |reason: String| CurateError::ReadManifest {
-        path: manifest.clone(),
-        reason,
-    };
-    let df = read_table(&manifest)?;
-    let index = df
-        .column("index")
-        .and_then(|c| c.cast(&polars::prelude::DataType::Int64))
-        .map_err(|e| err(e.to_string()))?;
-    let index = index.i64().map_err(|e| err(e.to_string()))?;
-    let path = df.column("path").map_err(|e| err(e.to_string()))?;
-    let path = path.str().map_err(|e| err(e.to_string()))?;
-    for i in 0..df.height() {
-        if let (Some(ix), Some(p)) = (index.get(i), path.get(i)) {
-            if let Some(slot) = out.get_mut(ix as usize) {
-                *slot = p.to_string();
-            }
+    for (part, (_, n)) in parts.iter().zip(rows.files()) {
+        if !part.table.is_file() && parts.len() == 1 {
+            names.extend(std::iter::repeat_n(RowName::default(), n));
+            continue;
         }
+        let df = read_store_table(&part.table)?;
+        let keys = row_keys(part, &df, n)?;
+        let (group, places) = match group_column(&df) {
+            Some(c) => (Some(c), region_places(part, &df, n)?),
+            None => (None, vec![RegionPlace::default(); n]),
+        };
+        names.extend(keys.into_iter().zip(places).map(|(k, place)| RowName {
+            path: k.id,
+            group: group.map(|c| (c, k.group)),
+            place,
+        }));
     }
-    Ok(out)
+    Ok((rows, names))
 }
 
 /// Query rows read at a time for the pool's self-search and decontamination.
 const QUERY_CHUNK: usize = 65536;
 
-/// Some rows of a feature file (ascending indices), read on demand: what hierarchical k-means
+/// Some rows of a store (ascending indices), read on demand: what hierarchical k-means
 /// clusters at each level without copying the members.
 struct Subset<'a> {
-    rows: &'a mut FeatureRows,
+    rows: &'a mut StoreRows,
     members: &'a [usize],
 }
 
@@ -187,7 +222,8 @@ impl RowBlocks for Subset<'_> {
     }
 }
 
-/// Curate the pool in `pool` (a feature file), against `seeds` and `eval` feature files.
+/// Curate the pool in `pool` (a feature store: a file, or a domain embed's folder), against the
+/// `seeds` and `eval` stores.
 pub fn curate<B: Backend>(
     pool_path: &Path,
     seeds_path: Option<&Path>,
@@ -196,11 +232,10 @@ pub fn curate<B: Backend>(
     device: &B::Device,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Curated, CurateError> {
-    let mut pool = FeatureRows::open(pool_path, &cfg.key)?;
+    let (mut pool, names) = open_store(pool_path, &cfg.key, true)?;
     let (n, dim) = (pool.rows, pool.dim);
-    let paths = pool_paths(pool_path, n)?;
     let read_all = |p: &Path| -> Result<Vec<f32>, CurateError> {
-        let mut r = FeatureRows::open(p, &cfg.key)?;
+        let (mut r, _) = open_store(p, &cfg.key, false)?;
         if r.dim != dim {
             return Err(CurateError::Config(format!(
                 "{}: features have {} dimensions, the pool {dim}",
@@ -215,7 +250,7 @@ pub fn curate<B: Backend>(
     // Near duplicates: a self-search of the pool, streamed on both sides (the pool never has
     // to fit in memory: QUERY_CHUNK query rows and one pool block at a time).
     progress("near-duplicate search");
-    let mut queries = FeatureRows::open(pool_path, &cfg.key)?;
+    let (mut queries, _) = open_store(pool_path, &cfg.key, false)?;
     let k = cfg.dedup_neighbours.max(1);
     let self_knn = search_chunked::<B>(
         &mut queries,
@@ -270,15 +305,19 @@ pub fn curate<B: Backend>(
     }
     let eligible: Vec<bool> = removed.iter().map(Option::is_none).collect();
 
-    let mut records: Vec<CurateRecord> = (0..n)
-        .map(|i| CurateRecord {
+    let mut records: Vec<CurateRecord> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| CurateRecord {
             index: i as u32,
-            path: paths[i].clone(),
+            path: name.path,
             kept: false,
             reason: String::new(),
             similarity: f64::NAN,
             seed: -1,
             cluster: -1,
+            group: name.group,
+            place: name.place,
         })
         .collect();
     let mut summary = CurateSummary {
@@ -466,10 +505,12 @@ where
     Series::new(name.into(), values).into_column()
 }
 
-/// The curated manifest as a table.
+/// The curated manifest as a table: `index, path, kept, reason, similarity, seed, cluster`, then
+/// for rows of region stores their group's column (`slide`, `volume`, `group`) and the place
+/// columns their tables record (`x`, `y`, `width`, `height`, `level`).
 pub fn to_frame(records: &[CurateRecord]) -> DataFrame {
     let get = |f: fn(&CurateRecord) -> String| records.iter().map(f).collect::<Vec<String>>();
-    let columns = vec![
+    let mut columns = vec![
         column(
             "index",
             records.iter().map(|r| r.index).collect::<Vec<u32>>(),
@@ -490,10 +531,44 @@ pub fn to_frame(records: &[CurateRecord]) -> DataFrame {
             records.iter().map(|r| r.cluster).collect::<Vec<i64>>(),
         ),
     ];
+    let mut groups: Vec<&'static str> = Vec::new();
+    for &(name, _) in records.iter().filter_map(|r| r.group.as_ref()) {
+        if !groups.contains(&name) {
+            groups.push(name);
+        }
+    }
+    for name in groups {
+        let values: Vec<Option<String>> = records
+            .iter()
+            .map(|r| {
+                r.group
+                    .as_ref()
+                    .filter(|g| g.0 == name)
+                    .map(|g| g.1.clone())
+            })
+            .collect();
+        columns.push(column(name, values));
+    }
+    let ints = |f: fn(&RegionPlace) -> Option<i64>| -> Vec<Option<i64>> {
+        records.iter().map(|r| f(&r.place)).collect()
+    };
+    let floats = |f: fn(&RegionPlace) -> Option<f64>| -> Vec<Option<f64>> {
+        records.iter().map(|r| f(&r.place)).collect()
+    };
+    let place = [
+        column(PLACE_COLUMNS[0], ints(|p| p.x)),
+        column(PLACE_COLUMNS[1], ints(|p| p.y)),
+        column(PLACE_COLUMNS[2], floats(|p| p.width)),
+        column(PLACE_COLUMNS[3], floats(|p| p.height)),
+        column(PLACE_COLUMNS[4], ints(|p| p.level)),
+    ];
+    // Only the columns some row has a value of.
+    columns.extend(place.into_iter().filter(|c| c.null_count() < c.len()));
     DataFrame::new(records.len(), columns).expect("columns have one length")
 }
 
-/// Write the manifest (Parquet) and the histogram of nearest-neighbour scores (PNG).
+/// Write the manifest (Parquet), the histogram of nearest-neighbour scores (PNG) and the run
+/// report (`<manifest>.report.html`).
 pub fn write_outputs(
     out: &Path,
     curated: &Curated,
@@ -521,6 +596,35 @@ pub fn write_outputs(
         50,
         &markers,
     )?;
+    // The run report beside the manifest: the summary's figures, the histogram, the reasons.
+    let mut report = dinoadapt_datasets::report::Report::new("curate");
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&curated.summary) {
+        for (k, v) in m.into_iter().filter(|(_, v)| !v.is_null()) {
+            report = report.fact(k, v);
+        }
+    }
+    let reasons = to_frame(&curated.records)
+        .column("reason")
+        .ok()
+        .and_then(|c| {
+            use polars::prelude::SeriesMethods;
+            c.as_materialized_series()
+                .value_counts(true, false, "rows".into(), false)
+                .ok()
+        });
+    let mut section = dinoadapt_datasets::report::Section::new("Curation")
+        .image("nearest-neighbour similarities", &png);
+    if let Some(df) = reasons {
+        section = section.table("rows by reason (kept rows have none)", df);
+    }
+    let page = out.with_extension("report.html");
+    report
+        .section(section)
+        .write(&page)
+        .map_err(|e| CurateError::ReadManifest {
+            path: page.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(png)
 }
 
@@ -531,6 +635,16 @@ pub fn kept_paths(manifest: &Path) -> Result<Vec<PathBuf>, CurateError> {
         reason,
     };
     let df = read_table(manifest)?;
+    if let Some(c) = ["slide", "volume", "group"]
+        .into_iter()
+        .find(|c| df.column(c).is_ok())
+    {
+        return Err(err(format!(
+            "its rows are regions of a feature store (`path` is `<{c}>:<index>`), not image \
+             files; curated slide tiles feed pre-training through `[data.source] domain = \
+             \"pathology\"` with `tiles = ...`"
+        )));
+    }
     let kept = df.column("kept").map_err(|e| err(e.to_string()))?;
     let kept = kept.bool().map_err(|e| err(e.to_string()))?;
     let path = df.column("path").map_err(|e| err(e.to_string()))?;
@@ -543,4 +657,167 @@ pub fn kept_paths(manifest: &Path) -> Result<Vec<PathBuf>, CurateError> {
         return Err(err("no kept rows with a path".into()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use dinoadapt_datasets::{column as col, FeatureWriter};
+
+    /// A `pathology embed`-like folder: `features/<id>.safetensors` + `tiles/<id>.parquet`.
+    fn slide_store(dir: &Path, id: &str, rows: &[[f32; 3]], x0: i64) {
+        for sub in ["features", "tiles"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let features = dir.join(format!("features/{id}.safetensors"));
+        let mut w = FeatureWriter::create(
+            &features,
+            &[("cls".into(), vec![rows.len(), 3])],
+            &Default::default(),
+        )
+        .unwrap();
+        for r in rows {
+            w.append("cls", r).unwrap();
+        }
+        w.finish().unwrap();
+        let n = rows.len() as u64;
+        let mut df = DataFrame::new(
+            rows.len(),
+            vec![
+                col::<u64>("feature_row", (0..n).collect()),
+                col::<u64>("tile_index", (0..n).map(|i| 10 + i).collect()),
+                col::<i64>("x", (0..n as i64).map(|i| x0 + 56 * i).collect()),
+                col::<i64>("y", vec![7; rows.len()]),
+                col::<f64>("width", vec![56.5; rows.len()]),
+                col::<f64>("height", vec![56.5; rows.len()]),
+                col::<u32>("level", vec![0; rows.len()]),
+            ],
+        )
+        .unwrap();
+        write_parquet(&dir.join(format!("tiles/{id}.parquet")), &mut df).unwrap();
+    }
+
+    #[test]
+    fn a_folder_pool_is_its_files_end_to_end_named_by_slide_and_tile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("embed");
+        slide_store(
+            &store,
+            "a",
+            &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            0,
+        );
+        // b's first row repeats a's second; its second is new.
+        slide_store(&store, "b", &[[0.0, 1.0, 0.0], [1.0, 1.0, -1.0]], 1000);
+        let cfg = CurateConfig {
+            metric: Metric::Cosine,
+            dedup_threshold: Some(0.999),
+            dedup_neighbours: 2,
+            eval_threshold: 0.95,
+            mode: Mode::DedupOnly,
+            kmeans_iterations: 2,
+            seed: 0,
+            // Blocks that span the two files.
+            block_rows: 2,
+            key: "cls".into(),
+        };
+        let c = curate::<Flex>(&store, None, None, &cfg, &Default::default(), &mut |_| {}).unwrap();
+        assert_eq!(c.summary.pool, 5);
+        let paths: Vec<&str> = c.records.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["a:10", "a:11", "a:12", "b:10", "b:11"]);
+        assert_eq!(c.records[3].reason, "duplicate of 1");
+        assert_eq!(c.summary.kept, 4);
+        assert_eq!(c.records[4].group, Some(("slide", "b".to_string())));
+        assert_eq!(c.records[4].place.x, Some(1056));
+        assert_eq!(c.records[4].place.width, Some(56.5));
+
+        let out = dir.path().join("curated.parquet");
+        write_outputs(&out, &c, &cfg).unwrap();
+        let df = read_table(&out).unwrap();
+        let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "index",
+                "path",
+                "kept",
+                "reason",
+                "similarity",
+                "seed",
+                "cluster",
+                "slide",
+                "x",
+                "y",
+                "width",
+                "height",
+                "level"
+            ]
+        );
+        // Tile ids are no image paths: `data.manifest` refuses them and says what takes them.
+        let err = kept_paths(&out).unwrap_err().to_string();
+        assert!(err.contains("tiles = "), "{err}");
+
+        // The seed and evaluation sets may be folders too: the pool against itself as the
+        // evaluation set removes every row.
+        let cfg = CurateConfig {
+            dedup_threshold: None,
+            eval_threshold: 0.999,
+            ..cfg
+        };
+        let c = curate::<Flex>(
+            &store,
+            None,
+            Some(&store),
+            &cfg,
+            &Default::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!((c.summary.contaminated_removed, c.summary.kept), (5, 0));
+    }
+
+    #[test]
+    fn a_lone_embed_file_keeps_its_image_paths_and_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pool.safetensors");
+        let mut w =
+            FeatureWriter::create(&f, &[("cls".into(), vec![2, 2])], &Default::default()).unwrap();
+        w.append("cls", &[1.0, 0.0, 0.0, 1.0]).unwrap();
+        w.finish().unwrap();
+        // Without a manifest beside it the rows have no paths.
+        let (rows, names) = open_store(&f, "cls", true).unwrap();
+        assert_eq!((rows.rows, names.len()), (2, 2));
+        assert_eq!(names[0], RowName::default());
+        let mut m = DataFrame::new(
+            2,
+            vec![
+                col::<u32>("index", vec![0, 1]),
+                col::<String>("path", vec!["x/a.png".into(), "x/b.png".into()]),
+            ],
+        )
+        .unwrap();
+        write_parquet(&f.with_extension("parquet"), &mut m).unwrap();
+        let (_, names) = open_store(&f, "cls", true).unwrap();
+        assert_eq!(
+            (names[1].path.as_str(), &names[1].group),
+            ("x/b.png", &None)
+        );
+        let records: Vec<CurateRecord> = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| CurateRecord {
+                index: i as u32,
+                path: n.path,
+                kept: true,
+                reason: String::new(),
+                similarity: f64::NAN,
+                seed: -1,
+                cluster: -1,
+                group: n.group,
+                place: n.place,
+            })
+            .collect();
+        assert_eq!(to_frame(&records).width(), 7);
+    }
 }

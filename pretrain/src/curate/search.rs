@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::rows::{FeatureRows, RowsError};
+use super::rows::{FeatureRows, RowsError, StoreRows};
 
 /// How neighbours are ranked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +27,18 @@ pub trait RowBlocks {
 }
 
 impl RowBlocks for FeatureRows {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn block(&mut self, start: usize, count: usize) -> Result<Vec<f32>, RowsError> {
+        self.read(start, count)
+    }
+}
+
+impl RowBlocks for StoreRows {
     fn rows(&self) -> usize {
         self.rows
     }

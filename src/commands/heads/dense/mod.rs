@@ -473,6 +473,7 @@ pub fn train(task: Task, args: &DenseTrainArgs, common: &Common) -> anyhow::Resu
             tensors: &trained.tensors,
             log: &trained.log,
             metric_name: if task == Task::Segment { "mIoU" } else { "R²" },
+            residuals: &trained.residuals,
         },
     )?;
     println!(
