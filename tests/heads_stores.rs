@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{ok, p, read_tensors, shared, table, vegetation_classes};
+use common::{ints, ok, p, read_tensors, shared, table, vegetation_classes};
 use dinoadapt_datasets::{column as col, write_parquet, FeatureWriter};
 use polars::prelude::DataFrame;
 use serde_json::Value;
@@ -130,18 +130,7 @@ fn rows_of(features: &Path, regions: &Path, index: &str) -> Vec<(i64, Vec<f32>)>
     let (shape, cls) = read_tensors(features)["cls"].clone();
     let d = shape[1];
     let t = table(regions);
-    let cast = |c: &str| {
-        let s = t
-            .column(c)
-            .unwrap()
-            .cast(&polars::prelude::DataType::Int64)
-            .unwrap();
-        let s = s.i64().unwrap().clone();
-        (0..s.len())
-            .map(|i| s.get(i).unwrap())
-            .collect::<Vec<i64>>()
-    };
-    let (row, idx) = (cast("feature_row"), cast(index));
+    let (row, idx) = (ints(&t, "feature_row"), ints(&t, index));
     let mut out: Vec<(i64, i64)> = row.into_iter().zip(idx).collect();
     out.sort();
     out.into_iter()
@@ -174,23 +163,11 @@ fn probes_on_slide_tiles_reproduce_their_metrics() {
     // Labels of this test: the upper and lower halves of the slide; every third tile is for
     // validation. Tiles named by `<slide>:<tile_index>`.
     let t = table(&d("store/tiles/CMU-1-Small-Region.parquet"));
-    let y = t
-        .column("y")
-        .unwrap()
-        .cast(&polars::prelude::DataType::Int64)
-        .unwrap();
-    let y = y.i64().unwrap().clone();
-    let ti = t
-        .column("tile_index")
-        .unwrap()
-        .cast(&polars::prelude::DataType::Int64)
-        .unwrap();
-    let ti = ti.i64().unwrap().clone();
-    let half: BTreeMap<i64, &str> = (0..t.height())
-        .map(|i| {
-            let upper = y.get(i).unwrap() < 2967 / 2;
-            (ti.get(i).unwrap(), if upper { "upper" } else { "lower" })
-        })
+    let (y, ti) = (ints(&t, "y"), ints(&t, "tile_index"));
+    let half: BTreeMap<i64, &str> = ti
+        .iter()
+        .zip(&y)
+        .map(|(i, y)| (*i, if *y < 2967 / 2 { "upper" } else { "lower" }))
         .collect();
     let samples: Vec<Sample> = rows_of(
         &d("store/features/CMU-1-Small-Region.safetensors"),
@@ -454,17 +431,7 @@ fn probes_on_raster_chips_labelled_by_a_label_raster_reproduce_their_metrics() {
     for split in ["train", "val"] {
         let f = d(&format!("{split}.safetensors"));
         let t = table(&f.with_extension("parquet"));
-        let get = |c: &str| {
-            let s = t
-                .column(c)
-                .unwrap()
-                .cast(&polars::prelude::DataType::Int64)
-                .unwrap();
-            let s = s.i64().unwrap().clone();
-            (0..s.len())
-                .map(|i| s.get(i).unwrap())
-                .collect::<Vec<i64>>()
-        };
+        let get = |c: &str| ints(&t, c);
         let (cols, rows, ws, hs) = (get("col"), get("row"), get("width"), get("height"));
         let (shape, cls) = read_tensors(&f)["cls"].clone();
         let dim = shape[1];

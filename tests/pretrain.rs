@@ -786,6 +786,27 @@ fn pretraining_takes_one_channel_slices_and_four_band_chips() {
     }
 }
 
+/// `checkpoint` grown as `channels` (`model.in_chans`, its normalisation) by one iteration of
+/// `recipe` at lr 0 with teacher momentum 1: the grown model as grown, in `run/teacher`.
+fn grow_at_lr_zero(recipe: &Path, checkpoint: &Path, channels: &[&str]) {
+    let mut sets = vec![
+        format!("model.checkpoint={:?}", checkpoint.display().to_string()),
+        "crops.global_size=28".into(),
+        "crops.local_size=14".into(),
+        "train.max_steps=1".into(),
+        "optim.base_lr=0.0".into(),
+        "optim.min_lr=0.0".into(),
+        "teacher.momentum_teacher=1.0".into(),
+        "teacher.final_momentum_teacher=1.0".into(),
+    ];
+    sets.extend(channels.iter().map(|c| c.to_string()));
+    let mut args = vec!["pretrain", "--recipe", p(recipe), "--quiet"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    ok(&args);
+}
+
 /// A one-channel model grown from an RGB checkpoint (mean-repeat), taken as it is (one
 /// iteration at lr 0, teacher momentum 1): `embed` feeds it gray digits normalised with its
 /// recorded mean and std, and its class tokens are those of the RGB checkpoint on the same
@@ -803,24 +824,11 @@ fn a_grown_gray_model_embeds_gray_images_as_its_rgb_source_does() {
         dir.path(),
         &format!("[data.source]\ndomain = \"radiology\"\npaths = [{volume:?}]\nsize = 56"),
     );
-    let sets = [
-        format!("model.checkpoint={:?}", checkpoint.display().to_string()),
-        "model.in_chans=1".into(),
-        "crops.mean=[0.5]".into(),
-        "crops.std=[0.25]".into(),
-        "crops.global_size=28".into(),
-        "crops.local_size=14".into(),
-        "train.max_steps=1".into(),
-        "optim.base_lr=0.0".into(),
-        "optim.min_lr=0.0".into(),
-        "teacher.momentum_teacher=1.0".into(),
-        "teacher.final_momentum_teacher=1.0".into(),
-    ];
-    let mut args = vec!["pretrain", "--recipe", recipe.to_str().unwrap(), "--quiet"];
-    for s in &sets {
-        args.extend(["--set", s]);
-    }
-    ok(&args);
+    grow_at_lr_zero(
+        &recipe,
+        &checkpoint,
+        &["model.in_chans=1", "crops.mean=[0.5]", "crops.std=[0.25]"],
+    );
     let digits = shared.join("data/mnist5k/val/3");
     let embed = |model: &Path, out: &str, extra: &[&str]| {
         let f = dir.path().join(out);
@@ -914,25 +922,16 @@ fn a_grown_band_model_embeds_rasters_as_its_rgb_source_does() {
     // R, G, B copy the RGB kernels and near-infrared starts at zero; the recorded
     // normalisation is ImageNet's on R, G, B: at lr 0 the grown model is the RGB model
     // whatever the NIR band holds.
-    let sets = [
-        format!("model.checkpoint={:?}", checkpoint.display().to_string()),
-        "model.in_chans=4".into(),
-        "model.channel_map=[0, 1, 2, -1]".into(),
-        "crops.mean=[0.485, 0.456, 0.406, 0.5]".into(),
-        "crops.std=[0.229, 0.224, 0.225, 0.25]".into(),
-        "crops.global_size=28".into(),
-        "crops.local_size=14".into(),
-        "train.max_steps=1".into(),
-        "optim.base_lr=0.0".into(),
-        "optim.min_lr=0.0".into(),
-        "teacher.momentum_teacher=1.0".into(),
-        "teacher.final_momentum_teacher=1.0".into(),
-    ];
-    let mut args = vec!["pretrain", "--recipe", p(&recipe), "--quiet"];
-    for s in &sets {
-        args.extend(["--set", s]);
-    }
-    ok(&args);
+    grow_at_lr_zero(
+        &recipe,
+        &checkpoint,
+        &[
+            "model.in_chans=4",
+            "model.channel_map=[0, 1, 2, -1]",
+            "crops.mean=[0.485, 0.456, 0.406, 0.5]",
+            "crops.std=[0.229, 0.224, 0.225, 0.25]",
+        ],
+    );
     let embed = |model: &Path, bands: &str, out: &str| {
         let f = dir.path().join(out);
         let args = [

@@ -93,6 +93,17 @@ pub fn table(path: &Path) -> polars::prelude::DataFrame {
         .unwrap()
 }
 
+/// An integer column of a table as i64 values.
+pub fn ints(df: &polars::prelude::DataFrame, column: &str) -> Vec<i64> {
+    let c = df
+        .column(column)
+        .unwrap()
+        .cast(&polars::prelude::DataType::Int64)
+        .unwrap();
+    let c = c.i64().unwrap().clone();
+    (0..c.len()).map(|i| c.get(i).unwrap()).collect()
+}
+
 /// Band `band` (1-based) of a raster, whole.
 pub fn whole(r: &dinoadapt_satellite::Raster, band: usize) -> Vec<f32> {
     let i = r.info();

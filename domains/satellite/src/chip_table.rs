@@ -14,7 +14,7 @@ use crate::chips::ChipGrid;
 use crate::error::{Result, SatelliteError};
 use crate::predict::read_batch;
 use crate::raster::Raster;
-use crate::source::{crs_label, ChipConfig};
+use crate::source::{chip_region, crs_label, ChipConfig};
 
 /// What [`chip_table`] wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,17 +97,7 @@ pub fn chip_table(
                 label_valid.push(lv);
                 label_mean.push(lm);
                 label_path.push(aligned.as_ref().map(|a| a.path().display().to_string()));
-                regions.push(Region {
-                    source: info.path.display().to_string(),
-                    index: chip.index,
-                    col: chip.window.col,
-                    row: chip.window.row,
-                    width: chip.window.width,
-                    height: chip.window.height,
-                    bounds: chip.bounds,
-                    crs: crs.clone(),
-                    valid_fraction: fraction,
-                });
+                regions.push(chip_region(&info.path, chip, &crs, fraction));
             }
         }
     }

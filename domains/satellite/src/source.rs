@@ -37,6 +37,21 @@ pub fn crs_label(crs: Option<&Crs>) -> String {
     }
 }
 
+/// The region of `chip` of the raster at `path` (CRS label `crs`), `valid_fraction` of it valid.
+pub fn chip_region(path: &std::path::Path, chip: &Chip, crs: &str, valid_fraction: f64) -> Region {
+    Region {
+        source: path.display().to_string(),
+        index: chip.index,
+        col: chip.window.col,
+        row: chip.window.row,
+        width: chip.window.width,
+        height: chip.window.height,
+        bounds: chip.bounds,
+        crs: crs.to_string(),
+        valid_fraction,
+    }
+}
+
 /// Check that `raster` can give every chip `cfg` lays over it: its bands exist, it is
 /// georeferenced, and every chip window of those bands reads (a truncated file opens but fails
 /// on the blocks it lacks). Its number of chips.
@@ -121,17 +136,7 @@ impl ChipSource {
                     continue;
                 }
                 pixels.extend_from_slice(&x[i * c * plane..(i + 1) * c * plane]);
-                regions.push(Region {
-                    source: raster.path().display().to_string(),
-                    index: chip.index,
-                    col: chip.window.col,
-                    row: chip.window.row,
-                    width: chip.window.width,
-                    height: chip.window.height,
-                    bounds: chip.bounds,
-                    crs: crs.clone(),
-                    valid_fraction: fraction,
-                });
+                regions.push(chip_region(raster.path(), chip, crs, fraction));
             }
             self.cursor = (ri, ci + take);
         }

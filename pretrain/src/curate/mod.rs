@@ -27,7 +27,7 @@ use dinoadapt_datasets::store_rows::{
     PLACE_COLUMNS,
 };
 use dinoadapt_datasets::{write_parquet, ManifestError, RegionPlace, StoreRowsError};
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
 use serde::Serialize;
 
 use kmeans::{assign, kmeans, KMeans};
@@ -131,14 +131,13 @@ pub struct Curated {
 
 /// A Parquet table, with errors that name the file.
 fn read_table(path: &Path) -> Result<DataFrame, CurateError> {
-    let err = |reason: String| CurateError::ReadManifest {
+    use dinoadapt_datasets::ManifestError;
+    dinoadapt_datasets::manifest::read_parquet(path).map_err(|e| CurateError::ReadManifest {
         path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    ParquetReader::new(file)
-        .finish()
-        .map_err(|e| err(e.to_string()))
+        reason: match e {
+            ManifestError::Read { reason, .. } | ManifestError::Write { reason, .. } => reason,
+        },
+    })
 }
 
 /// The name of a pool row in the manifest: its id (an image path, or `<group>:<index>`), its
