@@ -106,6 +106,28 @@ fn the_demo_runs_every_job_and_reports_them() {
     let chips = read_tensors(&out.join("satellite/chips.safetensors"));
     assert!(chips.contains_key("layer.3") || chips.keys().any(|k| k.starts_with("layer.")));
 
+    // Every long command of the jobs wrote its own run report, pictures inlined.
+    for rel in [
+        "pathology/tiles/report.html",
+        "pathology/slides/report.html",
+        "pathology/curated.report.html",
+        "pathology/pretrain/report.html",
+        "pathology/survival/head/report.html",
+        "radiology/segment/report.html",
+        "satellite/head/report.html",
+        "satellite/heights.report.html",
+    ] {
+        let page = std::fs::read_to_string(out.join(rel)).unwrap_or_default();
+        assert!(
+            page.contains("data:image/png;base64,"),
+            "{rel}: no report with pictures"
+        );
+    }
+    let probe = std::fs::read_to_string(out.join("radiology/probe/report.html")).unwrap();
+    assert!(probe.contains("confusion") && probe.contains("predicted superior"));
+    let pretrain = std::fs::read_to_string(out.join("pathology/pretrain/report.html")).unwrap();
+    assert!(pretrain.contains("<h2>Recipe</h2>") && pretrain.contains("<th>seed</th>"));
+
     // The report: every job's section, pictures inlined, timings, no input file names.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for heading in [

@@ -537,7 +537,8 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(1_796_515_200), "2026-12-05 00:00:00");
+        assert_eq!(utc(1_796_428_800), "2026-12-05 00:00:00");
+        assert_eq!(utc(951_825_600), "2000-02-29 12:00:00");
         assert_eq!(fmt_float(0.123456), "0.1235");
         assert_eq!(fmt_float(1234.5678), "1235");
         assert_eq!(fmt_float(1.5e-7), "1.500e-7");
