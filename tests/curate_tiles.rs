@@ -7,44 +7,23 @@ mod common;
 
 use std::path::Path;
 
-use common::{dinoadapt, ok, p, shared, table};
+use common::{dinoadapt, ok, p, quoted, shared, table, tiny_pretrain_args};
 use dinoadapt_datasets::write_parquet;
-
-fn quoted(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
 
 /// `pretrain` of the curated-tiles recipe at tiny scale (sizes changed only) with `extra`.
 fn pretrain_args(out: &Path, extra: &[String]) -> Vec<String> {
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/pathology_curated_tiles.toml");
-    let mut sets: Vec<String> = vec![
-        format!("train.output_dir={}", quoted(out)),
-        "train.device=\"cpu\"".into(),
-        "train.checkpoint_every=2".into(),
-        "train.head_warmup_iterations=1".into(),
-        "data.batch_size=2".into(),
-        "heads.prototypes=32".into(),
-        "heads.hidden_dim=32".into(),
-        "heads.bottleneck_dim=16".into(),
-        "optim.epochs=1".into(),
-        "optim.epoch_length=2".into(),
-        "optim.warmup_epochs=0".into(),
-        "crops.global_size=28".into(),
-        "crops.local_size=14".into(),
-        "crops.local_crops=2".into(),
-        "data.source.tile_size=56".into(),
-    ];
+    let mut sets: Vec<String> = [
+        "train.head_warmup_iterations=1",
+        "crops.global_size=28",
+        "crops.local_size=14",
+        "data.source.tile_size=56",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     sets.extend(extra.iter().cloned());
-    let mut args = vec![
-        "pretrain".to_string(),
-        "--recipe".into(),
-        recipe.display().to_string(),
-        "--quiet".into(),
-    ];
-    for s in sets {
-        args.extend(["--set".to_string(), s]);
-    }
-    args
+    tiny_pretrain_args(&recipe, out, &sets)
 }
 
 #[test]

@@ -199,13 +199,7 @@ print(nb.cells[0].outputs[0].text, end="")
 /// The interop environment's python, if there is one with the notebook libraries.
 fn python() -> Option<PathBuf> {
     let ci = std::env::var("CI").as_deref() == Ok("true");
-    let py = std::env::var_os("DINOADAPT_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/dinoadapt/venv/bin/python"))
-        })
-        .filter(|p| p.is_file());
+    let py = common::venv_python();
     let Some(py) = py else {
         if ci {
             panic!("no interop environment: run scripts/interop-env.sh (.ci/run does)");

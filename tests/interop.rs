@@ -14,13 +14,7 @@ use common::{ok, shared};
 
 /// The interop environment's python, if there is one.
 fn python() -> Option<PathBuf> {
-    let py = std::env::var_os("DINOADAPT_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/dinoadapt/venv/bin/python"))
-        })
-        .filter(|p| p.is_file());
+    let py = common::venv_python();
     if py.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("no interop environment: run scripts/interop-env.sh (.ci/run does)");

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, read_tensors, shared};
+use common::{ok, quoted, read_tensors, shared, tiny_pretrain_args};
 
 fn recipe(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,35 +18,9 @@ fn recipe(name: &str) -> String {
         .to_string()
 }
 
-fn quoted(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
-
 /// `pretrain` of `name` into `out` with the tiny-scale overrides and `extra`.
 fn run(name: &str, out: &Path, extra: &[String]) -> serde_json::Value {
-    let mut sets: Vec<String> = vec![
-        format!("train.output_dir={}", quoted(out)),
-        "train.device=\"cpu\"".into(),
-        "train.checkpoint_every=2".into(),
-        "data.batch_size=2".into(),
-        "heads.prototypes=32".into(),
-        "heads.hidden_dim=32".into(),
-        "heads.bottleneck_dim=16".into(),
-        "optim.epochs=1".into(),
-        "optim.epoch_length=2".into(),
-        "optim.warmup_epochs=0".into(),
-        "crops.local_crops=2".into(),
-    ];
-    sets.extend(extra.iter().cloned());
-    let mut args = vec![
-        "pretrain".to_string(),
-        "--recipe".into(),
-        recipe(name),
-        "--quiet".into(),
-    ];
-    for s in &sets {
-        args.extend(["--set".to_string(), s.clone()]);
-    }
+    let args = tiny_pretrain_args(Path::new(&recipe(name)), out, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&args);
     serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()

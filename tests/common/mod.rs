@@ -93,6 +93,53 @@ pub fn table(path: &Path) -> polars::prelude::DataFrame {
         .unwrap()
 }
 
+/// A path as a TOML string (for `--set KEY=VALUE`).
+pub fn quoted(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// The arguments of `pretrain --recipe RECIPE` at tiny scale, writing to `out`: the sizes a
+/// recipe test changes (one epoch of two iterations of two images, tiny heads, two local
+/// crops), then `extra` (`KEY=VALUE`, later ones win).
+pub fn tiny_pretrain_args(recipe: &Path, out: &Path, extra: &[String]) -> Vec<String> {
+    let mut sets: Vec<String> = vec![
+        format!("train.output_dir={}", quoted(out)),
+        "train.device=\"cpu\"".into(),
+        "train.checkpoint_every=2".into(),
+        "data.batch_size=2".into(),
+        "heads.prototypes=32".into(),
+        "heads.hidden_dim=32".into(),
+        "heads.bottleneck_dim=16".into(),
+        "optim.epochs=1".into(),
+        "optim.epoch_length=2".into(),
+        "optim.warmup_epochs=0".into(),
+        "crops.local_crops=2".into(),
+    ];
+    sets.extend(extra.iter().cloned());
+    let mut args = vec![
+        "pretrain".to_string(),
+        "--recipe".into(),
+        recipe.display().to_string(),
+        "--quiet".into(),
+    ];
+    for s in sets {
+        args.extend(["--set".to_string(), s]);
+    }
+    args
+}
+
+/// The python of the interop environment (`$DINOADAPT_PYTHON`, else
+/// `~/.cache/dinoadapt/venv/bin/python`), if it exists.
+pub fn venv_python() -> Option<PathBuf> {
+    std::env::var_os("DINOADAPT_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/dinoadapt/venv/bin/python"))
+        })
+        .filter(|p| p.is_file())
+}
+
 /// An integer column of a table as i64 values.
 pub fn ints(df: &polars::prelude::DataFrame, column: &str) -> Vec<i64> {
     let c = df

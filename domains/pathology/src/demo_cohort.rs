@@ -150,18 +150,17 @@ pub fn demo_cohort(
             let span = (hi[a] - lo[a] + 1).max(1);
             ((c - lo[a]) * k / span).clamp(0, k - 1)
         };
-        for b in 0..(k * k) {
-            let (bx, by) = (b % k, b / k);
-            let mut bx_feats = Vec::new();
-            let mut bx_coords = Vec::new();
-            for (t, c) in coords.iter().enumerate() {
-                if cell(c[0], 0) == bx && cell(c[1], 1) == by {
-                    bx_feats.extend_from_slice(&x[t * d..(t + 1) * d]);
-                    bx_coords.push(*c);
-                }
-            }
-            if bx_coords.len() >= cfg.min_tiles {
-                blocks.push((format!("{id}_b{b:02}"), bx_feats, bx_coords));
+        // Each tile into its block, in one pass.
+        let mut cells: Vec<(Vec<f32>, Vec<[i64; 2]>)> =
+            vec![(Vec::new(), Vec::new()); (k * k) as usize];
+        for (t, c) in coords.iter().enumerate() {
+            let cell = &mut cells[(cell(c[1], 1) * k + cell(c[0], 0)) as usize];
+            cell.0.extend_from_slice(&x[t * d..(t + 1) * d]);
+            cell.1.push(*c);
+        }
+        for (b, (feats, corners)) in cells.into_iter().enumerate() {
+            if corners.len() >= cfg.min_tiles {
+                blocks.push((format!("{id}_b{b:02}"), feats, corners));
             }
         }
     }

@@ -225,10 +225,18 @@ pub fn train(
     out: &Path,
     domains: &[&dyn Domain],
 ) -> Result<ClassifyReport, ClassifyError> {
-    // One store may hold every split (a labels CSV with a `split` column).
-    let split = |path: &Path, role: &str| -> Result<(Features, Vec<String>), ClassifyError> {
-        let s = Features::load(path, cfg.features)?.in_unit(cfg.unit);
-        s.labelled(&cfg.labels, Some(role), domains)
+    // One store may hold every split (a labels CSV with a `split` column): it is read once.
+    let mut loaded: Vec<(PathBuf, Features)> = Vec::new();
+    let mut split = |path: &Path, role: &str| -> Result<(Features, Vec<String>), ClassifyError> {
+        let at = match loaded.iter().position(|(p, _)| p == path) {
+            Some(i) => i,
+            None => {
+                let f = Features::load(path, cfg.features)?.in_unit(cfg.unit);
+                loaded.push((path.to_path_buf(), f));
+                loaded.len() - 1
+            }
+        };
+        loaded[at].1.labelled(&cfg.labels, Some(role), domains)
     };
     let (tr, tr_names) = split(&cfg.train, "train")?;
     let (va, va_names) = split(&cfg.val, "val")?;
