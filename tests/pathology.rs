@@ -289,6 +289,63 @@ fn a_generated_pyramid_is_read_from_the_level_that_matches_the_target_mpp() {
     }
 }
 
+#[test]
+fn tile_images_are_the_tiles_of_the_table_in_its_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slide = tmp.path().join("pyramid.tif");
+    pyramidal_tiff(&slide);
+    let out = tmp.path().join("out");
+    let tile = |extra: &[&str]| {
+        let mut a = vec![
+            "pathology",
+            "tile",
+            slide.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--target-mpp",
+            "0.5",
+            "--size",
+            "48",
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        ok(&a);
+    };
+    tile(&[]);
+    assert!(!out.join("tile_images").exists());
+    // A finished slide is redone when its images are asked for.
+    tile(&["--images"]);
+    let t = table(&out.join("tiles/pyramid.parquet"));
+    let (x, y) = (t.column("x").unwrap(), t.column("y").unwrap());
+    let dir = out.join("tile_images/pyramid");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(t.height() > 4, "{} tiles", t.height());
+    assert_eq!(names.len(), t.height());
+    for (i, name) in names.iter().enumerate() {
+        let (xi, yi) = (x.i64().unwrap().get(i), y.i64().unwrap().get(i));
+        assert_eq!(
+            name,
+            &format!("{i:06}_x{}_y{}.png", xi.unwrap(), yi.unwrap())
+        );
+    }
+    // Tiles inside the ellipse are the tissue colour (read from the pyramid's level 1, 0.5 µm/px).
+    let img = image::open(dir.join(&names[names.len() / 2]))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (48, 48));
+    let p = img.get_pixel(24, 24).0;
+    assert!(
+        p.iter()
+            .zip([200u8, 110, 170])
+            .all(|(&a, b)| a.abs_diff(b) <= 2),
+        "{p:?}"
+    );
+}
+
 /// A DICOM slide (two instances of one series: the level and its thumbnail) is one slide of the
 /// batch, read with dicom-rs on OpenSlide 3.4, tiled and embedded.
 #[test]

@@ -105,6 +105,9 @@ pub struct TileArgs {
     pub batch: BatchArgs,
     #[command(flatten)]
     pub tiling: TilingArgs,
+    /// Also write each tile as a PNG: tile_images/<slide>/<row>_x<x>_y<y>.png.
+    #[arg(long)]
+    pub images: bool,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -142,6 +145,7 @@ fn run_stage<B: Backend>(
     quiet: bool,
     stage: Stage,
     tiling: Option<TilingConfig>,
+    tile_images: bool,
     embedding: Option<&SlideEmbedding<B>>,
 ) -> anyhow::Result<ExitCode> {
     let slides = collect_slides(&args.slides)?;
@@ -152,6 +156,7 @@ fn run_stage<B: Backend>(
         mpp: args.mpp,
         tissue: tissue_config(args),
         tiling,
+        tile_images,
         embedding,
     };
     let run = run_batch(
@@ -195,6 +200,7 @@ impl BackendJob for PathologyEmbedJob {
             a.run.quiet,
             Stage::Embed,
             Some(self.tiling),
+            false,
             Some(&embedding),
         )
     }
@@ -204,11 +210,11 @@ pub fn run(cmd: PathologyCommand) -> anyhow::Result<ExitCode> {
     type Cpu = dinoadapt_core::backend::CpuBackend;
     match cmd {
         PathologyCommand::Tissue(a) => {
-            run_stage::<Cpu>(&a.batch, a.quiet, Stage::Tissue, None, None)
+            run_stage::<Cpu>(&a.batch, a.quiet, Stage::Tissue, None, false, None)
         }
         PathologyCommand::Tile(a) => {
             let cfg = a.tiling.config()?;
-            run_stage::<Cpu>(&a.batch, a.quiet, Stage::Tile, Some(cfg), None)
+            run_stage::<Cpu>(&a.batch, a.quiet, Stage::Tile, Some(cfg), a.images, None)
         }
         PathologyCommand::Embed(a) => {
             let tiling = a.tiling.config()?;

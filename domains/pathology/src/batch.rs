@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::h5_bag::{self, H5BagError};
 use crate::slide_list::SlideEntry;
 use crate::source::TileSource;
-use crate::tiling::{plan_tiles, TilePlan, TilingConfig};
+use crate::tiling::{plan_tiles, read_tiles, TilePlan, TilingConfig};
 use crate::tissue::{detect_tissue, TissueConfig};
 use crate::{OpenOptions, PathologyError, Slide};
 
@@ -112,6 +112,9 @@ pub struct SlideBatch<'a, B: Backend> {
     pub tissue: TissueConfig,
     /// The tiling of the tile and embed stages.
     pub tiling: Option<TilingConfig>,
+    /// Also write every tile's pixels as a PNG (`tile_images/<slide>/`, for labelling tools,
+    /// other trainers and image-folder monitors).
+    pub tile_images: bool,
     /// The model of the embed stage.
     pub embedding: Option<&'a SlideEmbedding<B>>,
 }
@@ -141,9 +144,11 @@ impl<B: Backend> BatchJob for SlideBatch<'_, B> {
         }
     }
 
-    /// Done at this run's stage or a later one.
+    /// Done at this run's stage or a later one (with its tile images when they are asked for).
     fn finished(&self, s: &SlideStatus) -> bool {
-        s.status == "done" && Stage::of(&s.stage).is_some_and(|st| st >= self.stage)
+        s.status == "done"
+            && Stage::of(&s.stage).is_some_and(|st| st >= self.stage)
+            && (!self.tile_images || s.outputs.iter().any(|o| o.starts_with("tile_images/")))
     }
 
     fn outputs(&self, s: &SlideStatus) -> Vec<String> {
@@ -225,6 +230,12 @@ impl<B: Backend> SlideBatch<'_, B> {
             )?;
             status.outputs.push(format!("tiles/{id}.parquet"));
             status.tiles = plan.tiles.len() as u64;
+            if self.tile_images {
+                let dir = format!("tile_images/{id}");
+                mkdir(&dir)?;
+                write_tile_images(&slide, &plan, &out.join(&dir))?;
+                status.outputs.push(dir);
+            }
             if let Some(w) = &plan.warning {
                 tracing::warn!("{id}: {w}");
             }
@@ -272,6 +283,23 @@ impl<B: Backend> SlideBatch<'_, B> {
         status.seconds = t0.elapsed().as_secs_f64();
         Ok(status)
     }
+}
+
+/// Every tile of `plan` as `<feature_row>_x<x>_y<y>.png` in `dir` (level-0 coordinates, the
+/// tile table's row order), read in blocks so that memory stays bounded on large slides.
+fn write_tile_images(slide: &Slide, plan: &TilePlan, dir: &Path) -> Result<(), SlideBatchError> {
+    const BLOCK: usize = 64;
+    for (b, block) in plan.tiles.chunks(BLOCK).enumerate() {
+        let images = read_tiles(slide, block, &plan.config)?;
+        for (i, (t, img)) in block.iter().zip(images).enumerate() {
+            let path = dir.join(format!("{:06}_x{}_y{}.png", b * BLOCK + i, t.x, t.y));
+            img.save(&path).map_err(|e| SlideBatchError::Io {
+                path,
+                source: std::io::Error::other(e),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The tile table of a plan: feature row n = tile n, level-0 coordinates.
@@ -355,6 +383,7 @@ mod tests {
             mpp: None,
             tissue: TissueConfig::default(),
             tiling: None,
+            tile_images: false,
             embedding: None,
         }
     }
