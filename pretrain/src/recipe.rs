@@ -58,9 +58,13 @@ pub struct ModelSection {
     pub mlp_ratio: Option<f64>,
     #[serde(default)]
     pub num_register_tokens: Option<usize>,
-    /// Stochastic depth at the last block.
+    /// Stochastic depth rate.
     #[serde(default)]
     pub drop_path_rate: f64,
+    /// The same stochastic depth rate in every block, as the official DINOv2 training configs
+    /// (`drop_path_uniform: true`); false: rising linearly from 0 at the first block (timm).
+    #[serde(default = "default_drop_path_uniform")]
+    pub drop_path_uniform: bool,
     /// Input channels, when not three: 1 for grayscale CT/MR, 4 for RGB + near-infrared, up to
     /// the bands of a multispectral source. A fresh model is built with them; an RGB
     /// checkpoint's patch embedding is grown to them (`channel_map`). `crops.mean`/`crops.std`
@@ -378,6 +382,10 @@ pub struct MonitorSection {
     /// Images per class at most (all by default).
     #[serde(default)]
     pub max_per_class: Option<usize>,
+}
+
+fn default_drop_path_uniform() -> bool {
+    true
 }
 
 fn default_k() -> usize {

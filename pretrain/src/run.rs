@@ -259,6 +259,7 @@ fn build_backbone<B: Backend>(
             };
             let mut loaded = load_checkpoint(&model, &LoadOptions::default())?;
             loaded.config.drop_path_rate = recipe.model.drop_path_rate;
+            loaded.config.drop_path_uniform = recipe.model.drop_path_uniform;
             if !loaded.config.mask_token {
                 tracing::info!(
                     "{}: no mask token in the checkpoint; iBOT trains one from zeros",
@@ -271,6 +272,7 @@ fn build_backbone<B: Backend>(
         None => {
             let mut cfg = fresh_config(recipe)?;
             cfg.drop_path_rate = recipe.model.drop_path_rate;
+            cfg.drop_path_uniform = recipe.model.drop_path_uniform;
             cfg.in_chans = recipe.model.in_chans.unwrap_or(3);
             let backbone = VisionTransformer::init(&cfg, device);
             Ok((input_channels(backbone, recipe)?, String::new()))

@@ -244,6 +244,7 @@ pub fn infer_config(
         mask_token: has("mask_token"),
         norm_eps,
         drop_path_rate: 0.0,
+        drop_path_uniform: false,
         interpolation: overrides.interpolation.unwrap_or(interpolation),
         interpolation_skip,
         channels: None,

@@ -129,9 +129,13 @@ pub struct VitConfig {
     /// LayerNorm epsilon (1e-6 in every DINOv2/UNI model).
     #[serde(default = "default_eps")]
     pub norm_eps: f64,
-    /// Stochastic depth rate at the last block (linearly increasing from 0), training only.
+    /// Stochastic depth rate, training only: of every block when `drop_path_uniform` (the
+    /// official DINOv2 training default), else of the last block, linearly increasing from 0
+    /// (timm's rule).
     #[serde(default)]
     pub drop_path_rate: f64,
+    #[serde(default)]
+    pub drop_path_uniform: bool,
     /// How the position embedding is resampled for other grid sizes.
     pub interpolation: PosEmbedInterpolation,
     /// When the stored table is used unchanged.
@@ -172,9 +176,10 @@ impl VitConfig {
         self.pos_embed_prefix.rows(self.num_register_tokens) + self.pos_grid * self.pos_grid
     }
 
-    /// Stochastic-depth rate of block `i` (linear decay rule of DINOv2 and timm).
+    /// Stochastic-depth rate of block `i`: the same in every block when `drop_path_uniform`,
+    /// else rising linearly from 0 to `drop_path_rate` (timm's rule).
     pub fn drop_path_of_block(&self, i: usize) -> f64 {
-        if self.depth <= 1 {
+        if self.depth <= 1 || self.drop_path_uniform {
             return self.drop_path_rate;
         }
         self.drop_path_rate * i as f64 / (self.depth - 1) as f64
@@ -231,6 +236,7 @@ impl VitConfig {
             mask_token: true,
             norm_eps: 1e-6,
             drop_path_rate: 0.0,
+            drop_path_uniform: false,
             interpolation: if reg {
                 PosEmbedInterpolation::BicubicAntialias
             } else {
@@ -272,6 +278,7 @@ impl VitConfig {
             mask_token: false,
             norm_eps: 1e-6,
             drop_path_rate: 0.0,
+            drop_path_uniform: false,
             interpolation: PosEmbedInterpolation::BicubicAntialias,
             interpolation_skip: PosEmbedSkip::SameGrid,
             channels: None,
@@ -362,6 +369,22 @@ impl VitConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stochastic_depth_is_uniform_or_rises_linearly_over_the_blocks() {
+        let mut cfg = VitConfig::preset("vits14").unwrap();
+        cfg.drop_path_rate = 0.4;
+        let rates = |c: &VitConfig| {
+            (0..c.depth)
+                .map(|i| c.drop_path_of_block(i))
+                .collect::<Vec<_>>()
+        };
+        let linear = rates(&cfg);
+        assert_eq!((linear[0], linear[11]), (0.0, 0.4));
+        assert!((linear[6] - 0.4 * 6.0 / 11.0).abs() < 1e-12);
+        cfg.drop_path_uniform = true;
+        assert!(rates(&cfg).iter().all(|&r| r == 0.4));
+    }
 
     #[test]
     fn swiglu_hidden_rules_match_the_references() {

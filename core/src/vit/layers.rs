@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use super::config::{FfnConfig, VitConfig};
 use super::init::timm_linear;
 use super::precision::{linear, scaled_dot_product, MatmulPrecision};
-use super::stochastic_depth::keep_mask;
+use super::stochastic_depth::{drop_add_residual, keep_mask, DropPathForm};
 
 /// Multi-head self-attention with one packed qkv projection (rows [q | k | v], each split by
 /// head), as the official DINOv2 and timm code store it.
@@ -148,6 +148,9 @@ pub struct Block<B: Backend> {
     pub ls2: Option<LayerScale<B>>,
     #[module(skip)]
     pub drop_path: f64,
+    /// Masked or efficient stochastic depth (the same draws, outputs and gradients).
+    #[module(skip)]
+    pub drop_path_form: DropPathForm,
 }
 
 impl<B: Backend> Block<B> {
@@ -169,14 +172,20 @@ impl<B: Backend> Block<B> {
             mlp: Ffn::init(cfg, device),
             ls2: ls(),
             drop_path: cfg.drop_path_of_block(index),
+            drop_path_form: DropPathForm::default(),
         }
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
-        let a = self.scale1(self.attn.forward(self.norm1.forward(x.clone()), precision));
-        let x = x + drop_path(a, self.drop_path);
-        let f = self.scale2(self.mlp.forward(self.norm2.forward(x.clone()), precision));
-        x + drop_path(f, self.drop_path)
+        let attn = |x| self.scale1(self.attn.forward(self.norm1.forward(x), precision));
+        let ffn = |x| self.scale2(self.mlp.forward(self.norm2.forward(x), precision));
+        let rate = self.drop_path;
+        if self.drop_path_form.skips::<B>(rate, &x.device()) {
+            let x = drop_add_residual(x, rate, attn);
+            return drop_add_residual(x, rate, ffn);
+        }
+        let x = x.clone() + drop_path(attn(x), rate);
+        x.clone() + drop_path(ffn(x), rate)
     }
 
     /// LayerScale of the attention branch (identity without LayerScale).

@@ -18,4 +18,5 @@ pub use model::{patches_to_grid, VisionTransformer, VitFeatures};
 pub use packed::Packing;
 pub use pos_embed::{PosEmbedInterpolation, PosEmbedSkip};
 pub use precision::MatmulPrecision;
+pub use stochastic_depth::DropPathForm;
 pub use weights::{check_state, expected_keys, StateDict, WeightError};

@@ -10,6 +10,7 @@ use super::init::{trunc_normal, TRUNC_NORMAL_STD};
 use super::layers::Block;
 use super::pos_embed::axis_matrix_cached;
 use super::precision::{linear, matmul, MatmulPrecision};
+use super::stochastic_depth::DropPathForm;
 
 /// The Vision Transformer backbone. Token order is always `[CLS, REG_1..REG_R, patches]` with
 /// patches row-major over the (h, w) grid.
@@ -158,6 +159,14 @@ impl<B: Backend> VisionTransformer<B> {
     /// The same model computing its products at `precision`.
     pub fn with_precision(mut self, precision: MatmulPrecision) -> Self {
         self.precision = precision;
+        self
+    }
+
+    /// The same model dropping residual branches in `form` while training.
+    pub fn with_drop_path_form(mut self, form: DropPathForm) -> Self {
+        for block in &mut self.blocks {
+            block.drop_path_form = form;
+        }
         self
     }
 

@@ -14,7 +14,7 @@ use burn::tensor::{Bool, Tensor};
 use super::layers::{Attention, Block};
 use super::model::{VisionTransformer, VitFeatures};
 use super::precision::{linear, MatmulPrecision};
-use super::stochastic_depth::keep_mask;
+use super::stochastic_depth::{add_kept_branch, keep_mask, kept_images};
 
 /// A batch of images [B, 3, H, W] with its optional iBOT mask [B, h*w].
 pub type MaskedImages<B> = (Tensor<B, 4>, Option<Tensor<B, 2, Bool>>);
@@ -88,6 +88,33 @@ impl Packing {
             .collect();
         x * Tensor::cat(scale, 1).div_scalar(keep)
     }
+
+    /// Efficient stochastic depth on a packed sequence: `x + branch(kept)` where `kept` packs
+    /// the tokens of the images that keep the branch (the same draws as
+    /// [`drop_path`](Packing::drop_path)), with their own packing; dropped images' tokens pass
+    /// through and cost nothing.
+    fn drop_add_residual<B: Backend>(
+        &self,
+        x: Tensor<B, 3>,
+        rate: f64,
+        branch: impl FnOnce(Tensor<B, 3>, &Packing) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let device = x.device();
+        let keep = 1.0 - rate;
+        let (mut rows, mut groups, mut start) = (Vec::new(), Vec::new(), 0);
+        for &(b, t) in &self.groups {
+            let kept = kept_images::<B>(b, keep, &device);
+            for &i in &kept {
+                rows.extend(start + i * t..start + (i + 1) * t);
+            }
+            if !kept.is_empty() {
+                groups.push((kept.len(), t));
+            }
+            start += b * t;
+        }
+        let kept = Packing { groups };
+        add_kept_branch(x, 1, &rows, start, keep, |x| branch(x, &kept))
+    }
 }
 
 impl<B: Backend> Attention<B> {
@@ -121,14 +148,20 @@ impl<B: Backend> Block<B> {
         packing: &Packing,
         precision: MatmulPrecision,
     ) -> Tensor<B, 3> {
-        let a = self.scale1(self.attn.forward_packed(
-            self.norm1.forward(x.clone()),
-            packing,
-            precision,
-        ));
-        let x = x + packing.drop_path(a, self.drop_path);
-        let f = self.scale2(self.mlp.forward(self.norm2.forward(x.clone()), precision));
-        x + packing.drop_path(f, self.drop_path)
+        let attn = |x, p: &Packing| {
+            self.scale1(
+                self.attn
+                    .forward_packed(self.norm1.forward(x), p, precision),
+            )
+        };
+        let ffn = |x, _: &Packing| self.scale2(self.mlp.forward(self.norm2.forward(x), precision));
+        let rate = self.drop_path;
+        if self.drop_path_form.skips::<B>(rate, &x.device()) {
+            let x = packing.drop_add_residual(x, rate, attn);
+            return packing.drop_add_residual(x, rate, ffn);
+        }
+        let x = x.clone() + packing.drop_path(attn(x, packing), rate);
+        x.clone() + packing.drop_path(ffn(x, packing), rate)
     }
 }
 
@@ -248,5 +281,72 @@ mod tests {
             }
             assert_eq!(v.len(), n * t * c);
         }
+    }
+
+    /// Efficient stochastic depth equals the masked form for the same draw: outputs and the
+    /// gradients of every block's weights, per size and packed, at a rate that drops some images
+    /// and keeps others in each group.
+    #[test]
+    fn efficient_stochastic_depth_equals_the_masked_form_for_a_fixed_draw() {
+        use crate::vit::layers::Ffn;
+        use crate::vit::stochastic_depth::with_seeded_draws;
+        use crate::vit::DropPathForm;
+        type A = Autodiff<Flex>;
+        let device = Default::default();
+        let mut cfg = tiny();
+        cfg.drop_path_rate = 0.4;
+        cfg.layer_scale = true;
+        let model = VisionTransformer::<A>::init(&cfg, &device);
+        let g = Tensor::<A, 4>::random([6, 3, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        let l = Tensor::<A, 4>::random([9, 3, 14, 28], Distribution::Normal(0.0, 1.0), &device);
+        // Parameters are initialised lazily, at first use: once here, so that the clones below
+        // share them rather than each drawing its own.
+        let _ = model.forward_features(g.clone(), None, &[]);
+        let run = |form: DropPathForm, packed: bool| {
+            let m = model.clone().with_drop_path_form(form);
+            with_seeded_draws(11, || {
+                let f = if packed {
+                    m.forward_packed(vec![(g.clone(), None), (l.clone(), None)])
+                } else {
+                    vec![
+                        m.forward_features(g.clone(), None, &[]),
+                        m.forward_features(l.clone(), None, &[]),
+                    ]
+                };
+                let loss = f[0].cls().powf_scalar(2.0).sum() + f[1].patches().sin().sum();
+                let grads = loss.backward();
+                let mut grad_of = |w: Tensor<A, 2>| w.grad(&grads).unwrap().unsqueeze_dim::<3>(0);
+                let weights: Vec<_> = m
+                    .blocks
+                    .iter()
+                    .flat_map(|b| {
+                        [
+                            grad_of(b.attn.qkv.weight.val()),
+                            grad_of(match &b.mlp {
+                                Ffn::Mlp(m) => m.fc1.weight.val(),
+                                Ffn::SwiGlu(_) => unreachable!("an MLP config"),
+                            }),
+                        ]
+                    })
+                    .collect();
+                (
+                    f[0].tokens.clone().inner(),
+                    f[1].tokens.clone().inner(),
+                    weights,
+                )
+            })
+        };
+        for packed in [false, true] {
+            let (eg, el, ew) = run(DropPathForm::Efficient, packed);
+            let (mg, ml, mw) = run(DropPathForm::Masked, packed);
+            assert!(max_diff(eg, mg) < 1e-5, "packed {packed}");
+            assert!(max_diff(el, ml) < 1e-5, "packed {packed}");
+            for (e, m) in ew.into_iter().zip(mw) {
+                assert!(max_diff(e, m) < 1e-4, "packed {packed}");
+            }
+        }
+        // The draw drops some images and keeps others (else the test shows nothing).
+        let kept = with_seeded_draws(11, || kept_images::<A>(6, 0.6, &device).len());
+        assert!((1..6).contains(&kept), "{kept} of 6 kept");
     }
 }

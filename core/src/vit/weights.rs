@@ -231,6 +231,7 @@ impl<B: Backend> VisionTransformer<B> {
                     mlp,
                     ls2: ls("ls2"),
                     drop_path: config.drop_path_of_block(b),
+                    drop_path_form: Default::default(),
                 }
             })
             .collect();

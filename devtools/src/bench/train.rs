@@ -15,7 +15,7 @@ use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRand
 use dinoadapt_core::train::{
     CropBatch, CropForward, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer,
 };
-use dinoadapt_core::vit::{MatmulPrecision, VisionTransformer, VitConfig};
+use dinoadapt_core::vit::{DropPathForm, MatmulPrecision, VisionTransformer, VitConfig};
 use serde_json::json;
 
 #[derive(Args, Debug, Clone)]
@@ -55,6 +55,18 @@ pub struct BenchTrainArgs {
     /// the CPU, 1 on a GPU); a list (`1,2`) times each in one run.
     #[arg(long, value_delimiter = ',')]
     pub chunks: Vec<usize>,
+    /// Stochastic depth rate (of the last block, rising linearly from 0, unless
+    /// `--drop-path-uniform`).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_path: f64,
+    /// The same rate in every block (the official DINOv2 configs; the paper's ViT-g drops 40%
+    /// everywhere) instead of rising linearly from 0.
+    #[arg(long)]
+    pub drop_path_uniform: bool,
+    /// Stochastic depth form: efficient (the dropped images' branches skipped), masked (computed
+    /// and multiplied by 0) or both (timed in one run).
+    #[arg(long, default_value = "efficient")]
+    pub drop_path_form: String,
 }
 
 /// What one timed configuration runs.
@@ -64,6 +76,7 @@ struct Setting {
     precision: MatmulPrecision,
     /// Chunks of the batch run at once (`Trainer::chunks`).
     chunks: usize,
+    drop_path_form: DropPathForm,
 }
 
 fn bench<B: AutodiffBackend>(
@@ -76,10 +89,13 @@ fn bench<B: AutodiffBackend>(
         forward,
         precision,
         chunks,
+        drop_path_form,
     } = setting;
     B::seed(device, 0);
     let head = DinoHeadConfig::new(cfg.embed_dim).with_num_prototypes(args.prototypes);
-    let backbone = VisionTransformer::<B>::init(cfg, device).with_precision(precision);
+    let backbone = VisionTransformer::<B>::init(cfg, device)
+        .with_precision(precision)
+        .with_drop_path_form(drop_path_form);
     let student = SslModel::new(
         backbone,
         &head,
@@ -150,6 +166,9 @@ fn bench<B: AutodiffBackend>(
         "crop_forward": forward,
         "precision": precision,
         "batch_chunks": chunks,
+        "drop_path": args.drop_path,
+        "drop_path_uniform": args.drop_path_uniform,
+        "drop_path_form": drop_path_form,
         "threads": rayon::current_num_threads(),
         "device": args.device.to_string(),
         "step_s": mean,
@@ -162,8 +181,20 @@ fn bench<B: AutodiffBackend>(
 
 pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
     keep_freed_memory();
-    let cfg = VitConfig::preset(&args.arch)
+    let mut cfg = VitConfig::preset(&args.arch)
         .ok_or_else(|| anyhow::anyhow!("unknown --arch `{}`", args.arch))?;
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.drop_path),
+        "--drop-path must lie in [0, 1)"
+    );
+    cfg.drop_path_rate = args.drop_path;
+    cfg.drop_path_uniform = args.drop_path_uniform;
+    let forms = match args.drop_path_form.as_str() {
+        "efficient" => vec![DropPathForm::Efficient],
+        "masked" => vec![DropPathForm::Masked],
+        "both" => vec![DropPathForm::Masked, DropPathForm::Efficient],
+        o => anyhow::bail!("--drop-path-form `{o}`: efficient, masked or both"),
+    };
     anyhow::ensure!(
         args.global_size.is_multiple_of(cfg.patch_size)
             && args.local_size.is_multiple_of(cfg.patch_size),
@@ -198,10 +229,17 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
         args.chunks.clone()
     };
     let settings = forwards.into_iter().flat_map(|forward| {
-        chunks.iter().map(move |&chunks| Setting {
-            forward,
-            precision,
-            chunks: chunks.max(1),
+        let forms = forms.clone();
+        chunks.iter().flat_map(move |&chunks| {
+            forms
+                .clone()
+                .into_iter()
+                .map(move |drop_path_form| Setting {
+                    forward,
+                    precision,
+                    chunks: chunks.max(1),
+                    drop_path_form,
+                })
         })
     });
     let mut runs = Vec::new();
