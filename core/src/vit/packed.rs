@@ -315,7 +315,7 @@ mod tests {
                 };
                 let loss = f[0].cls().powf_scalar(2.0).sum() + f[1].patches().sin().sum();
                 let grads = loss.backward();
-                let mut grad_of = |w: Tensor<A, 2>| w.grad(&grads).unwrap().unsqueeze_dim::<3>(0);
+                let grad_of = |w: Tensor<A, 2>| w.grad(&grads).unwrap().unsqueeze_dim::<3>(0);
                 let weights: Vec<_> = m
                     .blocks
                     .iter()
