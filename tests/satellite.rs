@@ -244,3 +244,36 @@ fn unusable_inputs_fail_with_clear_messages() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unsupported TIFF compression"));
 }
+
+/// A float raster whose nodata is NaN (ours, for one) reports "nan" as `gdalinfo -json` does,
+/// not null (which reads as "no nodata"); its statistics leave the NaN pixels out.
+#[test]
+fn inspect_json_reports_a_nan_nodata_as_gdal_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("nan_nodata.tif");
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = driver
+        .create_with_band_type::<f32, _>(&path, 4, 2, 2)
+        .unwrap();
+    ds.set_geo_transform(&[500000.0, 10.0, 0.0, 4000000.0, 0.0, -10.0])
+        .unwrap();
+    for b in 1..=2 {
+        let mut band = ds.rasterband(b).unwrap();
+        // GeoTIFF keeps one nodata for every band.
+        band.set_no_data_value(Some(f64::NAN)).unwrap();
+        let v = vec![1.0f32, 2.0, f32::NAN, 4.0, 5.0, 6.0, 7.0, f32::NAN];
+        band.write((0, 0), (4, 2), &mut gdal::raster::Buffer::new((4, 2), v))
+            .unwrap();
+    }
+    drop(ds);
+    let got: Value =
+        serde_json::from_str(&ok(&["inspect", path.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(got["nodata"], "nan", "{got}");
+    assert_eq!(got["nodatavals"], serde_json::json!(["nan", "nan"]));
+    let stats = &got["band_stats_excluding_nodata"][0];
+    assert_eq!(stats["valid_pixels"], 6, "{stats}");
+    assert_eq!(
+        (stats["min"].as_f64(), stats["max"].as_f64()),
+        (Some(1.0), Some(7.0))
+    );
+}

@@ -28,8 +28,10 @@ pub struct RasterReport {
     pub count: usize,
     pub dtypes: Vec<&'static str>,
     /// Band 1's nodata value (rasterio's `dataset.nodata`).
+    #[serde(serialize_with = "nodata_json::one")]
     pub nodata: Option<f64>,
     /// Every band's nodata value.
+    #[serde(serialize_with = "nodata_json::each")]
     pub nodatavals: Vec<Option<f64>>,
     pub georeferenced: bool,
     /// GDAL's order: origin x, pixel width, row rotation, origin y, column rotation, pixel height.
@@ -40,6 +42,54 @@ pub struct RasterReport {
     pub epsg: Option<u32>,
     pub block_size: [usize; 2],
     pub band_stats_excluding_nodata: Vec<BandStats>,
+}
+
+/// Nodata values in JSON as `gdalinfo -json` writes them: a number, or "nan" / "inf" / "-inf"
+/// (JSON has no NaN; serde would write null, which reads as "no nodata" — wrong for the NaN
+/// nodata of float rasters, ours included).
+mod nodata_json {
+    use serde::ser::{SerializeSeq, Serializer};
+
+    enum Value {
+        Number(f64),
+        Text(&'static str),
+    }
+
+    fn value(v: f64) -> Value {
+        if v.is_nan() {
+            Value::Text("nan")
+        } else if v == f64::INFINITY {
+            Value::Text("inf")
+        } else if v == f64::NEG_INFINITY {
+            Value::Text("-inf")
+        } else {
+            Value::Number(v)
+        }
+    }
+
+    impl serde::Serialize for Value {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Value::Number(v) => s.serialize_f64(*v),
+                Value::Text(t) => s.serialize_str(t),
+            }
+        }
+    }
+
+    pub fn one<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&value(*v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn each<S: Serializer>(vs: &[Option<f64>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(vs.len()))?;
+        for v in vs {
+            seq.serialize_element(&v.map(value))?;
+        }
+        seq.end()
+    }
 }
 
 /// Streamed statistics of one band (rows at a time, never the whole band in memory).

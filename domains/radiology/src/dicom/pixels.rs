@@ -50,7 +50,7 @@ pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -
         .ok_or_else(|| undecodable("transfer syntax not known to dicom-rs".into()))?;
     if !ts.can_decode_all() {
         return Err(undecodable(
-            "this build has no decoder for it (JPEG-LS needs the CharLS C++ library, which is not enabled; convert the file, e.g. with `gdcmconv --raw` or `dcmdjpls`)"
+            "dicom-rs has no decoder for it in this build; convert the file to an uncompressed transfer syntax, e.g. with `gdcmconv --raw`"
                 .into(),
         ));
     }
