@@ -5,6 +5,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod error_text;
 pub mod eval;
+pub mod host;
 pub mod io;
 pub mod objective;
 pub mod train;

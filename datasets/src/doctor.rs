@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use dinoadapt_core::backend::{cuda_devices, CudaDevices};
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
+use dinoadapt_core::host::HostCpu;
 use serde::Serialize;
 
 use crate::Domain;
@@ -202,38 +203,10 @@ pub fn generic_checks(out: &Path) -> Vec<Check> {
     checks
 }
 
-/// The CPU model (`/proc/cpuinfo`), its logical cores, those this process may use, and the
-/// widest SIMD the CPU kernels pick.
+/// The CPU model, vendor, widest SIMD and topology ([`HostCpu`]), and the CPUs this process
+/// may use.
 pub fn cpu_check() -> Check {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            (key.trim() == "model name").then(|| value.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let logical = info.lines().filter(|l| l.starts_with("processor")).count();
-    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores = if logical > 0 && logical != usable {
-        format!("{logical} logical cores, {usable} for this process")
-    } else {
-        format!("{usable} cores")
-    };
-    Check::ok("system", "cpu", format!("{model}, {cores}{}", simd()))
-}
-
-fn simd() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return ", AVX-512";
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return ", AVX2";
-        }
-    }
-    ""
+    Check::ok("system", "cpu", HostCpu::detect().summary())
 }
 
 /// Below this much available memory a run may swap or be killed.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use dinoadapt_core::host::HostCpu;
 use polars::prelude::DataFrame;
 use sha2::{Digest, Sha256};
 
@@ -206,7 +207,7 @@ impl Report {
             rows.push(("wall time".into(), format!("{:.1} s", elapsed_seconds())));
         }
         rows.push(("dinoadapt".into(), PROGRAM_VERSION.to_string()));
-        rows.push(("host".into(), host()));
+        rows.push(("host".into(), HostCpu::detect().summary()));
         rows.push(("threads".into(), rayon::current_num_threads().to_string()));
         rows.extend(self.facts.iter().cloned());
         h.push_str("<h2>Run</h2>\n<table class=\"kv\">");
@@ -329,21 +330,6 @@ fn utc(t: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// CPU model and core count from /proc/cpuinfo (or what the OS says it is).
-fn host() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model}, {cores} logical cores, {}", std::env::consts::OS)
 }
 
 fn human_bytes(n: u64) -> String {

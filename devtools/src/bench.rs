@@ -16,6 +16,7 @@ use clap::{Args, Subcommand};
 use dinoadapt_core::backend::{
     batch_chunks, matmul_precision, on_device, peak_rss_mib, BackendJob, DeviceSpec,
 };
+use dinoadapt_core::host::HostCpu;
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
 use serde_json::json;
 
@@ -112,6 +113,24 @@ impl BackendJob for BenchEmbedJob {
     }
 }
 
+/// Every figure with the host it was measured on (model, vendor, SIMD level, topology): a speed
+/// claim names its CPU.
+fn with_host(mut out: serde_json::Value) -> serde_json::Value {
+    let host = HostCpu::detect();
+    eprintln!("host: {}", host.summary());
+    let host = serde_json::to_value(&host).unwrap_or_default();
+    let runs = match &mut out {
+        serde_json::Value::Array(runs) => runs.iter_mut().collect(),
+        one => vec![one],
+    };
+    for run in runs {
+        if let Some(fields) = run.as_object_mut() {
+            fields.insert("host".into(), host.clone());
+        }
+    }
+    out
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Pathology(args) => {
@@ -122,7 +141,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 out["tiles"],
                 out["seconds"].as_f64().unwrap_or(0.0)
             );
-            println!("{out}");
+            println!("{}", with_host(out));
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Satellite(args) => {
@@ -134,7 +153,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 out["seconds"].as_f64().unwrap_or(0.0),
                 out["peak_rss_mib"].as_f64().unwrap_or(0.0)
             );
-            println!("{out}");
+            println!("{}", with_host(out));
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Curate(args) => {
@@ -145,7 +164,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 out["queries_per_s"].as_f64().unwrap_or(0.0),
                 out["kmeans_s"].as_f64().unwrap_or(0.0)
             );
-            println!("{out}");
+            println!("{}", with_host(out));
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Train(args) => {
@@ -163,7 +182,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     r["peak_rss_mib"].as_f64().unwrap_or(0.0)
                 );
             }
-            println!("{out}");
+            println!("{}", with_host(out));
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Embed(args) => {
@@ -191,7 +210,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 out["seconds_per_batch"].as_f64().unwrap_or(0.0),
                 out["peak_rss_mb"].as_f64().unwrap_or(0.0)
             );
-            println!("{out}");
+            println!("{}", with_host(out));
             Ok(ExitCode::SUCCESS)
         }
     }
