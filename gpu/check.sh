@@ -63,6 +63,8 @@ log "dinoadapt-dev bench train (ViT-S/14, batch 8, 2x224 + 8x98)"
 peak_mem timeout 120 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 2>&1 | tee -a "$out/summary.txt"
 log "dinoadapt-dev bench train, bf16 mixed precision"
 peak_mem timeout 90 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 2 --steps 5 --precision bf16 2>&1 | tee -a "$out/summary.txt"
+log "dinoadapt-dev bench train, stochastic depth 0.4 in every block: masked vs efficient"
+peak_mem timeout 90 "$bin" bench train --arch vits14 --batch 8 --local-crops 8 --device cuda:0 --warmup 1 --steps 3 --drop-path 0.4 --drop-path-uniform --drop-path-form both 2>&1 | tee -a "$out/summary.txt"
 if [ "$have_torch" = 1 ]; then
   log "pytorch train step (same shapes)"
   peak_mem timeout 90 python3 "$work/pytorch_train.py" --device cuda --warmup 2 --steps 5 --json 2>&1 | tail -1 | tee -a "$out/summary.txt"
