@@ -17,6 +17,7 @@ use crate::objective::losses::{
     dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
 };
 use crate::objective::masking::BatchMasks;
+use crate::vit::stochastic_depth::with_seeded_draws;
 use crate::vit::{VisionTransformer, VitFeatures};
 
 /// Backbone plus the DINO head and, optionally, a separate iBOT head (the official default
@@ -287,17 +288,18 @@ fn student_tokens<B: AutodiffBackend>(
         };
     }
     let indices = Tensor::from_inner(indices.clone());
+    // The seed of the stochastic depth draws, from the backend's RNG (which the run seeds every
+    // iteration): the keep decisions are then drawn on the host, so the efficient form's kept
+    // images are known without reading a device tensor back at every block.
+    let seed = Tensor::<B::InnerBackend, 1>::random(
+        [1],
+        Distribution::Uniform(0.0, 1.0),
+        &batch.global.device(),
+    )
+    .into_scalar()
+    .elem::<f64>()
+    .to_bits();
     if chunks > 1 && batch.images() > 1 {
-        // The seed of the chunks' stochastic depth, from the backend's RNG (which the run
-        // seeds every iteration).
-        let seed = Tensor::<B::InnerBackend, 1>::random(
-            [1],
-            Distribution::Uniform(0.0, 1.0),
-            &batch.global.device(),
-        )
-        .into_scalar()
-        .elem::<f64>()
-        .to_bits();
         let chunked = ChunkedStudent::forward(backbone, batch, mask, forward, chunks, seed);
         let t = chunked.tokens.clone();
         return StudentTokens {
@@ -308,13 +310,15 @@ fn student_tokens<B: AutodiffBackend>(
             chunked: Some(chunked),
         };
     }
-    let (g, local) = crop_features(
-        backbone,
-        Tensor::from_inner(batch.global.clone()),
-        Tensor::from_inner(mask),
-        batch.local.clone().map(Tensor::from_inner),
-        forward,
-    );
+    let (g, local) = with_seeded_draws(seed, || {
+        crop_features(
+            backbone,
+            Tensor::from_inner(batch.global.clone()),
+            Tensor::from_inner(mask),
+            batch.local.clone().map(Tensor::from_inner),
+            forward,
+        )
+    });
     StudentTokens {
         cls: g.cls(),
         global_patches: g.patches(),
