@@ -8,6 +8,7 @@ pub mod eval;
 pub mod host;
 pub mod io;
 pub mod objective;
+pub mod seeds;
 pub mod train;
 pub mod vit;
 

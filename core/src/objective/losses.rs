@@ -15,18 +15,62 @@ pub fn sinkhorn_knopp<B: Backend>(
     n_iterations: usize,
     n_samples: usize,
 ) -> Tensor<B, 2> {
-    let q = teacher.div_scalar(teacher_temp).exp().transpose(); // [K, N]
-    let k = q.dims()[0] as f64;
-    let b = n_samples as f64;
-    let total = q.clone().sum().reshape([1, 1]);
-    let mut q = q / total;
-    for _ in 0..n_iterations {
-        let rows = q.clone().sum_dim(1); // [K, 1]
-        q = (q / rows).div_scalar(k);
-        let cols = q.clone().sum_dim(0); // [1, N]
-        q = (q / cols).div_scalar(b);
+    let [_, k] = teacher.dims();
+    let device = teacher.device();
+    let step = SinkhornStep {
+        prototypes: k,
+        teacher_temp,
+        n_iterations,
+        n_samples,
+    };
+    sinkhorn_knopp_split(Some(teacher), &step, &|x| x, &device).expect("targets of the rows")
+}
+
+/// The settings of one Sinkhorn-Knopp call over a batch that may be split across replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkhornStep {
+    /// K.
+    pub prototypes: usize,
+    pub teacher_temp: f64,
+    pub n_iterations: usize,
+    /// B: the rows of the whole (global) batch.
+    pub n_samples: usize,
+}
+
+/// Sinkhorn-Knopp over a batch whose rows are split across replicas, as the official
+/// `SinkhornKnopp` runs under `torch.distributed`: the total and the prototype (row) sums of Q
+/// are summed over the replicas by `sum_replicas` (the identity on one device); the column
+/// normalisation is per sample and stays local. `teacher` holds this replica's rows, `None`
+/// when it has none (a shard without masked patches), in which case it adds zeros to the sums
+/// and gets no targets. Every replica makes the same calls of `sum_replicas`, in the same order.
+pub fn sinkhorn_knopp_split<B: Backend>(
+    teacher: Option<Tensor<B, 2>>,
+    step: &SinkhornStep,
+    sum_replicas: &dyn Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+    device: &B::Device,
+) -> Option<Tensor<B, 2>> {
+    let q = teacher.map(|t| t.div_scalar(step.teacher_temp).exp().transpose()); // [K, N]
+    let k = step.prototypes as f64;
+    let b = step.n_samples as f64;
+    let local_total = match &q {
+        Some(q) => q.clone().sum().reshape([1, 1]),
+        None => Tensor::zeros([1, 1], device),
+    };
+    let total = sum_replicas(local_total);
+    let mut q = q.map(|q| q / total);
+    for _ in 0..step.n_iterations {
+        let local_rows = match &q {
+            Some(q) => q.clone().sum_dim(1), // [K, 1]
+            None => Tensor::zeros([step.prototypes, 1], device),
+        };
+        let rows = sum_replicas(local_rows);
+        q = q.map(|q| {
+            let q = (q / rows).div_scalar(k);
+            let cols = q.clone().sum_dim(0); // [1, N]
+            (q / cols).div_scalar(b)
+        });
     }
-    q.mul_scalar(b).transpose()
+    q.map(|q| q.mul_scalar(b).transpose())
 }
 
 /// Softmax centering of the teacher with an EMA centre, updated lazily as the reference does:
@@ -65,7 +109,13 @@ impl<B: Backend> SoftmaxCenter<B> {
     /// Record the batch statistic: the mean teacher row (sum over rows / (rows x world size)).
     pub fn update(&mut self, teacher: Tensor<B, 2>) {
         let n = teacher.dims()[0] as f64;
-        self.pending = Some(teacher.sum_dim(0).div_scalar(n));
+        self.record(teacher.sum_dim(0).div_scalar(n));
+    }
+
+    /// Record a batch statistic computed elsewhere (the mean teacher row [1, K] of a global
+    /// batch, reduced over replicas).
+    pub fn record(&mut self, mean_row: Tensor<B, 2>) {
+        self.pending = Some(mean_row);
     }
 
     /// The centre with any pending update applied.

@@ -263,27 +263,62 @@ pub fn collate_masks(
         masks.push(vec![false; n]);
     }
     rng.shuffle(&mut masks);
-    let mut indices = Vec::new();
-    let mut weights = Vec::new();
-    for (b, m) in masks.iter().enumerate() {
-        let count = m.iter().filter(|v| **v).count();
-        let w = 1.0 / (count.max(1) as f32);
-        for (t, _) in m.iter().enumerate().filter(|(_, v)| **v) {
-            indices.push(b * n + t);
-            weights.push(w);
+    BatchMasks::of(masks, upperbound)
+}
+
+impl BatchMasks {
+    /// The masks `masks` with their masked-patch indices and iBOT weights.
+    fn of(masks: Vec<Vec<bool>>, upperbound: usize) -> Self {
+        let mut indices = Vec::new();
+        let mut weights = Vec::new();
+        for (b, m) in masks.iter().enumerate() {
+            let n = m.len();
+            let count = m.iter().filter(|v| **v).count();
+            let w = 1.0 / (count.max(1) as f32);
+            for (t, _) in m.iter().enumerate().filter(|(_, v)| **v) {
+                indices.push(b * n + t);
+                weights.push(w);
+            }
+        }
+        BatchMasks {
+            masks,
+            indices,
+            weights,
+            upperbound,
         }
     }
-    BatchMasks {
-        masks,
-        indices,
-        weights,
-        upperbound,
+
+    /// The masks of the given global-crop rows, in that order (a data-parallel replica's
+    /// shard of the global batch's masks). `upperbound` stays the whole batch's.
+    pub fn select_rows(&self, rows: &[usize]) -> Self {
+        let masks = rows.iter().map(|&r| self.masks[r].clone()).collect();
+        BatchMasks::of(masks, self.upperbound)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selected_rows_keep_their_masks_and_weights() {
+        let mut rng = PyRandom::seed(4);
+        let all = collate_masks(&mut rng, &MaskingGenerator::dinov2(4), 8, 0.5, (0.1, 0.5));
+        let part = all.select_rows(&[1, 2, 5, 6]);
+        assert_eq!(part.masks.len(), 4);
+        assert_eq!(part.masks[2], all.masks[5]);
+        let weights_of = |m: &BatchMasks, row: usize| -> Vec<f32> {
+            m.indices
+                .iter()
+                .zip(&m.weights)
+                .filter(|(i, _)| **i / 16 == row)
+                .map(|(_, w)| *w)
+                .collect()
+        };
+        for (k, row) in [1, 2, 5, 6].into_iter().enumerate() {
+            assert_eq!(weights_of(&part, k), weights_of(&all, row));
+        }
+    }
 
     #[test]
     fn matches_cpython_random() {

@@ -16,7 +16,8 @@
 //!    through its own graph, all chunks at once; the backbone's gradient is the sum over chunks.
 //!
 //! The losses and gradients are those of the whole-batch pass, summed in another order.
-//! Stochastic depth draws each chunk's masks from its own seeded generator, so runs repeat.
+//! Stochastic depth draws are keyed by image, so a chunk draws for its images what the whole
+//! batch draws for them, and runs repeat.
 
 use std::ops::Range;
 
@@ -27,7 +28,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::ssl::{crop_features, CropBatch, CropForward};
-use crate::vit::stochastic_depth::with_seeded_draws;
+use crate::vit::stochastic_depth::{with_image_draws, ImageSpan};
 use crate::vit::VisionTransformer;
 
 /// The final tokens of a set of images: global class tokens [2b, D], global patch tokens
@@ -188,13 +189,9 @@ pub struct ChunkedStudent<B: AutodiffBackend> {
     pub tokens: CropTokens<B>,
 }
 
-/// A seed per chunk from the iteration's seed.
-fn chunk_seed(seed: u64, s: usize) -> u64 {
-    seed ^ (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 impl<B: AutodiffBackend> ChunkedStudent<B> {
-    /// Step 1: the chunks forward, concurrently; `seed` seeds their stochastic depth.
+    /// Step 1: the chunks forward, concurrently; `seed` seeds their stochastic depth, keyed by
+    /// image of `span` (the batch's images): every image draws what the whole batch draws.
     pub fn forward(
         backbone: &VisionTransformer<B>,
         batch: &CropBatch<B::InnerBackend>,
@@ -202,6 +199,7 @@ impl<B: AutodiffBackend> ChunkedStudent<B> {
         crops: CropForward,
         chunks: usize,
         seed: u64,
+        span: ImageSpan,
     ) -> Self {
         let plan = ImageChunks::new(batch.images(), batch.local_crops(), chunks);
         let graphs: Vec<ChunkGraph<B>> = (0..plan.len())
@@ -211,7 +209,12 @@ impl<B: AutodiffBackend> ChunkedStudent<B> {
                 // parameters take gradients.)
                 let copy = VisionTransformer::<B>::from_inner(backbone.valid());
                 let (g, m, l) = chunk_inputs(&plan, batch, &mask, s);
-                let tokens = with_seeded_draws(chunk_seed(seed, s), || {
+                let images = plan.ranges[s].clone();
+                let chunk = ImageSpan {
+                    first: span.first + images.start,
+                    count: images.len(),
+                };
+                let tokens = with_image_draws(seed, chunk, || {
                     forward(
                         &copy,
                         Tensor::from_inner(g),

@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::batch_chunks::{frozen_tokens, ChunkedStudent};
 use super::loss_terms::{LossTerms, DINO_GLOBAL, DINO_LOCAL, GRAM, IBOT, KOLEO};
+use super::replicas::{sum_over, sum_values, Replicas};
 use crate::objective::gram::{gram_loss, GramConfig};
 use crate::objective::head::{DinoHead, DinoHeadConfig};
 use crate::objective::losses::{
-    dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp, SoftmaxCenter,
+    dino_cross_entropy, ibot_masked_loss, koleo, sinkhorn_knopp_split, SinkhornStep, SoftmaxCenter,
 };
 use crate::objective::masking::BatchMasks;
-use crate::vit::stochastic_depth::with_seeded_draws;
+use crate::vit::stochastic_depth::{with_image_draws, ImageSpan};
 use crate::vit::{VisionTransformer, VitFeatures};
 
 /// Backbone plus the DINO head and, optionally, a separate iBOT head (the official default
@@ -174,17 +175,16 @@ fn entropy<B: Backend>(p: &Tensor<B, 2>) -> f64 {
     scalar(&h)
 }
 
-/// Mean over dimensions of the std over rows of [N, D].
-fn feature_std<B: Backend>(x: &Tensor<B, 2>) -> f64 {
-    let n = x.dims()[0];
-    if n < 2 {
+/// Mean over dimensions of the std over rows of [N, D], the rows of every replica together.
+fn feature_std<B: Backend>(x: &Tensor<B, 2>, replicas: Option<&dyn Replicas<B>>) -> f64 {
+    let device = x.device();
+    let n = sum_values(replicas, &[x.dims()[0] as f64], &device)[0];
+    if n < 2.0 {
         return 0.0;
     }
-    let mean = x.clone().mean_dim(0);
-    let var = (x.clone() - mean)
-        .powf_scalar(2.0)
-        .sum_dim(0)
-        .div_scalar((n - 1) as f64);
+    let mean = sum_over(replicas, x.clone().sum_dim(0)).div_scalar(n);
+    let var =
+        sum_over(replicas, (x.clone() - mean).powf_scalar(2.0).sum_dim(0)).div_scalar(n - 1.0);
     scalar(&var.sqrt().mean())
 }
 
@@ -220,6 +220,12 @@ pub struct StudentPass {
     /// The student's global crops are left unmasked (distillation, DINOv2 §5: the iBOT loss
     /// still compares the student's and the teacher's tokens at the mask's positions).
     pub unmasked: bool,
+    /// The seed of the iteration's stochastic depth draws, which are keyed by image
+    /// ([`with_image_draws`]); `None` takes it from the backend's RNG.
+    pub draw_seed: Option<u64>,
+    /// Where the batch starts in the global batch: rank x images for a data-parallel
+    /// replica, 0 on one device. An image draws the same stochastic depth on any replica.
+    pub first_image: usize,
 }
 
 /// Final tokens of the global crops (with the iBOT mask) and of the local crops.
@@ -271,6 +277,8 @@ fn student_tokens<B: AutodiffBackend>(
         forward,
         chunks,
         unmasked,
+        draw_seed,
+        first_image,
     } = pass;
     let mask = if unmasked {
         mask.clone().bool_and(mask.bool_not())
@@ -288,19 +296,25 @@ fn student_tokens<B: AutodiffBackend>(
         };
     }
     let indices = Tensor::from_inner(indices.clone());
-    // The seed of the stochastic depth draws, from the backend's RNG (which the run seeds every
-    // iteration): the keep decisions are then drawn on the host, so the efficient form's kept
-    // images are known without reading a device tensor back at every block.
-    let seed = Tensor::<B::InnerBackend, 1>::random(
-        [1],
-        Distribution::Uniform(0.0, 1.0),
-        &batch.global.device(),
-    )
-    .into_scalar()
-    .elem::<f64>()
-    .to_bits();
+    // The seed of the stochastic depth draws, given or from the backend's RNG (which the run
+    // seeds every iteration): the keep decisions are drawn on the host, so the efficient
+    // form's kept images are known without reading a device tensor back at every block.
+    let seed = draw_seed.unwrap_or_else(|| {
+        Tensor::<B::InnerBackend, 1>::random(
+            [1],
+            Distribution::Uniform(0.0, 1.0),
+            &batch.global.device(),
+        )
+        .into_scalar()
+        .elem::<f64>()
+        .to_bits()
+    });
+    let span = ImageSpan {
+        first: first_image,
+        count: batch.images(),
+    };
     if chunks > 1 && batch.images() > 1 {
-        let chunked = ChunkedStudent::forward(backbone, batch, mask, forward, chunks, seed);
+        let chunked = ChunkedStudent::forward(backbone, batch, mask, forward, chunks, seed, span);
         let t = chunked.tokens.clone();
         return StudentTokens {
             cls: t.cls,
@@ -310,7 +324,7 @@ fn student_tokens<B: AutodiffBackend>(
             chunked: Some(chunked),
         };
     }
-    let (g, local) = with_seeded_draws(seed, || {
+    let (g, local) = with_image_draws(seed, span, || {
         crop_features(
             backbone,
             Tensor::from_inner(batch.global.clone()),
@@ -381,6 +395,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
     centers: &mut Centers<B::InnerBackend>,
     pass: StudentPass,
     gram_targets: Option<Tensor<B::InnerBackend, 3>>,
+    replicas: Option<&dyn Replicas<B::InnerBackend>>,
 ) -> SslOutput<B> {
     let device = batch.global.device();
     let n2 = batch.global.dims()[0];
@@ -408,23 +423,58 @@ pub fn ssl_forward<B: AutodiffBackend>(
     let t_patches = (m > 0).then(|| gather_patches(t.patches(), &indices));
     let (mut t_cls_logits, t_patch_logits) = head_logits(teacher, vec![t_cls], t_patches);
     let t_cls_logits = t_cls_logits.remove(0);
+    let k_dino = t_cls_logits.dims()[1];
+    let k_ibot = teacher.ibot().last_layer_g.dims()[0];
+    // Across replicas, the batch statistics are those of the global batch: n2 x world
+    // class-token rows, and every replica's masked patches.
+    let world = replicas.map_or(1, |r| r.world());
+    let m_global = sum_values(replicas, &[m as f64], &device)[0].round() as usize;
+    let sum_replicas = |x: Tensor<B::InnerBackend, 2>| sum_over(replicas, x);
     let (t_dino, t_ibot) = match cfg.centering {
-        Centering::SinkhornKnopp => (
-            sinkhorn_knopp(t_cls_logits, teacher_temp, cfg.sinkhorn_iterations, n2),
-            t_patch_logits.map(|p| sinkhorn_knopp(p, teacher_temp, cfg.sinkhorn_iterations, m)),
-        ),
+        Centering::SinkhornKnopp => {
+            let step = SinkhornStep {
+                prototypes: k_dino,
+                teacher_temp,
+                n_iterations: cfg.sinkhorn_iterations,
+                n_samples: n2 * world,
+            };
+            let dino = sinkhorn_knopp_split(Some(t_cls_logits), &step, &sum_replicas, &device)
+                .expect("class-token targets");
+            let ibot = if m_global > 0 {
+                let step = SinkhornStep {
+                    prototypes: k_ibot,
+                    teacher_temp,
+                    n_iterations: cfg.sinkhorn_iterations,
+                    n_samples: m_global,
+                };
+                sinkhorn_knopp_split(t_patch_logits, &step, &sum_replicas, &device)
+            } else {
+                None
+            };
+            (dino, ibot)
+        }
         Centering::Softmax => {
+            let mean_row = |sum: Tensor<B::InnerBackend, 2>, rows: usize| {
+                sum_replicas(sum).div_scalar(rows.max(1) as f64)
+            };
             let d = centers.dino.targets(t_cls_logits.clone(), teacher_temp);
-            centers.dino.update(t_cls_logits);
-            let i = t_patch_logits.map(|p| {
-                let i = centers.ibot.targets(p.clone(), teacher_temp);
-                centers.ibot.update(p);
-                i
-            });
+            centers
+                .dino
+                .record(mean_row(t_cls_logits.sum_dim(0), n2 * world));
+            let mut i = None;
+            if m_global > 0 {
+                let local_sum = match &t_patch_logits {
+                    Some(p) => p.clone().sum_dim(0),
+                    None => Tensor::zeros([1, k_ibot], &device),
+                };
+                i = t_patch_logits.map(|p| centers.ibot.targets(p, teacher_temp));
+                centers.ibot.record(mean_row(local_sum, m_global));
+            }
             (d, i)
         }
     };
     let teacher_entropy = entropy(&t_dino);
+    let teacher_entropy = sum_values(replicas, &[teacher_entropy], &device)[0] / world as f64;
 
     // Student.
     let StudentTokens {
@@ -434,7 +484,7 @@ pub fn ssl_forward<B: AutodiffBackend>(
         local: s_local,
         chunked,
     } = student_tokens::<B>(&student.backbone, batch, mask, &indices, pass);
-    let cls_std = feature_std(&s_cls.clone().inner());
+    let cls_std = feature_std(&s_cls.clone().inner(), replicas);
     let mut rows = Vec::new();
     if let Some(l) = &s_local {
         rows.push(l.clone());
@@ -498,6 +548,20 @@ pub fn ssl_forward<B: AutodiffBackend>(
         loss = loss + gram.mul_scalar(cfg.gram.weight);
     }
     report.total = scalar(&loss.clone().inner());
+    if world > 1 {
+        // The global batch's figures: every term is a mean over equal shards.
+        let mut values: Vec<f64> = report.terms.iter().map(|(_, v)| v).collect();
+        values.push(report.total);
+        let mean: Vec<f64> = sum_values(replicas, &values, &device)
+            .into_iter()
+            .map(|v| v / world as f64)
+            .collect();
+        let names: Vec<&'static str> = report.terms.iter().map(|(n, _)| n).collect();
+        for (name, v) in names.into_iter().zip(&mean) {
+            report.terms.set(name, *v);
+        }
+        report.total = mean[mean.len() - 1];
+    }
     SslOutput {
         loss,
         report,

@@ -3,6 +3,7 @@
 //! weight decay from the schedules and its multipliers, then the EMA teacher update.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
@@ -13,6 +14,7 @@ use super::batch_chunks::add_gradients;
 use super::clip::clip_grad_norm;
 use super::optimizer::{AdamW, AdamWConfig};
 use super::param_paths::{param_names, restore, snapshot};
+use super::replicas::{average_gradients, Replicas};
 use super::ssl::{
     ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };
@@ -90,6 +92,11 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Distillation ([`distill_from`](Self::distill_from)): the EMA of the student, the run's
     /// output model, while `teacher` stays frozen.
     pub student_ema: Option<SslModel<B::InnerBackend>>,
+    /// The other replicas of a data-parallel run ([`super::replicas`]); `None` on one device.
+    pub replicas: Option<Arc<dyn Replicas<B::InnerBackend>>>,
+    /// The seed of the next step's stochastic depth draws; `None` takes it from the backend's
+    /// RNG. Data-parallel replicas share one seed per iteration.
+    pub draw_seed: Option<u64>,
     groups: HashMap<String, ParamGroup>,
 }
 
@@ -139,6 +146,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             chunks: 1,
             gram_teacher: None,
             student_ema: None,
+            replicas: None,
+            draw_seed: None,
             groups,
         }
     }
@@ -246,14 +255,21 @@ impl<B: AutodiffBackend> Trainer<B> {
                 forward: self.crop_forward,
                 chunks: self.chunks,
                 unmasked: self.student_ema.is_some(),
+                draw_seed: self.draw_seed,
+                first_image: self.replicas.as_ref().map_or(0, |r| r.rank()) * batch.images(),
             },
             gram_targets,
+            self.replicas.as_deref(),
         );
         let mut raw = out.loss.backward();
         let chunked = out.chunked.map(|s| s.backward(&mut raw));
         let mut grads = GradientsParams::from_grads(raw, &self.student);
         if let Some(backbone) = chunked {
             add_gradients::<B, _>(&self.student.backbone, backbone, &mut grads);
+        }
+        if let Some(replicas) = &self.replicas {
+            let device = self.teacher.backbone.device();
+            average_gradients::<B, _, _>(&self.student, &mut grads, replicas.as_ref(), &device);
         }
         let max = if self.optim.clip_grad > 0.0 {
             self.optim.clip_grad

@@ -13,15 +13,19 @@
 //! single-tensor path switches only above 0.1).
 //!
 //! The keep masks come from the backend's RNG, unless the running thread has its own seeded
-//! draws installed ([`with_seeded_draws`]). Forwards that run concurrently, one chunk of the
-//! batch per thread (`train::batch_chunks`), each install their own, so the masks of every chunk are
-//! the same in every run whatever the threads' interleaving, and a resumed run repeats them.
+//! draws installed ([`with_seeded_draws`], [`with_image_draws`]). Seeded draws are keyed by
+//! (call, crop, image of the whole batch), not drawn in sequence: a chunk of the batch on
+//! another thread (`train::batch_chunks`) or a data-parallel replica's shard
+//! (`train::replicas`) draws for its images exactly what the whole batch on one device draws
+//! for them, whatever the threads' interleaving, and a resumed run repeats them.
 
 use std::cell::RefCell;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::seeds::{mix, unit_interval};
 
 /// How a block drops residual branches while training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -41,48 +45,81 @@ impl DropPathForm {
     }
 }
 
-/// SplitMix64: a small, well-mixed generator for keep masks.
+/// The images a forward holds: `count` consecutive images of the whole batch, starting at its
+/// image `first` (a chunk of the batch, or one replica's shard of the global batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSpan {
+    pub first: usize,
+    pub count: usize,
+}
+
+/// A thread's seeded draws: the iteration's seed, the draws made so far (one per call, in the
+/// model's order of blocks and crop groups), and the images its rows stand for.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+struct SeededDraws {
+    seed: u64,
+    calls: u64,
+    span: Option<ImageSpan>,
+}
 
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+impl SeededDraws {
+    /// Keep decisions for the `n` rows of the next call. With a span, the rows are crop-major
+    /// (crop j of each of its images, then crop j + 1, as every group of a multi-crop batch
+    /// is), and each decision is keyed by (call, crop, image of the whole batch): a chunk or a
+    /// replica's shard draws for its images exactly what the whole batch draws for them.
+    fn keeps(&mut self, n: usize, keep: f64) -> Vec<f32> {
+        self.calls += 1;
+        let call = mix(self.seed, 0x5D, self.calls);
+        (0..n)
+            .map(|i| {
+                let (crop, image) = match self.span {
+                    Some(s) if s.count > 0 && n.is_multiple_of(s.count) => {
+                        (i / s.count, s.first + i % s.count)
+                    }
+                    _ => (0, i),
+                };
+                if unit_interval(mix(call, crop as u64, image as u64)) < keep {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 }
 
 thread_local! {
-    static DRAWS: RefCell<Option<SplitMix64>> = const { RefCell::new(None) };
+    static DRAWS: RefCell<Option<SeededDraws>> = const { RefCell::new(None) };
 }
 
-/// Run `f` with this thread's keep masks drawn from a generator seeded with `seed`. Nested
-/// calls (rayon may run another slice's closure on this thread while this one waits inside a
-/// parallel product) install their own generator and restore this one when they return.
+/// Run `f` with this thread's keep masks drawn from `seed`, keyed by row. Nested calls (rayon
+/// may run another slice's closure on this thread while this one waits inside a parallel
+/// product) install their own draws and restore these when they return.
 pub fn with_seeded_draws<R>(seed: u64, f: impl FnOnce() -> R) -> R {
-    let saved = DRAWS.with(|d| d.replace(Some(SplitMix64(seed))));
+    install(seed, None, f)
+}
+
+/// [`with_seeded_draws`] for a forward over `span`'s images of a batch: the keep decisions
+/// of an image are those the whole batch's forward draws for it.
+pub fn with_image_draws<R>(seed: u64, span: ImageSpan, f: impl FnOnce() -> R) -> R {
+    install(seed, Some(span), f)
+}
+
+fn install<R>(seed: u64, span: Option<ImageSpan>, f: impl FnOnce() -> R) -> R {
+    let draws = SeededDraws {
+        seed,
+        calls: 0,
+        span,
+    };
+    let saved = DRAWS.with(|d| d.replace(Some(draws)));
     let out = f();
     DRAWS.with(|d| *d.borrow_mut() = saved);
     out
 }
 
-/// This thread's seeded keep decisions for n images (1 kept, 0 dropped), if it has a generator.
+/// This thread's seeded keep decisions for n images (1 kept, 0 dropped), if it has draws.
 fn seeded_keeps(n: usize, keep: f64) -> Option<Vec<f32>> {
-    DRAWS.with(|d| {
-        d.borrow_mut().as_mut().map(|rng| {
-            (0..n)
-                .map(|_| if rng.uniform() < keep { 1.0f32 } else { 0.0 })
-                .collect()
-        })
-    })
+    DRAWS.with(|d| d.borrow_mut().as_mut().map(|draws| draws.keeps(n, keep)))
 }
 
 /// [n] ones (kept, with probability `keep`) and zeros (dropped).
@@ -166,6 +203,25 @@ mod tests {
         let kept = plain.0.iter().filter(|&&v| v == 1.0).count();
         assert!((16..=48).contains(&kept), "{kept} of 64 kept at p = 0.5");
         assert!(plain.0.iter().all(|&v| v == 0.0 || v == 1.0));
+    }
+
+    #[test]
+    fn a_span_of_images_draws_what_the_whole_batch_draws_for_them() {
+        // Two crop groups of a 6-image batch: 2 global crops (12 rows), 3 local (18 rows).
+        let draws = |span: ImageSpan| {
+            with_image_draws(5, span, || (draw(2 * span.count), draw(3 * span.count)))
+        };
+        let (g, l) = draws(ImageSpan { first: 0, count: 6 });
+        // Images 2..5 of the batch, as a chunk or a replica's shard holds them.
+        let (gs, ls) = draws(ImageSpan { first: 2, count: 3 });
+        let rows = |crops: usize| -> Vec<usize> {
+            (0..crops)
+                .flat_map(|c| (2..5).map(move |i| c * 6 + i))
+                .collect()
+        };
+        assert_eq!(gs, rows(2).iter().map(|&r| g[r]).collect::<Vec<_>>());
+        assert_eq!(ls, rows(3).iter().map(|&r| l[r]).collect::<Vec<_>>());
+        assert_ne!(g[..6], g[6..], "the two crops of an image draw apart");
     }
 
     #[test]
