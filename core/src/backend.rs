@@ -47,6 +47,60 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// The devices of a data-parallel run from `--devices`: a comma-separated list (`cuda:0,cuda:1`,
+/// `cpu,cpu`), a count (`4`: that many devices of the kind `single` names, CPU replicas sharing
+/// the host's cores), or `all` (every CUDA device the driver lists). All of one kind.
+pub fn device_list(spec: &str, single: DeviceSpec) -> Result<Vec<DeviceSpec>, String> {
+    let spec = spec.trim();
+    let devices: Vec<DeviceSpec> = if spec == "all" {
+        match cuda_devices() {
+            CudaDevices::Found(d) if !d.is_empty() => {
+                d.iter().map(|d| DeviceSpec::Cuda(d.index)).collect()
+            }
+            CudaDevices::Found(_) => {
+                return Err("--devices all: the driver lists no CUDA device".into())
+            }
+            CudaDevices::Unavailable(why) => return Err(format!("--devices all: {why}")),
+            CudaDevices::NotBuilt => {
+                return Err(
+                    "--devices all counts CUDA devices, and this dinoadapt was built \
+                            without CUDA (`--features cuda`); name the devices instead"
+                        .into(),
+                )
+            }
+        }
+    } else if let Ok(n) = spec.parse::<usize>() {
+        if n == 0 {
+            return Err("--devices 0: name at least one device".into());
+        }
+        (0..n)
+            .map(|i| match single {
+                DeviceSpec::Cpu => DeviceSpec::Cpu,
+                DeviceSpec::Cuda(_) => DeviceSpec::Cuda(i),
+            })
+            .collect()
+    } else {
+        spec.split(',')
+            .map(|d| d.trim().parse())
+            .collect::<Result<_, _>>()?
+    };
+    let cpu = devices.iter().filter(|d| **d == DeviceSpec::Cpu).count();
+    if cpu != 0 && cpu != devices.len() {
+        return Err(format!(
+            "--devices {spec}: one run uses one kind of device (all `cpu` or all `cuda:N`)"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &devices {
+        if let DeviceSpec::Cuda(i) = d {
+            if !seen.insert(*i) {
+                return Err(format!("--devices {spec}: cuda:{i} is named twice"));
+            }
+        }
+    }
+    Ok(devices)
+}
+
 /// Whether this build can run on CUDA devices.
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
@@ -199,6 +253,32 @@ mod tests {
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert!("tpu".parse::<DeviceSpec>().is_err());
         assert_eq!(DeviceSpec::Cuda(3).to_string(), "cuda:3");
+    }
+
+    #[test]
+    fn device_lists_by_name_or_count() {
+        use DeviceSpec::{Cpu, Cuda};
+        assert_eq!(
+            device_list("cuda:0, cuda:2", Cpu),
+            Ok(vec![Cuda(0), Cuda(2)])
+        );
+        assert_eq!(device_list("2", Cpu), Ok(vec![Cpu, Cpu]));
+        assert_eq!(
+            device_list("3", Cuda(5)),
+            Ok(vec![Cuda(0), Cuda(1), Cuda(2)])
+        );
+        assert!(device_list("cpu,cuda:0", Cpu)
+            .unwrap_err()
+            .contains("one kind"));
+        assert!(device_list("cuda:1,cuda:1", Cpu)
+            .unwrap_err()
+            .contains("twice"));
+        assert!(device_list("0", Cpu).is_err());
+        if !CUDA_BUILT {
+            assert!(device_list("all", Cpu)
+                .unwrap_err()
+                .contains("without CUDA"));
+        }
     }
 
     struct Which;

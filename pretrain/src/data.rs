@@ -90,6 +90,31 @@ pub struct BatchRecipe {
     pub seed: u64,
     /// Input channels of the model: three take RGB images, others the sources' bands.
     pub channels: usize,
+    /// The part of every batch this process's replica holds (the whole batch on one device).
+    pub shard: Shard,
+}
+
+/// One data-parallel replica's share of every batch: rank r of `world` holds images
+/// [r b / world, (r + 1) b / world) of the global batch of b images, with the crops, draws and
+/// iBOT masks those images have in the global batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { rank: 0, world: 1 }
+    }
+}
+
+impl Shard {
+    /// The slots of a global batch of `batch` images this shard holds.
+    pub fn slots(&self, batch: usize) -> Range<usize> {
+        let per = batch / self.world.max(1);
+        self.rank * per..(self.rank + 1) * per
+    }
 }
 
 impl BatchRecipe {
@@ -112,16 +137,19 @@ impl BatchRecipe {
             batch_size: r.data.batch_size,
             seed: r.train.seed,
             channels,
+            shard: Shard::default(),
         }
     }
 
-    /// The host data of iteration `step`'s batch: images read, cropped and masked.
+    /// The host data of iteration `step`'s batch (this shard's images of it): images read,
+    /// cropped and masked.
     pub fn host_batch(&self, pool: &ImagePool, step: usize) -> Result<HostBatch, ImageError> {
         let indices = pool.batch_indices(step, self.batch_size);
-        let crops = indices
+        let slots = self.shard.slots(self.batch_size);
+        let crops = indices[slots.clone()]
             .par_iter()
-            .enumerate()
-            .map(|(i, &idx)| {
+            .zip(slots.clone())
+            .map(|(&idx, i)| {
                 // The draw seed: the same (seed, step, slot) always gives the same image.
                 let draw = mix(self.seed, 1 << 32 | step as u64, i as u64);
                 let crop_seed = mix(self.seed, 2 + step as u64, i as u64);
@@ -152,13 +180,23 @@ impl BatchRecipe {
                 .collect()
         });
         let mut rng = PyRandom::seed(mix(self.seed, 3, step as u64));
+        // The global batch's masks, and of them the rows of this shard's global crops.
+        let all = self.batch_size;
         let masks = collate_masks(
             &mut rng,
             &self.masking,
-            2 * n,
+            2 * all,
             self.mask_probability,
             self.mask_ratio,
         );
+        let masks = if n == all {
+            masks
+        } else {
+            let rows: Vec<usize> = (0..2)
+                .flat_map(|c| slots.clone().map(move |i| c * all + i))
+                .collect();
+            masks.select_rows(&rows)
+        };
         Ok(HostBatch {
             images: n,
             channels: self.channels,
@@ -322,6 +360,39 @@ mod tests {
             batch_size: 3,
             seed: 5,
             channels: 3,
+            shard: Shard::default(),
+        }
+    }
+
+    #[test]
+    fn a_shard_holds_its_images_of_the_global_batch_with_their_crops_and_masks() {
+        let pool = ImagePool::new(Arc::new(Noise(Default::default())), 5);
+        let whole = BatchRecipe {
+            batch_size: 4,
+            mask_probability: 0.75,
+            ..recipe()
+        };
+        let all = whole.host_batch(&pool, 3).unwrap();
+        let crop = 3 * 16 * 16;
+        for rank in 0..2 {
+            let part = BatchRecipe {
+                shard: Shard { rank, world: 2 },
+                ..whole.clone()
+            }
+            .host_batch(&pool, 3)
+            .unwrap();
+            assert_eq!(part.images, 2);
+            for c in 0..2 {
+                for i in 0..2 {
+                    let (row, global_row) = (c * 2 + i, c * 4 + rank * 2 + i);
+                    assert_eq!(
+                        part.global[row * crop..(row + 1) * crop],
+                        all.global[global_row * crop..(global_row + 1) * crop],
+                        "rank {rank}, crop {c}, image {i}"
+                    );
+                    assert_eq!(part.masks.masks[row], all.masks.masks[global_row]);
+                }
+            }
         }
     }
 

@@ -10,8 +10,11 @@ pub mod guard;
 pub mod metrics;
 pub mod monitor;
 pub mod recipe;
+pub mod replica;
 pub mod run;
 pub mod stages;
 
 pub use recipe::{Recipe, RecipeError};
+#[cfg(feature = "collective")]
+pub use replica::run_data_parallel;
 pub use run::{run, KnnPoint, RunError, RunOptions, RunSummary};

@@ -299,6 +299,11 @@ pub struct TrainSection {
     pub output_dir: PathBuf,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Data parallelism: the devices of the run, e.g. `["cuda:0", "cuda:1"]` (`--devices`),
+    /// one student/teacher replica per device, each with `data.batch_size / devices` images of
+    /// every batch; the gradients and the objective's batch statistics are reduced over all of
+    /// them (burn-collective). Empty: `device` alone.
+    pub devices: Vec<String>,
     /// Stop after this many iterations (default: epochs x epoch_length).
     pub max_steps: Option<usize>,
     /// Save a checkpoint every this many iterations (and at the end).
@@ -320,6 +325,7 @@ impl Default for TrainSection {
             seed: 0,
             output_dir: PathBuf::from("runs/pretrain"),
             device: "cpu".into(),
+            devices: Vec::new(),
             max_steps: None,
             checkpoint_every: 500,
             keep_last: 3,
@@ -558,6 +564,14 @@ impl Recipe {
         }
         if self.data.batch_size == 0 {
             return Err("data.batch_size must be at least 1".into());
+        }
+        let replicas = self.train.devices.len().max(1);
+        if !self.data.batch_size.is_multiple_of(replicas) {
+            return Err(format!(
+                "data.batch_size {} does not split evenly over the {replicas} devices of \
+                 train.devices: choose a multiple of {replicas}",
+                self.data.batch_size
+            ));
         }
         if self.optim.epoch_length == 0 || self.optim.epochs == 0 {
             return Err("optim.epochs and optim.epoch_length must be at least 1".into());

@@ -11,7 +11,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use dinoadapt_core::checkpoint::export::save_native;
 use dinoadapt_core::checkpoint::{load_checkpoint, CheckpointError, LoadOptions};
 use dinoadapt_core::objective::head::DinoHeadConfig;
-use dinoadapt_core::train::param_paths::restore;
+use dinoadapt_core::train::param_paths::{materialize, restore};
 use dinoadapt_core::train::{SslModel, StepValues, Trainer};
 use dinoadapt_core::vit::{
     ChannelInit, FfnConfig, InputChannels, PosEmbedInterpolation, VisionTransformer, VitConfig,
@@ -21,11 +21,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoints::{self, CheckpointMeta};
-use crate::data::{mix, BatchRecipe, ImagePool, Prefetch};
+use crate::data::{mix, BatchRecipe, ImagePool, Prefetch, Shard};
 use crate::guard::Guard;
 use crate::metrics::{self, MetricsError, StepRecord};
 use crate::monitor::{KnnMonitor, LabelledImages};
 use crate::recipe::{HeadsSection, Recipe};
+use crate::replica::Replica;
 use crate::stages;
 use dinoadapt_datasets::ImageSource;
 
@@ -466,6 +467,20 @@ pub fn run<B: AutodiffBackend>(
     options: &RunOptions,
     device: &B::Device,
 ) -> Result<RunSummary, RunError> {
+    run_replica::<B>(recipe, options, device, None)
+}
+
+/// Run the recipe on `device` as one replica of a data-parallel run (`None`: the only one).
+/// Rank 0 writes everything (checkpoints, metrics, the teacher, the report) and measures kNN;
+/// every replica trains on its shard of each batch and sees the global batch's figures.
+pub(crate) fn run_replica<B: AutodiffBackend>(
+    recipe: &Recipe,
+    options: &RunOptions,
+    device: &B::Device,
+    replica: Option<&Replica<B::InnerBackend>>,
+) -> Result<RunSummary, RunError> {
+    let lead = replica.is_none_or(|r| r.rank() == 0);
+    let world = replica.map_or(1, |r| r.world());
     let out = recipe.train.output_dir.clone();
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -483,6 +498,10 @@ pub fn run<B: AutodiffBackend>(
         same_recipe(&out.join("recipe.toml"), recipe)?;
     }
     let seed = recipe.train.seed;
+    // The backend's RNG is one per process on the CPU: replicas build their models in turn,
+    // each from the seed, and draw every parameter before letting the next one start.
+    static MODEL_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let init_turn = replica.map(|_| MODEL_INIT.lock().unwrap_or_else(|e| e.into_inner()));
     B::seed(device, seed);
     let (backbone, source_sha) = build_backbone::<B>(recipe, device)?;
     let backbone = backbone.with_precision(recipe.model.precision);
@@ -492,8 +511,18 @@ pub fn run<B: AutodiffBackend>(
     for s in &plan[1..] {
         check_crops(&s.recipe, cfg.patch_size, cfg.in_chans)?;
     }
+    for s in &plan {
+        if !s.recipe.data.batch_size.is_multiple_of(world) {
+            return Err(RunError::Config(format!(
+                "stage `{}`: batch size {} does not split evenly over {world} devices",
+                s.name, s.recipe.data.batch_size
+            )));
+        }
+    }
     let h = &recipe.heads;
     let student = with_heads(backbone, h, device);
+    materialize::<B, _>(&student);
+    drop(init_turn);
     let mut trainer = Trainer::new(student, recipe.loss, recipe.optim.optimizer);
     trainer.crop_forward = recipe.crops.forward;
     trainer.chunks = options.batch_chunks.max(1);
@@ -549,8 +578,15 @@ pub fn run<B: AutodiffBackend>(
         }
         tracing::info!("resuming {} from iteration {start}", out.display());
     }
+    if let Some(r) = replica {
+        // Every replica starts from rank 0's state: the same weights, moments and centres.
+        r.start_from_lead(&mut trainer)?;
+        trainer.replicas = Some(r.replicas.clone());
+    }
     let recipe_path = out.join("recipe.toml");
-    std::fs::write(&recipe_path, recipe.to_toml()).map_err(io(&recipe_path))?;
+    if lead {
+        std::fs::write(&recipe_path, recipe.to_toml()).map_err(io(&recipe_path))?;
+    }
 
     let pool = match &options.images {
         Some(source) => ImagePool::new(source.clone(), seed),
@@ -578,7 +614,7 @@ pub fn run<B: AutodiffBackend>(
     let mut schedules = plan[stage].recipe.schedule_config().build();
     let warmup = recipe.train.head_warmup_iterations;
     let inner_device = trainer.teacher.backbone.device();
-    let mut monitor = match &recipe.monitor {
+    let mut monitor = match recipe.monitor.as_ref().filter(|_| lead) {
         Some(m) => Some(KnnMonitor {
             train: LabelledImages::open(&m.train, m.max_per_class)?,
             val: LabelledImages::open(&m.val, m.max_per_class)?,
@@ -626,7 +662,7 @@ pub fn run<B: AutodiffBackend>(
         warmup_end,
     );
 
-    let bar = if options.progress {
+    let bar = if options.progress && lead {
         ProgressBar::new(total as u64)
     } else {
         ProgressBar::hidden()
@@ -651,8 +687,14 @@ pub fn run<B: AutodiffBackend>(
         "teacher"
     });
 
-    let batches_of =
-        |s: &stages::Stage| BatchRecipe::from_recipe(&s.recipe, cfg.patch_size, cfg.in_chans);
+    let shard = Shard {
+        rank: replica.map_or(0, |r| r.rank()),
+        world,
+    };
+    let batches_of = |s: &stages::Stage| BatchRecipe {
+        shard,
+        ..BatchRecipe::from_recipe(&s.recipe, cfg.patch_size, cfg.in_chans)
+    };
     let mut prefetch = Prefetch::new(
         batches_of(&plan[stage]),
         pool.clone(),
@@ -683,7 +725,11 @@ pub fn run<B: AutodiffBackend>(
         }
         // Each stage's schedules start again at its first iteration.
         let at = step - plan[stage].start;
-        B::seed(device, mix(seed, 4, step as u64));
+        if replica.is_none() {
+            B::seed(device, mix(seed, 4, step as u64));
+        }
+        // The stochastic depth of the iteration, the same on every replica.
+        trainer.draw_seed = Some(mix(seed, 4, step as u64));
         let t0 = Instant::now();
         let batch = prefetch
             .next(step)?
@@ -701,7 +747,7 @@ pub fn run<B: AutodiffBackend>(
         }
         let report = trainer.step(&batch, values);
         let secs = t0.elapsed().as_secs_f64();
-        let images = batch.images();
+        let images = batch.images() * world;
         timed_images += images;
         timed_secs += secs;
         let record = StepRecord {
@@ -713,8 +759,10 @@ pub fn run<B: AutodiffBackend>(
         };
         records.push(record);
         if let Some(symptom) = guard.check(step, &report) {
-            metrics::write(&metrics_path, &records)?;
-            metrics::plot(&out.join("metrics.png"), &records)?;
+            if lead {
+                metrics::write(&metrics_path, &records)?;
+                metrics::plot(&out.join("metrics.png"), &records)?;
+            }
             bar.abandon();
             return Err(RunError::Collapsed {
                 symptom: symptom.to_string(),
@@ -729,7 +777,7 @@ pub fn run<B: AutodiffBackend>(
             timed_images as f64 / timed_secs.max(1e-9)
         ));
         let done = step + 1;
-        if done.is_multiple_of(recipe.train.log_every.max(1)) {
+        if lead && done.is_multiple_of(recipe.train.log_every.max(1)) {
             tracing::info!(
                 "iteration {done}/{total} loss {l:.4} ({}) lr {:.2e} teacher entropy {:.3} cls std \
                  {:.3e}",
@@ -758,7 +806,8 @@ pub fn run<B: AutodiffBackend>(
         if done == total {
             measure(&monitor, &trainer, done, "end", &mut knn)?;
         }
-        if done.is_multiple_of(recipe.train.checkpoint_every.max(1)) || done == total {
+        let checkpoint = done.is_multiple_of(recipe.train.checkpoint_every.max(1)) || done == total;
+        if checkpoint && lead {
             if best.0.is_none_or(|b| smoothed.is_some_and(|s| s < b)) {
                 best = (smoothed, Some(done));
             }
@@ -795,7 +844,6 @@ pub fn run<B: AutodiffBackend>(
     }
     bar.finish_and_clear();
     let plot = out.join("metrics.png");
-    metrics::plot(&plot, &records)?;
     let summary = RunSummary {
         output_dir: out.clone(),
         steps: total,
@@ -809,6 +857,10 @@ pub fn run<B: AutodiffBackend>(
         metrics: metrics_path,
         plot,
     };
+    if !lead {
+        return Ok(summary);
+    }
+    metrics::plot(&summary.plot, &records)?;
     let summary_path = out.join("summary.json");
     std::fs::write(
         &summary_path,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use burn::backend::Autodiff;
 use clap::Args;
-use dinoadapt_core::backend::{CpuBackend, DeviceSpec};
+use dinoadapt_core::backend::{device_list, CpuBackend, DeviceSpec};
 use dinoadapt_datasets::{find_domain, ImageSource, SourceOptions};
 use dinoadapt_pretrain::{run, Recipe, RunOptions, RunSummary};
 
@@ -26,6 +26,11 @@ pub struct PretrainArgs {
     /// Shorthand for `--set train.device=...` (cpu | cuda:N).
     #[arg(long)]
     pub device: Option<DeviceSpec>,
+    /// Data parallelism: train on several devices at once, one replica per device
+    /// (`cuda:0,cuda:1`, a count such as `4`, or `all` CUDA devices). Shorthand for
+    /// `--set train.devices=[...]`; `data.batch_size` is the global batch, split evenly.
+    #[arg(long)]
+    pub devices: Option<String>,
     /// Shorthand for `--set train.output_dir=...`.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -67,31 +72,36 @@ pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         let abs = cwd.join(o);
         overrides.push(format!("train.output_dir={:?}", abs.display().to_string()));
     }
-    let recipe = Recipe::load(&args.recipe, &overrides)?;
-    let spec: DeviceSpec = recipe
+    let single: DeviceSpec = Recipe::load(&args.recipe, &overrides)?
         .train
         .device
         .parse()
         .map_err(|e: String| anyhow::anyhow!("train.device: {e}"))?;
+    if let Some(list) = &args.devices {
+        let devices = device_list(list, single).map_err(|e| anyhow::anyhow!(e))?;
+        let names: Vec<String> = devices
+            .iter()
+            .map(|d| format!("{:?}", d.to_string()))
+            .collect();
+        overrides.push(format!("train.devices=[{}]", names.join(", ")));
+    }
+    let recipe = Recipe::load(&args.recipe, &overrides)?;
+    let spec = match recipe.train.devices.as_slice() {
+        [one] => one
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("train.devices: {e}"))?,
+        _ => single,
+    };
     let options = RunOptions {
         resume: args.resume,
         progress: !args.quiet && std::io::stderr().is_terminal(),
         images: domain_images(&recipe)?,
         batch_chunks: crate::device::batch_chunks(spec),
     };
-    let summary: RunSummary = match spec {
-        DeviceSpec::Cpu => run::<Autodiff<CpuBackend>>(&recipe, &options, &Default::default())?,
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => run::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
-            &recipe,
-            &options,
-            &burn::backend::cuda::CudaDevice::new(i),
-        )?,
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => anyhow::bail!(
-            "this dinoadapt was built without CUDA; rebuild with `cargo build --release \
-             --features cuda` or use --device cpu"
-        ),
+    let summary: RunSummary = if recipe.train.devices.len() > 1 {
+        data_parallel(&recipe, &options)?
+    } else {
+        on_one_device(spec, &recipe, &options)?
     };
     for p in &summary.knn {
         eprintln!(
@@ -109,4 +119,86 @@ pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run on one device.
+fn on_one_device(
+    spec: DeviceSpec,
+    recipe: &Recipe,
+    options: &RunOptions,
+) -> anyhow::Result<RunSummary> {
+    Ok(match spec {
+        DeviceSpec::Cpu => run::<Autodiff<CpuBackend>>(recipe, options, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => run::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
+            recipe,
+            options,
+            &burn::backend::cuda::CudaDevice::new(i),
+        )?,
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => anyhow::bail!(
+            "this dinoadapt was built without CUDA; rebuild with `cargo build --release \
+             --features cuda` or use --device cpu"
+        ),
+    })
+}
+
+/// A data-parallel run over `train.devices` (all of one kind), with burn-collective.
+#[cfg(feature = "collective")]
+fn data_parallel(recipe: &Recipe, options: &RunOptions) -> anyhow::Result<RunSummary> {
+    use dinoadapt_pretrain::run_data_parallel;
+    let devices = recipe
+        .train
+        .devices
+        .iter()
+        .map(|d| d.parse::<DeviceSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("train.devices: {e}"))?;
+    let n = devices.len();
+    eprintln!(
+        "data-parallel run on {n} devices: {}",
+        recipe.train.devices.join(", ")
+    );
+    if devices.iter().all(|d| *d == DeviceSpec::Cpu) {
+        // The replicas share the host's cores: each runs its shard in one pass.
+        let options = RunOptions {
+            batch_chunks: 1,
+            ..options.clone()
+        };
+        return Ok(run_data_parallel::<Autodiff<CpuBackend>>(
+            recipe,
+            &options,
+            vec![Default::default(); n],
+        )?);
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let ids = devices
+            .iter()
+            .map(|d| match d {
+                DeviceSpec::Cuda(i) => Ok(burn::backend::cuda::CudaDevice::new(*i)),
+                DeviceSpec::Cpu => Err(anyhow::anyhow!(
+                    "train.devices: one run uses one kind of device (all `cpu` or all `cuda:N`)"
+                )),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(run_data_parallel::<
+            Autodiff<dinoadapt_core::backend::CudaBackend>,
+        >(recipe, options, ids)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    anyhow::bail!(
+        "this dinoadapt was built without CUDA; rebuild with `cargo build --release --features \
+         cuda` or train on `cpu` replicas"
+    )
+}
+
+#[cfg(not(feature = "collective"))]
+fn data_parallel(recipe: &Recipe, _options: &RunOptions) -> anyhow::Result<RunSummary> {
+    anyhow::bail!(
+        "train.devices names {} devices, and this dinoadapt was built without data \
+         parallelism; rebuild with `cargo build --release --features collective` (with \
+         `cuda` for GPUs)",
+        recipe.train.devices.len()
+    )
 }

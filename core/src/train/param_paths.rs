@@ -93,6 +93,21 @@ pub fn snapshot<B: Backend, M: Module<B>>(module: &M) -> NamedTensors {
     v.out
 }
 
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Draws every lazily initialised parameter of `module` now: burn initialises a parameter at its
+/// first use, so without this the values depend on what else drew from the backend's RNG
+/// before that use (another replica's thread, an iteration's seeding).
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    module.visit(&mut Materialize);
+}
+
 /// Why a snapshot could not be loaded back into a module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RestoreError {

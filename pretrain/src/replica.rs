@@ -1,0 +1,154 @@
+//! A run over several devices of one machine (`train.devices`): one thread per device, each
+//! running the recipe as one replica ([`crate::run`]) on its shard of every batch, joined by
+//! burn's collective operations (feature `collective`). Rank 0's state is every replica's start
+//! (fresh, continued or resumed), so the replicas stay identical; rank 0 writes the run's files.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier, Mutex};
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use dinoadapt_core::checkpoint::HostTensor;
+use dinoadapt_core::train::replicas::Replicas;
+use dinoadapt_core::train::Trainer;
+
+use crate::run::RunError;
+
+type State = (HashMap<String, HostTensor>, Vec<(String, u64)>);
+
+/// What rank 0 hands the other replicas before the first iteration.
+pub struct StartState {
+    state: Mutex<Option<Arc<State>>>,
+    ready: Barrier,
+}
+
+impl StartState {
+    pub fn new(world: usize) -> Arc<Self> {
+        Arc::new(StartState {
+            state: Mutex::new(None),
+            ready: Barrier::new(world),
+        })
+    }
+}
+
+/// One replica of a data-parallel run, as its thread sees it.
+pub struct Replica<B: Backend> {
+    pub replicas: Arc<dyn Replicas<B>>,
+    pub start: Arc<StartState>,
+}
+
+impl<B: Backend> Replica<B> {
+    pub fn rank(&self) -> usize {
+        self.replicas.rank()
+    }
+
+    pub fn world(&self) -> usize {
+        self.replicas.world()
+    }
+
+    /// Rank 0 publishes its trainer's whole state; the others wait for it and load it.
+    pub(crate) fn start_from_lead<A>(&self, trainer: &mut Trainer<A>) -> Result<(), RunError>
+    where
+        A: AutodiffBackend<InnerBackend = B>,
+    {
+        if self.rank() == 0 {
+            let (tensors, steps) = trainer.save_state();
+            let state = Arc::new((tensors.into_iter().collect(), steps));
+            *self.start.state.lock().expect("start state") = Some(state);
+        }
+        self.start.ready.wait();
+        if self.rank() == 0 {
+            return Ok(());
+        }
+        let state = self
+            .start
+            .state
+            .lock()
+            .expect("start state")
+            .clone()
+            .expect("rank 0 published its state");
+        trainer
+            .load_state(&state.0, &state.1)
+            .map_err(|e| RunError::Config(format!("replica {}: rank 0's state: {e}", self.rank())))
+    }
+}
+
+/// Runs the recipe on `devices`, one replica per device on its own thread, and returns rank 0's
+/// summary. The first replica to fail ends the run with its error (the others may be waiting
+/// in a reduction: they are not joined).
+#[cfg(feature = "collective")]
+pub fn run_data_parallel<A>(
+    recipe: &crate::Recipe,
+    options: &crate::RunOptions,
+    devices: Vec<A::Device>,
+) -> Result<crate::RunSummary, RunError>
+where
+    A: AutodiffBackend,
+    A::Device: Send + 'static,
+{
+    use dinoadapt_core::train::replicas::collective::CollectivePeer;
+
+    let world = devices.len();
+    if world < 2 {
+        let device = devices
+            .into_iter()
+            .next()
+            .ok_or_else(|| RunError::Config("train.devices names no device".into()))?;
+        return crate::run::<A>(recipe, options, &device);
+    }
+    let start = StartState::new(world);
+    let (send, receive) = std::sync::mpsc::channel();
+    for (rank, device) in devices.into_iter().enumerate() {
+        let (recipe, options, start, send) =
+            (recipe.clone(), options.clone(), start.clone(), send.clone());
+        std::thread::Builder::new()
+            .name(format!("replica-{rank}"))
+            .spawn(move || {
+                let body = || {
+                    CollectivePeer::register::<A::InnerBackend>(rank, world, &device)
+                        .map_err(RunError::Config)
+                        .and_then(|peer| {
+                            let replica = Replica {
+                                replicas: Arc::new(peer),
+                                start,
+                            };
+                            let out = crate::run::run_replica::<A>(
+                                &recipe,
+                                &options,
+                                &device,
+                                Some(&replica),
+                            );
+                            if out.is_ok() {
+                                peer.finish::<A::InnerBackend>().map_err(RunError::Config)?;
+                            }
+                            out
+                        })
+                };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "a panic".into());
+                        Err(RunError::Config(format!("stopped: {what}")))
+                    });
+                let _ = send.send((rank, result));
+            })
+            .map_err(|e| RunError::Config(format!("cannot start replica {rank}: {e}")))?;
+    }
+    drop(send);
+    let mut lead = None;
+    for _ in 0..world {
+        let (rank, result) = receive
+            .recv()
+            .map_err(|_| RunError::Config("a replica thread ended without a result".into()))?;
+        let summary = result.map_err(|e| match e {
+            RunError::Config(m) => RunError::Config(format!("replica {rank}: {m}")),
+            other => other,
+        })?;
+        if rank == 0 {
+            lead = Some(summary);
+        }
+    }
+    Ok(lead.expect("rank 0 reported"))
+}
