@@ -132,3 +132,101 @@ fn a_batch_that_does_not_split_over_the_devices_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("split evenly"), "{err}");
 }
+
+/// A free base port with its next three ports free too (orchestrator, watchdog, two nodes).
+fn free_ports() -> u16 {
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base < 60000
+            && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no four free ports in a row");
+}
+
+/// Issue 20, point 2: runs across processes are blocked by burn-collective 0.21.0's global
+/// all-reduce (it hangs from its second call): the command says so at once instead of hanging.
+/// The launch itself works, and its watchdog stops a process whose peer was killed: the
+/// reproduction (`DINOADAPT_GLOBAL_COLLECTIVE=1`) kills process 1 with SIGKILL while both wait
+/// in that hang, and process 0 exits with an error naming it within seconds.
+#[test]
+fn runs_across_processes_refuse_to_hang_and_a_killed_peer_stops_the_other() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let digits = tmp.path().join("digits");
+    std::fs::create_dir(&digits).unwrap();
+    for i in 0..4u8 {
+        image::GrayImage::from_fn(32, 32, |x, y| image::Luma([(x as u8 * 7) ^ (y as u8 * i)]))
+            .save(digits.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let recipe = tiny_pretrain_recipe(tmp.path(), &format!("images = [\"{}\"]", digits.display()));
+    let port = free_ports();
+    let coordinator = format!("127.0.0.1:{port}");
+    let process = |rank: &str, gate: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dinoadapt"));
+        c.args([
+            "pretrain",
+            "--recipe",
+            p(&recipe),
+            "--output",
+            p(&tmp.path().join("run")),
+            "-q",
+            "--rank",
+            rank,
+            "--world-size",
+            "2",
+            "--coordinator",
+            &coordinator,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if gate {
+            c.env("DINOADAPT_GLOBAL_COLLECTIVE", "1");
+        } else {
+            c.env_remove("DINOADAPT_GLOBAL_COLLECTIVE");
+        }
+        c
+    };
+
+    let refused = process("0", false).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("burn-collective 0.21.0"), "{err}");
+
+    let mut lead = process("0", true).spawn().unwrap();
+    let mut other = process("1", true).spawn().unwrap();
+    // Both register with the orchestrator and wait in the first iteration's second reduction.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(lead.try_wait().unwrap().is_none(), "process 0 ended early");
+    other.kill().unwrap(); // SIGKILL
+    other.wait().unwrap();
+    let killed_at = Instant::now();
+    let status = loop {
+        if let Some(s) = lead.try_wait().unwrap() {
+            break s;
+        }
+        if killed_at.elapsed() > Duration::from_secs(60) {
+            lead.kill().unwrap();
+            panic!("process 0 still runs 60 s after its peer was killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(lead.stderr.as_mut().unwrap(), &mut err).unwrap();
+    eprintln!(
+        "process 0 stopped {:.2} s after process 1 was killed",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert!(!status.success());
+    assert!(err.contains("node 1 of the run stopped"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+}

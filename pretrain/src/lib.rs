@@ -9,11 +9,14 @@ pub mod data;
 pub mod guard;
 pub mod metrics;
 pub mod monitor;
+pub mod nodes;
 pub mod recipe;
 pub mod replica;
 pub mod run;
 pub mod stages;
 
+#[cfg(feature = "collective")]
+pub use nodes::run_across_processes;
 pub use recipe::{Recipe, RecipeError};
 #[cfg(feature = "collective")]
 pub use replica::run_data_parallel;

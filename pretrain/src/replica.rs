@@ -4,36 +4,18 @@
 //! (fresh, continued or resumed), so the replicas stay identical; rank 0 writes the run's files.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Arc;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use dinoadapt_core::checkpoint::HostTensor;
-use dinoadapt_core::train::replicas::Replicas;
+use dinoadapt_core::train::replicas::{broadcast_from_lead, Replicas};
 use dinoadapt_core::train::Trainer;
 
 use crate::run::RunError;
 
-type State = (HashMap<String, HostTensor>, Vec<(String, u64)>);
-
-/// What rank 0 hands the other replicas before the first iteration.
-pub struct StartState {
-    state: Mutex<Option<Arc<State>>>,
-    ready: Barrier,
-}
-
-impl StartState {
-    pub fn new(world: usize) -> Arc<Self> {
-        Arc::new(StartState {
-            state: Mutex::new(None),
-            ready: Barrier::new(world),
-        })
-    }
-}
-
 /// One replica of a data-parallel run, as its thread sees it.
 pub struct Replica<B: Backend> {
     pub replicas: Arc<dyn Replicas<B>>,
-    pub start: Arc<StartState>,
 }
 
 impl<B: Backend> Replica<B> {
@@ -45,29 +27,21 @@ impl<B: Backend> Replica<B> {
         self.replicas.world()
     }
 
-    /// Rank 0 publishes its trainer's whole state; the others wait for it and load it.
+    /// Every replica takes rank 0's whole state (weights, moments, centres), through the
+    /// collective: replicas on other devices or in other processes start identical.
     pub(crate) fn start_from_lead<A>(&self, trainer: &mut Trainer<A>) -> Result<(), RunError>
     where
         A: AutodiffBackend<InnerBackend = B>,
     {
-        if self.rank() == 0 {
-            let (tensors, steps) = trainer.save_state();
-            let state = Arc::new((tensors.into_iter().collect(), steps));
-            *self.start.state.lock().expect("start state") = Some(state);
-        }
-        self.start.ready.wait();
+        let (tensors, steps) = trainer.save_state();
+        let mut state: HashMap<String, HostTensor> = tensors.into_iter().collect();
+        let device = trainer.teacher.backbone.device();
+        broadcast_from_lead(self.replicas.as_ref(), &mut state, &device);
         if self.rank() == 0 {
             return Ok(());
         }
-        let state = self
-            .start
-            .state
-            .lock()
-            .expect("start state")
-            .clone()
-            .expect("rank 0 published its state");
         trainer
-            .load_state(&state.0, &state.1)
+            .load_state(&state, &steps)
             .map_err(|e| RunError::Config(format!("replica {}: rank 0's state: {e}", self.rank())))
     }
 }
@@ -95,11 +69,9 @@ where
             .ok_or_else(|| RunError::Config("train.devices names no device".into()))?;
         return crate::run::<A>(recipe, options, &device);
     }
-    let start = StartState::new(world);
     let (send, receive) = std::sync::mpsc::channel();
     for (rank, device) in devices.into_iter().enumerate() {
-        let (recipe, options, start, send) =
-            (recipe.clone(), options.clone(), start.clone(), send.clone());
+        let (recipe, options, send) = (recipe.clone(), options.clone(), send.clone());
         std::thread::Builder::new()
             .name(format!("replica-{rank}"))
             .spawn(move || {
@@ -109,7 +81,6 @@ where
                         .and_then(|peer| {
                             let replica = Replica {
                                 replicas: Arc::new(peer),
-                                start,
                             };
                             let out = crate::run::run_replica::<A>(
                                 &recipe,

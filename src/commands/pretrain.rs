@@ -10,6 +10,7 @@ use burn::backend::Autodiff;
 use clap::Args;
 use dinoadapt_core::backend::{device_list, CpuBackend, DeviceSpec};
 use dinoadapt_datasets::{find_domain, ImageSource, SourceOptions};
+use dinoadapt_pretrain::nodes::NodeLaunch;
 use dinoadapt_pretrain::{run, Recipe, RunOptions, RunSummary};
 
 #[derive(Args, Debug)]
@@ -31,6 +32,21 @@ pub struct PretrainArgs {
     /// `--set train.devices=[...]`; `data.batch_size` is the global batch, split evenly.
     #[arg(long)]
     pub devices: Option<String>,
+    /// Across processes (by hand; under Slurm, `srun` sets it): this process's rank, 0-based.
+    #[arg(long, requires = "world_size")]
+    pub rank: Option<usize>,
+    /// Across processes: how many processes the run has, one device each.
+    #[arg(long, requires = "rank")]
+    pub world_size: Option<usize>,
+    /// Across processes: process 0's host and base port, HOST:PORT (default 127.0.0.1:29500).
+    /// Process 0 serves burn-collective's orchestrator there; PORT + 1 and PORT + 2 + rank are
+    /// used too.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Across processes: the host name the other processes reach this one at (default: this
+    /// machine's name, or the coordinator's loopback address).
+    #[arg(long)]
+    pub node_host: Option<String>,
     /// Shorthand for `--set train.output_dir=...`.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -98,7 +114,16 @@ pub fn run_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         images: domain_images(&recipe)?,
         batch_chunks: crate::device::batch_chunks(spec),
     };
-    let summary: RunSummary = if recipe.train.devices.len() > 1 {
+    let launch = node_launch(&args)?;
+    let summary: RunSummary = if let Some(launch) = launch {
+        if recipe.train.devices.len() > 1 {
+            anyhow::bail!(
+                "a run over processes uses one device per process (`train.device`); launch one \
+                 process per GPU instead of naming several with train.devices"
+            );
+        }
+        across_processes(spec, &recipe, &options, &launch)?
+    } else if recipe.train.devices.len() > 1 {
         data_parallel(&recipe, &options)?
     } else {
         on_one_device(spec, &recipe, &options)?
@@ -200,5 +225,96 @@ fn data_parallel(recipe: &Recipe, _options: &RunOptions) -> anyhow::Result<RunSu
          parallelism; rebuild with `cargo build --release --features collective` (with \
          `cuda` for GPUs)",
         recipe.train.devices.len()
+    )
+}
+
+/// Where this process sits in a run over processes: `--rank`/`--world-size`, or Slurm's
+/// environment under `srun` with more than one task; `None` for a run in this process alone.
+fn node_launch(args: &PretrainArgs) -> anyhow::Result<Option<NodeLaunch>> {
+    if let (Some(rank), Some(world)) = (args.rank, args.world_size) {
+        let coordinator = args.coordinator.as_deref().unwrap_or("127.0.0.1:29500");
+        return NodeLaunch::from_flags(rank, world, coordinator, args.node_host.as_deref())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!(e));
+    }
+    match NodeLaunch::from_slurm(|k| std::env::var(k).ok()) {
+        Some(launch) => {
+            let mut launch = launch.map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(c) = &args.coordinator {
+                let (host, port) = c
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--coordinator `{c}`: give HOST:PORT"))?;
+                launch.coordinator = host.to_string();
+                launch.port = port.parse()?;
+            }
+            if let Some(h) = &args.node_host {
+                launch.host = h.clone();
+            }
+            Ok(Some(launch))
+        }
+        None => Ok(None),
+    }
+}
+
+/// This process's part of a run over processes, on one device: under Slurm a CUDA run takes
+/// GPU `SLURM_LOCALID` (or the only one `CUDA_VISIBLE_DEVICES` leaves it).
+#[cfg(feature = "collective")]
+fn across_processes(
+    spec: DeviceSpec,
+    recipe: &Recipe,
+    options: &RunOptions,
+    launch: &NodeLaunch,
+) -> anyhow::Result<RunSummary> {
+    use dinoadapt_pretrain::run_across_processes;
+    eprintln!(
+        "process {} of {}: orchestrator at {}",
+        launch.node,
+        launch.nodes,
+        launch.orchestrator()
+    );
+    match spec {
+        DeviceSpec::Cpu => Ok(run_across_processes::<Autodiff<CpuBackend>>(
+            recipe,
+            options,
+            &Default::default(),
+            launch,
+        )?),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => {
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+            let index = match launch.local_id {
+                Some(_) if !visible.is_empty() && !visible.contains(',') => 0,
+                Some(local) => local,
+                None => i,
+            };
+            Ok(run_across_processes::<
+                Autodiff<dinoadapt_core::backend::CudaBackend>,
+            >(
+                recipe,
+                options,
+                &burn::backend::cuda::CudaDevice::new(index),
+                launch,
+            )?)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => anyhow::bail!(
+            "this dinoadapt was built without CUDA; rebuild with `cargo build --release \
+             --features cuda` or use --device cpu"
+        ),
+    }
+}
+
+#[cfg(not(feature = "collective"))]
+fn across_processes(
+    _spec: DeviceSpec,
+    _recipe: &Recipe,
+    _options: &RunOptions,
+    launch: &NodeLaunch,
+) -> anyhow::Result<RunSummary> {
+    anyhow::bail!(
+        "process {} of {}: this dinoadapt was built without data parallelism; rebuild with \
+         `cargo build --release --features collective`",
+        launch.node,
+        launch.nodes
     )
 }

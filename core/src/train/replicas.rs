@@ -19,6 +19,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
+use crate::checkpoint::HostTensor;
+
 /// The replicas of a data-parallel run, as one of them sees them.
 pub trait Replicas<B: Backend>: Send + Sync {
     /// Replicas in all (devices x processes).
@@ -61,6 +63,59 @@ pub fn sum_values<B: Backend>(
                 .expect("f64 values")
         }
         _ => values.to_vec(),
+    }
+}
+
+/// Rank 0's values of `tensors` on every replica: each replica passes its own tensors of the
+/// same names and shapes, and gets rank 0's back (a sum to which the other replicas add zeros,
+/// so exact), in reductions of at most 16 M values.
+pub fn broadcast_from_lead<B: Backend>(
+    replicas: &dyn Replicas<B>,
+    tensors: &mut HashMap<String, HostTensor>,
+    device: &B::Device,
+) {
+    if replicas.world() < 2 {
+        return;
+    }
+    const CHUNK: usize = 1 << 24;
+    let lead = replicas.rank() == 0;
+    let mut names: Vec<String> = tensors.keys().cloned().collect();
+    names.sort();
+    let mut start = 0;
+    while start < names.len() {
+        let mut end = start;
+        let mut len = 0;
+        while end < names.len() && (end == start || len + tensors[&names[end]].data.len() <= CHUNK)
+        {
+            len += tensors[&names[end]].data.len();
+            end += 1;
+        }
+        let mut flat = Vec::with_capacity(len);
+        for name in &names[start..end] {
+            let data = &tensors[name].data;
+            if lead {
+                flat.extend_from_slice(data);
+            } else {
+                flat.resize(flat.len() + data.len(), 0.0);
+            }
+        }
+        let summed = replicas
+            .sum(Tensor::<B, 1>::from_data(
+                TensorData::new(flat, [len]),
+                device,
+            ))
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 values");
+        let mut at = 0;
+        for name in &names[start..end] {
+            let t = tensors.get_mut(name).expect("listed");
+            let n = t.data.len();
+            t.data.copy_from_slice(&summed[at..at + n]);
+            at += n;
+        }
+        start = end;
     }
 }
 
@@ -191,11 +246,27 @@ pub mod collective {
 
     use super::Replicas;
 
-    /// One replica of a single-process run over `world` devices.
+    /// One replica of a run over `world` replicas.
     #[derive(Debug, Clone, Copy)]
     pub struct CollectivePeer {
         rank: usize,
         world: usize,
+    }
+
+    /// Where this process sits in a run spread over processes (nodes): burn-collective's
+    /// global level, one node per process.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NodeSetup {
+        /// This process's rank among the `nodes` processes.
+        pub node: usize,
+        pub nodes: usize,
+        /// Replicas (devices) in each process.
+        pub devices_per_node: usize,
+        /// The orchestrator, `host:port` (started by node 0, [`start_orchestrator`]).
+        pub orchestrator: String,
+        /// The address the other nodes reach this one at, `host:port`; the port serves this
+        /// node's tensors.
+        pub address: String,
     }
 
     impl CollectivePeer {
@@ -212,11 +283,59 @@ pub mod collective {
             Ok(CollectivePeer { rank, world })
         }
 
+        /// Registers replica `local` of this process's `node.devices_per_node` in a run over
+        /// `node.nodes` processes; returns once every replica of every node has registered.
+        pub fn register_node<B: Backend>(
+            local: usize,
+            node: &NodeSetup,
+            device: &B::Device,
+        ) -> Result<Self, String> {
+            let port = node
+                .address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .ok_or_else(|| format!("node address `{}` is not host:port", node.address))?;
+            let address = |a: &str| -> Result<burn_communication::Address, String> {
+                format!("ws://{a}").parse()
+            };
+            let config = CollectiveConfig::default()
+                .with_num_devices(node.devices_per_node)
+                .with_num_nodes(node.nodes as u32)
+                .with_global_address(address(&node.orchestrator)?)
+                .with_node_address(address(&node.address)?)
+                .with_data_service_port(port);
+            let world = node.nodes * node.devices_per_node;
+            let rank = node.node * node.devices_per_node + local;
+            coll::register::<B>(PeerId::from(rank), device.clone(), config).map_err(|e| {
+                format!(
+                    "replica {rank} of {world} (node {} of {}): registration with the \
+                     orchestrator at {} failed: {e:?}",
+                    node.node, node.nodes, node.orchestrator
+                )
+            })?;
+            Ok(CollectivePeer { rank, world })
+        }
+
         /// Leaves the collective (every replica, after its last step).
         pub fn finish<B: Backend>(self) -> Result<(), String> {
             coll::finish_collective::<B>(PeerId::from(self.rank))
                 .map_err(|e| format!("replica {}: {e:?}", self.rank))
         }
+    }
+
+    /// Serves burn-collective's global orchestrator on `port` (every interface), on a thread
+    /// of its own, for the life of the process.
+    pub fn start_orchestrator(port: u16) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the orchestrator's runtime: {e}"))?;
+        std::thread::Builder::new()
+            .name("orchestrator".into())
+            .spawn(move || runtime.block_on(burn_collective::start_global_orchestrator(port)))
+            .map_err(|e| format!("cannot start the orchestrator: {e}"))?;
+        Ok(())
     }
 
     impl<B: Backend> Replicas<B> for CollectivePeer {
@@ -229,6 +348,15 @@ pub mod collective {
         }
 
         fn sum(&self, x: Tensor<B, 1>) -> Tensor<B, 1> {
+            // Across nodes, the ring all-reduce slices a tensor into one part per node: a
+            // shorter one (a count, a loss) is padded with zeros.
+            let n = x.dims()[0];
+            let x = if n < self.world {
+                let pad = Tensor::zeros([self.world - n], &x.device());
+                Tensor::cat(vec![x, pad], 0)
+            } else {
+                x
+            };
             let summed = coll::all_reduce::<B>(
                 PeerId::from(self.rank),
                 x.into_primitive().tensor(),
@@ -240,7 +368,7 @@ pub mod collective {
                     self.rank, self.world
                 )
             });
-            Tensor::from_primitive(TensorPrimitive::Float(summed))
+            Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(summed)).slice(0..n)
         }
     }
 }
