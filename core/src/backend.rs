@@ -15,11 +15,28 @@ pub type CpuBackend = burn::backend::Flex;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
 
-/// A device named on the command line: `cpu` or `cuda:N` (`cuda` = `cuda:0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// burn's wgpu backend (cargo feature `wgpu`): CubeCL kernels through Vulkan, Metal or DX12.
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn::backend::Wgpu;
+
+/// A device named on the command line: `cpu`, `cuda:N` (`cuda` = `cuda:0`) or `wgpu:N` (`wgpu` =
+/// `wgpu:0`, the default adapter: a GPU, else a software Vulkan driver such as Mesa's lavapipe;
+/// `wgpu:N` for N > 0: the N-th discrete GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
+    Wgpu(usize),
+}
+
+/// The wgpu device of `wgpu:N`.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(index: usize) -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::WgpuDevice;
+    match index {
+        0 => WgpuDevice::DefaultDevice,
+        n => WgpuDevice::DiscreteGpu(n),
+    }
 }
 
 impl FromStr for DeviceSpec {
@@ -29,11 +46,14 @@ impl FromStr for DeviceSpec {
         match s {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("unknown device `{s}`: use `cpu` or `cuda:N`")),
+            "wgpu" => Ok(DeviceSpec::Wgpu(0)),
+            _ => {
+                let index = |prefix: &str| s.strip_prefix(prefix).and_then(|n| n.parse().ok());
+                index("cuda:")
+                    .map(DeviceSpec::Cuda)
+                    .or_else(|| index("wgpu:").map(DeviceSpec::Wgpu))
+                    .ok_or_else(|| format!("unknown device `{s}`: use `cpu`, `cuda:N` or `wgpu:N`"))
+            }
         }
     }
 }
@@ -43,6 +63,7 @@ impl fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Wgpu(n) => write!(f, "wgpu:{n}"),
         }
     }
 }
@@ -77,6 +98,7 @@ pub fn device_list(spec: &str, single: DeviceSpec) -> Result<Vec<DeviceSpec>, St
             .map(|i| match single {
                 DeviceSpec::Cpu => DeviceSpec::Cpu,
                 DeviceSpec::Cuda(_) => DeviceSpec::Cuda(i),
+                DeviceSpec::Wgpu(_) => DeviceSpec::Wgpu(i),
             })
             .collect()
     } else {
@@ -84,18 +106,17 @@ pub fn device_list(spec: &str, single: DeviceSpec) -> Result<Vec<DeviceSpec>, St
             .map(|d| d.trim().parse())
             .collect::<Result<_, _>>()?
     };
-    let cpu = devices.iter().filter(|d| **d == DeviceSpec::Cpu).count();
-    if cpu != 0 && cpu != devices.len() {
+    let kind = |d: &DeviceSpec| std::mem::discriminant(d);
+    if devices.iter().any(|d| kind(d) != kind(&devices[0])) {
         return Err(format!(
-            "--devices {spec}: one run uses one kind of device (all `cpu` or all `cuda:N`)"
+            "--devices {spec}: one run uses one kind of device (all `cpu`, all `cuda:N` or all \
+             `wgpu:N`)"
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for d in &devices {
-        if let DeviceSpec::Cuda(i) = d {
-            if !seen.insert(*i) {
-                return Err(format!("--devices {spec}: cuda:{i} is named twice"));
-            }
+        if *d != DeviceSpec::Cpu && !seen.insert(*d) {
+            return Err(format!("--devices {spec}: {d} is named twice"));
         }
     }
     Ok(devices)
@@ -120,6 +141,12 @@ pub enum DeviceUnavailable {
          --features cuda` or use --device cpu"
     )]
     NoCuda,
+    /// A wgpu device was named in a build without the `wgpu` feature.
+    #[error(
+        "this dinoadapt was built without the wgpu backend; rebuild with `cargo build \
+         --release --features wgpu` or use --device cpu"
+    )]
+    NoWgpu,
 }
 
 /// Run `job` on the device `spec` names.
@@ -132,6 +159,10 @@ pub fn on_device<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, D
         }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => Err(DeviceUnavailable::NoCuda),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(index) => Ok(job.run::<WgpuBackend>(wgpu_device(index))),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceSpec::Wgpu(_) => Err(DeviceUnavailable::NoWgpu),
     }
 }
 
@@ -149,7 +180,7 @@ pub fn matmul_precision(spec: DeviceSpec, tf32: bool) -> MatmulPrecision {
 pub fn batch_chunks(spec: DeviceSpec) -> usize {
     match spec {
         DeviceSpec::Cpu => rayon::current_num_threads(),
-        DeviceSpec::Cuda(_) => 1,
+        DeviceSpec::Cuda(_) | DeviceSpec::Wgpu(_) => 1,
     }
 }
 

@@ -161,10 +161,15 @@ fn on_one_device(
             &burn::backend::cuda::CudaDevice::new(i),
         )?,
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => anyhow::bail!(
-            "this dinoadapt was built without CUDA; rebuild with `cargo build --release \
-             --features cuda` or use --device cpu"
-        ),
+        DeviceSpec::Cuda(_) => anyhow::bail!(dinoadapt_core::backend::DeviceUnavailable::NoCuda),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(i) => run::<Autodiff<dinoadapt_core::backend::WgpuBackend>>(
+            recipe,
+            options,
+            &dinoadapt_core::backend::wgpu_device(i),
+        )?,
+        #[cfg(not(feature = "wgpu"))]
+        DeviceSpec::Wgpu(_) => anyhow::bail!(dinoadapt_core::backend::DeviceUnavailable::NoWgpu),
     })
 }
 
@@ -202,8 +207,8 @@ fn data_parallel(recipe: &Recipe, options: &RunOptions) -> anyhow::Result<RunSum
             .iter()
             .map(|d| match d {
                 DeviceSpec::Cuda(i) => Ok(burn::backend::cuda::CudaDevice::new(*i)),
-                DeviceSpec::Cpu => Err(anyhow::anyhow!(
-                    "train.devices: one run uses one kind of device (all `cpu` or all `cuda:N`)"
+                _ => Err(anyhow::anyhow!(
+                    "train.devices: several GPUs are CUDA devices (`cuda:N`) in this build"
                 )),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -297,10 +302,10 @@ fn across_processes(
             )?)
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => anyhow::bail!(
-            "this dinoadapt was built without CUDA; rebuild with `cargo build --release \
-             --features cuda` or use --device cpu"
-        ),
+        DeviceSpec::Cuda(_) => anyhow::bail!(dinoadapt_core::backend::DeviceUnavailable::NoCuda),
+        DeviceSpec::Wgpu(_) => {
+            anyhow::bail!("runs across processes use `cpu` or `cuda:N` devices in this build")
+        }
     }
 }
 

@@ -259,6 +259,19 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
             DeviceSpec::Cuda(_) => {
                 anyhow::bail!("this dinoadapt was built without CUDA; rebuild with --features cuda")
             }
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::Wgpu(i) => bench::<Autodiff<dinoadapt_core::backend::WgpuBackend>>(
+                &args,
+                &cfg,
+                setting,
+                &dinoadapt_core::backend::wgpu_device(i),
+            ),
+            #[cfg(not(feature = "wgpu"))]
+            DeviceSpec::Wgpu(_) => {
+                anyhow::bail!(
+                    "this dinoadapt-dev was built without wgpu; rebuild with --features wgpu"
+                )
+            }
         });
     }
     Ok(if runs.len() == 1 {
