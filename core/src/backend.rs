@@ -147,6 +147,57 @@ pub enum DeviceUnavailable {
          --release --features wgpu` or use --device cpu"
     )]
     NoWgpu,
+    /// A run named devices of several kinds (or none).
+    #[error("one run uses devices of one kind: all `cpu`, all `cuda:N` or all `wgpu:N`")]
+    Mixed,
+}
+
+/// A piece of training work generic over an autodiff backend, on one or more devices of it (one
+/// per data-parallel replica).
+pub trait TrainingJob {
+    type Output;
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Self::Output;
+}
+
+/// Run `job` with autodiff on the devices `specs` name, all of one kind.
+pub fn on_training_devices<J: TrainingJob>(
+    specs: &[DeviceSpec],
+    job: J,
+) -> Result<J::Output, DeviceUnavailable> {
+    use burn::backend::Autodiff;
+    let first = *specs.first().ok_or(DeviceUnavailable::Mixed)?;
+    let kind = std::mem::discriminant(&first);
+    if specs.iter().any(|s| std::mem::discriminant(s) != kind) {
+        return Err(DeviceUnavailable::Mixed);
+    }
+    #[allow(unused_variables)]
+    let index = |s: &DeviceSpec| match s {
+        DeviceSpec::Cuda(i) | DeviceSpec::Wgpu(i) => *i,
+        DeviceSpec::Cpu => 0,
+    };
+    match first {
+        DeviceSpec::Cpu => {
+            Ok(job.run::<Autodiff<CpuBackend>>(vec![Default::default(); specs.len()]))
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => Ok(job.run::<Autodiff<CudaBackend>>(
+            specs
+                .iter()
+                .map(|s| burn::backend::cuda::CudaDevice::new(index(s)))
+                .collect(),
+        )),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(DeviceUnavailable::NoCuda),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(_) => Ok(
+            job.run::<Autodiff<WgpuBackend>>(specs.iter().map(|s| wgpu_device(index(s))).collect())
+        ),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceSpec::Wgpu(_) => Err(DeviceUnavailable::NoWgpu),
+    }
 }
 
 /// Run `job` on the device `spec` names.

@@ -7,6 +7,7 @@ pub mod checkpoints;
 pub mod curate;
 pub mod data;
 pub mod guard;
+pub mod launch;
 pub mod metrics;
 pub mod monitor;
 pub mod nodes;
@@ -15,6 +16,7 @@ pub mod replica;
 pub mod run;
 pub mod stages;
 
+pub use launch::pretrain_on;
 #[cfg(feature = "collective")]
 pub use nodes::run_across_processes;
 pub use recipe::{Recipe, RecipeError};

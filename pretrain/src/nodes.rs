@@ -143,6 +143,35 @@ impl NodeLaunch {
         Some(launch)
     }
 
+    /// This process's place from the command line (`--rank`, `--world-size`, `--coordinator`,
+    /// `--node-host`), else from Slurm's environment under `srun` with more than one task
+    /// (`--coordinator` and `--node-host` still override); `None` for a run in this process
+    /// alone.
+    pub fn resolve(
+        rank: Option<usize>,
+        world: Option<usize>,
+        coordinator: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Option<Self>, String> {
+        if let (Some(rank), Some(world)) = (rank, world) {
+            let coordinator = coordinator.unwrap_or("127.0.0.1:29500");
+            return Self::from_flags(rank, world, coordinator, host).map(Some);
+        }
+        let Some(launch) = Self::from_slurm(|k| std::env::var(k).ok()) else {
+            return Ok(None);
+        };
+        let mut launch = launch?;
+        if let Some(c) = coordinator {
+            let (host, port) = split_host_port(c)?;
+            launch.coordinator = host;
+            launch.port = port;
+        }
+        if let Some(h) = host {
+            launch.host = h.to_string();
+        }
+        Ok(Some(launch))
+    }
+
     fn port_at(&self, offset: usize) -> Result<u16, String> {
         u16::try_from(self.port as usize + offset)
             .map_err(|_| format!("port {} + {offset} is past 65535", self.port))

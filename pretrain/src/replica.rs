@@ -57,7 +57,6 @@ pub fn run_data_parallel<A>(
 ) -> Result<crate::RunSummary, RunError>
 where
     A: AutodiffBackend,
-    A::Device: Send + 'static,
 {
     use dinoadapt_core::train::replicas::collective::CollectivePeer;
 
