@@ -3,12 +3,11 @@
 
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use clap::Args;
 use dinoadapt_core::backend::{
-    batch_chunks, keep_freed_memory, peak_rss_mib, CpuBackend, DeviceSpec,
+    batch_chunks, keep_freed_memory, on_training_devices, peak_rss_mib, DeviceSpec, TrainingJob,
 };
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
@@ -77,6 +76,21 @@ struct Setting {
     /// Chunks of the batch run at once (`Trainer::chunks`).
     chunks: usize,
     drop_path_form: DropPathForm,
+}
+
+/// One setting of the benchmark on the device `--device` names.
+struct Bench<'a> {
+    args: &'a BenchTrainArgs,
+    cfg: &'a VitConfig,
+    setting: Setting,
+}
+
+impl TrainingJob for Bench<'_> {
+    type Output = serde_json::Value;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> serde_json::Value {
+        bench::<B>(self.args, self.cfg, self.setting, &devices[0])
+    }
 }
 
 fn bench<B: AutodiffBackend>(
@@ -244,35 +258,12 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
     });
     let mut runs = Vec::new();
     for setting in settings {
-        runs.push(match args.device {
-            DeviceSpec::Cpu => {
-                bench::<Autodiff<CpuBackend>>(&args, &cfg, setting, &Default::default())
-            }
-            #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(i) => bench::<Autodiff<dinoadapt_core::backend::CudaBackend>>(
-                &args,
-                &cfg,
-                setting,
-                &burn::backend::cuda::CudaDevice::new(i),
-            ),
-            #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => {
-                anyhow::bail!("this dinoadapt was built without CUDA; rebuild with --features cuda")
-            }
-            #[cfg(feature = "wgpu")]
-            DeviceSpec::Wgpu(i) => bench::<Autodiff<dinoadapt_core::backend::WgpuBackend>>(
-                &args,
-                &cfg,
-                setting,
-                &dinoadapt_core::backend::wgpu_device(i),
-            ),
-            #[cfg(not(feature = "wgpu"))]
-            DeviceSpec::Wgpu(_) => {
-                anyhow::bail!(
-                    "this dinoadapt-dev was built without wgpu; rebuild with --features wgpu"
-                )
-            }
-        });
+        let job = Bench {
+            args: &args,
+            cfg: &cfg,
+            setting,
+        };
+        runs.push(on_training_devices(&[args.device], job)?);
     }
     Ok(if runs.len() == 1 {
         runs.remove(0)
