@@ -150,6 +150,13 @@ pub enum DeviceUnavailable {
     /// A run named devices of several kinds (or none).
     #[error("one run uses devices of one kind: all `cpu`, all `cuda:N` or all `wgpu:N`")]
     Mixed,
+    /// Data parallelism over several wgpu devices.
+    #[error(
+        "training on several wgpu devices is not available: burn 0.21's wgpu runtime (CubeCL \
+         0.10) cannot move tensors from one wgpu device to another, so its collective cannot \
+         average gradients across them; train on one wgpu device, or on several cuda devices"
+    )]
+    WgpuReplicas,
 }
 
 /// A piece of training work generic over an autodiff backend, on one or more devices of it (one
@@ -172,6 +179,9 @@ pub fn on_training_devices<J: TrainingJob>(
     let kind = std::mem::discriminant(&first);
     if specs.iter().any(|s| std::mem::discriminant(s) != kind) {
         return Err(DeviceUnavailable::Mixed);
+    }
+    if matches!(first, DeviceSpec::Wgpu(_)) && specs.len() > 1 {
+        return Err(DeviceUnavailable::WgpuReplicas);
     }
     #[allow(unused_variables)]
     let index = |s: &DeviceSpec| match s {
@@ -400,6 +410,29 @@ mod tests {
         );
         assert_eq!(batch_chunks(DeviceSpec::Cuda(1)), 1);
         assert_eq!(batch_chunks(DeviceSpec::Cpu), rayon::current_num_threads());
+    }
+
+    struct Replicas;
+
+    impl TrainingJob for Replicas {
+        type Output = usize;
+
+        fn run<B: burn::tensor::backend::AutodiffBackend>(self, devices: Vec<B::Device>) -> usize {
+            devices.len()
+        }
+    }
+
+    #[test]
+    fn training_jobs_get_one_device_per_replica_and_several_wgpu_devices_are_refused() {
+        use DeviceSpec::{Cpu, Wgpu};
+        assert_eq!(on_training_devices(&[Cpu, Cpu], Replicas), Ok(2));
+        assert_eq!(
+            on_training_devices(&[Cpu, Wgpu(0)], Replicas),
+            Err(DeviceUnavailable::Mixed)
+        );
+        let err = on_training_devices(&[Wgpu(0), Wgpu(1)], Replicas).unwrap_err();
+        assert_eq!(err, DeviceUnavailable::WgpuReplicas);
+        assert!(err.to_string().contains("cannot move tensors"), "{err}");
     }
 
     #[test]

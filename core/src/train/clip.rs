@@ -40,8 +40,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
     }
 }
 
-/// The global L2 norm of the gradients of `module`'s parameters (those present in `grads`).
-pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// The sum of squares of the gradients of `module`'s parameters (those present in `grads`),
+/// as the backend computes it (0 when none has a gradient).
+pub fn squared_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> f64 {
@@ -52,8 +53,35 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     };
     module.visit(&mut v);
     v.total
-        .map(|t| (t.into_scalar().elem::<f64>()).sqrt())
+        .map(|t| t.into_scalar().elem::<f64>())
         .unwrap_or(0.0)
+}
+
+/// The global L2 norm of the gradients of `module`'s parameters (those present in `grads`).
+pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> f64 {
+    squared_grad_norm::<B, M>(module, grads).sqrt()
+}
+
+/// Scale `module`'s gradients so that their global norm `norm` is at most `max_norm`
+/// (factor `max_norm / (norm + 1e-6)` when that is below 1), as `clip_grad_norm_` does.
+pub fn clip_to_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    norm: f64,
+    max_norm: f64,
+) {
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        let mut s = Scale::<B> {
+            grads,
+            factor,
+            _b: std::marker::PhantomData,
+        };
+        module.visit(&mut s);
+    }
 }
 
 /// Scale `module`'s gradients so that their global norm is at most `max_norm`
@@ -64,15 +92,7 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     max_norm: f64,
 ) -> f64 {
     let norm = grad_norm::<B, M>(module, grads);
-    let factor = max_norm / (norm + 1e-6);
-    if factor < 1.0 {
-        let mut s = Scale::<B> {
-            grads,
-            factor,
-            _b: std::marker::PhantomData,
-        };
-        module.visit(&mut s);
-    }
+    clip_to_norm::<B, M>(module, grads, norm, max_norm);
     norm
 }
 

@@ -6,7 +6,11 @@
 //! - the Sinkhorn-Knopp sums over the batch (`SinkhornKnopp`'s `all_reduce` of the total and of
 //!   the prototype sums, and of the number of masked patches for iBOT);
 //! - the softmax-centering statistic (`update_center`'s `all_reduce` of the batch sum);
-//! - the logged figures, so that every replica reports the global batch.
+//! - the logged figures, so that every replica reports the global batch;
+//! - and, beyond what the official code needs, the gradient norms that clipping divides by: a
+//!   GPU sums a tensor with atomic adds, in no fixed order, so replicas holding the same averaged
+//!   gradients can compute norms that differ in the last bits, and their weights would drift
+//!   apart; every replica clips with rank 0's norms ([`lead_values`]).
 //!
 //! KoLeo stays per replica, as in the official code. A [`Replicas`] says how a tensor is summed
 //! over the replicas; burn's collective operations do it in [`collective`] (feature
@@ -63,6 +67,21 @@ pub fn sum_values<B: Backend>(
                 .expect("f64 values")
         }
         _ => values.to_vec(),
+    }
+}
+
+/// Rank 0's host numbers on every replica (a sum to which the others add zeros, so exact for
+/// values an f32 holds).
+pub fn lead_values<B: Backend>(
+    replicas: Option<&dyn Replicas<B>>,
+    values: &[f64],
+    device: &B::Device,
+) -> Vec<f64> {
+    match replicas {
+        Some(r) if r.world() > 1 && r.rank() != 0 => {
+            sum_values(Some(r), &vec![0.0; values.len()], device)
+        }
+        _ => sum_values(replicas, values, device),
     }
 }
 

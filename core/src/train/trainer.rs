@@ -11,10 +11,10 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::batch_chunks::add_gradients;
-use super::clip::clip_grad_norm;
+use super::clip::{clip_to_norm, squared_grad_norm};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::param_paths::{param_names, restore, snapshot};
-use super::replicas::{average_gradients, Replicas};
+use super::replicas::{average_gradients, lead_values, Replicas};
 use super::ssl::{
     ssl_forward, Centers, CropBatch, CropForward, LossReport, SslLossConfig, SslModel, StudentPass,
 };
@@ -277,12 +277,25 @@ impl<B: AutodiffBackend> Trainer<B> {
             f64::INFINITY
         };
         let student = &self.student;
-        let grad_norm_backbone = clip_grad_norm::<B, _>(&student.backbone, &mut grads, max);
-        let grad_norm_dino_head = clip_grad_norm::<B, _>(&student.dino_head, &mut grads, max);
-        let grad_norm_ibot_head = match &student.ibot_head {
-            Some(h) => clip_grad_norm::<B, _>(h, &mut grads, max),
-            None => 0.0,
-        };
+        let squares = [
+            squared_grad_norm::<B, _>(&student.backbone, &grads),
+            squared_grad_norm::<B, _>(&student.dino_head, &grads),
+            student
+                .ibot_head
+                .as_ref()
+                .map_or(0.0, |h| squared_grad_norm::<B, _>(h, &grads)),
+        ];
+        // Every replica holds the same averaged gradients; it clips with rank 0's norms, which
+        // its own (atomic, unordered) GPU sums would only match to the last bits.
+        let device = self.teacher.backbone.device();
+        let squares = lead_values(self.replicas.as_deref(), &squares, &device);
+        let [grad_norm_backbone, grad_norm_dino_head, grad_norm_ibot_head] =
+            [squares[0].sqrt(), squares[1].sqrt(), squares[2].sqrt()];
+        clip_to_norm::<B, _>(&student.backbone, &mut grads, grad_norm_backbone, max);
+        clip_to_norm::<B, _>(&student.dino_head, &mut grads, grad_norm_dino_head, max);
+        if let Some(h) = &student.ibot_head {
+            clip_to_norm::<B, _>(h, &mut grads, grad_norm_ibot_head, max);
+        }
         let groups = &self.groups;
         let hyper = |name: &str| {
             // Head warm-up: the backbone stays as it is. (The prototype layer's weight_g trains,
