@@ -27,3 +27,22 @@ impl<J: BackendJob> backend::BackendJob for Adapter<J> {
 pub fn on_device<J: BackendJob>(spec: DeviceSpec, job: J) -> anyhow::Result<J::Output> {
     backend::on_device(spec, Adapter(job))?
 }
+
+/// A piece of work generic over the backend, on one or more devices of it at once.
+pub trait DevicesJob {
+    type Output;
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> anyhow::Result<Self::Output>;
+}
+
+impl<J: DevicesJob> backend::DevicesJob for Adapter<J> {
+    type Output = anyhow::Result<J::Output>;
+
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
+        self.0.run::<B>(devices)
+    }
+}
+
+/// Run `job` on the devices `specs` name (all of one kind).
+pub fn on_devices<J: DevicesJob>(specs: &[DeviceSpec], job: J) -> anyhow::Result<J::Output> {
+    backend::on_devices(specs, Adapter(job))?
+}

@@ -7,9 +7,11 @@ use clap::Args;
 use dinoadapt_core::checkpoint::infer::ArchOverrides;
 use dinoadapt_core::checkpoint::load::read_arch_file;
 use dinoadapt_core::checkpoint::{load_checkpoint, LoadOptions, LoadedCheckpoint};
-use dinoadapt_core::vit::{MatmulPrecision, PosEmbedInterpolation};
+use dinoadapt_core::vit::PosEmbedInterpolation;
 use dinoadapt_datasets::embedding::EmbedSettings;
 use dinoadapt_datasets::Provenance;
+
+use dinoadapt_core::backend::{device_list, DeviceSpec};
 
 use crate::device::{batch_chunks, matmul_precision};
 
@@ -82,7 +84,7 @@ impl ModelArgs {
 pub struct RunArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// cpu or cuda:N (CUDA needs a `--features cuda` build).
+    /// cpu, cuda:N or wgpu:N (CUDA needs a `--features cuda` build, wgpu `--features wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: dinoadapt_core::backend::DeviceSpec,
     /// On CUDA, let matmuls run in TF32 instead of f32-accurate split products.
@@ -99,33 +101,66 @@ impl RunArgs {
         anyhow::ensure!(self.batch_size > 0, "--batch-size must be at least 1");
         Ok(self.batch_size)
     }
+}
 
-    /// The matmul precision of this run's device.
-    pub fn precision(&self) -> MatmulPrecision {
-        matmul_precision(self.device, self.tf32)
+/// How a batch embedding runs its backbone: [`RunArgs`] plus the devices it shares the work
+/// among (one copy of the backbone per device).
+#[derive(Args, Debug, Clone)]
+pub struct EmbedRunArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Embed on several devices at once, one copy of the backbone per device, the batches of
+    /// every slide / volume / raster / image set shared among them as they come:
+    /// `cuda:0,cuda:1`, a count (`4`: cuda:0..3 with --device cuda), or `all` (every CUDA
+    /// device). Default: --device alone.
+    #[arg(long)]
+    pub devices: Option<String>,
+}
+
+impl std::ops::Deref for EmbedRunArgs {
+    type Target = RunArgs;
+
+    fn deref(&self) -> &RunArgs {
+        &self.run
+    }
+}
+
+impl EmbedRunArgs {
+    /// The devices of this run: --devices, else --device.
+    pub fn device_list(&self) -> anyhow::Result<Vec<DeviceSpec>> {
+        match &self.devices {
+            Some(list) => device_list(list, self.run.device).map_err(anyhow::Error::msg),
+            None => Ok(vec![self.run.device]),
+        }
     }
 
-    /// What every output of `ck` run this way records.
-    pub fn provenance(&self, ck: &LoadedCheckpoint) -> Provenance {
-        Provenance::new(ck, self.device, self.precision())
+    /// What every output of `ck` run this way records (the devices, comma-separated).
+    pub fn provenance(&self, ck: &LoadedCheckpoint) -> anyhow::Result<Provenance> {
+        let devices = self.device_list()?;
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        Ok(Provenance::new(
+            ck,
+            names.join(","),
+            matmul_precision(devices[0], self.run.tf32),
+        ))
     }
 
-    /// How `ck` embeds in this run: the layers kept, the device's precision and batch slicing,
-    /// and the provenance every feature file carries.
+    /// As [`RunArgs::embed_settings`], for the devices of this run.
     pub fn embed_settings(
         &self,
         ck: &LoadedCheckpoint,
         layers: Vec<usize>,
         norm_layers: bool,
-    ) -> EmbedSettings {
-        EmbedSettings {
+    ) -> anyhow::Result<EmbedSettings> {
+        let devices = self.device_list()?;
+        Ok(EmbedSettings {
             layers,
             norm_layers,
-            batch_size: self.batch_size,
-            precision: self.precision(),
-            chunks: batch_chunks(self.device),
-            metadata: self.provenance(ck).metadata(),
-        }
+            batch_size: self.run.batch()?,
+            precision: matmul_precision(devices[0], self.run.tf32),
+            chunks: batch_chunks(devices[0]),
+            metadata: self.provenance(ck)?.metadata(),
+        })
     }
 }
 

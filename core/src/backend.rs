@@ -175,19 +175,10 @@ pub fn on_training_devices<J: TrainingJob>(
     job: J,
 ) -> Result<J::Output, DeviceUnavailable> {
     use burn::backend::Autodiff;
-    let first = *specs.first().ok_or(DeviceUnavailable::Mixed)?;
-    let kind = std::mem::discriminant(&first);
-    if specs.iter().any(|s| std::mem::discriminant(s) != kind) {
-        return Err(DeviceUnavailable::Mixed);
-    }
+    let first = one_kind(specs)?;
     if matches!(first, DeviceSpec::Wgpu(_)) && specs.len() > 1 {
         return Err(DeviceUnavailable::WgpuReplicas);
     }
-    #[allow(unused_variables)]
-    let index = |s: &DeviceSpec| match s {
-        DeviceSpec::Cuda(i) | DeviceSpec::Wgpu(i) => *i,
-        DeviceSpec::Cpu => 0,
-    };
     match first {
         DeviceSpec::Cpu => {
             Ok(job.run::<Autodiff<CpuBackend>>(vec![Default::default(); specs.len()]))
@@ -205,6 +196,58 @@ pub fn on_training_devices<J: TrainingJob>(
         DeviceSpec::Wgpu(_) => Ok(
             job.run::<Autodiff<WgpuBackend>>(specs.iter().map(|s| wgpu_device(index(s))).collect())
         ),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceSpec::Wgpu(_) => Err(DeviceUnavailable::NoWgpu),
+    }
+}
+
+/// The first of `specs`, when there is one and all are of its kind.
+fn one_kind(specs: &[DeviceSpec]) -> Result<DeviceSpec, DeviceUnavailable> {
+    let first = *specs.first().ok_or(DeviceUnavailable::Mixed)?;
+    let kind = std::mem::discriminant(&first);
+    if specs.iter().any(|s| std::mem::discriminant(s) != kind) {
+        return Err(DeviceUnavailable::Mixed);
+    }
+    Ok(first)
+}
+
+/// The `N` of `cuda:N` / `wgpu:N`.
+#[allow(dead_code)] // without the cuda and wgpu features
+fn index(spec: &DeviceSpec) -> usize {
+    match spec {
+        DeviceSpec::Cuda(i) | DeviceSpec::Wgpu(i) => *i,
+        DeviceSpec::Cpu => 0,
+    }
+}
+
+/// A piece of work generic over the backend on one or more devices of it at once (inference
+/// shared among devices, one model per device), run by [`on_devices`].
+pub trait DevicesJob {
+    type Output;
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// Run `job` on the devices `specs` name, all of one kind. Unlike training, several wgpu
+/// devices are fine: each runs its own model and nothing moves between them.
+pub fn on_devices<J: DevicesJob>(
+    specs: &[DeviceSpec],
+    job: J,
+) -> Result<J::Output, DeviceUnavailable> {
+    match one_kind(specs)? {
+        DeviceSpec::Cpu => Ok(job.run::<CpuBackend>(vec![Default::default(); specs.len()])),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => Ok(job.run::<CudaBackend>(
+            specs
+                .iter()
+                .map(|s| burn::backend::cuda::CudaDevice::new(index(s)))
+                .collect(),
+        )),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(DeviceUnavailable::NoCuda),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(_) => {
+            Ok(job.run::<WgpuBackend>(specs.iter().map(|s| wgpu_device(index(s))).collect()))
+        }
         #[cfg(not(feature = "wgpu"))]
         DeviceSpec::Wgpu(_) => Err(DeviceUnavailable::NoWgpu),
     }

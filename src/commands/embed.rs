@@ -20,8 +20,8 @@ use dinoadapt_datasets::{
 
 use crate::batch_args::ShardArgs;
 use crate::commands::embed_source::{self, SourceEmbedJob};
-use crate::device::{on_device, BackendJob};
-use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::device::{on_devices, DevicesJob};
+use crate::model_args::{EmbedRunArgs, LayerArgs, ModelArgs};
 use crate::progress::Bar;
 
 #[derive(Args, Debug)]
@@ -73,7 +73,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub layers: LayerArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: EmbedRunArgs,
 }
 
 /// The model's own preprocessing (HF preprocessor_config.json, timm pretrained_cfg), then flags.
@@ -102,13 +102,13 @@ struct ImageEmbedding<S: RegionSource + 'static> {
     file_bytes: bool,
 }
 
-impl<S: RegionSource + 'static> BackendJob for ImageEmbedding<S> {
+impl<S: RegionSource + 'static> DevicesJob for ImageEmbedding<S> {
     type Output = Vec<EmbedRecord>;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> anyhow::Result<Self::Output> {
         let n = self.source.max_regions();
         let (input_height, input_width) = self.source.size();
-        let embedder = RegionEmbedder::<B>::new(&self.ck, device, self.settings)?;
+        let embedder = RegionEmbedder::<B>::on_devices(&self.ck, devices, self.settings)?;
         let e = match embedder.embed(
             self.source,
             &self.output,
@@ -135,11 +135,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     if (s.shard.is_some() || s.resume || s.overwrite || s.strict) && args.source.is_none() {
         bail!("--shard, --resume, --overwrite and --strict are for batches (--source)");
     }
+    let devices = args.run.device_list()?;
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
     if let (Some(recipe), Some(out)) = (&args.source, &args.out) {
         let (inputs, domain) = embed_source::source_inputs(recipe, out)?;
-        let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
+        let settings = args.run.embed_settings(&ck, layers, args.layers.norm)?;
         let job = SourceEmbedJob {
             ck,
             settings,
@@ -149,18 +150,18 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             shards: args.shards.clone(),
             quiet: args.run.quiet,
         };
-        return on_device(args.run.device, job);
+        return on_devices(&devices, job);
     }
     let manifest = args
         .manifest
         .clone()
         .unwrap_or_else(|| args.output.with_extension("parquet"));
-    let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
+    let settings = args.run.embed_settings(&ck, layers, args.layers.norm)?;
     let t0 = Instant::now();
     let records = if let Some(px) = &args.pixels {
         let source = TensorRegions::open(px, args.pixels_key.as_deref())?;
-        on_device(
-            args.run.device,
+        on_devices(
+            &devices,
             ImageEmbedding {
                 ck,
                 source,
@@ -186,8 +187,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         };
         let source =
             ImageRegions::new(paths, pre, size).with_input_channels(ck.config.channels.as_ref());
-        on_device(
-            args.run.device,
+        on_devices(
+            &devices,
             ImageEmbedding {
                 ck,
                 source,

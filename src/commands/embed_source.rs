@@ -13,7 +13,7 @@ use dinoadapt_datasets::{find_domain, run_batch, EmbeddingInputs, SourceOptions}
 use dinoadapt_pretrain::recipe::DataSource;
 
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
-use crate::device::BackendJob;
+use crate::device::DevicesJob;
 use crate::progress::Bar;
 
 /// The inputs of the `[data.source]` table of `recipe` (a recipe, or any TOML file with that
@@ -40,7 +40,7 @@ pub fn source_inputs(
     }
 }
 
-/// The embedding of a domain's inputs on a device.
+/// The embedding of a domain's inputs on one or more devices.
 pub struct SourceEmbedJob {
     pub ck: LoadedCheckpoint,
     pub settings: EmbedSettings,
@@ -51,12 +51,12 @@ pub struct SourceEmbedJob {
     pub quiet: bool,
 }
 
-impl BackendJob for SourceEmbedJob {
+impl DevicesJob for SourceEmbedJob {
     type Output = ExitCode;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> anyhow::Result<ExitCode> {
         let cfg = self.shards.config(&self.out, ResumeDefault::Overwrite)?;
-        let embedder = RegionEmbedder::<B>::new(&self.ck, device, self.settings)?;
+        let embedder = RegionEmbedder::<B>::on_devices(&self.ck, devices, self.settings)?;
         let mut bar = Bar::new("embed", self.quiet);
         let mut job = InputsBatch {
             inputs: &*self.inputs,

@@ -21,8 +21,8 @@ use dinoadapt_pathology::tiling::TilingConfig;
 use dinoadapt_pathology::tissue::TissueConfig;
 
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
-use crate::device::{on_device, BackendJob};
-use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::device::{on_devices, DevicesJob};
+use crate::model_args::{EmbedRunArgs, LayerArgs, ModelArgs};
 use crate::progress::Bar;
 
 #[derive(Subcommand, Debug)]
@@ -124,7 +124,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub layers: LayerArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: EmbedRunArgs,
     /// Do not write the .h5 copy of each feature bag.
     #[arg(long)]
     pub no_h5: bool,
@@ -177,18 +177,17 @@ struct PathologyEmbedJob {
     tiling: TilingConfig,
 }
 
-impl BackendJob for PathologyEmbedJob {
+impl DevicesJob for PathologyEmbedJob {
     type Output = ExitCode;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> anyhow::Result<ExitCode> {
         let a = &self.args;
-        a.run.batch()?;
-        let provenance = a.run.provenance(&self.ck);
-        let embedder = RegionEmbedder::<B>::new(
+        let provenance = a.run.provenance(&self.ck)?;
+        let embedder = RegionEmbedder::<B>::on_devices(
             &self.ck,
-            device,
+            devices,
             a.run
-                .embed_settings(&self.ck, self.layers.clone(), a.layers.norm),
+                .embed_settings(&self.ck, self.layers.clone(), a.layers.norm)?,
         )?;
         let embedding = SlideEmbedding {
             embedder,
@@ -220,9 +219,9 @@ pub fn run(cmd: PathologyCommand) -> anyhow::Result<ExitCode> {
             let tiling = a.tiling.config()?;
             let ck = a.model.load()?;
             let layers = a.layers.resolve(ck.config.depth)?;
-            let device = a.run.device;
-            on_device(
-                device,
+            let devices = a.run.device_list()?;
+            on_devices(
+                &devices,
                 PathologyEmbedJob {
                     args: *a,
                     ck,

@@ -29,8 +29,8 @@ use dinoadapt_radiology::source::SliceOptions;
 use polars::prelude::DataFrame;
 
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
-use crate::device::{on_device, BackendJob};
-use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::device::{on_device, on_devices, DevicesJob};
+use crate::model_args::{EmbedRunArgs, LayerArgs, ModelArgs, RunArgs};
 use crate::progress::Bar;
 use dinoadapt_datasets::embedding::RegionEmbedder;
 use volumes::{for_each_sliced_volume, for_each_volume, VolumeItem, VolumeRow};
@@ -171,7 +171,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub layers: LayerArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: EmbedRunArgs,
     /// Items of the batch are the inputs (a DICOM folder with all its series is one);
     /// with --shard or --resume each keeps `status/input-<id>.json`, and volumes.parquet and
     /// volumes.safetensors join every input with a status (all shards so far).
@@ -329,18 +329,18 @@ struct RadiologyEmbedJob {
     layers: Vec<usize>,
 }
 
-impl BackendJob for RadiologyEmbedJob {
+impl DevicesJob for RadiologyEmbedJob {
     type Output = ExitCode;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> anyhow::Result<ExitCode> {
         let args = &self.args;
         let settings = args
             .run
-            .embed_settings(&self.ck, self.layers.clone(), args.layers.norm);
+            .embed_settings(&self.ck, self.layers.clone(), args.layers.norm)?;
         let mut metadata = settings.metadata.clone();
         metadata.insert("pooling".into(), "mean of the slices' cls tokens".into());
         metadata.insert("slices".into(), serde_json::to_string(&self.options)?);
-        let embedder = RegionEmbedder::<B>::new(&self.ck, device, settings)?;
+        let embedder = RegionEmbedder::<B>::on_devices(&self.ck, devices, settings)?;
         let inputs = args.volumes.config();
         let items: Vec<(usize, PathBuf)> = inputs.paths.iter().cloned().enumerate().collect();
         let cfg = args.shards.config(&args.out, ResumeDefault::Overwrite)?;
@@ -368,8 +368,8 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let ck = args.model.load()?;
     let options = args.slices.options(Some(&ck.config))?;
     let layers = args.layers.resolve(ck.config.depth)?;
-    on_device(
-        args.run.device,
+    on_devices(
+        &args.run.device_list()?,
         RadiologyEmbedJob {
             args,
             options,

@@ -19,8 +19,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::batch_args::{print_summary, ResumeDefault, ShardArgs};
 use crate::commands::heads::dense::folder::{self as dense_folder, is_head_folder};
 use crate::commands::heads::dense::predict as dense_predict;
-use crate::device::{batch_chunks, matmul_precision, on_device, BackendJob};
-use crate::model_args::{LayerArgs, ModelArgs, RunArgs};
+use crate::device::{
+    batch_chunks, matmul_precision, on_device, on_devices, BackendJob, DevicesJob,
+};
+use crate::model_args::{EmbedRunArgs, LayerArgs, ModelArgs, RunArgs};
 use crate::progress::Bar;
 use dinoadapt_core::backend::DeviceSpec;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
@@ -109,7 +111,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub layers: LayerArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: EmbedRunArgs,
     /// Without --shard or --resume: one features file for all rasters (a raster that fails is
     /// left out). With them: one per raster, normalised on its own, in the output path without
     /// its extension (`chips.safetensors` -> `chips/<raster stem>.safetensors` + `.parquet`,
@@ -187,9 +189,9 @@ fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let chips = args.chips.config()?;
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
-    let settings = args.run.embed_settings(&ck, layers, args.layers.norm);
-    on_device(
-        args.run.device,
+    let settings = args.run.embed_settings(&ck, layers, args.layers.norm)?;
+    on_devices(
+        &args.run.device_list()?,
         SatelliteEmbedJob {
             args,
             ck,
@@ -206,10 +208,10 @@ struct SatelliteEmbedJob {
     settings: EmbedSettings,
 }
 
-impl BackendJob for SatelliteEmbedJob {
+impl DevicesJob for SatelliteEmbedJob {
     type Output = ExitCode;
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<ExitCode> {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> anyhow::Result<ExitCode> {
         let args = &self.args;
         let per_raster = args.shards.keeps_statuses(ResumeDefault::Overwrite)?;
         let folder = args.output.with_extension("");
@@ -226,7 +228,7 @@ impl BackendJob for SatelliteEmbedJob {
                     .unwrap_or_else(|| args.output.with_extension("parquet")),
             }
         };
-        let embedder = RegionEmbedder::<B>::new(&self.ck, device, self.settings)?;
+        let embedder = RegionEmbedder::<B>::on_devices(&self.ck, devices, self.settings)?;
         let quiet = args.run.quiet;
         let mut job = RasterEmbedBatch::new(
             outputs,

@@ -72,17 +72,47 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, EmbedEr
         .map_err(|e| EmbedError::Device(format!("{e:?}")))
 }
 
-/// Run the backbone on `pixels` ([n][3][h][w]) and append the rows to `writer`; returns the
-/// class tokens written ([n, dim]), for callers that also pool or export them.
-pub fn append_batch<B: Backend>(
+/// One batch's feature rows on the host, ready for the feature store.
+#[derive(Debug, Clone)]
+pub struct BatchRows {
+    /// Class tokens, [n, dim].
+    pub cls: Vec<f32>,
+    /// Patch tokens, [n, patches, dim].
+    pub patch: Vec<f32>,
+    /// Register tokens, [n, registers, dim] (empty without registers).
+    pub reg: Vec<f32>,
+    /// The kept intermediate blocks, each [n, tokens, dim], in the layout's order.
+    pub layers: Vec<Vec<f32>>,
+}
+
+impl BatchRows {
+    /// Append the rows to `writer` (the tensors of `layout.specs`).
+    pub fn append_to(
+        &self,
+        layout: &FeatureLayout,
+        writer: &mut FeatureWriter,
+    ) -> Result<(), EmbedError> {
+        writer.append("cls", &self.cls)?;
+        writer.append("patch", &self.patch)?;
+        if layout.registers > 0 {
+            writer.append("reg", &self.reg)?;
+        }
+        for (i, rows) in layout.layers.iter().zip(&self.layers) {
+            writer.append(&format!("layer.{i}"), rows)?;
+        }
+        Ok(())
+    }
+}
+
+/// Run the backbone on `pixels` ([n][C][h][w]) and bring its rows to the host.
+pub fn forward_rows<B: Backend>(
     model: &VisionTransformer<B>,
     layout: &FeatureLayout,
     pixels: Vec<f32>,
     n: usize,
     chunks: usize,
     device: &B::Device,
-    writer: &mut FeatureWriter,
-) -> Result<Vec<f32>, EmbedError> {
+) -> Result<BatchRows, EmbedError> {
     let (d, r, np) = (layout.dim, layout.registers, layout.patches);
     let x = Tensor::<B, 4>::from_data(
         TensorData::new(pixels, [n, layout.channels, layout.size.0, layout.size.1]),
@@ -101,21 +131,36 @@ pub fn append_batch<B: Backend>(
             })
             .collect()
     };
-    let cls = rows(0, 1);
-    writer.append("cls", &cls)?;
-    writer.append("patch", &rows(1 + r, np))?;
-    if r > 0 {
-        writer.append("reg", &rows(1, r))?;
-    }
-    for (i, layer) in layout.layers.iter().zip(f.layers) {
-        let layer = if layout.norm_layers {
-            model.apply_norm(layer)
-        } else {
-            layer
-        };
-        writer.append(&format!("layer.{i}"), &host(layer)?)?;
-    }
-    Ok(cls)
+    let layers = f
+        .layers
+        .into_iter()
+        .map(|layer| match layout.norm_layers {
+            true => host(model.apply_norm(layer)),
+            false => host(layer),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(BatchRows {
+        cls: rows(0, 1),
+        patch: rows(1 + r, np),
+        reg: rows(1, r),
+        layers,
+    })
+}
+
+/// Run the backbone on `pixels` ([n][C][h][w]) and append the rows to `writer`; returns the
+/// class tokens written ([n, dim]), for callers that also pool or export them.
+pub fn append_batch<B: Backend>(
+    model: &VisionTransformer<B>,
+    layout: &FeatureLayout,
+    pixels: Vec<f32>,
+    n: usize,
+    chunks: usize,
+    device: &B::Device,
+    writer: &mut FeatureWriter,
+) -> Result<Vec<f32>, EmbedError> {
+    let rows = forward_rows(model, layout, pixels, n, chunks, device)?;
+    rows.append_to(layout, writer)?;
+    Ok(rows.cls)
 }
 
 /// Patch tokens of a batch of square inputs (`[n][C][size][size]`, C the model's input

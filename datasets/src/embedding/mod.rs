@@ -12,7 +12,7 @@ mod progress;
 
 pub use engine::{EmbedSettings, Embedded, RegionEmbedder};
 pub use inputs_batch::{InputStatus, InputsBatch, InputsBatchError, SourceStatus};
-pub use layout::{append_batch, patch_tokens, FeatureLayout};
+pub use layout::{append_batch, forward_rows, patch_tokens, BatchRows, FeatureLayout};
 pub use progress::{Progress, Silent};
 
 use crate::StoreError;
