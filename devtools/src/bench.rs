@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args, Subcommand};
 use dinoadapt_core::backend::{
-    batch_chunks, matmul_precision, on_device, peak_rss_mib, BackendJob, DeviceSpec,
+    batch_chunks, device_list, matmul_precision, on_devices, peak_rss_mib, DeviceSpec, DevicesJob,
 };
 use dinoadapt_core::host::HostCpu;
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
@@ -49,6 +49,11 @@ pub struct BenchEmbedArgs {
     pub res: usize,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Several devices at once (`cuda:0,cuda:1`, a count, or `all`), one model per device,
+    /// each running `--batch` images per step as `embed --devices` shares its batches;
+    /// images/s counts them all.
+    #[arg(long)]
+    pub devices: Option<String>,
     /// Untimed batches first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
@@ -65,37 +70,60 @@ pub struct BenchEmbedArgs {
 
 struct BenchEmbedJob(BenchEmbedArgs, VitConfig);
 
-impl BackendJob for BenchEmbedJob {
+impl DevicesJob for BenchEmbedJob {
     type Output = serde_json::Value;
 
-    fn run<B: Backend>(self, device: B::Device) -> serde_json::Value {
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> serde_json::Value {
         let BenchEmbedJob(args, cfg) = self;
         let precision = matmul_precision(args.device, args.tf32);
-        let model = VisionTransformer::<B>::init(&cfg, &device).with_precision(precision);
-        let x = Tensor::<B, 4>::random(
-            [args.batch, 3, args.res, args.res],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
         let chunks = batch_chunks(args.device);
-        let step = |x: Tensor<B, 4>| {
-            let f = model.forward_features_chunked(x, &[], chunks);
-            // Reading the result back waits for the device.
-            let _ = f.tokens.into_data();
-        };
-        // The first batch includes kernel compilation and autotuning on GPU backends.
-        let t_first = Instant::now();
-        step(x.clone());
-        let first = t_first.elapsed().as_secs_f64();
+        let world = devices.len();
+        // Every device warms up, then all start the timed batches together.
+        let start = std::sync::Barrier::new(world);
+        let timings: Vec<(f64, f64)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = devices
+                .into_iter()
+                .map(|device| {
+                    let (args, cfg, start) = (&args, &cfg, &start);
+                    scope.spawn(move || {
+                        let model =
+                            VisionTransformer::<B>::init(cfg, &device).with_precision(precision);
+                        let x = Tensor::<B, 4>::random(
+                            [args.batch, 3, args.res, args.res],
+                            Distribution::Normal(0.0, 1.0),
+                            &device,
+                        );
+                        let step = |x: Tensor<B, 4>| {
+                            let f = model.forward_features_chunked(x, &[], chunks);
+                            // Reading the result back waits for the device.
+                            let _ = f.tokens.into_data();
+                        };
+                        // The first batch includes kernel compilation and autotuning on GPU
+                        // backends.
+                        let t_first = Instant::now();
+                        step(x.clone());
+                        let first = t_first.elapsed().as_secs_f64();
+                        for _ in 1..args.warmup {
+                            step(x.clone());
+                        }
+                        start.wait();
+                        let t0 = Instant::now();
+                        for _ in 0..args.iters {
+                            step(x.clone());
+                        }
+                        (first, t0.elapsed().as_secs_f64())
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a device thread panicked"))
+                .collect()
+        });
+        let first = timings.iter().map(|t| t.0).fold(0.0, f64::max);
         eprintln!("first batch (compile + tune): {first:.2} s");
-        for _ in 1..args.warmup {
-            step(x.clone());
-        }
-        let t0 = Instant::now();
-        for _ in 0..args.iters {
-            step(x.clone());
-        }
-        let secs = t0.elapsed().as_secs_f64() / args.iters.max(1) as f64;
+        // The slowest device ends the step.
+        let secs = timings.iter().map(|t| t.1).fold(0.0, f64::max) / args.iters.max(1) as f64;
         json!({
             "impl": "dinoadapt",
             "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?"),
@@ -104,8 +132,9 @@ impl BackendJob for BenchEmbedJob {
             "res": args.res,
             "threads": rayon::current_num_threads(),
             "device": args.device.to_string(),
+            "devices": world,
             "matmul_precision": format!("{precision:?}"),
-            "images_per_s": args.batch as f64 / secs,
+            "images_per_s": (args.batch * world) as f64 / secs,
             "seconds_per_batch": secs,
             "first_batch_seconds": first,
             "peak_rss_mb": peak_rss_mib(),
@@ -203,7 +232,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 args.device,
                 rayon::current_num_threads()
             );
-            let out = on_device(args.device, BenchEmbedJob(args.clone(), cfg))?;
+            let devices = match &args.devices {
+                Some(list) => device_list(list, args.device).map_err(anyhow::Error::msg)?,
+                None => vec![args.device],
+            };
+            let out = on_devices(&devices, BenchEmbedJob(args.clone(), cfg))?;
             eprintln!(
                 "{:.2} images/s ({:.3} s/batch), peak RSS {:.0} MiB",
                 out["images_per_s"].as_f64().unwrap_or(0.0),

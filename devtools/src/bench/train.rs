@@ -7,10 +7,12 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use clap::Args;
 use dinoadapt_core::backend::{
-    batch_chunks, keep_freed_memory, on_training_devices, peak_rss_mib, DeviceSpec, TrainingJob,
+    batch_chunks, device_list, keep_freed_memory, on_training_devices, peak_rss_mib, DeviceSpec,
+    TrainingJob,
 };
 use dinoadapt_core::objective::head::DinoHeadConfig;
 use dinoadapt_core::objective::masking::{collate_masks, MaskingGenerator, PyRandom};
+use dinoadapt_core::train::replicas::Replicas;
 use dinoadapt_core::train::{
     CropBatch, CropForward, OptimConfig, SslLossConfig, SslModel, StepValues, Trainer,
 };
@@ -38,6 +40,11 @@ pub struct BenchTrainArgs {
     pub separate_ibot_head: bool,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// Data parallelism: one replica per device (`cuda:0,cuda:1`, a count, or `all`), each
+    /// with `--batch` images, gradients averaged by burn-collective (feature `collective`);
+    /// images/s counts the global batch.
+    #[arg(long)]
+    pub devices: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     #[arg(long, default_value_t = 3)]
@@ -89,8 +96,55 @@ impl TrainingJob for Bench<'_> {
     type Output = serde_json::Value;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> serde_json::Value {
-        bench::<B>(self.args, self.cfg, self.setting, &devices[0])
+        if devices.len() == 1 {
+            return bench::<B>(self.args, self.cfg, self.setting, &devices[0], None);
+        }
+        data_parallel::<B>(self, devices)
     }
+}
+
+/// One replica per device, each on its own thread and joined by burn-collective; rank 0's
+/// figures, with images/s over the global batch.
+#[cfg(feature = "collective")]
+fn data_parallel<B: AutodiffBackend>(job: Bench<'_>, devices: Vec<B::Device>) -> serde_json::Value {
+    use dinoadapt_core::train::replicas::collective::CollectivePeer;
+    let world = devices.len();
+    let mut runs: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let threads: Vec<_> = devices
+            .into_iter()
+            .enumerate()
+            .map(|(rank, device)| {
+                let job = &job;
+                scope.spawn(move || {
+                    let peer = CollectivePeer::register::<B::InnerBackend>(rank, world, &device)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let replicas: std::sync::Arc<dyn Replicas<B::InnerBackend>> =
+                        std::sync::Arc::new(peer);
+                    let out = bench::<B>(job.args, job.cfg, job.setting, &device, Some(replicas));
+                    peer.finish::<B::InnerBackend>()
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    out
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a replica panicked"))
+            .collect()
+    });
+    let mut lead = runs.remove(0);
+    let step = lead["step_s"].as_f64().unwrap_or(f64::NAN);
+    let images = (job.args.batch * world) as f64;
+    lead["devices"] = json!(world);
+    lead["global_batch"] = json!(job.args.batch * world);
+    lead["images_per_s"] = json!(images / step);
+    lead["crops_per_s"] = json!(images * (2 + job.args.local_crops) as f64 / step);
+    lead
+}
+
+#[cfg(not(feature = "collective"))]
+fn data_parallel<B: AutodiffBackend>(_: Bench<'_>, _: Vec<B::Device>) -> serde_json::Value {
+    unreachable!("run() refuses several devices without the `collective` feature")
 }
 
 fn bench<B: AutodiffBackend>(
@@ -98,6 +152,7 @@ fn bench<B: AutodiffBackend>(
     cfg: &VitConfig,
     setting: Setting,
     device: &B::Device,
+    replicas: Option<std::sync::Arc<dyn Replicas<B::InnerBackend>>>,
 ) -> serde_json::Value {
     let Setting {
         forward,
@@ -119,6 +174,7 @@ fn bench<B: AutodiffBackend>(
     let mut trainer = Trainer::new(student, SslLossConfig::default(), OptimConfig::default());
     trainer.crop_forward = forward;
     trainer.chunks = chunks;
+    trainer.replicas = replicas;
     let inner = trainer.teacher.backbone.device();
     let n = args.batch;
     let (g, l) = (args.global_size, args.local_size);
@@ -185,6 +241,7 @@ fn bench<B: AutodiffBackend>(
         "drop_path_form": drop_path_form,
         "threads": rayon::current_num_threads(),
         "device": args.device.to_string(),
+        "devices": 1,
         "step_s": mean,
         "step_s_min": times.iter().copied().fold(f64::INFINITY, f64::min),
         "images_per_s": n as f64 / mean,
@@ -256,6 +313,14 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
                 })
         })
     });
+    let devices = match &args.devices {
+        Some(list) => device_list(list, args.device).map_err(anyhow::Error::msg)?,
+        None => vec![args.device],
+    };
+    anyhow::ensure!(
+        devices.len() == 1 || cfg!(feature = "collective"),
+        "--devices: several devices need the `collective` feature (`--features cuda,collective`)"
+    );
     let mut runs = Vec::new();
     for setting in settings {
         let job = Bench {
@@ -263,7 +328,7 @@ pub fn run(args: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
             cfg: &cfg,
             setting,
         };
-        runs.push(on_training_devices(&[args.device], job)?);
+        runs.push(on_training_devices(&devices, job)?);
     }
     Ok(if runs.len() == 1 {
         runs.remove(0)
