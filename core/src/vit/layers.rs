@@ -3,7 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::silu;
+
+use super::erf_gelu::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -41,6 +43,13 @@ impl<B: Backend> Attention<B> {
     /// Multi-head attention of projected [q | k | v] rows [B, T, 3D] -> [B, T, D] (heads
     /// concatenated, before the output projection).
     pub fn attend(&self, qkv: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
+        let qkv = match precision {
+            MatmulPrecision::Backend => match super::cpu_attention::attend(qkv, self.num_heads) {
+                Ok(out) => return out,
+                Err(qkv) => qkv,
+            },
+            _ => qkv,
+        };
         let [b, t, d3] = qkv.dims();
         let (h, d) = (self.num_heads, d3 / 3);
         let qkv = qkv.reshape([b, t, 3, h, d / h]).permute([2, 0, 3, 1, 4]);

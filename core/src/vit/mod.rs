@@ -3,6 +3,8 @@
 
 pub mod channels;
 pub mod config;
+pub mod cpu_attention;
+pub mod erf_gelu;
 pub mod init;
 pub mod layers;
 pub mod model;
