@@ -75,12 +75,8 @@ fn attend_image(rows: &[f32], t: usize, d: usize, heads: usize, out: &mut [f32])
         }
         for row in scores.chunks_mut(t) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
+            exp_shifted(row, max);
+            let inv = 1.0 / row.iter().sum::<f32>();
             row.iter_mut().for_each(|s| *s *= inv);
         }
         // SAFETY: as above.
@@ -111,12 +107,85 @@ fn attend_image(rows: &[f32], t: usize, d: usize, heads: usize, out: &mut [f32])
     }
 }
 
+/// `exp(x)` for `x <= 0` (softmax scores less their row's maximum) to within 2 ulp: 2^n · e^r
+/// with n = round(x / ln 2) and a degree-7 polynomial of r in [-ln 2 / 2, ln 2 / 2] (Cephes'
+/// expf), branch-free so that the loop vectorises; `madd(a, b, c) = a * b + c`.
+#[inline(always)]
+fn exp_nonpositive(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    // Clamped at -87.3, where e^x (1e-38) reaches f32's smallest normal number: next to the
+    // row's maximum (e^0 = 1) it counts for nothing.
+    let x = x.max(-87.3);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    // r = x - n ln 2, with ln 2 in two parts so that the product is exact.
+    let r = madd(n, 2.121_944_4e-4, madd(n, -0.693_359_4, x));
+    let mut p = 1.987_569_1e-4;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = madd(p, r, c);
+    }
+    let e = madd(p, r * r, r + 1.0);
+    // 2^n from its exponent bits (n >= -126 here).
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn exp_shifted_with(row: &mut [f32], max: f32, madd: impl Fn(f32, f32, f32) -> f32 + Copy) {
+    for s in row.iter_mut() {
+        *s = exp_nonpositive(*s - max, madd);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_shifted_avx2_fma(row: &mut [f32], max: f32) {
+    exp_shifted_with(row, max, f32::mul_add);
+}
+
+/// `row[i] = exp(row[i] - max)`, `max` at least every element.
+fn exp_shifted(row: &mut [f32], max: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { exp_shifted_avx2_fma(row, max) };
+    }
+    exp_shifted_with(row, max, |a, b, c| a * b + c);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::module::attention;
     use burn::tensor::ops::AttentionModuleOptions;
     use burn::tensor::Distribution;
+
+    #[test]
+    fn exp_is_within_2_ulp_on_the_softmax_range() {
+        for fma in [false, true] {
+            let worst = (0..=1_000_000)
+                .map(|i| -(i as f32) * 8.7e-5)
+                .map(|x| {
+                    let got = match fma {
+                        true => exp_nonpositive(x, f32::mul_add),
+                        false => exp_nonpositive(x, |a, b, c| a * b + c),
+                    } as f64;
+                    let want = (x as f64).exp();
+                    (got - want).abs() / want
+                })
+                .fold(0.0, f64::max);
+            assert!(worst < 2.4e-7, "fma {fma}: {worst}");
+        }
+        let mut row = vec![-1e30, 0.0, 3.0, -200.0];
+        exp_shifted(&mut row, 3.0);
+        assert!(row[0] < 1e-37);
+        assert!((row[1] - (-3f32).exp()).abs() < 1e-7);
+        assert_eq!(row[2], 1.0);
+        assert!(row[3] < 1e-37);
+    }
 
     #[test]
     fn matches_burns_attention_on_the_permuted_heads() {
