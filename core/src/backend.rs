@@ -174,31 +174,21 @@ pub fn on_training_devices<J: TrainingJob>(
     specs: &[DeviceSpec],
     job: J,
 ) -> Result<J::Output, DeviceUnavailable> {
-    use burn::backend::Autodiff;
-    let first = one_kind(specs)?;
-    if matches!(first, DeviceSpec::Wgpu(_)) && specs.len() > 1 {
+    /// A training job as a job on the backend under autodiff (whose devices are the same).
+    struct Training<J>(J);
+
+    impl<J: TrainingJob> DevicesJob for Training<J> {
+        type Output = J::Output;
+
+        fn run<B: Backend>(self, devices: Vec<B::Device>) -> J::Output {
+            self.0.run::<burn::backend::Autodiff<B>>(devices)
+        }
+    }
+
+    if matches!(one_kind(specs)?, DeviceSpec::Wgpu(_)) && specs.len() > 1 {
         return Err(DeviceUnavailable::WgpuReplicas);
     }
-    match first {
-        DeviceSpec::Cpu => {
-            Ok(job.run::<Autodiff<CpuBackend>>(vec![Default::default(); specs.len()]))
-        }
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => Ok(job.run::<Autodiff<CudaBackend>>(
-            specs
-                .iter()
-                .map(|s| burn::backend::cuda::CudaDevice::new(index(s)))
-                .collect(),
-        )),
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(DeviceUnavailable::NoCuda),
-        #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(_) => Ok(
-            job.run::<Autodiff<WgpuBackend>>(specs.iter().map(|s| wgpu_device(index(s))).collect())
-        ),
-        #[cfg(not(feature = "wgpu"))]
-        DeviceSpec::Wgpu(_) => Err(DeviceUnavailable::NoWgpu),
-    }
+    on_devices(specs, Training(job))
 }
 
 /// The first of `specs`, when there is one and all are of its kind.
@@ -255,19 +245,19 @@ pub fn on_devices<J: DevicesJob>(
 
 /// Run `job` on the device `spec` names.
 pub fn on_device<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, DeviceUnavailable> {
-    match spec {
-        DeviceSpec::Cpu => Ok(job.run::<CpuBackend>(Default::default())),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(index) => {
-            Ok(job.run::<CudaBackend>(burn::backend::cuda::CudaDevice::new(index)))
+    /// A one-device job as a job on a list of one device.
+    struct One<J>(J);
+
+    impl<J: BackendJob> DevicesJob for One<J> {
+        type Output = J::Output;
+
+        fn run<B: Backend>(self, devices: Vec<B::Device>) -> J::Output {
+            let device = devices.into_iter().next().expect("one device");
+            self.0.run::<B>(device)
         }
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(DeviceUnavailable::NoCuda),
-        #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(index) => Ok(job.run::<WgpuBackend>(wgpu_device(index))),
-        #[cfg(not(feature = "wgpu"))]
-        DeviceSpec::Wgpu(_) => Err(DeviceUnavailable::NoWgpu),
     }
+
+    on_devices(&[spec], One(job))
 }
 
 /// The matmul precision for a device: f32-accurate everywhere unless `tf32` allows CUDA's
@@ -361,12 +351,13 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Keep freed memory in the process during training, curation and embedding. All allocate and
-/// free tensors of MBs to hundreds of MB every iteration, block or batch (prototype logits,
-/// activations, score blocks); glibc serves those with mmap/munmap, so the kernel zeroes fresh
-/// pages each time (20% of a ViT-S/14 CPU iteration, 11% of a ViT-S/14 CPU forward). Serving
-/// them from the heap and never trimming it makes iterations ~25% faster, at the cost of holding
-/// the peak memory until the process ends.
+/// Keep freed memory in the process during training and curation. Both allocate and free
+/// tensors of tens to hundreds of MB every iteration or block (prototype logits, activations,
+/// score blocks); glibc serves those with mmap/munmap, so the kernel zeroes fresh pages each time
+/// (20% of a ViT-S/14 CPU iteration). Serving them from the heap and never trimming it makes
+/// iterations ~25% faster, at the cost of holding the peak memory until the process ends. Not
+/// for embedding: its 256 MiB top pad makes the heap outgrow a 512 MiB address-space limit
+/// (`ulimit -v`, tests/bad_input_corpus.rs), although it made a ViT-S/14 forward ~13% faster.
 /// A process-wide allocator setting: a program calls it once, before any worker thread starts.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
