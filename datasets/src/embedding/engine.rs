@@ -1,6 +1,7 @@
 //! [`RegionEmbedder`]: a backbone on a device that embeds sources into feature files.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,17 @@ impl Embedded {
     }
 }
 
+/// Why a thread of the embedding stopped, from its panic's payload: an error of the batch
+/// instead of a crash of the program (e.g. an allocation that failed under a memory limit).
+fn panic_text(what: &str, payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into());
+    format!("{what} stopped: {message}")
+}
+
 /// What a device made of one batch: its rows, its regions and its backbone seconds.
 struct Forwarded {
     seq: usize,
@@ -207,7 +219,8 @@ impl<B: Backend> RegionEmbedder<B> {
             let (mut source, batch) = (source, s.batch_size.max(1));
             scope.spawn(move || {
                 for seq in 0.. {
-                    let next = match source.next_batch(batch) {
+                    let read = catch_unwind(AssertUnwindSafe(|| source.next_batch(batch)));
+                    let next = match read.unwrap_or_else(|p| Err(panic_text("reading", p))) {
                         Ok(Some(b)) => Ok((seq, b)),
                         Ok(None) => return,
                         Err(e) => Err(e),
@@ -235,14 +248,16 @@ impl<B: Backend> RegionEmbedder<B> {
                         let t = Instant::now();
                         let rows = match n {
                             0 => None,
-                            _ => Some(forward_rows(
-                                model,
-                                layout,
-                                std::mem::take(&mut b.pixels),
-                                n,
-                                s.chunks,
-                                device,
-                            )?),
+                            _ => {
+                                let pixels = std::mem::take(&mut b.pixels);
+                                let forward = AssertUnwindSafe(|| {
+                                    forward_rows(model, layout, pixels, n, s.chunks, device)
+                                });
+                                let rows = catch_unwind(forward).unwrap_or_else(|p| {
+                                    Err(EmbedError::Device(panic_text("the backbone", p)))
+                                });
+                                Some(rows?)
+                            }
                         };
                         Ok(Forwarded {
                             seq,
@@ -327,6 +342,8 @@ mod tests {
         regions: usize,
         next: usize,
         fail_at: Option<usize>,
+        /// Panic at `fail_at` instead of returning an error.
+        panics: bool,
     }
 
     impl RegionSource for Ramp {
@@ -338,6 +355,9 @@ mod tests {
         }
         fn next_batch(&mut self, max: usize) -> Result<Option<RegionBatch>, String> {
             if self.fail_at.is_some_and(|f| self.next >= f) {
+                if self.panics {
+                    panic!("region {} broke the reader", self.next);
+                }
                 return Err(format!("region {} is unreadable", self.next));
             }
             let end = (self.next + max).min(self.regions);
@@ -378,6 +398,7 @@ mod tests {
             regions,
             next: 0,
             fail_at,
+            panics: false,
         }
     }
 
@@ -437,6 +458,19 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("region 6 is unreadable"), "{err}");
+        // A reader that panics is an error of this source, not a crash of the program.
+        let panicking = Ramp {
+            panics: true,
+            ..ramp(40, Some(4))
+        };
+        let err = two
+            .embed(panicking, &dir.path().join("g.safetensors"), &mut Silent)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("reading stopped: region 4 broke the reader"),
+            "{err}"
+        );
         assert!(RegionEmbedder::<Cpu>::on_devices(&ck, Vec::new(), settings()).is_err());
     }
 }
