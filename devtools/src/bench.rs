@@ -14,8 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args, Subcommand};
 use dinoadapt_core::backend::{
-    batch_chunks, device_list, keep_freed_memory, matmul_precision, on_devices, peak_rss_mib,
-    DeviceSpec, DevicesJob,
+    batch_chunks, device_list, matmul_precision, on_devices, peak_rss_mib, DeviceSpec, DevicesJob,
 };
 use dinoadapt_core::host::HostCpu;
 use dinoadapt_core::vit::{VisionTransformer, VitConfig};
@@ -216,8 +215,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Embed(args) => {
-            // As the embedding commands do.
-            keep_freed_memory();
             if let Some(n) = args.threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)

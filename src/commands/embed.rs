@@ -131,7 +131,6 @@ impl<S: RegionSource + 'static> DevicesJob for ImageEmbedding<S> {
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
-    crate::device::keep_freed_memory();
     let s = &args.shards;
     if (s.shard.is_some() || s.resume || s.overwrite || s.strict) && args.source.is_none() {
         bail!("--shard, --resume, --overwrite and --strict are for batches (--source)");

@@ -216,7 +216,6 @@ pub fn run(cmd: PathologyCommand) -> anyhow::Result<ExitCode> {
             run_stage::<Cpu>(&a.batch, a.quiet, Stage::Tile, Some(cfg), a.images, None)
         }
         PathologyCommand::Embed(a) => {
-            crate::device::keep_freed_memory();
             let tiling = a.tiling.config()?;
             let ck = a.model.load()?;
             let layers = a.layers.resolve(ck.config.depth)?;

@@ -365,7 +365,6 @@ impl DevicesJob for RadiologyEmbedJob {
 
 fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
-    crate::device::keep_freed_memory();
     let ck = args.model.load()?;
     let options = args.slices.options(Some(&ck.config))?;
     let layers = args.layers.resolve(ck.config.depth)?;

@@ -186,7 +186,6 @@ fn chips(args: ChipsArgs) -> anyhow::Result<ExitCode> {
 
 fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     args.run.batch()?;
-    crate::device::keep_freed_memory();
     let chips = args.chips.config()?;
     let ck = args.model.load()?;
     let layers = args.layers.resolve(ck.config.depth)?;
