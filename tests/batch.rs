@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dinoadapt, read_tensors, shared, table};
+use common::{dinoadapt, files_under, read_tensors, shared, table};
 use dinoadapt_datasets::batch::ALL_FAILED;
 
 fn model(shared: &Path) -> String {
@@ -18,26 +18,8 @@ fn model(shared: &Path) -> String {
         .to_string()
 }
 
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn hidden(dir: &Path) -> Vec<PathBuf> {
-    files(dir)
+    files_under(dir)
         .into_iter()
         .filter(|p| {
             p.file_name()
@@ -195,7 +177,7 @@ fn a_bad_raster_is_left_out_and_the_good_ones_are_embedded() {
     let none = tmp.path().join("none/chips.safetensors");
     let r = embed(&none, &[&bad], &[]);
     assert_eq!(r.status.code(), Some(ALL_FAILED as i32));
-    assert!(files(none.parent().unwrap()).is_empty());
+    assert!(files_under(none.parent().unwrap()).is_empty());
 
     // Per raster (--resume): the good raster's files and a manifest row for each.
     let per = tmp.path().join("per/chips.safetensors");

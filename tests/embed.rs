@@ -199,14 +199,6 @@ fn bad_inputs_are_clear_errors() {
     );
 }
 
-/// The `__metadata__` of a safetensors file.
-fn safetensors_metadata(path: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header["__metadata__"].as_object().unwrap().clone()
-}
-
 #[test]
 fn every_embedding_command_records_one_provenance() {
     let Some(shared) = shared() else { return };

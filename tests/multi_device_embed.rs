@@ -12,28 +12,15 @@ use common::*;
 
 /// Every safetensors file under `dir`, relative to it, in a fixed order.
 fn feature_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|x| x == "safetensors") {
-                files.push(path.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    files.sort();
-    files
+    files_under(dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+        .collect()
 }
 
 /// The `device` a feature file records.
 fn recorded_device(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header["__metadata__"]["device"]
+    safetensors_metadata(path)["device"]
         .as_str()
         .unwrap()
         .to_string()

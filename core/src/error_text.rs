@@ -15,9 +15,28 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The message a panic carried (`panic!` with a literal or a formatted string), for the
+/// places that turn a panic of one item's work into that item's error.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::error_chain;
+    use super::{error_chain, panic_message};
+
+    #[test]
+    fn panic_messages_of_both_kinds_are_read() {
+        let literal = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(literal.as_ref()), "plain");
+        let n = 3;
+        let formatted = std::panic::catch_unwind(|| panic!("item {n}")).unwrap_err();
+        assert_eq!(panic_message(formatted.as_ref()), "item 3");
+    }
 
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {

@@ -95,11 +95,7 @@ where
                 };
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
                     .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "a panic".into());
+                        let what = dinoadapt_core::error_text::panic_message(panic.as_ref());
                         Err(RunError::Config(format!("stopped: {what}")))
                     });
                 let _ = send.send((rank, result));

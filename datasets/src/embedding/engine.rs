@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use dinoadapt_core::checkpoint::LoadedCheckpoint;
+use dinoadapt_core::error_text::panic_message;
 use dinoadapt_core::vit::{MatmulPrecision, VisionTransformer};
 
 use super::layout::{forward_rows, BatchRows, FeatureLayout};
@@ -109,12 +110,7 @@ impl Embedded {
 /// Why a thread of the embedding stopped, from its panic's payload: an error of the batch
 /// instead of a crash of the program (e.g. an allocation that failed under a memory limit).
 fn panic_text(what: &str, payload: Box<dyn std::any::Any + Send>) -> String {
-    let message = payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "no message".into());
-    format!("{what} stopped: {message}")
+    format!("{what} stopped: {}", panic_message(payload.as_ref()))
 }
 
 /// What a device made of one batch: its rows, its regions and its backbone seconds.

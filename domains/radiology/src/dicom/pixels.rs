@@ -59,11 +59,7 @@ pub(crate) fn decode(obj: &DefaultDicomObject, path: &Path, rescale: &Rescale) -
     let decoded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
             .map_err(|panic| {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("no message");
+                let what = dinoadapt_core::error_text::panic_message(panic.as_ref());
                 undecodable(format!("the decoder failed on damaged data ({what})"))
             })?
             .map_err(|e| {
