@@ -27,19 +27,47 @@ pub fn attend<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Result<Tensor<B, 3
     let data = qkv.into_data();
     let rows = data.as_slice::<f32>().expect("an f32 tensor holds f32");
     let mut out = vec![0.0f32; b * t * d];
-    out.par_chunks_mut(t * d)
-        .zip(rows.par_chunks(t * d3))
-        .for_each(|(out, rows)| attend_image(rows, t, d, heads, out));
+    attend_rows(rows, t, d, heads, &mut out);
     Ok(Tensor::from_data(TensorData::new(out, [b, t, d]), &device))
 }
 
-/// One image: `rows` [T, 3D] -> `out` [T, D].
-fn attend_image(rows: &[f32], t: usize, d: usize, heads: usize, out: &mut [f32]) {
+thread_local! {
+    /// One [T, T] score matrix per thread, kept between calls (no allocation per head).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Attention of a batch of images of `t` tokens each, one image per task: `rows` [B·T, 3D] ->
+/// `out` [B·T, D].
+pub(crate) fn attend_rows(rows: &[f32], t: usize, d: usize, heads: usize, out: &mut [f32]) {
+    if t == 0 || d == 0 {
+        return;
+    }
+    out.par_chunks_mut(t * d)
+        .zip(rows.par_chunks(t * 3 * d))
+        .for_each(|(out, rows)| {
+            SCORES.with_borrow_mut(|scores| {
+                scores.resize(t * t + t, 0.0);
+                attend_image(rows, t, d, heads, out, scores)
+            })
+        });
+}
+
+/// One image: `rows` [T, 3D] -> `out` [T, D]; `scores` holds T·T + T floats (the scores and
+/// each row's 1/Σ).
+fn attend_image(
+    rows: &[f32],
+    t: usize,
+    d: usize,
+    heads: usize,
+    out: &mut [f32],
+    scores: &mut [f32],
+) {
     let hd = d / heads;
     let stride = 3 * d as isize;
     let scale = (1.0 / (hd as f64).sqrt()) as f32;
-    let mut scores = vec![0.0f32; t * t];
     assert!(rows.len() == t * 3 * d && out.len() == t * d && hd * heads == d);
+    assert!(scores.len() == t * t + t);
+    let (scores, inv) = scores.split_at_mut(t * t);
     for h in 0..heads {
         let (q, k, v) = (
             &rows[h * hd..],
@@ -73,11 +101,10 @@ fn attend_image(rows: &[f32], t: usize, d: usize, heads: usize, out: &mut [f32])
                 Parallelism::None,
             );
         }
-        for row in scores.chunks_mut(t) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            exp_shifted(row, max);
-            let inv = 1.0 / row.iter().sum::<f32>();
-            row.iter_mut().for_each(|s| *s *= inv);
+        // The softmax's exp; its normalisation 1/Σ waits for the product with v (D_head
+        // products per row instead of T).
+        for (row, inv) in scores.chunks_mut(t).zip(inv.iter_mut()) {
+            *inv = 1.0 / exp_shifted(row);
         }
         // SAFETY: as above.
         unsafe {
@@ -103,6 +130,9 @@ fn attend_image(rows: &[f32], t: usize, d: usize, heads: usize, out: &mut [f32])
                 false,
                 Parallelism::None,
             );
+        }
+        for (row, inv) in out.chunks_mut(d).zip(inv.iter()) {
+            row[h * hd..(h + 1) * hd].iter_mut().for_each(|o| *o *= inv);
         }
     }
 }
@@ -133,27 +163,62 @@ fn exp_nonpositive(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// `row[i] = exp(row[i] - max(row))`; returns Σ row[i]. The maximum and the sum run on 16
+/// lanes (a vector register of AVX-512) so that they vectorise.
 #[inline(always)]
-fn exp_shifted_with(row: &mut [f32], max: f32, madd: impl Fn(f32, f32, f32) -> f32 + Copy) {
-    for s in row.iter_mut() {
-        *s = exp_nonpositive(*s - max, madd);
+fn exp_shifted_with(row: &mut [f32], madd: impl Fn(f32, f32, f32) -> f32 + Copy) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, x)| *m = m.max(*x));
     }
+    let max = chunks.remainder().iter().fold(
+        lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        |m, x| m.max(*x),
+    );
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (sum, s) in lanes.iter_mut().zip(c) {
+            *s = exp_nonpositive(*s - max, madd);
+            *sum += *s;
+        }
+    }
+    let mut sum = lanes.iter().sum::<f32>();
+    for s in chunks.into_remainder() {
+        *s = exp_nonpositive(*s - max, madd);
+        sum += *s;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp_shifted_avx512(row: &mut [f32]) -> f32 {
+    exp_shifted_with(row, f32::mul_add)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn exp_shifted_avx2_fma(row: &mut [f32], max: f32) {
-    exp_shifted_with(row, max, f32::mul_add);
+fn exp_shifted_avx2_fma(row: &mut [f32]) -> f32 {
+    exp_shifted_with(row, f32::mul_add)
 }
 
-/// `row[i] = exp(row[i] - max)`, `max` at least every element.
-fn exp_shifted(row: &mut [f32], max: f32) {
+/// `row[i] = exp(row[i] - max(row))`, returning the sum: the softmax's numerators and
+/// denominator (AVX-512 or AVX2 + FMA where the CPU has them).
+fn exp_shifted(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { exp_shifted_avx2_fma(row, max) };
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { exp_shifted_avx512(row) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { exp_shifted_avx2_fma(row) };
+        }
     }
-    exp_shifted_with(row, max, |a, b, c| a * b + c);
+    exp_shifted_with(row, |a, b, c| a * b + c)
 }
 
 #[cfg(test)]
@@ -180,11 +245,20 @@ mod tests {
             assert!(worst < 2.4e-7, "fma {fma}: {worst}");
         }
         let mut row = vec![-1e30, 0.0, 3.0, -200.0];
-        exp_shifted(&mut row, 3.0);
+        let sum = exp_shifted(&mut row);
         assert!(row[0] < 1e-37);
         assert!((row[1] - (-3f32).exp()).abs() < 1e-7);
         assert_eq!(row[2], 1.0);
         assert!(row[3] < 1e-37);
+        assert_eq!(sum, row.iter().sum::<f32>());
+        // Rows longer than the 16 lanes, with the maximum in the remainder.
+        let mut row: Vec<f32> = (0..37).map(|i| -(i as f32) * 0.1).rev().collect();
+        let want: Vec<f64> = row.iter().map(|&x| (x as f64 - 0.0).exp()).collect();
+        let sum = exp_shifted(&mut row);
+        for (g, w) in row.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-6 * w);
+        }
+        assert!((sum as f64 - want.iter().sum::<f64>()).abs() < 1e-5);
     }
 
     #[test]

@@ -58,12 +58,24 @@ fn gelu_avx2_fma(v: &mut [f32]) {
     gelu_with(v, f32::mul_add);
 }
 
-/// GELU of every element, in place (AVX2 + FMA where the CPU has them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gelu_avx512(v: &mut [f32]) {
+    gelu_with(v, f32::mul_add);
+}
+
+/// GELU of every element, in place (AVX-512, or AVX2 + FMA, where the CPU has them).
 pub fn gelu_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { gelu_avx2_fma(v) };
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { gelu_avx512(v) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { gelu_avx2_fma(v) };
+        }
     }
     gelu_with(v, |a, b, c| a * b + c);
 }

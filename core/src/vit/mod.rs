@@ -4,6 +4,7 @@
 pub mod channels;
 pub mod config;
 pub mod cpu_attention;
+mod cpu_blocks;
 pub mod erf_gelu;
 pub mod init;
 pub mod layers;

@@ -290,14 +290,8 @@ impl<B: Backend> VisionTransformer<B> {
         mask: Option<Tensor<B, 2, Bool>>,
         layers: &[usize],
     ) -> VitFeatures<B> {
-        let (mut tokens, grid) = self.prepare_tokens(x, mask);
-        let mut kept: Vec<(usize, Tensor<B, 3>)> = Vec::with_capacity(layers.len());
-        for (i, block) in self.blocks.iter().enumerate() {
-            tokens = block.forward(tokens, self.precision);
-            if layers.contains(&i) {
-                kept.push((i, tokens.clone()));
-            }
-        }
+        let (tokens, grid) = self.prepare_tokens(x, mask);
+        let (tokens, kept) = self.forward_blocks(tokens, layers);
         let layers = layers
             .iter()
             .map(|i| {
@@ -313,6 +307,39 @@ impl<B: Backend> VisionTransformer<B> {
             grid,
             num_registers: self.config.num_register_tokens,
         }
+    }
+
+    /// Every block on the prepared tokens: the last block's output and the outputs of the
+    /// blocks in `layers` (in block order). Inference on the CPU backend runs the fused blocks
+    /// of [`super::cpu_blocks`]; everything else burn's ops.
+    fn forward_blocks(
+        &self,
+        tokens: Tensor<B, 3>,
+        layers: &[usize],
+    ) -> (Tensor<B, 3>, Vec<(usize, Tensor<B, 3>)>) {
+        let tokens = match self.precision {
+            MatmulPrecision::Backend => {
+                match super::cpu_blocks::forward_blocks(
+                    &self.blocks,
+                    tokens,
+                    self.config.norm_eps,
+                    layers,
+                ) {
+                    Ok(done) => return done,
+                    Err(tokens) => tokens,
+                }
+            }
+            _ => tokens,
+        };
+        let mut tokens = tokens;
+        let mut kept = Vec::with_capacity(layers.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            tokens = block.forward(tokens, self.precision);
+            if layers.contains(&i) {
+                kept.push((i, tokens.clone()));
+            }
+        }
+        (tokens, kept)
     }
 
     /// [`forward_features`](Self::forward_features) on `chunks` slices of the batch at once, one
