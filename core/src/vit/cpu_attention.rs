@@ -139,13 +139,19 @@ fn attend_image(
 
 /// `exp(x)` for `x <= 0` (softmax scores less their row's maximum) to within 2 ulp: 2^n · e^r
 /// with n = round(x / ln 2) and a degree-7 polynomial of r in [-ln 2 / 2, ln 2 / 2] (Cephes'
-/// expf), branch-free so that the loop vectorises; `madd(a, b, c) = a * b + c`.
+/// expf), branch-free and without float-to-int conversions (Rust's `as i32` saturates, which
+/// the compiler does one element at a time), so that the loop vectorises;
+/// `madd(a, b, c) = a * b + c`.
 #[inline(always)]
 fn exp_nonpositive(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    // 1.5 · 2^23: a float this large has no fraction bits, so adding it rounds to an integer,
+    // which then sits in the low bits of the sum's mantissa.
+    const ROUND: f32 = 12_582_912.0;
     // Clamped at -87.3, where e^x (1e-38) reaches f32's smallest normal number: next to the
     // row's maximum (e^0 = 1) it counts for nothing.
     let x = x.max(-87.3);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     // r = x - n ln 2, with ln 2 in two parts so that the product is exact.
     let r = madd(n, 2.121_944_4e-4, madd(n, -0.693_359_4, x));
     let mut p = 1.987_569_1e-4;
@@ -159,8 +165,9 @@ fn exp_nonpositive(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
         p = madd(p, r, c);
     }
     let e = madd(p, r * r, r + 1.0);
-    // 2^n from its exponent bits (n >= -126 here).
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from its exponent bits: n (in -126..=0) is the difference of the two bit patterns.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 /// `row[i] = exp(row[i] - max(row))`; returns Σ row[i]. The maximum and the sum run on 16
