@@ -30,7 +30,8 @@ const ROWS_PER_TASK: usize = 16;
 /// The blocks of a forward on the token rows `x` [B, T, D]: the final tokens and the outputs of
 /// the blocks in `keep` (by index, in block order). `Err(x)` untouched where the fast path does
 /// not apply (another backend, or weights that are not f32).
-#[allow(clippy::type_complexity)]
+// `&Vec`, not a slice: the backend is found by downcasting it (`Any` needs a sized type).
+#[allow(clippy::type_complexity, clippy::ptr_arg)]
 pub(crate) fn forward_blocks<B: burn::tensor::backend::Backend>(
     blocks: &Vec<Block<B>>,
     x: Tensor<B, 3>,
