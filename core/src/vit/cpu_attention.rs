@@ -31,6 +31,9 @@ pub fn attend<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Result<Tensor<B, 3
     Ok(Tensor::from_data(TensorData::new(out, [b, t, d]), &device))
 }
 
+/// The largest score buffer (in floats) a thread keeps between calls: 64 MiB, T ≈ 4096 tokens.
+const KEPT_SCORES: usize = 16 << 20;
+
 thread_local! {
     /// One [T, T] score matrix per thread, kept between calls (no allocation per head).
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -47,7 +50,11 @@ pub(crate) fn attend_rows(rows: &[f32], t: usize, d: usize, heads: usize, out: &
         .for_each(|(out, rows)| {
             SCORES.with_borrow_mut(|scores| {
                 scores.resize(t * t + t, 0.0);
-                attend_image(rows, t, d, heads, out, scores)
+                attend_image(rows, t, d, heads, out, scores);
+                // Large images' score matrices (64 MiB and up) are not kept between calls.
+                if scores.capacity() > KEPT_SCORES {
+                    *scores = Vec::new();
+                }
             })
         });
 }
