@@ -55,7 +55,6 @@ pub(crate) fn forward_blocks<B: burn::tensor::backend::Backend>(
     if params.iter().any(|p| p.dim() != d) {
         return Err(x);
     }
-    let device = x.device();
     let mut rows = x
         .into_data()
         .into_vec::<f32>()
@@ -70,9 +69,10 @@ pub(crate) fn forward_blocks<B: burn::tensor::backend::Backend>(
         }
     }
     let tensor = |rows: Vec<f32>| -> Tensor<B, 3> {
+        // The CPU backend has one device.
         let cpu = Tensor::<CpuBackend, 3>::from_data(
             TensorData::new(rows, [b, t, d]),
-            &device_of(&device),
+            &Default::default(),
         );
         *(Box::new(cpu) as Box<dyn Any>)
             .downcast::<Tensor<B, 3>>()
@@ -80,14 +80,6 @@ pub(crate) fn forward_blocks<B: burn::tensor::backend::Backend>(
     };
     let kept = kept.into_iter().map(|(i, r)| (i, tensor(r))).collect();
     Ok((tensor(rows), kept))
-}
-
-/// The CPU backend's device (it has one) from `B`'s, where `B` is the CPU backend.
-fn device_of<D: Any>(device: &D) -> <CpuBackend as burn::tensor::backend::BackendTypes>::Device {
-    (device as &dyn Any)
-        .downcast_ref()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// The intermediates of one block, reused by every block of a forward.
@@ -142,11 +134,7 @@ impl NormParams {
     fn of(n: &LayerNorm<CpuBackend>) -> Option<Self> {
         Some(NormParams {
             gamma: flex(&n.gamma)?,
-            beta: n
-                .beta
-                .as_ref()
-                .map(flex)
-                .map_or(Some(None), |b| b.map(Some))?,
+            beta: optional(n.beta.as_ref())?,
         })
     }
 }
@@ -155,20 +143,21 @@ impl LinearParams {
     fn of(l: &Linear<CpuBackend>) -> Option<Self> {
         Some(LinearParams {
             weight: flex(&l.weight)?,
-            bias: l
-                .bias
-                .as_ref()
-                .map(flex)
-                .map_or(Some(None), |b| b.map(Some))?,
+            bias: optional(l.bias.as_ref())?,
         })
     }
 }
 
-fn layer_scale(ls: &Option<LayerScale<CpuBackend>>) -> Option<Option<FlexTensor>> {
-    match ls {
-        Some(ls) => flex(&ls.gamma).map(Some),
+/// An optional parameter: `Some(None)` where absent, `None` where present but not usable.
+fn optional(p: Option<&Param<Tensor<CpuBackend, 1>>>) -> Option<Option<FlexTensor>> {
+    match p {
         None => Some(None),
+        Some(p) => flex(p).map(Some),
     }
+}
+
+fn layer_scale(ls: &Option<LayerScale<CpuBackend>>) -> Option<Option<FlexTensor>> {
+    optional(ls.as_ref().map(|ls| &ls.gamma))
 }
 
 impl BlockParams {
