@@ -150,7 +150,7 @@ fn attend_image(
 /// the compiler does one element at a time), so that the loop vectorises;
 /// `madd(a, b, c) = a * b + c`.
 #[inline(always)]
-fn exp_nonpositive(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32, madd: impl Fn(f32, f32, f32) -> f32) -> f32 {
     // 1.5 · 2^23: a float this large has no fraction bits, so adding it rounds to an integer,
     // which then sits in the low bits of the sum's mantissa.
     const ROUND: f32 = 12_582_912.0;
@@ -220,7 +220,7 @@ fn exp_shifted_avx2_fma(row: &mut [f32]) -> f32 {
 
 /// `row[i] = exp(row[i] - max(row))`, returning the sum: the softmax's numerators and
 /// denominator (AVX-512 or AVX2 + FMA where the CPU has them).
-fn exp_shifted(row: &mut [f32]) -> f32 {
+pub(crate) fn exp_shifted(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {

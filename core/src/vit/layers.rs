@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::silu;
 
+use super::cpu_layer_norm::layer_norm;
 use super::erf_gelu::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -44,7 +45,9 @@ impl<B: Backend> Attention<B> {
     /// concatenated, before the output projection).
     pub fn attend(&self, qkv: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
         let qkv = match precision {
-            MatmulPrecision::Backend => match super::cpu_attention::attend(qkv, self.num_heads) {
+            MatmulPrecision::Backend => match super::cpu_attention::attend(qkv, self.num_heads)
+                .or_else(|qkv| super::cpu_attention_grad::attend(qkv, self.num_heads))
+            {
                 Ok(out) => return out,
                 Err(qkv) => qkv,
             },
@@ -155,6 +158,9 @@ pub struct Block<B: Backend> {
     pub norm2: LayerNorm<B>,
     pub mlp: Ffn<B>,
     pub ls2: Option<LayerScale<B>>,
+    /// The norms' ε (burn's LayerNorm keeps its own private).
+    #[module(skip)]
+    pub norm_eps: f64,
     #[module(skip)]
     pub drop_path: f64,
     /// Masked or efficient stochastic depth (the same draws, outputs and gradients).
@@ -180,14 +186,15 @@ impl<B: Backend> Block<B> {
             norm2: norm(),
             mlp: Ffn::init(cfg, device),
             ls2: ls(),
+            norm_eps: cfg.norm_eps,
             drop_path: cfg.drop_path_of_block(index),
             drop_path_form: DropPathForm::default(),
         }
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, precision: MatmulPrecision) -> Tensor<B, 3> {
-        let attn = |x| self.scale1(self.attn.forward(self.norm1.forward(x), precision));
-        let ffn = |x| self.scale2(self.mlp.forward(self.norm2.forward(x), precision));
+        let attn = |x| self.scale1(self.attn.forward(self.norm1(x), precision));
+        let ffn = |x| self.scale2(self.mlp.forward(self.norm2(x), precision));
         let rate = self.drop_path;
         if self.drop_path_form.skips::<B>(rate, &x.device()) {
             let x = drop_add_residual(x, rate, attn);
@@ -195,6 +202,16 @@ impl<B: Backend> Block<B> {
         }
         let x = x.clone() + drop_path(attn(x), rate);
         x.clone() + drop_path(ffn(x), rate)
+    }
+
+    /// The attention branch's LayerNorm.
+    pub(crate) fn norm1<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        layer_norm(&self.norm1, x, self.norm_eps)
+    }
+
+    /// The feed-forward branch's LayerNorm.
+    pub(crate) fn norm2<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        layer_norm(&self.norm2, x, self.norm_eps)
     }
 
     /// LayerScale of the attention branch (identity without LayerScale).

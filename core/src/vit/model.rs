@@ -89,6 +89,11 @@ pub fn patches_to_grid<B: Backend>(patches: Tensor<B, 3>, grid: (usize, usize)) 
 }
 
 impl<B: Backend> VisionTransformer<B> {
+    /// The final LayerNorm (the CPU student's own op under autodiff, burn's elsewhere).
+    pub(crate) fn final_norm(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+        super::cpu_layer_norm::layer_norm(&self.norm, tokens, self.config.norm_eps)
+    }
+
     /// A model with fresh random weights, initialised as the official `init_weights`
     /// ([`super::init`]).
     pub fn init(config: &VitConfig, device: &B::Device) -> Self {
@@ -302,7 +307,7 @@ impl<B: Backend> VisionTransformer<B> {
             })
             .collect();
         VitFeatures {
-            tokens: self.norm.forward(tokens),
+            tokens: self.final_norm(tokens),
             layers,
             grid,
             num_registers: self.config.num_register_tokens,
@@ -388,7 +393,7 @@ impl<B: Backend> VisionTransformer<B> {
 
     /// Apply the final norm to an intermediate output (as `get_intermediate_layers(norm=True)`).
     pub fn apply_norm(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.norm.forward(tokens)
+        self.final_norm(tokens)
     }
 }
 

@@ -127,7 +127,13 @@ impl<B: Backend> Attention<B> {
         precision: MatmulPrecision,
     ) -> Tensor<B, 3> {
         let d = x.dims()[2];
-        let qkv = linear(&self.qkv, x, precision);
+        let mut qkv = linear(&self.qkv, x, precision);
+        if matches!(precision, MatmulPrecision::Backend) {
+            match super::cpu_attention_grad::attend_packed(qkv, &packing.groups, self.num_heads) {
+                Ok(attended) => return linear(&self.proj, attended, precision),
+                Err(back) => qkv = back,
+            }
+        }
         let attended = packing
             .unpack(qkv)
             .into_iter()
@@ -148,13 +154,9 @@ impl<B: Backend> Block<B> {
         packing: &Packing,
         precision: MatmulPrecision,
     ) -> Tensor<B, 3> {
-        let attn = |x, p: &Packing| {
-            self.scale1(
-                self.attn
-                    .forward_packed(self.norm1.forward(x), p, precision),
-            )
-        };
-        let ffn = |x, _: &Packing| self.scale2(self.mlp.forward(self.norm2.forward(x), precision));
+        let attn =
+            |x, p: &Packing| self.scale1(self.attn.forward_packed(self.norm1(x), p, precision));
+        let ffn = |x, _: &Packing| self.scale2(self.mlp.forward(self.norm2(x), precision));
         let rate = self.drop_path;
         if self.drop_path_form.skips::<B>(rate, &x.device()) {
             let x = packing.drop_add_residual(x, rate, attn);
@@ -179,7 +181,7 @@ impl<B: Backend> VisionTransformer<B> {
             x = block.forward_packed(x, &packing, self.precision);
         }
         packing
-            .unpack(self.norm.forward(x))
+            .unpack(self.final_norm(x))
             .into_iter()
             .zip(grids)
             .map(|(tokens, grid)| VitFeatures {

@@ -230,6 +230,7 @@ impl<B: Backend> VisionTransformer<B> {
                     norm2: r.norm(&format!("{pre}.norm2"), eps),
                     mlp,
                     ls2: ls("ls2"),
+                    norm_eps: eps,
                     drop_path: config.drop_path_of_block(b),
                     drop_path_form: Default::default(),
                 }
