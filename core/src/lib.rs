@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+mod cpu_autodiff;
 pub mod error_text;
 pub mod eval;
 pub mod host;

@@ -6,6 +6,9 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
+use super::cpu_cross_entropy;
+use crate::cpu_autodiff::is_cpu_autodiff;
+
 /// Sinkhorn-Knopp targets for teacher logits [N, K] (`sinkhorn_knopp_teacher`). `n_samples` is
 /// the B the columns are normalised to: N for DINO, the total number of masked patches for iBOT.
 /// As in the reference there is no max-subtraction before `exp`.
@@ -126,6 +129,7 @@ impl<B: Backend> SoftmaxCenter<B> {
 }
 
 /// `DINOLoss.forward`: -Σ_students Σ_teachers mean_rows(Σ_k t · log_softmax(s / τ_s)).
+/// On the CPU student, one fused op per student ([`cpu_cross_entropy`]).
 pub fn dino_cross_entropy<B: Backend>(
     students: &[Tensor<B, 2>],
     teachers: &[Tensor<B, 2>],
@@ -133,7 +137,23 @@ pub fn dino_cross_entropy<B: Backend>(
 ) -> Tensor<B, 1> {
     let mut total: Option<Tensor<B, 1>> = None;
     for s in students {
-        let lsm = log_softmax(s.clone().div_scalar(student_temp), 1);
+        let rows = s.dims()[0];
+        let s = match cpu_cross_entropy::soft_cross_entropy(
+            s.clone(),
+            teachers,
+            &vec![1.0 / rows as f32; rows],
+            student_temp,
+        ) {
+            Ok(term) => {
+                total = Some(match total {
+                    Some(acc) => acc + term,
+                    None => term,
+                });
+                continue;
+            }
+            Err(s) => s,
+        };
+        let lsm = log_softmax(s.div_scalar(student_temp), 1);
         for t in teachers {
             let term = (t.clone() * lsm.clone()).sum_dim(1).mean().neg();
             total = Some(match total {
@@ -148,6 +168,7 @@ pub fn dino_cross_entropy<B: Backend>(
 /// `iBOTPatchLoss.forward_masked`: -Σ_i w_i Σ_k t_ik log_softmax(s_i/τ_s)_k / n_images, over the
 /// gathered masked patches [M, K] with their weights [M] (1 / masked patches of their image);
 /// `n_images` counts every global-crop image, masked or not.
+/// On the CPU student, one fused op ([`cpu_cross_entropy`]).
 pub fn ibot_masked_loss<B: Backend>(
     student: Tensor<B, 2>,
     targets: Tensor<B, 2>,
@@ -155,6 +176,18 @@ pub fn ibot_masked_loss<B: Backend>(
     n_images: usize,
     student_temp: f64,
 ) -> Tensor<B, 1> {
+    if is_cpu_autodiff(&student) {
+        // The weights [M] read back once: this is the CPU.
+        let w = weights.clone().into_data().convert::<f32>();
+        let w = w.as_slice::<f32>().expect("f32 weights");
+        let w: Vec<f32> = w.iter().map(|w| w / n_images as f32).collect();
+        let targets = std::slice::from_ref(&targets);
+        if let Ok(loss) =
+            cpu_cross_entropy::soft_cross_entropy(student.clone(), targets, &w, student_temp)
+        {
+            return loss;
+        }
+    }
     let per_patch = (targets * log_softmax(student.div_scalar(student_temp), 1)).sum_dim(1); // [M, 1]
     let weighted = per_patch.squeeze_dim::<1>(1) * weights;
     weighted.sum().neg().div_scalar(n_images as f64)

@@ -3,6 +3,7 @@
 //! block masking, Gram anchoring (DINOv3), the EMA teacher update, the schedules and the per-parameter multipliers.
 //! The training engine that drives them is [`crate::train`].
 
+pub mod cpu_cross_entropy;
 pub mod ema;
 pub mod gram;
 pub mod head;

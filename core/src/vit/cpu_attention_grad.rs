@@ -23,8 +23,8 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::cpu_attention::{attend_rows, exp_shifted};
-use super::cpu_autodiff::{flex_tensor, from_autodiff, is_cpu_autodiff, row_major, to_autodiff};
 use crate::backend::CpuBackend;
+use crate::cpu_autodiff::{flex_tensor, from_autodiff, is_cpu_autodiff, row_major, to_autodiff};
 
 /// softmax(q·kᵀ/√d_head)·v of every head of `qkv` ([B, T, 3D]), heads concatenated: [B, T, D],
 /// differentiable; `qkv` back, untouched, where it is not an f32 tensor of
@@ -392,7 +392,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vit::cpu_autodiff::CpuAutodiff;
+    use crate::cpu_autodiff::CpuAutodiff;
     use burn::tensor::module::attention;
     use burn::tensor::ops::AttentionModuleOptions;
     use burn::tensor::Distribution;

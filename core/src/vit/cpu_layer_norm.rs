@@ -20,8 +20,8 @@ use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::cpu_autodiff::{flex_tensor, from_autodiff, is_cpu_autodiff, row_major, to_autodiff};
 use crate::backend::CpuBackend;
+use crate::cpu_autodiff::{flex_tensor, from_autodiff, is_cpu_autodiff, row_major, to_autodiff};
 
 /// Rows per task of the parallel passes.
 const ROWS_PER_TASK: usize = 64;
@@ -197,7 +197,7 @@ fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vit::cpu_autodiff::CpuAutodiff;
+    use crate::cpu_autodiff::CpuAutodiff;
     use burn::module::Param;
     use burn::nn::LayerNormConfig;
     use burn::tensor::Distribution;

@@ -19,8 +19,8 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn_flex::FlexTensor;
 
 use super::cpu_attention::exp_nonpositive;
-use super::cpu_autodiff::{flex_tensor, from_autodiff, is_cpu_autodiff, row_major, to_autodiff};
 use crate::backend::CpuBackend;
+use crate::cpu_autodiff::{flex_tensor, from_autodiff, is_cpu_autodiff, row_major, to_autodiff};
 
 const ALPHA: [f32; 7] = [
     -2.726_142_3e-10,
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn the_autodiff_form_matches_burns_gelu_and_its_gradient() {
-        use crate::vit::cpu_autodiff::CpuAutodiff;
+        use crate::cpu_autodiff::CpuAutodiff;
         let device = Default::default();
         let x =
             Tensor::<CpuAutodiff, 3>::random([2, 5, 64], Distribution::Normal(0.0, 3.0), &device)

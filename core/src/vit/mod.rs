@@ -5,7 +5,6 @@ pub mod channels;
 pub mod config;
 pub mod cpu_attention;
 pub mod cpu_attention_grad;
-mod cpu_autodiff;
 mod cpu_blocks;
 pub mod cpu_layer_norm;
 pub mod erf_gelu;

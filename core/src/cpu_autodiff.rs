@@ -1,6 +1,6 @@
 //! The training student's tensors on the CPU backend as burn-autodiff's own, for the operations
-//! that carry their own backward pass there ([`cpu_attention_grad`](super::cpu_attention_grad),
-//! [`erf_gelu`](super::erf_gelu)): the model is generic over its backend, and these helpers
+//! that carry their own backward pass there (attention, LayerNorm and GELU in [`crate::vit`], the
+//! soft cross-entropies in [`crate::objective`]): the model is generic over its backend, and these helpers
 //! recognise `Autodiff<CpuBackend>` by its type and move tensors between the two spellings of
 //! that one type (no copies, no `unsafe`).
 
